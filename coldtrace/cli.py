@@ -1,0 +1,279 @@
+"""`coldtrace`: one command, a subcommand per component. Settings are built here, once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from coldtrace.contract import json_schema
+from coldtrace.settings import ConfigError, Settings, load_settings
+
+
+def table(rows: Sequence[dict[str, object]]) -> str:
+    if not rows:
+        return "(nothing)"
+    cols = list(rows[0])
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    head = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))
+    body = [
+        "  ".join(
+            v.rjust(w) if v.replace(".", "").isdigit() else v.ljust(w)
+            for v, w in zip(row, widths, strict=True)
+        )
+        for row in cells
+    ]
+    return "\n".join([head, *body])
+
+
+def _emit(rows: list[dict[str, object]], as_json: bool) -> None:
+    print(json.dumps(rows, indent=2) if as_json else table(rows))
+
+
+# -- subcommands -----------------------------------------------------------------------------
+
+
+def cmd_services(settings: Settings, args: argparse.Namespace) -> int:
+    from coldtrace.services import LocalServices
+
+    services = LocalServices(settings)
+    if args.action == "up":
+        services.up()
+    elif args.action == "down":
+        stopped = services.down()
+        if not args.json:
+            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    _emit(services.status(), args.json)
+    return 0
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest.consumer import BrokerRefused
+    from ingest.service import IngestService
+
+    try:
+        return IngestService(settings).run()
+    except BrokerRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _register_sim_devices(settings: Settings, vehicles: int) -> None:
+    from coldtrace.services import LocalServices
+    from simulators.fleet import device_id
+
+    LocalServices(settings).register_devices(device_id(i) for i in range(vehicles))
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from coldtrace.services import device_password
+    from simulators.publish import simulate
+
+    _register_sim_devices(settings, args.vehicles)
+    sent = simulate(
+        settings,
+        lambda d: device_password(settings, d),
+        vehicles=args.vehicles,
+        readings=args.readings,
+        interval_s=args.interval,
+        speedup=args.speedup,
+        per_batch=args.batch,
+        seed=args.seed,
+        state_file=settings.run_dir / "simulator-state.json",
+        progress=_progress_printer("published") if not args.json else None,
+    )
+    rows: list[dict[str, object]] = [{"device": d, "sent": n} for d, n in sorted(sent.items())]
+    _emit(rows, args.json)
+    return 0
+
+
+def _progress_printer(label: str) -> Callable[[int, int], None]:
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2 or done == total:
+            last[0] = now
+            pct = 100 * done // max(total, 1)
+            print(f"    {label} {done}/{total} readings ({pct}%)", file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from coldtrace.influx import InfluxClient
+    from coldtrace.services import LocalServices, device_password
+    from ingest.report import landed
+    from simulators.publish import simulate
+
+    print("1/4 starting Mosquitto and InfluxDB on 127.0.0.1 ...")
+    LocalServices(settings).up()
+    influx = InfluxClient(settings)
+    before = landed(influx)  # a second demo run counts only what it adds
+    print("2/4 starting ingest (log: run/ingest.log) ...")
+    ingest = _start_ingest_process(settings)
+    try:
+        _register_sim_devices(settings, args.vehicles)
+        print(
+            f"3/4 {args.vehicles} vans publish {args.readings} readings each "
+            f"({args.readings} simulated minutes, compressed) ..."
+        )
+        sent = simulate(
+            settings,
+            lambda d: device_password(settings, d),
+            vehicles=args.vehicles,
+            readings=args.readings,
+            interval_s=60,
+            speedup=args.speedup,
+            per_batch=2,
+            state_file=settings.run_dir / "simulator-state.json",
+            progress=_progress_printer("published"),
+        )
+        print("4/4 waiting for ingest to store everything ...")
+        deadline = time.monotonic() + 60
+        while True:
+            got = landed(influx)
+            stored = got.stored - before.stored
+            gaps = got.gap_missing - before.gap_missing
+            rejected = got.rejected_by_device - before.rejected_by_device
+            if all(stored[d] + rejected[d] + gaps[d] >= n for d, n in sent.items()):
+                break
+            if time.monotonic() > deadline:
+                print("    gave up waiting after 60 s: see run/ingest.log", file=sys.stderr)
+                break
+            time.sleep(0.5)
+    finally:
+        ingest.send_signal(signal.SIGTERM)
+        ingest.wait(timeout=60)
+    rows: list[dict[str, object]] = []
+    for device, n in sorted(sent.items()):
+        lo, hi = got.probe_range.get(device, (float("nan"), float("nan")))
+        rows.append(
+            {
+                "device": device,
+                "sent": n,
+                "stored": stored[device],
+                "rejected": rejected[device],
+                "seq_gaps": gaps[device],
+                "lost": n - stored[device] - rejected[device] - gaps[device],
+                "product_min_c": f"{lo:.1f}",
+                "product_max_c": f"{hi:.1f}",
+            }
+        )
+    print()
+    print(table(rows))
+    total = {
+        k: sum(int(str(r[k])) for r in rows)
+        for k in ("sent", "stored", "rejected", "seq_gaps", "lost")
+    }
+    print(
+        f"\nsent {total['sent']} readings = stored {total['stored']} + rejected "
+        f"{total['rejected']} + seq gaps {total['seq_gaps']}; lost {total['lost']}"
+    )
+    print(f"""
+Where to look next:
+  InfluxDB    curl -G {settings.influx_url}/query --data-urlencode db={settings.influx_database} \\
+                --data-urlencode "q=SELECT * FROM temperature WHERE device='van-01' LIMIT 5"
+  ingest      run/ingest.log; while `coldtrace ingest` runs:
+              curl 127.0.0.1:{settings.ingest_health_port}/health   and   /metrics
+  services    coldtrace services status   (stop them: coldtrace services down)
+  contract    docs/wire-format.md""")
+    return 0 if total["lost"] == 0 else 1
+
+
+def _start_ingest_process(settings: Settings) -> subprocess.Popen[bytes]:
+    log = (settings.run_dir / "ingest.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coldtrace.cli", "ingest"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+    )
+    url = f"http://127.0.0.1:{settings.ingest_health_port}/health"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"ingest exited with {proc.returncode}; see run/ingest.log")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("ingest did not become healthy in 30 s; see run/ingest.log")
+
+
+def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coldtrace", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("services", help="local Mosquitto and InfluxDB for development and tests")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_services)
+
+    p = sub.add_parser("ingest", help="MQTT -> validate -> InfluxDB, acking only what is stored")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("simulate", help="publish a simulated fleet's telemetry")
+    p.add_argument("--vehicles", type=int, default=10)
+    p.add_argument("--readings", type=int, default=60, help="readings per vehicle")
+    p.add_argument(
+        "--interval", type=float, default=60.0, help="simulated seconds between readings"
+    )
+    p.add_argument("--speedup", type=float, default=60.0, help="time compression; 0 = flat out")
+    p.add_argument("--batch", type=int, default=1, help="readings per MQTT message")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="services up, ingest, a simulated fleet, then what landed")
+    p.add_argument("--vehicles", type=int, default=12)
+    p.add_argument("--readings", type=int, default=180)
+    p.add_argument("--speedup", type=float, default=900.0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("schema", help="print the wire contract's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("COLDTRACE_RUN_DIR", str(settings.run_dir))
+    result: int = args.func(settings, args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Adapter for InfluxDB's v1 HTTP API: line protocol to /write, InfluxQL to /query.
+
+That API is served by InfluxDB 1.x, by 2.x (v1 compatibility endpoints) and by 3.x, so this
+is the only client coldtrace needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+
+from coldtrace.settings import Settings
+
+Precision = Literal["ms", "ns"]
+
+
+class InfluxUnavailable(Exception):
+    """InfluxDB did not store the write (down, timeout, 5xx): retry later, ack nothing."""
+
+
+class InfluxRejected(Exception):
+    """InfluxDB refused the write itself (HTTP 4xx): retrying the same bytes cannot help."""
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class InfluxClient:
+    def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
+        auth = None
+        if settings.influx_username and settings.influx_password:
+            auth = (settings.influx_username, settings.influx_password.get_secret_value())
+        self.database = settings.influx_database
+        self._http = httpx.Client(
+            base_url=settings.influx_url.rstrip("/"), timeout=timeout_s, auth=auth
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def ping(self) -> bool:
+        try:
+            return self._http.get("/ping").status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    def write(self, body: bytes, precision: Precision = "ms") -> None:
+        if not body:
+            return
+        try:
+            resp = self._http.post(
+                "/write", params={"db": self.database, "precision": precision}, content=body
+            )
+        except httpx.HTTPError as exc:
+            raise InfluxUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code == 204:
+            return
+        if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
+            raise InfluxRejected(f"HTTP {resp.status_code}: {resp.text[:500]}")
+        raise InfluxUnavailable(f"HTTP {resp.status_code}: {resp.text[:500]}")
+
+    def query(self, influxql: str) -> list[dict[str, Any]]:
+        """Run one InfluxQL statement; return its series (name, tags, columns, values)."""
+        try:
+            resp = self._http.post(
+                "/query", params={"db": self.database, "epoch": "ms"}, data={"q": influxql}
+            )
+        except httpx.HTTPError as exc:
+            raise InfluxUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code >= 500:
+            raise InfluxUnavailable(f"HTTP {resp.status_code}: {resp.text[:500]}")
+        payload = resp.json()
+        if resp.status_code >= 400 or "error" in payload:
+            raise InfluxRejected(f"{influxql!r}: {payload.get('error', resp.text[:500])}")
+        result = payload["results"][0]
+        if "error" in result:
+            raise InfluxRejected(f"{influxql!r}: {result['error']}")
+        series: list[dict[str, Any]] = result.get("series", [])
+        return series
+
+    def rows(self, influxql: str) -> list[dict[str, Any]]:
+        """Query results flattened to one dict per row, tags merged in."""
+        out: list[dict[str, Any]] = []
+        for s in self.query(influxql):
+            tags = s.get("tags", {})
+            for values in s["values"]:
+                row = dict(zip(s["columns"], values, strict=True))
+                row.update(tags)
+                out.append(row)
+        return out
+
+    def create_database(self) -> None:
+        self.query(f"CREATE DATABASE {quote_ident(self.database)}")

@@ -1,0 +1,300 @@
+"""Local Mosquitto and InfluxDB for development and tests, from the system packages.
+
+`up` renders the configs kept in ``deploy/`` into the run directory, starts each server bound
+to 127.0.0.1 on the ports from settings, and waits until it answers. `down` stops exactly the
+processes it started: each pid file is checked against the process's command line first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from coldtrace.influx import InfluxClient
+from coldtrace.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+INGEST_MQTT_USER = "ingest"
+
+
+class ServiceError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    binary: str
+    packages: tuple[str, ...]
+    argv: Callable[[Path], list[str]]
+    config_name: str
+    log_name: str
+
+
+SERVICES = {
+    "mosquitto": ServiceSpec(
+        "mosquitto",
+        "mosquitto",
+        ("mosquitto", "mosquitto-clients"),
+        lambda conf: ["mosquitto", "-c", str(conf)],
+        "mosquitto.conf",
+        "mosquitto.log",
+    ),
+    "influxdb": ServiceSpec(
+        "influxdb",
+        "influxd",
+        ("influxdb",),
+        lambda conf: ["influxd", "-config", str(conf)],
+        "influxdb.conf",
+        "influxdb.out",
+    ),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def ensure_packages(specs: Iterable[ServiceSpec]) -> None:
+    missing = sorted({p for s in specs if shutil.which(s.binary) is None for p in s.packages})
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise ServiceError(
+            f"missing system packages {' '.join(missing)}: run `sudo apt-get install -y "
+            f"{' '.join(missing)}` (or run as root and coldtrace installs them)"
+        )
+    log.warning("installing system packages: %s", " ".join(missing))
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    # policy-rc.d keeps the packages' own system services from starting: we run our own.
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env
+    )
+
+
+def device_password(settings: Settings, device: str) -> str:
+    """Development-only broker password of a simulated device, derived from the dev key."""
+    if settings.dev_device_key is None:
+        raise ServiceError("COLDTRACE_DEV_DEVICE_KEY is not set: run `coldtrace services up`")
+    key = settings.dev_device_key.get_secret_value().encode()
+    return hmac.new(key, device.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class LocalServices:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.run_dir = settings.run_dir.resolve()
+        influx = urlsplit(settings.influx_url)
+        self.influx_host = influx.hostname or "127.0.0.1"
+        self.influx_port = influx.port or 8086
+
+    def _dir(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def _pidfile(self, name: str) -> Path:
+        return self._dir(name) / f"{name}.pid"
+
+    def _conf(self, spec: ServiceSpec) -> Path:
+        return self._dir(spec.name) / spec.config_name
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def up(self, names: Iterable[str] = SERVICES) -> None:
+        specs = [SERVICES[n] for n in names]
+        ensure_packages(specs)
+        for spec in specs:
+            self.start(spec.name)
+        if "influxdb" in [s.name for s in specs]:
+            client = InfluxClient(self.settings)
+            try:
+                client.create_database()
+            finally:
+                client.close()
+
+    def start(self, name: str) -> None:
+        spec = SERVICES[name]
+        if self.pid(name) is not None:
+            log.info("%s already running (pid %s)", name, self.pid(name))
+            return
+        self._dir(name).mkdir(parents=True, exist_ok=True)
+        conf = self._render(spec)
+        logfile = (self._dir(name) / f"{name}.out").open("ab")
+        proc = subprocess.Popen(
+            spec.argv(conf),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # our Ctrl-C must not kill the servers behind our back
+        )
+        self._pidfile(name).write_text(str(proc.pid))
+        self._wait_ready(name, proc)
+
+    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 15) -> bool:
+        pid = self.pid(name)
+        if pid is None:
+            self._pidfile(name).unlink(missing_ok=True)
+            return False
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout_s
+        while self._alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._alive(pid):
+            log.warning("%s (pid %d) ignored %s; killing it", name, pid, sig.name)
+            os.kill(pid, signal.SIGKILL)
+            while self._alive(pid):
+                time.sleep(0.05)
+        self._pidfile(name).unlink(missing_ok=True)
+        return True
+
+    def down(self) -> list[str]:
+        return [name for name in SERVICES if self.stop(name)]
+
+    def reload(self, name: str) -> None:
+        pid = self.pid(name)
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+
+    def status(self) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = []
+        for name in SERVICES:
+            pid = self.pid(name)
+            port = self.settings.mqtt_port if name == "mosquitto" else self.influx_port
+            rows.append(
+                {
+                    "service": name,
+                    "state": "running" if pid else "stopped",
+                    "pid": pid,
+                    "address": f"127.0.0.1:{port}",
+                    "log": str(self._dir(name) / SERVICES[name].log_name),
+                }
+            )
+        return rows
+
+    def pid(self, name: str) -> int | None:
+        """Pid of the server we started, or None: a stale or reused pid does not count."""
+        try:
+            pid = int(self._pidfile(name).read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        conf = str(self._conf(SERVICES[name])).encode()
+        return pid if conf in cmdline and self._alive(pid) else None
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has already exited
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def _render(self, spec: ServiceSpec) -> Path:
+        template = (REPO_DIR / "deploy" / spec.name / f"{spec.config_name}.template").read_text()
+        values = {
+            "run_dir": str(self.run_dir),
+            "repo_dir": str(REPO_DIR),
+            "mqtt_host": "127.0.0.1",
+            "mqtt_port": str(self.settings.mqtt_port),
+            # Mosquitto drops root to user `mosquitto`, who could not read our run directory.
+            "user_line": "user root" if os.geteuid() == 0 else "",
+            "influx_host": "127.0.0.1",
+            "influx_port": str(self.influx_port),
+            "influx_rpc_port": str(free_port()),
+        }
+        if spec.name == "mosquitto":
+            (self._dir(spec.name) / "data").mkdir(parents=True, exist_ok=True)
+            self._ensure_passwd()
+        conf = self._conf(spec)
+        conf.write_text(template.format(**values))
+        return conf
+
+    def _passwd(self) -> Path:
+        return self._dir("mosquitto") / "passwd"
+
+    def _ensure_passwd(self) -> None:
+        if self.settings.mqtt_username is None or self.settings.mqtt_password is None:
+            raise ServiceError("COLDTRACE_MQTT_USERNAME/PASSWORD are not set")
+        self._add_users(
+            {self.settings.mqtt_username: self.settings.mqtt_password.get_secret_value()},
+            replace=True,
+        )
+
+    def _add_users(self, users: dict[str, str], replace: bool = False) -> int:
+        """Add users to the broker's password file, hashed by mosquitto_passwd; returns count."""
+        passwd = self._passwd()
+        passwd.parent.mkdir(parents=True, exist_ok=True)
+        lines = passwd.read_text().splitlines() if passwd.exists() else []
+        known = {line.split(":", 1)[0] for line in lines}
+        if replace:
+            lines = [ln for ln in lines if ln.split(":", 1)[0] not in users]
+            known -= set(users)
+        new = {u: p for u, p in users.items() if u not in known}
+        if not new:
+            return 0
+        plain = passwd.with_suffix(".new")
+        plain.write_text("".join(f"{u}:{p}\n" for u, p in new.items()))
+        plain.chmod(0o600)
+        subprocess.run(["mosquitto_passwd", "-U", str(plain)], check=True, capture_output=True)
+        passwd.write_text("".join(f"{ln}\n" for ln in lines) + plain.read_text())
+        passwd.chmod(0o600)
+        plain.unlink()
+        return len(new)
+
+    def register_devices(self, devices: Iterable[str]) -> None:
+        """Give simulated devices their broker accounts (development only) and reload."""
+        added = self._add_users({d: device_password(self.settings, d) for d in devices})
+        if added:
+            self.reload("mosquitto")
+            time.sleep(0.2)  # mosquitto re-reads the password file on SIGHUP, asynchronously
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def _wait_ready(self, name: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self._pidfile(name).unlink(missing_ok=True)
+                raise ServiceError(
+                    f"{name} exited with code {proc.returncode} at start; see "
+                    f"{self._dir(name)}/{name}.out and {name}.log"
+                )
+            if self._ready(name):
+                return
+            time.sleep(0.1)
+        raise ServiceError(f"{name} did not answer within {timeout_s:.0f}s; see {self._dir(name)}")
+
+    def _ready(self, name: str) -> bool:
+        if name == "mosquitto":
+            try:
+                with socket.create_connection(("127.0.0.1", self.settings.mqtt_port), 0.5):
+                    return True
+            except OSError:
+                return False
+        try:
+            return (
+                httpx.get(f"http://127.0.0.1:{self.influx_port}/ping", timeout=0.5).status_code
+                == 204
+            )
+        except httpx.HTTPError:
+            return False

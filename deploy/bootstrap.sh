@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine for coldtrace: system packages, then a venv with the
+# project and its dev tools. Idempotent; as root it installs what is missing, otherwise it
+# says what to install.
+set -euo pipefail
+venv=${1:-.venv}
+need=()
+command -v mosquitto >/dev/null || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
+command -v influxd >/dev/null || need+=(influxdb)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing system packages: ${need[*]}; run: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  echo "installing system packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # Keep the packages' own system services from starting (they would take ports 1883 and
+  # 8086): coldtrace runs its own servers, on its own ports, from its own configs.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q -e '.[dev]'
+echo "ready: $venv/bin/coldtrace"

@@ -1,0 +1,86 @@
+"""Durable holding area for readings whose time is not known yet (``ts`` null, no offset).
+
+They are kept in the relational store (SQLite by default) so their MQTT message can be
+acknowledged, and released once a reading of the same boot fixes the clock.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from coldtrace.contract import Reading
+from ingest.clock import BootKey
+
+metadata = MetaData()
+
+held_reading = Table(
+    "held_reading",
+    metadata,
+    Column("device", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("boot", BigInteger, nullable=False, index=True),
+    Column("reading", LargeBinary, nullable=False),
+)
+
+
+class HeldReadings:
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+        metadata.create_all(self.engine)
+
+    def keys(self) -> set[BootKey]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(held_reading.c.device, held_reading.c.boot).distinct())
+            return {(r.device, r.boot) for r in rows}
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(held_reading)).scalar_one())
+
+    def hold(self, device: str, boot: int, readings: list[Reading]) -> None:
+        rows = [
+            {"device": device, "seq": r.seq, "boot": boot, "reading": r.model_dump_json().encode()}
+            for r in readings
+        ]
+        if not rows:
+            return
+        # A redelivered message holds the same readings again: keep the first copy.
+        upsert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = upsert(held_reading).on_conflict_do_nothing()
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    def take(self, key: BootKey) -> list[Reading]:
+        """The held readings of one boot, oldest first (removed only by release())."""
+        device, boot = key
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(held_reading.c.reading)
+                .where(held_reading.c.device == device, held_reading.c.boot == boot)
+                .order_by(held_reading.c.seq)
+            )
+            return [Reading.model_validate_json(r.reading) for r in rows]
+
+    def release(self, key: BootKey, seqs: list[int]) -> None:
+        device, boot = key
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(held_reading).where(
+                    held_reading.c.device == device,
+                    held_reading.c.boot == boot,
+                    held_reading.c.seq.in_(seqs),
+                )
+            )

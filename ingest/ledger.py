@@ -1,0 +1,168 @@
+"""Stage 3, ledger: what ingest knows of each device's seqs.
+
+Two jobs, both keyed by (device, seq):
+- deduplication: a seq seen again with the same fingerprint is an idempotent repeat; with a
+  different fingerprint it is a conflict (dead-lettered, the first version stays);
+- seq gaps: a jump over seqs opens a gap, a late reading fills it, a device's own report of
+  dropped seqs closes it as reported. Every change to a gap is a GapChange to store, so a loss
+  between device and ingest (e.g. a broker queue overflow) never passes silently.
+
+The state is a cache of what InfluxDB holds: a device is primed from there on first sight, and
+forgotten (to be primed again) whenever a write could not be stored. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ingest.clock import PlacedReading
+
+HOUR_MS = 3_600_000
+MAX_OPEN_GAPS = 1000  # per device; beyond that the oldest gap is final as reported
+
+
+class Verdict(Enum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+def fingerprint(p: PlacedReading) -> int:
+    """Stable over processes (unlike hash()): what the device said, not where we placed it."""
+    r = p.reading
+    gps = r.gps
+    gps_key = "" if gps is None else f"{gps.lat!r},{gps.lon!r},{gps.speed_kmh!r},{gps.hdop!r}"
+    probes = ",".join(f"{k}={v!r}" for k, v in sorted(r.probes.items()))
+    text = f"{p.boot}|{r.ts}|{r.up}|{probes}|{gps_key}|{r.door}|{r.battery_v!r}|{r.rssi_dbm}"
+    return zlib.crc32(text.encode())
+
+
+@dataclass(slots=True)
+class SeqGap:
+    first: int
+    last: int
+    opened_ts: int  # device time of the reading that revealed the gap: the point's timestamp
+    source: str  # "ingest" (detected) or "device" (reported dropped by the device)
+    missing: list[list[int]] = field(default_factory=list)  # still-missing [lo, hi] ranges
+
+    @property
+    def missing_count(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.missing)
+
+
+@dataclass(frozen=True, slots=True)
+class GapChange:
+    device: str
+    gap: SeqGap
+    missing: int
+
+
+@dataclass(slots=True)
+class DeviceHistory:
+    """What InfluxDB says of one device, to prime the ledger."""
+
+    seen: dict[int, tuple[int, int]]  # seq -> (fingerprint, ts)
+    high: int | None
+    gaps: list[SeqGap]
+
+
+class DeviceLedger:
+    def __init__(self, history: DeviceHistory, window_ms: int) -> None:
+        self.seen = dict(history.seen)
+        self.high = history.high
+        self.gaps = list(history.gaps)
+        self.window_ms = window_ms
+        self.max_ts = max((ts for _, ts in self.seen.values()), default=0)
+        self._since_prune = 0
+
+    def check(self, p: PlacedReading, fp: int) -> Verdict:
+        known = self.seen.get(p.reading.seq)
+        if known is None:
+            return Verdict.NEW
+        return Verdict.DUPLICATE if known[0] == fp else Verdict.CONFLICT
+
+    def record(self, device: str, p: PlacedReading, fp: int) -> list[GapChange]:
+        seq = p.reading.seq
+        self.seen[seq] = (fp, p.ts)
+        if p.ts > self.max_ts:
+            self.max_ts = p.ts
+        self._since_prune += 1
+        if self._since_prune >= 10_000:
+            self._prune()
+        if self.high is None:
+            self.high = seq
+            return []
+        if seq > self.high + 1:
+            gap = SeqGap(self.high + 1, seq - 1, p.ts, "ingest", [[self.high + 1, seq - 1]])
+            self.high = seq
+            self._add_gap(gap)
+            return [GapChange(device, gap, gap.missing_count)]
+        if seq > self.high:
+            self.high = seq
+            return []
+        return self._fill(device, seq, seq)
+
+    def report_dropped(self, device: str, first: int, last: int, ts: int) -> list[GapChange]:
+        """The device says it discarded [first, last]: a reported gap, not a loss to hunt."""
+        changes = self._fill(device, first, last)
+        if self.high is not None and first > self.high + 1:
+            lost = SeqGap(self.high + 1, first - 1, ts, "ingest", [[self.high + 1, first - 1]])
+            self._add_gap(lost)
+            changes.append(GapChange(device, lost, lost.missing_count))
+        reported = SeqGap(first, last, ts, "device", [[first, last]])
+        if self.high is None or last > self.high:
+            self.high = last
+        changes.append(GapChange(device, reported, reported.missing_count))
+        return changes
+
+    def _add_gap(self, gap: SeqGap) -> None:
+        self.gaps.append(gap)
+        if len(self.gaps) > MAX_OPEN_GAPS:
+            del self.gaps[0]
+
+    def _fill(self, device: str, lo: int, hi: int) -> list[GapChange]:
+        changes: list[GapChange] = []
+        for gap in self.gaps:
+            if hi < gap.first or lo > gap.last:
+                continue
+            before = gap.missing_count
+            remaining: list[list[int]] = []
+            for a, b in gap.missing:
+                if b < lo or a > hi:
+                    remaining.append([a, b])
+                    continue
+                if a < lo:
+                    remaining.append([a, lo - 1])
+                if b > hi:
+                    remaining.append([hi + 1, b])
+            gap.missing = remaining
+            if gap.missing_count != before:
+                changes.append(GapChange(device, gap, gap.missing_count))
+        self.gaps = [g for g in self.gaps if g.missing]
+        return changes
+
+    def _prune(self) -> None:
+        self._since_prune = 0
+        horizon = self.max_ts - self.window_ms
+        self.seen = {s: v for s, v in self.seen.items() if v[1] >= horizon}
+
+
+class Ledger:
+    def __init__(self, window_h: int) -> None:
+        self.window_ms = window_h * HOUR_MS
+        self.devices: dict[str, DeviceLedger] = {}
+
+    def knows(self, device: str) -> bool:
+        return device in self.devices
+
+    def prime(self, device: str, history: DeviceHistory) -> None:
+        self.devices[device] = DeviceLedger(history, self.window_ms)
+
+    def forget(self, devices: set[str]) -> None:
+        for d in devices:
+            self.devices.pop(d, None)
+
+    def __getitem__(self, device: str) -> DeviceLedger:
+        return self.devices[device]

@@ -1,0 +1,85 @@
+"""Stage 4, encode: placed readings, gaps and rejections -> InfluxDB line protocol.
+
+The schema (docs/storage-schema.md) that dashboards and rules rely on:
+- temperature,device=D,probe=P celsius=F,seq=I          (a probe fault: fault="why",raw=F)
+- position,device=D lat=F,lon=F[,speed_kmh=F][,hdop=F],seq=I
+- device_health,device=D seq=I,boot=I,up=I,fp=I[,derived=true][,battery_v=F][,rssi_dbm=I][,door=B]
+- seq_gap,device=D,source=ingest|device first=I,last=I,missing=I
+- rejected,reason=R device="D",topic="T",detail="..",payload="..",readings=I
+
+Reading points carry the device timestamp in ms, so a replayed reading overwrites its own
+point (same measurement, tags and time): idempotent by construction. Device and probe ids
+are restricted by the contract to characters that need no escaping in tags. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from coldtrace.contract import probe_fault
+from ingest.clock import PlacedReading
+from ingest.decode import Rejection
+from ingest.ledger import GapChange
+
+PAYLOAD_PREFIX_BYTES = 1024
+
+
+def _field_string(value: str) -> str:
+    return (
+        '"'
+        + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+        + '"'
+    )
+
+
+def reading_lines(p: PlacedReading, fp: int, out: list[str]) -> None:
+    r = p.reading
+    dev = p.device
+    seq = r.seq
+    ts = p.ts
+    for probe, value in r.probes.items():
+        fault = probe_fault(value)
+        if fault is None:
+            out.append(f"temperature,device={dev},probe={probe} celsius={value!r},seq={seq}i {ts}")
+        elif value is None:
+            out.append(f'temperature,device={dev},probe={probe} fault="{fault}",seq={seq}i {ts}')
+        else:
+            out.append(
+                f'temperature,device={dev},probe={probe} fault="{fault}",raw={value!r},'
+                f"seq={seq}i {ts}"
+            )
+    gps = r.gps
+    if gps is not None:
+        extra = ""
+        if gps.speed_kmh is not None:
+            extra += f",speed_kmh={gps.speed_kmh!r}"
+        if gps.hdop is not None:
+            extra += f",hdop={gps.hdop!r}"
+        out.append(f"position,device={dev} lat={gps.lat!r},lon={gps.lon!r}{extra},seq={seq}i {ts}")
+    health = f"device_health,device={dev} seq={seq}i,boot={p.boot}i,up={r.up}i,fp={fp}i"
+    if p.derived:
+        health += ",derived=true"
+    if r.battery_v is not None:
+        health += f",battery_v={r.battery_v!r}"
+    if r.rssi_dbm is not None:
+        health += f",rssi_dbm={r.rssi_dbm}i"
+    if r.door is not None:
+        health += f",door={'true' if r.door else 'false'}"
+    out.append(f"{health} {ts}")
+
+
+def gap_line(change: GapChange) -> str:
+    g = change.gap
+    return (
+        f"seq_gap,device={change.device},source={g.source} "
+        f"first={g.first}i,last={g.last}i,missing={change.missing}i {g.opened_ts}"
+    )
+
+
+def rejection_line(rej: Rejection, topic: str, time_ns: int) -> str:
+    payload = rej.payload[:PAYLOAD_PREFIX_BYTES].decode("utf-8", errors="replace")
+    seq = f",seq={rej.seq}i" if rej.seq is not None else ""
+    return (
+        f"rejected,reason={rej.reason} device={_field_string(rej.device)},"
+        f"topic={_field_string(topic[:256])},detail={_field_string(rej.detail[:1000])},"
+        f"payload={_field_string(payload)},payload_bytes={len(rej.payload)}i,"
+        f"readings={rej.readings}i{seq} {time_ns}"
+    )

@@ -1,0 +1,231 @@
+"""The ingest pipeline, declared in one place. For each batch of MQTT messages:
+
+  1. decode   (ingest.decode)  payload -> contract readings, or rejections with a reason
+  2. place    (ingest.clock)   give each reading its device time, or hold it durably
+  3. ledger   (ingest.ledger)  dedup by (device, seq); open, fill and report seq gaps
+  4. encode   (ingest.lines)   readings, gaps and rejections -> line protocol
+  5. store    (coldtrace.influx) one write per batch; retried while InfluxDB is down
+  6. ack      (ingest.consumer) only after store returned: the caller acks the batch
+
+Nothing in a batch is acknowledged before all of it is stored or dead-lettered. If InfluxDB
+refuses a batch outright (HTTP 4xx), the ledger forgets the batch's devices and each
+message is retried alone, so one poisoned message is dead-lettered without its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+from coldtrace.contract import Reading
+from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from ingest.clock import BootClocks, BootKey, PlacedReading
+from ingest.decode import Decoded, Rejection, decode
+from ingest.held import HeldReadings
+from ingest.history import load_boot_offset, load_device_history
+from ingest.ledger import GapChange, Ledger, Verdict, fingerprint
+from ingest.lines import gap_line, reading_lines, rejection_line
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Stopping(Exception):
+    """Shutdown was asked for while waiting on InfluxDB; nothing of the batch is acked."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int  # which MQTT connection delivered it: acks are only valid on that one
+    received_ns: int
+
+
+@dataclass(slots=True)
+class _Work:
+    """What one batch will write; counters are added to the totals only once stored."""
+
+    lines: list[str]
+    rejected: list[str]
+    holds: list[tuple[str, int, list[Reading]]]
+    releases: list[tuple[BootKey, list[int]]]
+    counts: Counter[str]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        influx: InfluxClient,
+        held: HeldReadings,
+        *,
+        max_payload_bytes: int,
+        dedup_window_h: int,
+        stop: threading.Event,
+    ) -> None:
+        self.influx = influx
+        self.held = held
+        self.max_payload_bytes = max_payload_bytes
+        self.stop = stop
+        self.ledger = Ledger(dedup_window_h)
+        self.clocks = BootClocks()
+        self.held_keys: set[BootKey] = held.keys()
+        self._offset_asked: set[BootKey] = set()
+        self.totals: Counter[str] = Counter()
+        self.retrying_since: float | None = None
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def process(self, messages: list[InboundMessage]) -> None:
+        """Store or dead-letter every message; return only when all of it is durable."""
+        decoded = [decode(m.topic, m.payload, self.max_payload_bytes) for m in messages]
+        try:
+            self._store(self._build(messages, decoded))
+        except InfluxRejected as exc:
+            log.warning("InfluxDB refused a batch (%s); retrying its messages one by one", exc)
+            self.ledger.forget({d.device for d in decoded})
+            for m, d in zip(messages, decoded, strict=True):
+                try:
+                    self._store(self._build([m], [d]))
+                except InfluxRejected as one:
+                    self.ledger.forget({d.device})
+                    count = len(d.readings) + sum(r.readings for r in d.rejections)
+                    rej = Rejection("storage_rejected", str(one), count, m.payload, d.device)
+                    self._store(self._build([m], [Decoded(d.device, rejections=[rej])]))
+
+    def _build(self, messages: list[InboundMessage], decoded: list[Decoded]) -> _Work:
+        self._prime(decoded)
+        work = _Work([], [], [], [], Counter())
+        for m, d in zip(messages, decoded, strict=True):
+            work.counts["messages"] += 1
+            for i, rej in enumerate(d.rejections):
+                self._reject(work, m, rej, i)
+            if not d.readings and not d.dropped:
+                continue
+            placed, held = self.clocks.place(d.device, d.boot, d.readings)
+            if held:
+                work.holds.append((d.device, d.boot, held))
+                work.counts["held"] += len(held)
+            key = (d.device, d.boot)
+            if key in self.held_keys and self.clocks.offset(key) is not None:
+                released = self.held.take(key)
+                more, _ = self.clocks.place(d.device, d.boot, released)
+                placed.extend(more)
+                work.releases.append((key, [r.seq for r in released]))
+                work.counts["released"] += len(released)
+            self._ledger(work, m, d, placed)
+        return work
+
+    def _ledger(
+        self, work: _Work, m: InboundMessage, d: Decoded, placed: list[PlacedReading]
+    ) -> None:
+        ledger = self.ledger[d.device]
+        gaps: list[GapChange] = []
+        for dropped in d.dropped:
+            ts = placed[0].ts if placed else m.received_ns // 1_000_000
+            gaps.extend(ledger.report_dropped(d.device, dropped.first, dropped.last, ts))
+        for p in placed:
+            fp = fingerprint(p)
+            verdict = ledger.check(p, fp)
+            if verdict is Verdict.NEW:
+                reading_lines(p, fp, work.lines)
+                gaps.extend(ledger.record(d.device, p, fp))
+                work.counts["stored"] += 1
+            elif verdict is Verdict.DUPLICATE:
+                work.counts["duplicates"] += 1
+            else:
+                rej = Rejection(
+                    "conflicting_duplicate",
+                    f"seq {p.reading.seq} already stored with other values",
+                    1,
+                    p.reading.model_dump_json().encode(),
+                    d.device,
+                    p.reading.seq,
+                )
+                self._reject(work, m, rej, len(work.rejected))
+        for change in gaps:
+            work.lines.append(gap_line(change))
+            gap = change.gap
+            if gap.source == "ingest" and change.missing == gap.last - gap.first + 1:
+                log.warning(
+                    "seq gap: device=%s seqs %d..%d missing (%d readings)",
+                    change.device,
+                    gap.first,
+                    gap.last,
+                    change.missing,
+                )
+
+    def _reject(self, work: _Work, m: InboundMessage, rej: Rejection, index: int) -> None:
+        log.warning(
+            "rejected: reason=%s device=%s topic=%s readings=%d: %s",
+            rej.reason,
+            rej.device or "?",
+            m.topic[:200],
+            rej.readings,
+            rej.detail[:300],
+        )
+        # ns precision and a per-batch index keep two rejections from sharing a point.
+        work.rejected.append(rejection_line(rej, m.topic, m.received_ns + index))
+        work.counts["dead_letters"] += 1
+        work.counts["rejected"] += rej.readings
+
+    def _store(self, work: _Work) -> None:
+        self._with_retry(lambda: self.influx.write("\n".join(work.lines).encode(), "ms"))
+        self._with_retry(lambda: self.influx.write("\n".join(work.rejected).encode(), "ns"))
+        for device, boot, readings in work.holds:
+            self.held.hold(device, boot, readings)
+            self.held_keys.add((device, boot))
+        for key, seqs in work.releases:
+            self.held.release(key, seqs)
+            self.held_keys.discard(key)
+        self.totals.update(work.counts)
+
+    # -- priming from InfluxDB ---------------------------------------------------------------
+
+    def _prime(self, decoded: list[Decoded]) -> None:
+        for d in decoded:
+            if not d.readings and not d.dropped:
+                continue
+            if not self.ledger.knows(d.device):
+                known = [r.ts for r in d.readings if r.ts is not None]
+                since = (min(known) if known else int(time.time() * 1000)) - self.ledger.window_ms
+                history = self._with_retry(
+                    partial(load_device_history, self.influx, d.device, since)
+                )
+                self.ledger.prime(d.device, history)
+            key = (d.device, d.boot)
+            if (
+                self.clocks.offset(key) is None
+                and key not in self._offset_asked
+                and all(r.ts is None for r in d.readings)
+            ):
+                self._offset_asked.add(key)
+                offset = self._with_retry(partial(load_boot_offset, self.influx, *key))
+                if offset is not None:
+                    self.clocks.learn(key, offset)
+
+    def _with_retry(self, op: Callable[[], T]) -> T:
+        delay = 0.2
+        while True:
+            try:
+                result = op()
+                self.retrying_since = None
+                return result
+            except InfluxUnavailable as exc:
+                if self.retrying_since is None:
+                    self.retrying_since = time.monotonic()
+                log.warning(
+                    "InfluxDB unavailable (%s); retrying in %.1fs, nothing acked", exc, delay
+                )
+            if self.stop.wait(delay * random.uniform(0.5, 1.5)):
+                raise Stopping
+            delay = min(delay * 2, 10.0)

@@ -1,0 +1,191 @@
+"""Bootstrap of `coldtrace ingest`: wires the consumer, the pipeline and the health endpoint.
+
+Two threads do the work: paho's network loop puts messages in a bounded inbox; the writer
+collects a batch (by count, or after a short delay), runs the pipeline and acks. Either
+thread dying fails /health and ends the process with a non-zero status, for the supervisor
+(systemd, compose) to restart it; the broker redelivers whatever was not acked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+
+from coldtrace.influx import InfluxClient, InfluxUnavailable
+from coldtrace.settings import Settings
+from ingest.consumer import MqttConsumer
+from ingest.held import HeldReadings
+from ingest.pipeline import InboundMessage, Pipeline, Stopping
+
+log = logging.getLogger(__name__)
+
+INFLUX_RETRY_UNHEALTHY_S = 60.0
+
+
+class IngestService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.inbox: queue.Queue[InboundMessage] = queue.Queue(settings.ingest_max_inflight + 64)
+        self.influx = InfluxClient(settings)
+        self.pipeline = Pipeline(
+            self.influx,
+            HeldReadings(settings.sqlalchemy_url),
+            max_payload_bytes=settings.ingest_max_payload_bytes,
+            dedup_window_h=settings.ingest_dedup_window_h,
+            stop=self.stop_event,
+        )
+        self.consumer = MqttConsumer(settings, self.inbox)
+        self.writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self.failure: BaseException | None = None
+        self.health_server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._ensure_database()
+        self.consumer.start()
+        self.writer.start()
+        if self.settings.ingest_health_port:
+            self.health_server = _serve_health(self, self.settings.ingest_health_port)
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT or a dead loop; return the process exit status."""
+
+        def _on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: stopping after the current batch", signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        self.start()
+        last_report = time.monotonic()
+        while not self.stop_event.wait(1.0):
+            if not self.consumer.alive():
+                self.failure = RuntimeError("MQTT network loop died")
+                log.error("MQTT network loop died; stopping")
+                break
+            if time.monotonic() - last_report >= 10:
+                last_report = time.monotonic()
+                log.info("ingest totals: %s", dict(self.pipeline.totals))
+        self.shutdown()
+        return 1 if self.failure else 0
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        if self.writer.is_alive():
+            self.writer.join(timeout=30)
+        self.consumer.stop()
+        if self.health_server is not None:
+            self.health_server.shutdown()
+        self.influx.close()
+        log.info("ingest stopped; totals: %s", dict(self.pipeline.totals))
+
+    def _ensure_database(self) -> None:
+        delay = 0.5
+        while not self.stop_event.is_set():
+            try:
+                self.influx.create_database()
+                return
+            except InfluxUnavailable as exc:
+                log.warning("InfluxDB %s unavailable (%s); retrying", self.settings.influx_url, exc)
+            self.stop_event.wait(delay)
+            delay = min(delay * 2, 10)
+
+    # -- the writer --------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                batch = self._collect()
+                if batch:
+                    self.pipeline.process(batch)
+                    self.consumer.ack(batch)
+        except Stopping:
+            pass
+        except BaseException as exc:
+            log.exception("ingest writer died")
+            self.failure = exc
+            self.stop_event.set()
+
+    def _collect(self) -> list[InboundMessage]:
+        try:
+            batch = [self.inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        limit = self.settings.ingest_batch_messages
+        deadline = time.monotonic() + self.settings.ingest_batch_delay_ms / 1000
+        while len(batch) < limit:
+            try:
+                batch.append(self.inbox.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self.inbox.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    # -- health ------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        retrying = self.pipeline.retrying_since
+        retry_s = 0.0 if retrying is None else time.monotonic() - retrying
+        checks = {
+            "mqtt_loop_alive": self.consumer.alive(),
+            "mqtt_connected": self.consumer.connected.is_set(),
+            "writer_alive": self.writer.is_alive() and self.failure is None,
+            "influx_writable": retry_s < INFLUX_RETRY_UNHEALTHY_S,
+        }
+        ok = all(checks.values())
+        return ok, {
+            "status": "ok" if ok else "failing",
+            **checks,
+            "influx_retrying_s": round(retry_s, 1),
+            "inbox": self.inbox.qsize(),
+            "totals": dict(self.pipeline.totals),
+        }
+
+    def metrics(self) -> str:
+        ok, _ = self.health()
+        lines = [f"coldtrace_ingest_up {int(ok)}", f"coldtrace_ingest_inbox {self.inbox.qsize()}"]
+        for name in sorted(self.pipeline.totals):
+            lines.append(f"coldtrace_ingest_{name}_total {self.pipeline.totals[name]}")
+        return "\n".join(lines) + "\n"
+
+
+def _serve_health(service: IngestService, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                ok, body = service.health()
+                self._send(200 if ok else 503, "application/json", json.dumps(body))
+            elif self.path == "/metrics":
+                self._send(200, "text/plain; version=0.0.4", service.metrics())
+            else:
+                self._send(404, "application/json", '{"detail": "try /health or /metrics"}')
+
+        def _send(self, status: int, ctype: str, body: str) -> None:
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # health probes every few seconds would drown the log
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, name="ingest-health", daemon=True).start()
+    return server
