@@ -13,7 +13,6 @@ forgotten (to be primed again) whenever a write could not be stored. Pure: no I/
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -27,16 +26,6 @@ class Verdict(Enum):
     NEW = "new"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
-
-
-def fingerprint(p: PlacedReading) -> int:
-    """Stable over processes (unlike hash()): what the device said, not where we placed it."""
-    r = p.reading
-    gps = r.gps
-    gps_key = "" if gps is None else f"{gps.lat!r},{gps.lon!r},{gps.speed_kmh!r},{gps.hdop!r}"
-    probes = ",".join(f"{k}={v!r}" for k, v in sorted(r.probes.items()))
-    text = f"{p.boot}|{r.ts}|{r.up}|{probes}|{gps_key}|{r.door}|{r.battery_v!r}|{r.rssi_dbm}"
-    return zlib.crc32(text.encode())
 
 
 @dataclass(slots=True)
@@ -77,8 +66,8 @@ class DeviceLedger:
         self.max_ts = max((ts for _, ts in self.seen.values()), default=0)
         self._since_prune = 0
 
-    def check(self, p: PlacedReading, fp: int) -> Verdict:
-        known = self.seen.get(p.reading.seq)
+    def check(self, seq: int, fp: int) -> Verdict:
+        known = self.seen.get(seq)
         if known is None:
             return Verdict.NEW
         return Verdict.DUPLICATE if known[0] == fp else Verdict.CONFLICT

@@ -3,7 +3,7 @@
 The schema (docs/storage-schema.md) that dashboards and rules rely on:
 - temperature,device=D,probe=P celsius=F,seq=I          (a probe fault: fault="why",raw=F)
 - position,device=D lat=F,lon=F[,speed_kmh=F][,hdop=F],seq=I
-- device_health,device=D seq=I,boot=I,up=I,fp=I[,derived=true][,battery_v=F][,rssi_dbm=I][,door=B]
+- device_health,device=D boot=I,up=I[,derived=true][,battery_v=F][,rssi_dbm=I][,door=B],fp=I,seq=I
 - seq_gap,device=D,source=ingest|device first=I,last=I,missing=I
 - rejected,reason=R device="D",topic="T",detail="..",payload="..",readings=I
 
@@ -14,12 +14,24 @@ are restricted by the contract to characters that need no escaping in tags. Pure
 
 from __future__ import annotations
 
-from coldtrace.contract import probe_fault
+import zlib
+
+from coldtrace.contract import (
+    DS18B20_DISCONNECTED as DISCONNECTED,
+)
+from coldtrace.contract import (
+    DS18B20_POWER_ON as POWER_ON,
+)
+from coldtrace.contract import (
+    PLAUSIBLE_CELSIUS,
+    probe_fault,
+)
 from ingest.clock import PlacedReading
 from ingest.decode import Rejection
 from ingest.ledger import GapChange
 
 PAYLOAD_PREFIX_BYTES = 1024
+LOW, HIGH = PLAUSIBLE_CELSIUS
 
 
 def _field_string(value: str) -> str:
@@ -30,22 +42,29 @@ def _field_string(value: str) -> str:
     )
 
 
-def reading_lines(p: PlacedReading, fp: int, out: list[str]) -> None:
+def reading_lines(p: PlacedReading, out: list[str]) -> int:
+    """Append the reading's points to out; return its fingerprint.
+
+    The fingerprint is a CRC-32 of the points themselves (values and time): stable across
+    processes, cheap, and stored with the reading so a restart can tell an identical repeat
+    from a conflicting one. This is the hot path of ingest: keep it lean.
+    """
     r = p.reading
     dev = p.device
-    seq = r.seq
-    ts = p.ts
+    tail = f",seq={r.seq}i {p.ts}"
+    lines: list[str] = []
     for probe, value in r.probes.items():
-        fault = probe_fault(value)
-        if fault is None:
-            out.append(f"temperature,device={dev},probe={probe} celsius={value!r},seq={seq}i {ts}")
-        elif value is None:
-            out.append(f'temperature,device={dev},probe={probe} fault="{fault}",seq={seq}i {ts}')
+        if (
+            value is not None
+            and LOW <= value <= HIGH
+            and value != DISCONNECTED
+            and value != POWER_ON
+        ):
+            lines.append(f"temperature,device={dev},probe={probe} celsius={value!r}{tail}")
         else:
-            out.append(
-                f'temperature,device={dev},probe={probe} fault="{fault}",raw={value!r},'
-                f"seq={seq}i {ts}"
-            )
+            fault = probe_fault(value)
+            raw = "" if value is None else f",raw={value!r}"
+            lines.append(f'temperature,device={dev},probe={probe} fault="{fault}"{raw}{tail}')
     gps = r.gps
     if gps is not None:
         extra = ""
@@ -53,8 +72,8 @@ def reading_lines(p: PlacedReading, fp: int, out: list[str]) -> None:
             extra += f",speed_kmh={gps.speed_kmh!r}"
         if gps.hdop is not None:
             extra += f",hdop={gps.hdop!r}"
-        out.append(f"position,device={dev} lat={gps.lat!r},lon={gps.lon!r}{extra},seq={seq}i {ts}")
-    health = f"device_health,device={dev} seq={seq}i,boot={p.boot}i,up={r.up}i,fp={fp}i"
+        lines.append(f"position,device={dev} lat={gps.lat!r},lon={gps.lon!r}{extra}{tail}")
+    health = f"device_health,device={dev} boot={p.boot}i,up={r.up}i"
     if p.derived:
         health += ",derived=true"
     if r.battery_v is not None:
@@ -63,7 +82,11 @@ def reading_lines(p: PlacedReading, fp: int, out: list[str]) -> None:
         health += f",rssi_dbm={r.rssi_dbm}i"
     if r.door is not None:
         health += f",door={'true' if r.door else 'false'}"
-    out.append(f"{health} {ts}")
+    lines.append(health)
+    fp = zlib.crc32("\n".join(lines).encode())
+    lines[-1] = f"{health},fp={fp}i{tail}"
+    out.extend(lines)
+    return fp
 
 
 def gap_line(change: GapChange) -> str:

@@ -5,11 +5,12 @@
   3. ledger   (ingest.ledger)  dedup by (device, seq); open, fill and report seq gaps
   4. encode   (ingest.lines)   readings, gaps and rejections -> line protocol
   5. store    (coldtrace.influx) one write per batch; retried while InfluxDB is down
-  6. ack      (ingest.consumer) only after store returned: the caller acks the batch
+  6. ack      (ingest.consumer) only after store returned
 
-Nothing in a batch is acknowledged before all of it is stored or dead-lettered. If InfluxDB
-refuses a batch outright (HTTP 4xx), the ledger forgets the batch's devices and each
-message is retried alone, so one poisoned message is dead-lettered without its neighbours.
+Stages 1-4 are `prepare`, stage 5 is `store`; ingest.service overlaps the store of one batch
+with the preparation of the next and acks a batch only when its store returned. If InfluxDB
+refuses a batch outright (HTTP 4xx), the ledger forgets the batch's devices and `recover`
+stores each message alone, so one poisoned message is dead-lettered without its neighbours.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from coldtrace.contract import Reading
+from coldtrace.contract import device_from_topic
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from ingest.clock import BootClocks, BootKey, PlacedReading
 from ingest.decode import Decoded, Rejection, decode
 from ingest.held import HeldReadings
 from ingest.history import load_boot_offset, load_device_history
-from ingest.ledger import GapChange, Ledger, Verdict, fingerprint
+from ingest.ledger import GapChange, Ledger, Verdict
 from ingest.lines import gap_line, reading_lines, rejection_line
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,11 @@ class InboundMessage:
 
 
 @dataclass(slots=True)
-class _Work:
-    """What one batch will write; counters are added to the totals only once stored."""
+class Work:
+    """What one batch will write; its counts join the totals only once it is stored."""
 
     lines: list[str]
     rejected: list[str]
-    holds: list[tuple[str, int, list[Reading]]]
     releases: list[tuple[BootKey, list[int]]]
     counts: Counter[str]
 
@@ -85,26 +85,42 @@ class Pipeline:
 
     # -- the batch ---------------------------------------------------------------------------
 
-    def process(self, messages: list[InboundMessage]) -> None:
-        """Store or dead-letter every message; return only when all of it is durable."""
+    def prepare(self, messages: list[InboundMessage]) -> Work:
+        """Stages 1-4 for a batch. Stores nothing: hand the result to store()."""
         decoded = [decode(m.topic, m.payload, self.max_payload_bytes) for m in messages]
-        try:
-            self._store(self._build(messages, decoded))
-        except InfluxRejected as exc:
-            log.warning("InfluxDB refused a batch (%s); retrying its messages one by one", exc)
-            self.ledger.forget({d.device for d in decoded})
-            for m, d in zip(messages, decoded, strict=True):
-                try:
-                    self._store(self._build([m], [d]))
-                except InfluxRejected as one:
-                    self.ledger.forget({d.device})
-                    count = len(d.readings) + sum(r.readings for r in d.rejections)
-                    rej = Rejection("storage_rejected", str(one), count, m.payload, d.device)
-                    self._store(self._build([m], [Decoded(d.device, rejections=[rej])]))
+        return self._build(messages, decoded)
 
-    def _build(self, messages: list[InboundMessage], decoded: list[Decoded]) -> _Work:
+    def store(self, work: Work) -> None:
+        """Stage 5: return only when all of the batch is durable (raises InfluxRejected)."""
+        self._with_retry(lambda: self.influx.write("\n".join(work.lines).encode(), "ms"))
+        self._with_retry(lambda: self.influx.write("\n".join(work.rejected).encode(), "ns"))
+        for key, seqs in work.releases:
+            self.held.release(key, seqs)
+        self.totals.update(work.counts)
+
+    def forget(self, batches: list[list[InboundMessage]]) -> None:
+        """Drop ledger state of these batches' devices: what was not stored is unknown again."""
+        self.ledger.forget(
+            {d for batch in batches for m in batch if (d := device_from_topic(m.topic))}
+        )
+
+    def recover(self, messages: list[InboundMessage], refused: Work) -> None:
+        """InfluxDB refused a batch: store its messages one by one, dead-lettering the
+        ones it refuses, so one poisoned message does not take its neighbours with it."""
+        self.held_keys.update(key for key, _ in refused.releases)
+        for m in messages:
+            d = decode(m.topic, m.payload, self.max_payload_bytes)
+            try:
+                self.store(self._build([m], [d]))
+            except InfluxRejected as exc:
+                self.ledger.forget({d.device})
+                count = len(d.readings) + sum(r.readings for r in d.rejections)
+                rej = Rejection("storage_rejected", str(exc), count, m.payload, d.device)
+                self.store(self._build([m], [Decoded(d.device, rejections=[rej])]))
+
+    def _build(self, messages: list[InboundMessage], decoded: list[Decoded]) -> Work:
         self._prime(decoded)
-        work = _Work([], [], [], [], Counter())
+        work = Work([], [], [], Counter())
         for m, d in zip(messages, decoded, strict=True):
             work.counts["messages"] += 1
             for i, rej in enumerate(d.rejections):
@@ -112,11 +128,14 @@ class Pipeline:
             if not d.readings and not d.dropped:
                 continue
             placed, held = self.clocks.place(d.device, d.boot, d.readings)
-            if held:
-                work.holds.append((d.device, d.boot, held))
-                work.counts["held"] += len(held)
             key = (d.device, d.boot)
+            if held:
+                # Durable now, before this batch is acked; idempotent if it is redelivered.
+                self.held.hold(d.device, d.boot, held)
+                self.held_keys.add(key)
+                work.counts["held"] += len(held)
             if key in self.held_keys and self.clocks.offset(key) is not None:
+                self.held_keys.discard(key)  # store() deletes the rows once they are written
                 released = self.held.take(key)
                 more, _ = self.clocks.place(d.device, d.boot, released)
                 placed.extend(more)
@@ -126,7 +145,7 @@ class Pipeline:
         return work
 
     def _ledger(
-        self, work: _Work, m: InboundMessage, d: Decoded, placed: list[PlacedReading]
+        self, work: Work, m: InboundMessage, d: Decoded, placed: list[PlacedReading]
     ) -> None:
         ledger = self.ledger[d.device]
         gaps: list[GapChange] = []
@@ -134,10 +153,11 @@ class Pipeline:
             ts = placed[0].ts if placed else m.received_ns // 1_000_000
             gaps.extend(ledger.report_dropped(d.device, dropped.first, dropped.last, ts))
         for p in placed:
-            fp = fingerprint(p)
-            verdict = ledger.check(p, fp)
+            lines: list[str] = []
+            fp = reading_lines(p, lines)
+            verdict = ledger.check(p.reading.seq, fp)
             if verdict is Verdict.NEW:
-                reading_lines(p, fp, work.lines)
+                work.lines.extend(lines)
                 gaps.extend(ledger.record(d.device, p, fp))
                 work.counts["stored"] += 1
             elif verdict is Verdict.DUPLICATE:
@@ -164,7 +184,7 @@ class Pipeline:
                     change.missing,
                 )
 
-    def _reject(self, work: _Work, m: InboundMessage, rej: Rejection, index: int) -> None:
+    def _reject(self, work: Work, m: InboundMessage, rej: Rejection, index: int) -> None:
         log.warning(
             "rejected: reason=%s device=%s topic=%s readings=%d: %s",
             rej.reason,
@@ -177,17 +197,6 @@ class Pipeline:
         work.rejected.append(rejection_line(rej, m.topic, m.received_ns + index))
         work.counts["dead_letters"] += 1
         work.counts["rejected"] += rej.readings
-
-    def _store(self, work: _Work) -> None:
-        self._with_retry(lambda: self.influx.write("\n".join(work.lines).encode(), "ms"))
-        self._with_retry(lambda: self.influx.write("\n".join(work.rejected).encode(), "ns"))
-        for device, boot, readings in work.holds:
-            self.held.hold(device, boot, readings)
-            self.held_keys.add((device, boot))
-        for key, seqs in work.releases:
-            self.held.release(key, seqs)
-            self.held_keys.discard(key)
-        self.totals.update(work.counts)
 
     # -- priming from InfluxDB ---------------------------------------------------------------
 
