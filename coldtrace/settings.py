@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     ingest_max_payload_bytes: int = Field(256 * 1024, ge=1024)
     ingest_dedup_window_h: int = Field(24, ge=1)
     ingest_health_port: int = Field(8081, ge=0, le=65535)
+    # /health fails once InfluxDB has refused to take writes for this long.
+    ingest_unhealthy_after_s: float = Field(60.0, gt=0)
 
     # Development only: simulated devices derive their broker passwords from this key.
     dev_device_key: SecretStr | None = None

@@ -5,10 +5,10 @@ Everything else becomes a Rejection with a reason code; nothing raises. Pure: no
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from coldtrace.contract import (
@@ -77,8 +77,9 @@ def _reject_all(
 def _decode_salvage(device: str, payload: bytes, whole_error: ValidationError) -> Decoded:
     """The batch failed as a whole: keep every reading that is valid on its own."""
     try:
-        raw = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
+        # The stdlib parser accepts NaN and Infinity, so they are reported per reading below.
+        raw = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
         return _reject_all(device, "malformed_json", str(exc), payload)
     if not isinstance(raw, dict):
         return _reject_all(device, "invalid_batch", "payload is not a JSON object", payload)
@@ -103,7 +104,7 @@ def _decode_salvage(device: str, payload: bytes, whole_error: ValidationError) -
     out = Decoded(device, shell.boot, dropped=list(shell.dropped))
     prev = -1
     for i, item in enumerate(raw_readings):
-        item_bytes = orjson.dumps(item)
+        item_bytes = json.dumps(item).encode()
         try:
             reading = Reading.model_validate_json(item_bytes)
         except ValidationError as exc:

@@ -28,9 +28,6 @@ from ingest.pipeline import InboundMessage, Pipeline, Stopping, Work
 
 log = logging.getLogger(__name__)
 
-INFLUX_RETRY_UNHEALTHY_S = 60.0
-
-
 class IngestService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -179,7 +176,7 @@ class IngestService:
             "mqtt_loop_alive": self.consumer.alive(),
             "mqtt_connected": self.consumer.connected.is_set(),
             "writer_alive": self.writer.is_alive() and self.failure is None,
-            "influx_writable": retry_s < INFLUX_RETRY_UNHEALTHY_S,
+            "influx_writable": retry_s < self.settings.ingest_unhealthy_after_s,
         }
         ok = all(checks.values())
         return ok, {

@@ -1,0 +1,193 @@
+"""Fixtures for integration and end-to-end tests: the real Mosquitto and InfluxDB, started by
+the project's own `LocalServices` on free loopback ports, and ingest as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coldtrace.contract import telemetry_topic
+from coldtrace.influx import InfluxClient, quote_string
+from coldtrace.services import LocalServices, device_password, free_port
+from coldtrace.settings import Settings, load_settings
+from simulators.publish import DeviceConnection
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The session's services: one Mosquitto, one InfluxDB, each on a free port."""
+    run_dir = tmp_path_factory.mktemp("run")
+    s = load_settings(
+        run_dir=run_dir,
+        mqtt_port=free_port(),
+        influx_url=f"http://127.0.0.1:{free_port()}",
+        influx_database="coldtrace_test",
+    )
+    services = LocalServices(s)
+    services.up()
+    yield s
+    services.down()
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> LocalServices:
+    return LocalServices(settings)
+
+
+@pytest.fixture
+def influx(settings: Settings) -> Iterator[InfluxClient]:
+    client = InfluxClient(settings)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A device-id prefix of this test's own, so tests sharing the database never mix."""
+    return "t" + uuid.uuid4().hex[:8]
+
+
+class IngestProcess:
+    """`coldtrace ingest` as a real process, with its own client id and held-readings db."""
+
+    def __init__(self, settings: Settings, workdir: Path, **env: str) -> None:
+        self.health_port = free_port()
+        self.env = {
+            **os.environ,
+            "COLDTRACE_RUN_DIR": str(settings.run_dir),
+            "COLDTRACE_MQTT_PORT": str(settings.mqtt_port),
+            "COLDTRACE_INFLUX_URL": settings.influx_url,
+            "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
+            "COLDTRACE_MQTT_CLIENT_ID": f"ingest-{uuid.uuid4().hex[:8]}",
+            "COLDTRACE_INGEST_HEALTH_PORT": str(self.health_port),
+            "COLDTRACE_DATABASE_URL": f"sqlite:///{workdir / 'ingest.db'}",
+            "COLDTRACE_INGEST_BATCH_DELAY_MS": "20",
+            **env,
+        }
+        self.log = workdir / "ingest.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_healthy: bool = True) -> IngestProcess:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "coldtrace.cli", "ingest"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        if wait_healthy:
+            wait_for(lambda: self.health()[0] == 200, 30, "ingest to become healthy")
+        return self
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"ingest exited with {self.proc.returncode}:\n{self.logtext()}")
+        try:
+            r = httpx.get(f"http://127.0.0.1:{self.health_port}/health", timeout=2)
+        except httpx.HTTPError:
+            return 0, {}
+        return r.status_code, r.json()
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{self.health_port}/metrics", timeout=2).text
+        return {k: float(v) for k, v in (line.split() for line in text.splitlines())}
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=60)
+        self.proc = None
+        return code
+
+    def logtext(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+
+@pytest.fixture
+def start_ingest(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
+    started: list[IngestProcess] = []
+
+    def start(**env: str) -> IngestProcess:
+        proc = IngestProcess(settings, tmp_path, **env).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for p in started:
+        if p.proc is not None and p.proc.poll() is None:
+            p.stop(signal.SIGKILL)
+
+
+class Devices:
+    """Real device connections (per-device broker credentials) for publishing test data."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conns: dict[str, DeviceConnection] = {}
+
+    def __call__(self, device: str) -> DeviceConnection:
+        if device not in self.conns:
+            LocalServices(self.settings).register_devices([device])
+            conn = DeviceConnection(
+                self.settings, device, device_password(self.settings, device), max_inflight=200
+            )
+            conn.connect()
+            self.conns[device] = conn
+        return self.conns[device]
+
+    def publish(self, device: str, payloads: list[bytes], topic: str | None = None) -> None:
+        """Publish at QoS 1 and wait for every PUBACK."""
+        conn = self(device)
+        infos = [conn.client.publish(topic or telemetry_topic(device), p, qos=1) for p in payloads]
+        for info in infos:
+            info.wait_for_publish(timeout=30)
+            assert info.is_published(), f"no PUBACK for message {info.mid}"
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
+
+
+@pytest.fixture
+def devices(settings: Settings) -> Iterator[Devices]:
+    d = Devices(settings)
+    yield d
+    d.close()
+
+
+def stored_count(influx: InfluxClient, device_regex: str) -> int:
+    rows = influx.rows(f"SELECT count(seq) FROM device_health WHERE device =~ /{device_regex}/")
+    return int(rows[0]["count"]) if rows else 0
+
+
+def stored_seqs(influx: InfluxClient, device: str) -> list[int]:
+    rows = influx.rows(f"SELECT seq FROM device_health WHERE device = {quote_string(device)}")
+    return sorted(int(r["seq"]) for r in rows)
+
+
+def rejections(influx: InfluxClient, device: str) -> list[dict[str, Any]]:
+    return influx.rows(f"SELECT * FROM rejected WHERE device = {quote_string(device)}")

@@ -1,0 +1,293 @@
+"""Simulator/devices -> real Mosquitto -> ingest process -> real InfluxDB, with exact counts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from functools import partial
+from typing import Any
+
+import httpx
+
+from coldtrace.influx import InfluxClient, quote_string
+from coldtrace.services import LocalServices, device_password
+from coldtrace.settings import Settings
+from simulators.fleet import batches, make_fleet
+from simulators.publish import simulate
+from tests.conftest import (
+    Devices,
+    rejections,
+    stored_count,
+    stored_seqs,
+    wait_for,
+)
+
+T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
+
+
+UNSET: Any = object()
+
+
+def reading(
+    seq: int, ts: int | None = UNSET, up: int | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "ts": T0 + seq * 1000 if ts is UNSET else ts,
+        "up": seq * 1000 if up is None else up,
+        "probes": {"air": 3.5, "product": 2.5},
+        **extra,
+    }
+
+
+def payload(device: str, readings: list[dict[str, Any]], boot: int = 1, **extra: Any) -> bytes:
+    return json.dumps({"device": device, "boot": boot, "readings": readings, **extra}).encode()
+
+
+def fleet_payloads(prefix: str, vans: int, per_van: int, per_batch: int) -> dict[str, list[bytes]]:
+    out = {}
+    for van in make_fleet(vans, seed=7, prefix=prefix):
+        out[van.device] = [
+            b.model_dump_json(exclude_defaults=True).encode()
+            for b in batches(van, T0, per_van, 1.0, per_batch)
+        ]
+    return out
+
+
+def test_simulated_fleet_is_stored_exactly_once_with_duplicates_and_replay(
+    settings: Settings, influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    ingest = start_ingest()
+    LocalServices(settings).register_devices(f"{prefix}-{i:02d}" for i in (1, 2, 3))
+    sent = simulate(
+        settings,
+        partial(device_password, settings),
+        vehicles=3,
+        readings=40,
+        speedup=0,
+        per_batch=4,
+        prefix=prefix,
+    )
+    assert sum(sent.values()) == 120
+    wait_for(lambda: stored_count(influx, f"^{prefix}") == 120, what="120 stored readings")
+
+    # MQTT redelivery and a gateway replaying its spool: the same batches again, twice.
+    replay = fleet_payloads(prefix + "r", 2, 30, 5)
+    for device, payloads in replay.items():
+        devices.publish(device, payloads)
+        devices.publish(device, payloads[:2])  # a duplicate of the first two messages
+        devices.publish(device, payloads)  # the whole spool replayed
+    wait_for(lambda: stored_count(influx, f"^{prefix}r") == 60, what="60 replayed readings")
+    wait_for(lambda: ingest.metrics().get("coldtrace_ingest_duplicates_total", 0) >= 2 * 40)
+
+    time.sleep(0.5)  # anything double-counted would have landed by now
+    assert stored_count(influx, f"^{prefix}") == 120 + 60
+    for device in replay:
+        assert stored_seqs(influx, device) == list(range(1, 31))
+        assert rejections(influx, device) == []
+    totals = ingest.metrics()
+    assert totals["coldtrace_ingest_duplicates_total"] == 2 * (10 + 30)
+    # received = stored + duplicates + rejected (+ held, none here)
+    assert totals["coldtrace_ingest_stored_total"] == 180
+    assert "coldtrace_ingest_rejected_total" not in totals
+
+
+def _publish_in_background(devices: Devices, payloads: dict[str, list[bytes]]) -> threading.Thread:
+    def run() -> None:
+        for i in range(max(len(p) for p in payloads.values())):
+            for device, msgs in payloads.items():
+                if i < len(msgs):
+                    devices.publish(device, [msgs[i]])
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_sigkill_mid_stream_loses_nothing_and_stores_once(
+    influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    payloads = fleet_payloads(prefix, 2, 2000, 10)  # 400 messages, 4,000 readings
+    for device in payloads:
+        devices(device)  # connect before the clock starts
+    ingest = start_ingest()
+    publisher = _publish_in_background(devices, payloads)
+    wait_for(lambda: stored_count(influx, f"^{prefix}") >= 500, what="some readings stored")
+    ingest.stop(signal.SIGKILL)  # QoS 1 messages are in flight: received, not all acked
+    killed_at = stored_count(influx, f"^{prefix}")
+    assert killed_at < 4000, "the kill came too late to prove anything"
+    time.sleep(1)
+    ingest.start()
+    publisher.join(timeout=120)
+    wait_for(lambda: stored_count(influx, f"^{prefix}") == 4000, 60, "all 4,000 readings")
+    for device in payloads:
+        assert stored_seqs(influx, device) == list(range(1, 2001))
+    gaps = influx.rows(f"SELECT * FROM seq_gap WHERE device =~ /^{prefix}/")
+    assert gaps == []
+
+
+def test_influxdb_outage_nothing_acked_before_stored(
+    settings: Settings,
+    services: LocalServices,
+    influx: InfluxClient,
+    start_ingest,
+    devices: Devices,
+    prefix: str,
+) -> None:
+    device = f"{prefix}-01"
+    msgs = fleet_payloads(prefix, 1, 600, 10)[device]  # 60 messages
+    ingest = start_ingest(COLDTRACE_INGEST_UNHEALTHY_AFTER_S="1")
+    devices.publish(device, msgs[:20])
+    wait_for(lambda: stored_count(influx, f"^{prefix}") == 200, what="first 200 readings")
+    services.stop("influxdb")
+    try:
+        devices.publish(device, msgs[20:40])  # the broker PUBACKs; ingest cannot store them
+        _, body = wait_for(lambda: (h := ingest.health())[0] == 503 and h, 20, "/health to fail")
+        assert body["influx_writable"] is False and body["mqtt_connected"] is True
+        # Were anything acked before it was stored, killing ingest now would lose it.
+        ingest.stop(signal.SIGKILL)
+        devices.publish(device, msgs[40:])
+    finally:
+        services.start("influxdb")
+    ingest.start()
+    wait_for(lambda: stored_count(influx, f"^{prefix}") == 600, 60, "all 600 readings")
+    assert stored_seqs(influx, device) == list(range(1, 601))
+    assert ingest.health()[0] == 200
+
+
+def test_burst_while_ingest_is_away_is_kept_by_the_broker(
+    influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    """Mosquitto's default queue (1,000 messages) kept only ~1,020 of such a burst."""
+    device = f"{prefix}-01"
+    msgs = fleet_payloads(prefix, 1, 3000, 1)[device]
+    ingest = start_ingest()
+    ingest.stop()  # the persistent session stays on the broker
+    devices.publish(device, msgs)
+    ingest.start()
+    wait_for(lambda: stored_count(influx, f"^{prefix}") == 3000, 90, "all 3,000 messages")
+    assert influx.rows(f"SELECT * FROM seq_gap WHERE device = {quote_string(device)}") == []
+
+
+def test_seq_gaps_are_reported_and_the_count_identity_holds(
+    influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    device = f"{prefix}-01"
+    ingest = start_ingest()
+    devices.publish(device, [payload(device, [reading(s) for s in range(1, 11)])])
+    devices.publish(device, [payload(device, [reading(s) for s in range(21, 31)])])
+    wait_for(lambda: stored_count(influx, device) == 20)
+    gap = influx.rows(f"SELECT * FROM seq_gap WHERE device = {quote_string(device)}")
+    assert [(g["source"], g["first"], g["last"], g["missing"]) for g in gap] == [
+        ("ingest", 11, 20, 10)
+    ]
+    assert "seqs 11..20 missing" in ingest.logtext()
+
+    # Five of the missing readings arrive late; the device then reports it dropped 31..40.
+    devices.publish(device, [payload(device, [reading(s) for s in range(11, 16)])])
+    devices.publish(
+        device,
+        [payload(device, [reading(s) for s in range(41, 51)], dropped=[{"from": 31, "to": 40}])],
+    )
+    wait_for(lambda: stored_count(influx, device) == 35)
+    gaps = influx.rows(f"SELECT * FROM seq_gap WHERE device = {quote_string(device)}")
+    by_source = {g["source"]: (g["first"], g["last"], g["missing"]) for g in gaps}
+    assert by_source == {"ingest": (11, 20, 5), "device": (31, 40, 10)}
+    # The device generated seqs 1..50: stored + rejected + reported gaps accounts for all.
+    missing = sum(g["missing"] for g in gaps)
+    assert stored_count(influx, device) + len(rejections(influx, device)) + missing == 50
+
+
+def test_unsynced_clock_readings_are_held_then_placed_even_across_a_restart(
+    influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    device = f"{prefix}-01"
+    ingest = start_ingest()
+    # Boot 3, no clock yet: up = 5 s, 65 s, 125 s after boot.
+    unsynced = [reading(s, ts=None, up=5_000 + 60_000 * (s - 1)) for s in (1, 2, 3)]
+    devices.publish(device, [payload(device, unsynced, boot=3)])
+    wait_for(lambda: ingest.metrics().get("coldtrace_ingest_held_total") == 3)
+    assert stored_count(influx, device) == 0  # held, not stored with an invented time
+
+    ingest.stop()
+    ingest.start()  # the held readings are on disk, not in memory
+    synced = reading(4, ts=T0, up=185_000)  # the clock is set at up = 185 s
+    devices.publish(device, [payload(device, [synced], boot=3)])
+    wait_for(lambda: stored_count(influx, device) == 4)
+    rows = influx.rows(
+        f"SELECT seq, derived FROM device_health WHERE device = {quote_string(device)}"
+    )
+    assert [(r["time"], r["seq"], r["derived"]) for r in rows] == [
+        (T0 - 180_000, 1, True),
+        (T0 - 120_000, 2, True),
+        (T0 - 60_000, 3, True),
+        (T0, 4, None),
+    ]
+
+
+def test_broker_confines_each_device_to_its_own_topics(
+    settings: Settings, influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    mallory, victim = f"{prefix}-mallory", f"{prefix}-victim"
+    start_ingest()
+    devices(victim)
+    # Mallory publishes as the victim on the victim's topic: the broker ACL drops it.
+    devices.publish(
+        mallory, [payload(victim, [reading(1)])], topic=f"coldtrace/v1/{victim}/telemetry"
+    )
+    devices.publish(mallory, [payload(mallory, [reading(1)])])  # a marker behind it
+    wait_for(lambda: stored_count(influx, mallory) == 1)
+    time.sleep(0.3)
+    assert stored_count(influx, victim) == 0
+
+    for username, password in [(None, None), (victim, "wrong-password")]:
+        assert _connack(settings, username, password).is_failure, f"{username} was let in"
+
+
+def _connack(settings: Settings, username: str | None, password: str | None) -> Any:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{username}")
+    if username:
+        client.username_pw_set(username, password)
+    result: list[Any] = []
+    client.on_connect = lambda c, u, f, rc, p: result.append(rc)
+    client.connect("127.0.0.1", settings.mqtt_port)
+    client.loop_start()
+    wait_for(lambda: result, 10, "CONNACK")
+    client.loop_stop()
+    return result[0]
+
+
+def test_health_and_metrics_report_the_running_ingest(
+    start_ingest, devices: Devices, prefix: str
+) -> None:
+    ingest = start_ingest()
+    status, body = ingest.health()
+    assert status == 200
+    assert body["mqtt_connected"] and body["writer_alive"] and body["influx_writable"]
+    devices.publish(f"{prefix}-01", [payload(f"{prefix}-01", [reading(1), reading(2)])])
+    wait_for(lambda: ingest.metrics().get("coldtrace_ingest_stored_total") == 2)
+    assert ingest.metrics()["coldtrace_ingest_up"] == 1
+    assert httpx.get(f"http://127.0.0.1:{ingest.health_port}/nope").status_code == 404
+
+
+def test_conflicts_are_caught_after_an_ingest_restart(
+    influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    """The dedup memory is rebuilt from InfluxDB: a fresh ingest process (new client id,
+    empty memory) still tells an identical repeat from a conflicting one."""
+    device = f"{prefix}-01"
+    first = start_ingest()
+    devices.publish(device, [payload(device, [reading(1), reading(2)])])
+    wait_for(lambda: stored_count(influx, device) == 2)
+    first.stop()
+    second = start_ingest()
+    tampered = payload(device, [reading(2, probes={"air": -30.0})])
+    devices.publish(device, [payload(device, [reading(1)]), tampered])
+    dead = wait_for(lambda: rejections(influx, device))
+    assert [(d["reason"], d["seq"]) for d in dead] == [("conflicting_duplicate", 2)]
+    assert second.metrics()["coldtrace_ingest_duplicates_total"] == 1
