@@ -7,6 +7,7 @@ processes it started: each pid file is checked against the process's command lin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -44,6 +45,7 @@ class ServiceSpec:
     argv: Callable[[Path], list[str]]
     config_name: str
     log_name: str
+    port_setting: str
 
 
 SERVICES = {
@@ -54,6 +56,7 @@ SERVICES = {
         lambda conf: ["mosquitto", "-c", str(conf)],
         "mosquitto.conf",
         "mosquitto.log",
+        "COLDTRACE_MQTT_PORT",
     ),
     "influxdb": ServiceSpec(
         "influxdb",
@@ -62,6 +65,7 @@ SERVICES = {
         lambda conf: ["influxd", "-config", str(conf)],
         "influxdb.conf",
         "influxdb.out",
+        "COLDTRACE_INFLUX_URL",
     ),
 }
 
@@ -71,6 +75,15 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def ensure_packages(specs: Iterable[ServiceSpec]) -> None:
@@ -135,6 +148,12 @@ class LocalServices:
         if self.pid(name) is not None:
             log.info("%s already running (pid %s)", name, self.pid(name))
             return
+        port = self.settings.mqtt_port if name == "mosquitto" else self.influx_port
+        if not _port_free(port):
+            raise ServiceError(
+                f"{name}: port {port} on 127.0.0.1 is taken by another process; stop it, or "
+                f"pick another port ({spec.port_setting})"
+            )
         self._dir(name).mkdir(parents=True, exist_ok=True)
         conf = self._render(spec)
         logfile = (self._dir(name) / f"{name}.out").open("ab")
@@ -162,6 +181,8 @@ class LocalServices:
             os.kill(pid, signal.SIGKILL)
             while self._alive(pid):
                 time.sleep(0.05)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (tests, demo)
         self._pidfile(name).unlink(missing_ok=True)
         return True
 

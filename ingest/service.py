@@ -28,6 +28,7 @@ from ingest.pipeline import InboundMessage, Pipeline, Stopping, Work
 
 log = logging.getLogger(__name__)
 
+
 class IngestService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -1,0 +1,93 @@
+"""`coldtrace services`: real servers from the system packages, stopped by pid, exactly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from coldtrace.services import LocalServices, ServiceError, free_port
+from coldtrace.settings import Settings, load_settings
+
+
+def _own_services(tmp_path: Path, **overrides: object) -> LocalServices:
+    values: dict[str, object] = {
+        "run_dir": tmp_path / "run",
+        "mqtt_port": free_port(),
+        "influx_url": f"http://127.0.0.1:{free_port()}",
+        **overrides,
+    }
+    settings = load_settings(**values)
+    return LocalServices(settings)
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_status_reports_the_running_servers(settings: Settings, services: LocalServices) -> None:
+    rows = {r["service"]: r for r in services.status()}
+    assert rows["mosquitto"]["state"] == "running"
+    assert rows["influxdb"]["state"] == "running"
+    assert rows["mosquitto"]["address"] == f"127.0.0.1:{settings.mqtt_port}"
+    pid = rows["influxdb"]["pid"]
+    assert isinstance(pid, int) and _alive(pid)
+
+
+def test_up_then_down_stops_exactly_what_it_started(
+    tmp_path: Path, services: LocalServices
+) -> None:
+    session_pids = [r["pid"] for r in services.status()]
+    own = _own_services(tmp_path)
+    own.up()
+    try:
+        pids = {r["service"]: r["pid"] for r in own.status()}
+        assert all(isinstance(p, int) and _alive(p) for p in pids.values())
+        url = own.settings.influx_url
+        assert httpx.get(f"{url}/ping").status_code == 204
+        # Bound to loopback only, with the data under the run directory.
+        assert (tmp_path / "run" / "influxdb" / "data").is_dir()
+        assert "127.0.0.1" in (tmp_path / "run" / "mosquitto" / "mosquitto.conf").read_text()
+    finally:
+        assert sorted(own.down()) == ["influxdb", "mosquitto"]
+    assert not any(_alive(p) for p in pids.values() if isinstance(p, int))
+    assert all(r["state"] == "stopped" for r in own.status())
+    # The session's servers were not touched.
+    assert [r["pid"] for r in services.status()] == session_pids
+
+
+def test_down_never_kills_a_process_it_did_not_start(tmp_path: Path) -> None:
+    own = _own_services(tmp_path)
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile = tmp_path / "run" / "influxdb" / "influxdb.pid"
+        pidfile.parent.mkdir(parents=True)
+        pidfile.write_text(str(stranger.pid))  # a stale pid file, its pid now reused
+        assert own.pid("influxdb") is None
+        assert own.down() == []
+        assert stranger.poll() is None
+    finally:
+        stranger.send_signal(signal.SIGKILL)
+        stranger.wait()
+
+
+def test_a_server_that_cannot_start_says_where_to_look(tmp_path: Path, settings: Settings) -> None:
+    # The session's broker already holds this port.
+    own = _own_services(tmp_path, mqtt_port=settings.mqtt_port)
+    with pytest.raises(ServiceError, match=r"port \d+ on 127.0.0.1 is taken.*COLDTRACE_MQTT_PORT"):
+        own.start("mosquitto")
+    assert own.pid("mosquitto") is None
+
+
+def test_device_accounts_are_hashed_in_the_password_file(
+    settings: Settings, services: LocalServices
+) -> None:
+    services.register_devices(["hash-check-01"])
+    passwd = (settings.run_dir / "mosquitto" / "passwd").read_text()
+    line = next(ln for ln in passwd.splitlines() if ln.startswith("hash-check-01:"))
+    assert line.split(":", 1)[1].startswith("$7$")  # PBKDF2-SHA512, never the plain password
+    assert oct(os.stat(settings.run_dir / "mosquitto" / "passwd").st_mode)[-3:] == "600"
