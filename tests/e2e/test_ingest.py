@@ -291,3 +291,45 @@ def test_conflicts_are_caught_after_an_ingest_restart(
     dead = wait_for(lambda: rejections(influx, device))
     assert [(d["reason"], d["seq"]) for d in dead] == [("conflicting_duplicate", 2)]
     assert second.metrics()["coldtrace_ingest_duplicates_total"] == 1
+
+
+def test_points_influxdb_refuses_are_dead_lettered_message_by_message(
+    settings: Settings, start_ingest, devices: Devices, prefix: str
+) -> None:
+    """Schema drift: someone wrote `boot` as a string. InfluxDB 1.x keeps one type per field
+    and measurement (per shard), so it refuses every device's points in that shard: each
+    message is then dead-lettered on its own, with InfluxDB's reason, and ingest goes on."""
+    database = f"drift_{prefix}"  # its own database: the drift would break other tests
+    influx = InfluxClient(settings.model_copy(update={"influx_database": database}))
+    influx.create_database()
+    influx.write(f'device_health,device={prefix}-other boot="one" {T0 - 1000}'.encode())
+    ingest = start_ingest(COLDTRACE_INFLUX_DATABASE=database, COLDTRACE_INGEST_BATCH_DELAY_MS="300")
+    first, second = f"{prefix}-01", f"{prefix}-02"
+    devices(first), devices(second)
+    devices.publish(first, [payload(first, [reading(1)])])
+    devices.publish(second, [payload(second, [reading(1), reading(2)])])
+    for device, count in ((first, 1), (second, 2)):
+        dead = wait_for(lambda d=device: rejections(influx, d), what=f"{device}'s dead letter")
+        assert [(d["reason"], d["readings"]) for d in dead] == [("storage_rejected", count)]
+        assert "field type conflict" in dead[0]["detail"]
+    assert "storing its messages one by one" in ingest.logtext()
+    assert ingest.metrics()["coldtrace_ingest_rejected_total"] == 3
+    assert ingest.health()[0] == 200
+    influx.close()
+
+
+def test_a_dead_writer_fails_health_and_exits_and_its_batch_is_redelivered(
+    tmp_path, influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    import sqlite3
+
+    device = f"{prefix}-01"
+    ingest = start_ingest()
+    sqlite3.connect(tmp_path / "ingest.db").execute("DROP TABLE held_reading").connection.commit()
+    devices.publish(device, [payload(device, [reading(1, ts=None)])])  # must be held: fails
+    assert ingest.proc is not None
+    assert ingest.proc.wait(timeout=30) == 1
+    assert "ingest writer died" in ingest.logtext()
+    ingest.proc = None
+    ingest.start()  # the table is created again; the un-acked message comes back
+    wait_for(lambda: ingest.metrics().get("coldtrace_ingest_held_total") == 1)
