@@ -78,7 +78,10 @@ def free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """No one listens there (connections of a server we just stopped, in TIME_WAIT, are fine:
+    the servers bind with SO_REUSEADDR too)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

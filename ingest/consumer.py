@@ -38,6 +38,7 @@ class MqttConsumer:
         self.connected = threading.Event()
         self.refused: str | None = None
         self.generation = 0
+        self.received = 0  # messages delivered by the broker (only the network thread adds)
         self._lock = threading.Lock()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -142,6 +143,7 @@ class MqttConsumer:
         log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.received += 1
         # Blocks only if the inbox is full, which Receive Maximum keeps from happening; if it
         # did, blocking here stops reading the socket: backpressure, never unbounded memory.
         self.inbox.put(

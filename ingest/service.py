@@ -190,7 +190,11 @@ class IngestService:
 
     def metrics(self) -> str:
         ok, _ = self.health()
-        lines = [f"coldtrace_ingest_up {int(ok)}", f"coldtrace_ingest_inbox {self.inbox.qsize()}"]
+        lines = [
+            f"coldtrace_ingest_up {int(ok)}",
+            f"coldtrace_ingest_inbox {self.inbox.qsize()}",
+            f"coldtrace_ingest_received_messages_total {self.consumer.received}",
+        ]
         for name in sorted(self.pipeline.totals):
             lines.append(f"coldtrace_ingest_{name}_total {self.pipeline.totals[name]}")
         return "\n".join(lines) + "\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from functools import partial
 from typing import Any
@@ -94,38 +93,30 @@ def test_simulated_fleet_is_stored_exactly_once_with_duplicates_and_replay(
     assert "coldtrace_ingest_rejected_total" not in totals
 
 
-def _publish_in_background(devices: Devices, payloads: dict[str, list[bytes]]) -> threading.Thread:
-    def run() -> None:
-        for i in range(max(len(p) for p in payloads.values())):
-            for device, msgs in payloads.items():
-                if i < len(msgs):
-                    devices.publish(device, [msgs[i]])
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
-def test_sigkill_mid_stream_loses_nothing_and_stores_once(
+def test_sigkill_with_messages_in_flight_loses_nothing_and_stores_once(
     influx: InfluxClient, start_ingest, devices: Devices, prefix: str
 ) -> None:
-    payloads = fleet_payloads(prefix, 2, 2000, 10)  # 400 messages, 4,000 readings
-    for device in payloads:
-        devices(device)  # connect before the clock starts
-    ingest = start_ingest()
-    publisher = _publish_in_background(devices, payloads)
-    wait_for(lambda: stored_count(influx, f"^{prefix}") >= 500, what="some readings stored")
-    ingest.stop(signal.SIGKILL)  # QoS 1 messages are in flight: received, not all acked
-    killed_at = stored_count(influx, f"^{prefix}")
-    assert killed_at < 4000, "the kill came too late to prove anything"
-    time.sleep(1)
+    payloads = fleet_payloads(prefix, 2, 2000, 10)  # 2 x 200 messages, 4,000 readings
+    # A long batch delay keeps received messages un-acked in ingest for a while.
+    ingest = start_ingest(
+        COLDTRACE_INGEST_BATCH_DELAY_MS="1500", COLDTRACE_INGEST_BATCH_MESSAGES="1000"
+    )
+    for device, msgs in payloads.items():
+        devices.publish(device, msgs[:50])
+    wait_for(lambda: stored_count(influx, f"^{prefix}") == 1000, what="the first 1,000")
+    for device, msgs in payloads.items():
+        devices.publish(device, msgs[50:100])  # received by ingest, waiting for its batch
+    received = lambda: ingest.metrics()["coldtrace_ingest_received_messages_total"]  # noqa: E731
+    wait_for(lambda: received() >= 200, 5, "the next 100 messages to reach ingest")
+    ingest.stop(signal.SIGKILL)
+    assert stored_count(influx, f"^{prefix}") == 1000  # the in-flight ones were not stored
+    for device, msgs in payloads.items():
+        devices.publish(device, msgs[100:])  # while ingest is down
     ingest.start()
-    publisher.join(timeout=120)
     wait_for(lambda: stored_count(influx, f"^{prefix}") == 4000, 60, "all 4,000 readings")
     for device in payloads:
         assert stored_seqs(influx, device) == list(range(1, 2001))
-    gaps = influx.rows(f"SELECT * FROM seq_gap WHERE device =~ /^{prefix}/")
-    assert gaps == []
+    assert influx.rows(f"SELECT * FROM seq_gap WHERE device =~ /^{prefix}/") == []
 
 
 def test_influxdb_outage_nothing_acked_before_stored(
