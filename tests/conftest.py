@@ -100,7 +100,11 @@ class IngestProcess:
                 cwd=REPO,
             )
         if wait_healthy:
-            wait_for(lambda: self.health()[0] == 200, 30, "ingest to become healthy")
+            try:
+                wait_for(lambda: self.health()[0] == 200, 30, "ingest to become healthy")
+            except AssertionError:
+                self.stop(signal.SIGKILL)
+                raise
         return self
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -132,9 +136,9 @@ def start_ingest(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., I
     started: list[IngestProcess] = []
 
     def start(**env: str) -> IngestProcess:
-        proc = IngestProcess(settings, tmp_path, **env).start()
-        started.append(proc)
-        return proc
+        proc = IngestProcess(settings, tmp_path, **env)
+        started.append(proc)  # before start(): a process that never gets healthy is killed too
+        return proc.start()
 
     yield start
     for p in started:
