@@ -324,3 +324,20 @@ def test_a_dead_writer_fails_health_and_exits_and_its_batch_is_redelivered(
     ingest.proc = None
     ingest.start()  # the table is created again; the un-acked message comes back
     wait_for(lambda: ingest.metrics().get("coldtrace_ingest_held_total") == 1)
+
+
+def test_the_broker_never_has_more_unacked_messages_out_to_ingest_than_its_bound(
+    influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    """Backpressure: with Receive Maximum 5, ingest holds at most 5 un-acked messages; the
+    rest wait in the broker, not in ingest's memory, and all arrive in the end."""
+    device = f"{prefix}-01"
+    ingest = start_ingest(
+        COLDTRACE_INGEST_MAX_INFLIGHT="5",
+        COLDTRACE_INGEST_BATCH_MESSAGES="1000",
+        COLDTRACE_INGEST_BATCH_DELAY_MS="2000",
+    )
+    devices.publish(device, [payload(device, [reading(s)]) for s in range(1, 51)])
+    time.sleep(1.0)  # well inside the first batch's 2 s delay: nothing is acked yet
+    assert ingest.metrics()["coldtrace_ingest_received_messages_total"] == 5
+    wait_for(lambda: stored_count(influx, device) == 50, 60, "all 50 readings")
