@@ -10,10 +10,8 @@ from sqlalchemy import (
     BigInteger,
     Column,
     LargeBinary,
-    MetaData,
     String,
     Table,
-    create_engine,
     delete,
     func,
     select,
@@ -22,13 +20,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from coldtrace.contract import Reading
+from coldtrace.db import Base, make_engine
 from ingest.clock import BootKey
-
-metadata = MetaData()
 
 held_reading = Table(
     "held_reading",
-    metadata,
+    Base.metadata,
     Column("device", String(64), primary_key=True),
     Column("seq", BigInteger, primary_key=True),
     Column("boot", BigInteger, nullable=False, index=True),
@@ -38,8 +35,8 @@ held_reading = Table(
 
 class HeldReadings:
     def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
-        metadata.create_all(self.engine)
+        self.engine = make_engine(url)
+        held_reading.create(self.engine, checkfirst=True)
 
     def keys(self) -> set[BootKey]:
         with self.engine.connect() as conn:

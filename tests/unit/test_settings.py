@@ -1,0 +1,206 @@
+"""load_settings(): development secrets, and one clear line naming a bad setting."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coldtrace.settings import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No COLDTRACE_* from the caller's shell, and no stray files in the working directory."""
+    for name in list(os.environ):
+        if name.startswith("COLDTRACE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def secrets_of(run_dir: Path) -> dict[str, str]:
+    text = (run_dir / "secrets.env").read_text()
+    return dict(
+        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+
+
+def test_development_settings_generate_secrets(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    s = load_settings(run_dir=run_dir)
+
+    assert s.env == "development"
+    assert s.run_dir == run_dir
+    assert (s.mqtt_host, s.mqtt_port) == ("127.0.0.1", 1883)
+    assert s.influx_url == "http://127.0.0.1:8086"
+
+    env_file = run_dir / "secrets.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    secrets = secrets_of(run_dir)
+    assert sorted(secrets) == [
+        "COLDTRACE_DEV_DEVICE_KEY",
+        "COLDTRACE_MQTT_PASSWORD",
+        "COLDTRACE_MQTT_USERNAME",
+    ]
+    assert secrets["COLDTRACE_MQTT_USERNAME"] == "ingest"
+    assert len(secrets["COLDTRACE_MQTT_PASSWORD"]) == 32  # token_urlsafe(24)
+    assert s.mqtt_username == "ingest"
+    assert s.mqtt_password is not None
+    assert s.mqtt_password.get_secret_value() == secrets["COLDTRACE_MQTT_PASSWORD"]
+    assert s.dev_device_key is not None
+    assert s.dev_device_key.get_secret_value() == secrets["COLDTRACE_DEV_DEVICE_KEY"]
+
+
+def test_each_run_dir_gets_its_own_random_password(tmp_path: Path) -> None:
+    a = load_settings(run_dir=tmp_path / "a").mqtt_password
+    b = load_settings(run_dir=tmp_path / "b").mqtt_password
+
+    assert a is not None and b is not None
+    assert a.get_secret_value() != b.get_secret_value()
+    assert (
+        secrets_of(tmp_path / "a")["COLDTRACE_DEV_DEVICE_KEY"]
+        != (secrets_of(tmp_path / "b")["COLDTRACE_DEV_DEVICE_KEY"])
+    )
+
+
+def test_secrets_are_generated_once_per_run_dir(tmp_path: Path) -> None:
+    first = load_settings(run_dir=tmp_path).mqtt_password
+    again = load_settings(run_dir=tmp_path).mqtt_password
+
+    assert first is not None and again is not None
+    assert first.get_secret_value() == again.get_secret_value()
+
+
+def test_run_dir_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLDTRACE_RUN_DIR", str(tmp_path / "elsewhere"))
+
+    s = load_settings()
+
+    assert s.run_dir == tmp_path / "elsewhere"
+    assert (tmp_path / "elsewhere" / "secrets.env").is_file()
+
+
+def test_environment_wins_over_the_secrets_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLDTRACE_MQTT_PASSWORD", "from-the-env")
+    monkeypatch.setenv("COLDTRACE_MQTT_PORT", "11883")
+
+    s = load_settings(run_dir=tmp_path)
+
+    assert s.mqtt_password is not None
+    assert s.mqtt_password.get_secret_value() == "from-the-env"
+    assert s.mqtt_port == 11883
+
+
+@pytest.mark.parametrize("port", ["99999", "abc", "0", "65536", ""])
+def test_bad_mqtt_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, port: str) -> None:
+    monkeypatch.setenv("COLDTRACE_MQTT_PORT", port)
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path)
+
+    message = str(info.value)
+    assert message.startswith("COLDTRACE_MQTT_PORT: ")
+    assert message.endswith(f"(got {port!r})")
+    assert "\n" not in message
+
+
+def test_highest_mqtt_port_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLDTRACE_MQTT_PORT", "65535")
+    assert load_settings(run_dir=tmp_path).mqtt_port == 65535
+
+
+def test_production_needs_the_mqtt_username(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLDTRACE_ENV", "production")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path)
+
+    assert str(info.value) == "COLDTRACE_MQTT_USERNAME is required in production"
+    assert not (tmp_path / "secrets.env").exists()  # never generated in production
+
+
+def test_production_needs_the_mqtt_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLDTRACE_ENV", "production")
+    monkeypatch.setenv("COLDTRACE_MQTT_USERNAME", "ingest")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path)
+
+    assert str(info.value) == "COLDTRACE_MQTT_PASSWORD is required in production"
+
+
+def test_production_does_not_read_a_development_secrets_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_settings(run_dir=tmp_path)  # development: writes tmp_path/secrets.env
+    monkeypatch.setenv("COLDTRACE_ENV", "production")
+
+    with pytest.raises(ConfigError, match=r"^COLDTRACE_MQTT_USERNAME is required in production$"):
+        load_settings(run_dir=tmp_path)
+
+
+def test_production_with_its_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLDTRACE_ENV", "production")
+    monkeypatch.setenv("COLDTRACE_MQTT_USERNAME", "ingest")
+    monkeypatch.setenv("COLDTRACE_MQTT_PASSWORD", "s3cret")
+
+    s = load_settings(run_dir=tmp_path)
+
+    assert s.env == "production"
+    assert s.mqtt_password is not None
+    assert s.mqtt_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s)
+
+
+@pytest.mark.parametrize("url", ["not a url", "127.0.0.1:8086", "ftp://influx:8086", ""])
+def test_bad_influx_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("COLDTRACE_INFLUX_URL", url)
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path)
+
+    assert str(info.value).startswith("COLDTRACE_INFLUX_URL: ")
+
+
+@pytest.mark.parametrize("url", ["http://influx:8086", "https://influx.example.com/"])
+def test_good_influx_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("COLDTRACE_INFLUX_URL", url)
+    assert load_settings(run_dir=tmp_path).influx_url == url
+
+
+def test_overrides_are_validated_too(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^COLDTRACE_INGEST_BATCH_MESSAGES: "):
+        load_settings(run_dir=tmp_path, ingest_batch_messages=0)
+
+
+def test_cli_reports_a_bad_setting_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")}
+    env.update(COLDTRACE_MQTT_PORT="abc", COLDTRACE_RUN_DIR=str(tmp_path / "run"))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "coldtrace.cli", "ingest"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("configuration error: COLDTRACE_MQTT_PORT: ")
+    assert lines[0].endswith("(got 'abc')")
