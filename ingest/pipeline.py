@@ -60,6 +60,7 @@ class Work:
     rejected: list[str]
     releases: list[tuple[BootKey, list[int]]]
     counts: Counter[str]
+    placed: list[PlacedReading]  # the readings this batch stores for the first time
 
 
 class Pipeline:
@@ -120,7 +121,7 @@ class Pipeline:
 
     def _build(self, messages: list[InboundMessage], decoded: list[Decoded]) -> Work:
         self._prime(decoded)
-        work = Work([], [], [], Counter())
+        work = Work([], [], [], Counter(), [])
         for m, d in zip(messages, decoded, strict=True):
             work.counts["messages"] += 1
             for i, rej in enumerate(d.rejections):
@@ -158,6 +159,7 @@ class Pipeline:
             verdict = ledger.check(p.reading.seq, fp)
             if verdict is Verdict.NEW:
                 work.lines.extend(lines)
+                work.placed.append(p)
                 gaps.extend(ledger.record(d.device, p, fp))
                 work.counts["stored"] += 1
             elif verdict is Verdict.DUPLICATE:
