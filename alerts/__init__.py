@@ -1,0 +1,1 @@
+"""Cold-chain rules on device time, and what they produce: breaches, notifications."""
