@@ -28,7 +28,7 @@ def table(rows: Sequence[dict[str, object]]) -> str:
     head = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))
     body = [
         "  ".join(
-            v.rjust(w) if v.replace(".", "").isdigit() else v.ljust(w)
+            v.rjust(w) if v.removeprefix("-").replace(".", "", 1).isdigit() else v.ljust(w)
             for v, w in zip(row, widths, strict=True)
         )
         for row in cells

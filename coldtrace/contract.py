@@ -49,7 +49,12 @@ def config_topic(device: str) -> str:
 def device_from_topic(topic: str) -> str | None:
     """The device id in ``coldtrace/v1/<device>/telemetry``, or None for any other topic."""
     parts = topic.split("/")
-    if len(parts) == 4 and f"{parts[0]}/{parts[1]}" == TOPIC_ROOT and parts[3] == "telemetry":
+    if (
+        len(parts) == 4
+        and f"{parts[0]}/{parts[1]}" == TOPIC_ROOT
+        and parts[3] == "telemetry"
+        and parts[2]
+    ):
         return parts[2]
     return None
 
@@ -81,8 +86,6 @@ class DroppedRange(_Strict):
 
     first: int = Field(ge=0, lt=2**63, alias="from")
     last: int = Field(ge=0, lt=2**63, alias="to")
-
-    model_config = ConfigDict(populate_by_name=True)
 
     @model_validator(mode="after")
     def _ordered(self) -> DroppedRange:

@@ -32,9 +32,12 @@ class BrokerRefused(Exception):
 
 
 class MqttConsumer:
-    def __init__(self, settings: Settings, inbox: queue.Queue[InboundMessage]) -> None:
+    def __init__(
+        self, settings: Settings, inbox: queue.Queue[InboundMessage], stop: threading.Event
+    ) -> None:
         self.settings = settings
         self.inbox = inbox
+        self.stop_event = stop
         self.connected = threading.Event()
         self.refused: str | None = None
         self.generation = 0
@@ -144,10 +147,15 @@ class MqttConsumer:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.received += 1
-        # Blocks only if the inbox is full, which Receive Maximum keeps from happening; if it
-        # did, blocking here stops reading the socket: backpressure, never unbounded memory.
-        self.inbox.put(
-            InboundMessage(
-                msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation, time.time_ns()
-            )
+        inbound = InboundMessage(
+            msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation, time.time_ns()
         )
+        # A full inbox (messages of an earlier connection still queued when the broker
+        # redelivers them) blocks here, which stops reading the socket: backpressure, never
+        # unbounded memory. On shutdown the message is left un-acked for the broker to resend.
+        while not self.stop_event.is_set():
+            try:
+                self.inbox.put(inbound, timeout=0.2)
+                return
+            except queue.Full:
+                continue

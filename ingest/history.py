@@ -15,15 +15,16 @@ def load_device_history(influx: InfluxClient, device: str, since_ms: int) -> Dev
             f"SELECT seq, fp FROM device_health WHERE device = {dev} AND time >= {since_ms}ms"
         )
     }
-    high_rows = influx.rows(f"SELECT max(seq) FROM device_health WHERE device = {dev}")
-    high = int(high_rows[0]["max"]) if high_rows and high_rows[0]["max"] is not None else None
+    bounds = influx.rows(f"SELECT min(seq), max(seq) FROM device_health WHERE device = {dev}")
+    low = int(bounds[0]["min"]) if bounds and bounds[0]["min"] is not None else None
+    high = int(bounds[0]["max"]) if bounds and bounds[0]["max"] is not None else None
     gaps = []
     for row in influx.rows(
         f"SELECT first, last, missing FROM seq_gap WHERE device = {dev} AND source = 'ingest' "
         f"AND missing > 0 AND time >= {since_ms}ms"
     ):
         first, last = int(row["first"]), int(row["last"])
-        gap = SeqGap(first, last, int(row["time"]), "ingest")
+        gap = SeqGap(first, last, int(row["time"]), "ingest")  # ms: see lines.gap_line
         cursor = first
         for seq in sorted(s for s in seen if first <= s <= last):
             if seq > cursor:
@@ -33,7 +34,7 @@ def load_device_history(influx: InfluxClient, device: str, since_ms: int) -> Dev
             gap.missing.append([cursor, last])
         if gap.missing:
             gaps.append(gap)
-    return DeviceHistory(seen, high, gaps)
+    return DeviceHistory(seen, high, gaps, low)
 
 
 def load_boot_offset(influx: InfluxClient, device: str, boot: int) -> int | None:

@@ -55,12 +55,14 @@ class DeviceHistory:
     seen: dict[int, tuple[int, int]]  # seq -> (fingerprint, ts)
     high: int | None
     gaps: list[SeqGap]
+    low: int | None = None  # the lowest seq ever stored: a later, lower one reveals a gap too
 
 
 class DeviceLedger:
     def __init__(self, history: DeviceHistory, window_ms: int) -> None:
         self.seen = dict(history.seen)
         self.high = history.high
+        self.low = history.low if history.low is not None else history.high
         self.gaps = list(history.gaps)
         self.window_ms = window_ms
         self.max_ts = max((ts for _, ts in self.seen.values()), default=0)
@@ -80,18 +82,29 @@ class DeviceLedger:
         self._since_prune += 1
         if self._since_prune >= 10_000:
             self._prune()
-        if self.high is None:
-            self.high = seq
+        if self.high is None or self.low is None:
+            self.high = self.low = seq
             return []
         if seq > self.high + 1:
-            gap = SeqGap(self.high + 1, seq - 1, p.ts, "ingest", [[self.high + 1, seq - 1]])
+            gap = self._open(p, self.high + 1, seq - 1)
             self.high = seq
-            self._add_gap(gap)
             return [GapChange(device, gap, gap.missing_count)]
         if seq > self.high:
             self.high = seq
             return []
+        if seq < self.low - 1:
+            # Below everything stored so far (a backlog arriving after newer data): the seqs
+            # between it and the lowest stored one were never seen either.
+            gap = self._open(p, seq + 1, self.low - 1)
+            self.low = seq
+            return [GapChange(device, gap, gap.missing_count)]
+        self.low = min(self.low, seq)
         return self._fill(device, seq, seq)
+
+    def _open(self, p: PlacedReading, first: int, last: int) -> SeqGap:
+        gap = SeqGap(first, last, p.ts, "ingest", [[first, last]])
+        self._add_gap(gap)
+        return gap
 
     def report_dropped(self, device: str, first: int, last: int, ts: int) -> list[GapChange]:
         """The device says it discarded [first, last]: a reported gap, not a loss to hunt."""
@@ -103,6 +116,8 @@ class DeviceLedger:
         reported = SeqGap(first, last, ts, "device", [[first, last]])
         if self.high is None or last > self.high:
             self.high = last
+        if self.low is None or first < self.low:
+            self.low = first
         changes.append(GapChange(device, reported, reported.missing_count))
         return changes
 

@@ -4,7 +4,7 @@ The schema (docs/storage-schema.md) that dashboards and rules rely on:
 - temperature,device=D,probe=P celsius=F,seq=I          (a probe fault: fault="why",raw=F)
 - position,device=D lat=F,lon=F[,speed_kmh=F][,hdop=F],seq=I
 - device_health,device=D boot=I,up=I[,derived=true][,battery_v=F][,rssi_dbm=I][,door=B],fp=I,seq=I
-- seq_gap,device=D,source=ingest|device first=I,last=I,missing=I
+- seq_gap,device=D,source=ingest|device first=I,last=I,missing=I       (ns precision)
 - rejected,reason=R device="D",topic="T",detail="..",payload="..",readings=I
 
 Reading points carry the device timestamp in ms, so a replayed reading overwrites its own
@@ -83,17 +83,21 @@ def reading_lines(p: PlacedReading, out: list[str]) -> int:
     if r.door is not None:
         health += f",door={'true' if r.door else 'false'}"
     lines.append(health)
-    fp = zlib.crc32("\n".join(lines).encode())
+    fp = zlib.crc32(("\n".join(lines) + tail).encode())
     lines[-1] = f"{health},fp={fp}i{tail}"
     out.extend(lines)
     return fp
 
 
 def gap_line(change: GapChange) -> str:
+    """A gap's point, in ns precision: the ms it was revealed plus its first seq below the
+    ms, so two gaps revealed by one reading stay two points, and an update to a gap (filled
+    later) overwrites its own point. Read back with ms precision, the time is opened_ts."""
     g = change.gap
+    time_ns = g.opened_ts * 1_000_000 + g.first % 1_000_000
     return (
         f"seq_gap,device={change.device},source={g.source} "
-        f"first={g.first}i,last={g.last}i,missing={change.missing}i {g.opened_ts}"
+        f"first={g.first}i,last={g.last}i,missing={change.missing}i {time_ns}"
     )
 
 

@@ -56,8 +56,8 @@ class InboundMessage:
 class Work:
     """What one batch will write; its counts join the totals only once it is stored."""
 
-    lines: list[str]
-    rejected: list[str]
+    lines: list[str]  # readings, ms precision
+    ns_lines: list[str]  # rejections and seq gaps: ns precision keeps their points apart
     releases: list[tuple[BootKey, list[int]]]
     counts: Counter[str]
     placed: list[PlacedReading]  # the readings this batch stores for the first time
@@ -94,7 +94,7 @@ class Pipeline:
     def store(self, work: Work) -> None:
         """Stage 5: return only when all of the batch is durable (raises InfluxRejected)."""
         self._with_retry(lambda: self.influx.write("\n".join(work.lines).encode(), "ms"))
-        self._with_retry(lambda: self.influx.write("\n".join(work.rejected).encode(), "ns"))
+        self._with_retry(lambda: self.influx.write("\n".join(work.ns_lines).encode(), "ns"))
         for key, seqs in work.releases:
             self.held.release(key, seqs)
         self.totals.update(work.counts)
@@ -173,9 +173,9 @@ class Pipeline:
                     d.device,
                     p.reading.seq,
                 )
-                self._reject(work, m, rej, len(work.rejected))
+                self._reject(work, m, rej, len(work.ns_lines))
         for change in gaps:
-            work.lines.append(gap_line(change))
+            work.ns_lines.append(gap_line(change))
             gap = change.gap
             if gap.source == "ingest" and change.missing == gap.last - gap.first + 1:
                 log.warning(
@@ -196,7 +196,7 @@ class Pipeline:
             rej.detail[:300],
         )
         # ns precision and a per-batch index keep two rejections from sharing a point.
-        work.rejected.append(rejection_line(rej, m.topic, m.received_ns + index))
+        work.ns_lines.append(rejection_line(rej, m.topic, m.received_ns + index))
         work.counts["dead_letters"] += 1
         work.counts["rejected"] += rej.readings
 

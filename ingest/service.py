@@ -42,7 +42,7 @@ class IngestService:
             dedup_window_h=settings.ingest_dedup_window_h,
             stop=self.stop_event,
         )
-        self.consumer = MqttConsumer(settings, self.inbox)
+        self.consumer = MqttConsumer(settings, self.inbox, self.stop_event)
         self.writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.failure: BaseException | None = None
         self.health_server: ThreadingHTTPServer | None = None

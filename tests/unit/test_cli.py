@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from coldtrace.cli import table
 
 
@@ -36,11 +34,6 @@ def test_columns_come_from_the_first_row() -> None:
     assert table(rows) == "A\n1\n2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="table() right-aligns a cell only when it is all digits and dots, so a negative "
-    "number is left-aligned and a column of mixed signs does not line up",
-)
 def test_negative_numbers_are_right_aligned_like_the_others() -> None:
     rows: list[dict[str, object]] = [{"t": "-1.5"}, {"t": "112.5"}]
 

@@ -49,7 +49,10 @@ def test_dropped_ranges_are_parsed() -> None:
     d = decode(TOPIC, payload(dropped=[{"from": 5, "to": 9}, {"from": 20, "to": 20}]), MAX)
 
     assert d.rejections == []
-    assert d.dropped == [DroppedRange(first=5, last=9), DroppedRange(first=20, last=20)]
+    assert d.dropped == [
+        DroppedRange.model_validate({"from": 5, "to": 9}),
+        DroppedRange.model_validate({"from": 20, "to": 20}),
+    ]
     assert [r.seq for r in d.readings] == [1, 2]
 
 
@@ -241,7 +244,7 @@ def test_salvage_keeps_boot_and_dropped() -> None:
     p = payload(readings=[reading(1), reading(2, up=-1)], dropped=[{"from": 5, "to": 9}])
     d = decode(TOPIC, p, MAX)
 
-    assert (d.boot, d.dropped) == (3, [DroppedRange(first=5, last=9)])
+    assert (d.boot, d.dropped) == (3, [DroppedRange.model_validate({"from": 5, "to": 9})])
     assert d.readings == [model(1)]
     assert [(r.reason, r.seq) for r in d.rejections] == [("invalid_reading", 2)]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -298,11 +297,6 @@ def test_missing_is_exactly_the_never_delivered_when_the_lowest_comes_first(
     assert missing == set(range(min(seqs), max(seqs) + 1)) - set(seqs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DeviceLedger.record: a seq below the first seq seen (with high already set) opens "
-    "no gap, so undelivered seqs between it and the first seq are never reported missing",
-)
 @settings(max_examples=300, deadline=None, database=None)
 @example([2, 0])  # 1 is never delivered and never reported
 @given(deliveries)
