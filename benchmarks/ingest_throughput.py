@@ -52,6 +52,7 @@ from coldtrace.services import INGEST_MQTT_USER, LocalServices, device_password,
 from coldtrace.settings import Settings, load_settings
 from ingest.clock import PlacedReading
 from ingest.lines import reading_lines
+from ingest.process import IngestFailed, IngestProcess
 from simulators.fleet import batches, make_fleet
 from simulators.publish import DeviceConnection
 
@@ -357,76 +358,15 @@ def discard_session(settings: Settings, client_id: str) -> None:
 # -- ingest as a process -----------------------------------------------------------------------
 
 
-class Ingest:
-    """`coldtrace ingest` as a subprocess with its own client id, health port and sqlite db."""
-
-    def __init__(self, settings: Settings, workdir: Path, client_id: str) -> None:
-        self.health_port = free_port()
-        self.client_id = client_id
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")}
-        self.env = {
-            **inherited,
-            "COLDTRACE_RUN_DIR": str(settings.run_dir),
-            "COLDTRACE_MQTT_PORT": str(settings.mqtt_port),
-            "COLDTRACE_INFLUX_URL": settings.influx_url,
-            "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
-            "COLDTRACE_MQTT_CLIENT_ID": client_id,
-            "COLDTRACE_INGEST_HEALTH_PORT": str(self.health_port),
-            "COLDTRACE_DATABASE_URL": f"sqlite:///{workdir / 'ingest.db'}",
-        }
-        self.log = workdir / "ingest.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "coldtrace.cli", "ingest"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-            )
-
-    def wait_healthy(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.healthy():
-                return
-            time.sleep(0.05)
-        raise BenchmarkFailed(f"ingest not healthy after {timeout_s:.0f}s:\n{self.log_tail()}")
-
-    def check_running(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise BenchmarkFailed(f"ingest exited with {self.proc.returncode}:\n{self.log_tail()}")
-
-    def healthy(self) -> bool:
-        self.check_running()
-        try:
-            url = f"http://127.0.0.1:{self.health_port}/health"
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+def bench_ingest(settings: Settings, workdir: Path, client_id: str) -> IngestProcess:
+    """`coldtrace ingest` with its own client id, health port and sqlite db."""
+    return IngestProcess(
+        settings,
+        workdir / "ingest.log",
+        COLDTRACE_MQTT_CLIENT_ID=client_id,
+        COLDTRACE_INGEST_HEALTH_PORT=str(free_port()),
+        COLDTRACE_DATABASE_URL=f"sqlite:///{workdir / 'ingest.db'}",
+    )
 
 
 # -- publishing with paho ----------------------------------------------------------------------
@@ -627,7 +567,7 @@ def verify_no_loss(influx: InfluxClient, phase: Phase) -> None:
 # -- phases c and d: end to end ----------------------------------------------------------------
 
 
-def server_pids(services: LocalServices, ingest: Ingest) -> dict[str, int | None]:
+def server_pids(services: LocalServices, ingest: IngestProcess) -> dict[str, int | None]:
     return {
         "mosquitto": services.pid("mosquitto"),
         "influxd": services.pid("influxdb"),
@@ -636,10 +576,9 @@ def server_pids(services: LocalServices, ingest: Ingest) -> dict[str, int | None
 
 
 def measure_live(
-    settings: Settings, services: LocalServices, ingest: Ingest, phase: Phase
+    settings: Settings, services: LocalServices, ingest: IngestProcess, phase: Phase
 ) -> dict[str, Any]:
     ingest.start()
-    ingest.wait_healthy()
     influx = InfluxClient(settings)
     try:
         publisher = Publisher(settings, phase)
@@ -676,7 +615,7 @@ def publish_all(settings: Settings, phase: Phase) -> float:
 
 
 def measure_drain(
-    settings: Settings, services: LocalServices, ingest: Ingest, phase: Phase
+    settings: Settings, services: LocalServices, ingest: IngestProcess, phase: Phase
 ) -> dict[str, Any]:
     ingest.stop()
     say(f"  drain: ingest stopped; publishing {phase.messages} messages into its session")
@@ -727,7 +666,8 @@ def run_once(
     workdir = settings.run_dir / f"run{run}"
     broker = measure_mqtt_ceiling(settings, data.live, workdir / "payloads", procs)
     say(f"  {broker['messages_per_s']:,.0f} msg/s = {broker['readings_per_s']:,.0f} readings/s")
-    ingest = Ingest(settings, workdir, f"bench-ingest-{token}-r{run}")
+    client_id = f"bench-ingest-{token}-r{run}"
+    ingest = bench_ingest(settings, workdir, client_id)
     try:
         say(f"run {run}: e2e live ({readings} readings)")
         live = measure_live(settings, services, ingest, data.live)
@@ -736,7 +676,7 @@ def run_once(
         say(f"  drain {drain['readings_per_s']:,.0f} readings/s")
     finally:
         ingest.stop()
-        discard_session(settings, ingest.client_id)
+        discard_session(settings, client_id)
     return {"influx_ceiling": influx, "mqtt_ceiling": broker, "e2e_live": live, "e2e_drain": drain}
 
 
@@ -973,7 +913,7 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="coldtrace-bench-"))
     try:
         report = benchmark(args, run_dir)
-    except BenchmarkFailed as exc:
+    except (BenchmarkFailed, IngestFailed) as exc:
         say(f"FAILED: {exc} (run directory kept for its logs: {run_dir})")
         return 1
     shutil.rmtree(run_dir, ignore_errors=True)  # InfluxDB data and payload files: large

@@ -7,13 +7,9 @@ import json
 import logging
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-
-import httpx
 
 from coldtrace.contract import DEVICE_ID_PATTERN, json_schema
 from coldtrace.settings import ConfigError, Settings, load_settings
@@ -140,6 +136,7 @@ def _progress_printer(label: str) -> Callable[[int, int], None]:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from coldtrace.influx import InfluxClient
     from coldtrace.services import LocalServices, device_password
+    from ingest.process import IngestFailed, IngestProcess
     from ingest.report import landed
     from simulators.publish import simulate
 
@@ -148,7 +145,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     influx = InfluxClient(settings)
     before = landed(influx)  # a second demo run counts only what it adds
     print("2/4 starting ingest (log: run/ingest.log) ...")
-    ingest = _start_ingest_process(settings)
+    ingest = IngestProcess(settings, settings.run_dir / "ingest.log")
+    try:
+        ingest.start()
+    except IngestFailed as exc:
+        raise SystemExit(f"{exc}\n(see {ingest.log})") from None
     try:
         _register_sim_devices(settings, args.vehicles)
         print(
@@ -180,8 +181,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                 break
             time.sleep(0.5)
     finally:
-        ingest.send_signal(signal.SIGTERM)
-        ingest.wait(timeout=60)
+        ingest.stop()
     rows: list[dict[str, object]] = []
     for device, n in sorted(sent.items()):
         lo, hi = got.probe_range.get(device, (float("nan"), float("nan")))
@@ -216,29 +216,6 @@ Where to look next:
   services    coldtrace services status   (stop them: coldtrace services down)
   contract    docs/wire-format.md""")
     return 0 if total["lost"] == 0 else 1
-
-
-def _start_ingest_process(settings: Settings) -> subprocess.Popen[bytes]:
-    log = (settings.run_dir / "ingest.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coldtrace.cli", "ingest"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-    )
-    url = f"http://127.0.0.1:{settings.ingest_health_port}/health"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"ingest exited with {proc.returncode}; see run/ingest.log")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("ingest did not become healthy in 30 s; see run/ingest.log")
 
 
 def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:

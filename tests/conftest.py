@@ -3,23 +3,20 @@ the project's own `LocalServices` on free loopback ports, and ingest as a real p
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from coldtrace.contract import telemetry_topic
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.services import LocalServices, device_password, free_port
 from coldtrace.settings import Settings, load_settings
+from ingest.process import IngestProcess
 from simulators.publish import DeviceConnection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,65 +67,15 @@ def prefix() -> str:
     return "t" + uuid.uuid4().hex[:8]
 
 
-class IngestProcess:
-    """`coldtrace ingest` as a real process, with its own client id and held-readings db."""
-
-    def __init__(self, settings: Settings, workdir: Path, **env: str) -> None:
-        self.health_port = free_port()
-        self.env = {
-            **os.environ,
-            "COLDTRACE_RUN_DIR": str(settings.run_dir),
-            "COLDTRACE_MQTT_PORT": str(settings.mqtt_port),
-            "COLDTRACE_INFLUX_URL": settings.influx_url,
-            "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
-            "COLDTRACE_MQTT_CLIENT_ID": f"ingest-{uuid.uuid4().hex[:8]}",
-            "COLDTRACE_INGEST_HEALTH_PORT": str(self.health_port),
-            "COLDTRACE_DATABASE_URL": f"sqlite:///{workdir / 'ingest.db'}",
-            "COLDTRACE_INGEST_BATCH_DELAY_MS": "20",
-            **env,
-        }
-        self.log = workdir / "ingest.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, wait_healthy: bool = True) -> IngestProcess:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "coldtrace.cli", "ingest"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        if wait_healthy:
-            try:
-                wait_for(lambda: self.health()[0] == 200, 30, "ingest to become healthy")
-            except AssertionError:
-                self.stop(signal.SIGKILL)
-                raise
-        return self
-
-    def health(self) -> tuple[int, dict[str, Any]]:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"ingest exited with {self.proc.returncode}:\n{self.logtext()}")
-        try:
-            r = httpx.get(f"http://127.0.0.1:{self.health_port}/health", timeout=2)
-        except httpx.HTTPError:
-            return 0, {}
-        return r.status_code, r.json()
-
-    def metrics(self) -> dict[str, float]:
-        text = httpx.get(f"http://127.0.0.1:{self.health_port}/metrics", timeout=2).text
-        return {k: float(v) for k, v in (line.split() for line in text.splitlines())}
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=60)
-        self.proc = None
-        return code
-
-    def logtext(self) -> str:
-        return self.log.read_text(errors="replace")[-5000:]
+def ingest_process(settings: Settings, workdir: Path, **env: str) -> IngestProcess:
+    """`coldtrace ingest` with its own client id, health port and held-readings db."""
+    own = {
+        "COLDTRACE_MQTT_CLIENT_ID": f"ingest-{uuid.uuid4().hex[:8]}",
+        "COLDTRACE_INGEST_HEALTH_PORT": str(free_port()),
+        "COLDTRACE_DATABASE_URL": f"sqlite:///{workdir / 'ingest.db'}",
+        "COLDTRACE_INGEST_BATCH_DELAY_MS": "20",
+    }
+    return IngestProcess(settings, workdir / "ingest.log", **{**own, **env})
 
 
 @pytest.fixture
@@ -136,7 +83,7 @@ def start_ingest(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., I
     started: list[IngestProcess] = []
 
     def start(**env: str) -> IngestProcess:
-        proc = IngestProcess(settings, tmp_path, **env)
+        proc = ingest_process(settings, tmp_path, **env)
         started.append(proc)  # before start(): a process that never gets healthy is killed too
         return proc.start()
 
