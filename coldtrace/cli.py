@@ -10,6 +10,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from coldtrace.contract import DEVICE_ID_PATTERN, json_schema
 from coldtrace.settings import ConfigError, Settings, load_settings
@@ -226,6 +227,43 @@ def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
 # -- entry point -----------------------------------------------------------------------------
 
 
+def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from alerts.analysis import analyze, as_json
+    from alerts.logger_csv import LoggerFileError, decode_logger_file, read_logger_csv
+    from alerts.profiles import ProfileError, get_profile, load_profiles
+
+    try:
+        tz = ZoneInfo(args.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        print(
+            f"error: unknown time zone {args.tz!r} (use an IANA name: Europe/Paris, UTC)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        profile = get_profile(load_profiles(settings.alerts_profiles_file), args.profile)
+        series = read_logger_csv(decode_logger_file(args.file.read_bytes()), tz)
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (LoggerFileError, OSError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    report = as_json(analyze(series, profile))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{args.file}: {report['readings']} readings, {report['first']} .. {report['last']}")
+    print(f"profile {profile.id} ({profile.name})\n")
+    print(table(report["probes"]))  # type: ignore[arg-type]
+    print()
+    print(table(report["breaches"]) if report["breaches"] else "no breach")  # type: ignore[arg-type]
+    print(f"\nMKT {report['mkt_c']} C; verdict: {str(report['verdict']).upper()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coldtrace", description="coldtrace: cold-chain telemetry pipeline"
@@ -264,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readings", type=int, default=180)
     p.add_argument("--speedup", type=float, default=900.0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("analyze", help="judge a temperature-logger CSV export against a profile")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--profile", required=True, help="profile id, e.g. chilled, pharma")
+    p.add_argument(
+        "--tz", default="Europe/Paris", help="time zone of times without offset in the file"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("schema", help="print the wire contract's JSON Schema")
     p.set_defaults(func=cmd_schema)

@@ -58,6 +58,52 @@ class Settings(BaseSettings):
     # Development only: simulated devices derive their broker passwords from this key.
     dev_device_key: SecretStr | None = None
 
+    # Alerts (rules on device time). The rules stage runs inside ingest for every device that
+    # has a profile: alerts_device_profiles (JSON object device -> profile id), else the
+    # default profile; no default = rules off for unmapped devices.
+    alerts_default_profile: str | None = None
+    alerts_device_profiles: dict[str, str] = Field(default_factory=dict)
+    alerts_profiles_file: Path | None = None  # user profiles, added to the shipped ones
+    # How far back late readings are still merged and re-evaluated (device time).
+    alerts_late_horizon_h: float = Field(48.0, gt=0)
+    # A breach known this long after its device time is flagged detected_late.
+    alerts_late_after_s: float = Field(300.0, gt=0)
+    # A device with a profile that sent nothing for this long is silent (device_silent).
+    alerts_silent_after_s: float = Field(900.0, gt=0)
+    # Batches of readings the rules stage may hold before ingest stops handing it any (the
+    # readings are then re-read from InfluxDB: ingest never waits on the rules).
+    alerts_queue_batches: int = Field(1000, ge=1)
+    # Notifiers: each is on when its target is set. The webhook body is signed with
+    # HMAC-SHA256 of the secret (header X-Coldtrace-Signature); the secret has no default.
+    notify_webhook_url: str | None = Field(None, pattern=r"^https?://")
+    notify_webhook_secret: SecretStr | None = None
+    notify_mqtt: bool = False  # publish to coldtrace/v1/alerts/<device> with ingest's account
+    notify_smtp_host: str | None = None
+    notify_smtp_port: int = Field(25, ge=1, le=65535)
+    notify_smtp_starttls: bool = False
+    notify_smtp_username: str | None = None
+    notify_smtp_password: SecretStr | None = None
+    notify_smtp_from: str | None = None
+    notify_smtp_to: str | None = None  # comma-separated addresses
+    # Failed notifications are retried with exponential backoff up to this delay.
+    notify_retry_max_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _notifiers_complete(self) -> Settings:
+        if self.notify_webhook_url and self.notify_webhook_secret is None:
+            raise ValueError(
+                f"{ENV_PREFIX}NOTIFY_WEBHOOK_SECRET is required when "
+                f"{ENV_PREFIX}NOTIFY_WEBHOOK_URL is set (the receiver checks the signature)"
+            )
+        if self.notify_smtp_host:
+            for name in ("notify_smtp_from", "notify_smtp_to"):
+                if not getattr(self, name):
+                    raise ValueError(
+                        f"{ENV_PREFIX}{name.upper()} is required when "
+                        f"{ENV_PREFIX}NOTIFY_SMTP_HOST is set"
+                    )
+        return self
+
     @model_validator(mode="after")
     def _secrets_required_in_production(self) -> Settings:
         if self.env == "production":

@@ -1,0 +1,158 @@
+"""Event-time evaluation of one (device, probe), whatever order its readings arrive in.
+
+Samples are kept sorted by (ts, seq) together with the rule state after each one. A sample
+older than the newest is merged in place and the rules re-run from the state just before
+it, so the outcome depends only on the set of samples, never on arrival order, batching or
+repeats (a known (ts, seq) is ignored). Breaches are keyed by (rule, start); what the
+engine reports are the changes of that keyed view: opened, escalated, closed, and, when
+late data rewrote history, revised or withdrawn. Samples older than ``horizon_ms`` before
+the newest are compacted away; a sample arriving older than that is counted, not evaluated.
+Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import replace
+
+from alerts.rules import (
+    BreachClosed,
+    BreachEscalated,
+    BreachRecord,
+    BreachRevised,
+    BreachWithdrawn,
+    Event,
+    Events,
+    ProbeRules,
+    ProbeState,
+    Sample,
+)
+
+Key = tuple[str, int]  # (rule, start)
+SEVERITY_RANK = {"major": 0, "critical": 1}
+
+
+class ProbeEngine:
+    def __init__(
+        self,
+        rules: ProbeRules,
+        horizon_ms: int | None = None,
+        known: Iterable[BreachRecord] = (),
+    ) -> None:
+        """``known``: breaches already reported (e.g. loaded from the store after a restart),
+        so re-deriving them reports nothing new."""
+        self.rules = rules
+        self.horizon_ms = horizon_ms
+        self.samples: list[Sample] = []
+        self.order: list[tuple[int, int]] = []  # (ts, seq) of each sample, for bisect
+        self.states: list[ProbeState] = []  # rule state after each sample
+        self.events: list[Events] = []  # what each sample made the rules say
+        self.base: ProbeState = rules.initial()
+        self.floor: tuple[int, int] | None = None  # (ts, seq) of the last compacted sample
+        self.settled: dict[Key, BreachRecord] = {}  # last word on breaches of compacted samples
+        self.view: dict[Key, BreachRecord] = {b.key: b for b in known}
+        self.too_late = 0
+
+    @property
+    def newest(self) -> int | None:
+        return self.order[-1][0] if self.order else None
+
+    def add(self, samples: Iterable[Sample]) -> list[Event]:
+        """Merge samples in, re-evaluate what they affect, return the changes of the view."""
+        fresh: dict[tuple[int, int], Sample] = {}
+        for s in samples:
+            k = (s.ts, s.seq)
+            if self.floor is not None and k <= self.floor:
+                self.too_late += 1
+                continue
+            i = bisect_left(self.order, k)
+            if (i < len(self.order) and self.order[i] == k) or k in fresh:
+                continue  # a repeat: same device time and seq
+            fresh[k] = s
+        if not fresh:
+            return []
+        first = min(fresh)
+        k0 = bisect_left(self.order, first)
+        late = k0 < len(self.order)
+        tail = sorted([*self.samples[k0:], *fresh.values()], key=lambda s: (s.ts, s.seq))
+        old_events = self.events[k0:]
+        state = self.states[k0 - 1] if k0 else self.base
+        del self.samples[k0:], self.order[k0:], self.states[k0:], self.events[k0:]
+        update = self.rules.update
+        for s in tail:
+            state, ev = update(state, s)
+            self.samples.append(s)
+            self.order.append((s.ts, s.seq))
+            self.states.append(state)
+            self.events.append(ev)
+        changes = self._changes(old_events, self.events[k0:], late)
+        self._compact()
+        return changes
+
+    def _changes(self, old: list[Events], new: list[Events], late: bool) -> list[Event]:
+        at = self.order[-1][0]
+        changes: list[Event] = []
+        if not late:  # plain append: the new events are the changes, in order
+            for e in (e for ev in new for e in ev):
+                if self.view.get(e.breach.key) != e.breach:  # not already known (restart)
+                    self.view[e.breach.key] = e.breach
+                    changes.append(e)
+            return changes
+        affected = [e.breach.key for ev in old for e in ev] + [
+            e.breach.key for ev in new for e in ev
+        ]
+        for key in dict.fromkeys(affected):
+            before = self.view.get(key)
+            after = self._latest(key)
+            if after == before:
+                continue
+            if after is None:
+                assert before is not None
+                del self.view[key]
+                changes.append(BreachWithdrawn(before, at))
+                continue
+            self.view[key] = after
+            if before is None:  # new to the view: report its own transitions in order
+                for ev in new:
+                    changes.extend(replace(e, late=True) for e in ev if e.breach.key == key)
+                continue
+            escalated = SEVERITY_RANK[after.severity] > SEVERITY_RANK[before.severity]
+            closed = before.end is None and after.end is not None
+            if escalated:
+                changes.append(BreachEscalated(after, at, late=True))
+            if closed:
+                changes.append(BreachClosed(after, at, late=True))
+            if not escalated and not closed:  # end moved, reopened, peak or dm changed
+                changes.append(BreachRevised(after, at))
+        return changes
+
+    def _latest(self, key: Key) -> BreachRecord | None:
+        """The breach as the events now say it is (None: no event names it any more)."""
+        for ev in reversed(self.events):
+            for e in reversed(ev):
+                if e.breach.key == key:
+                    return e.breach
+        return self.settled.get(key)
+
+    def _compact(self) -> None:
+        if self.horizon_ms is None or not self.order:
+            return
+        cutoff = self.order[-1][0] - self.horizon_ms
+        n = bisect_left(self.order, (cutoff, -1))
+        if n == 0:
+            return
+        for ev in self.events[:n]:
+            for e in ev:
+                self.settled[e.breach.key] = e.breach
+        self.base = self.states[n - 1]
+        self.floor = self.order[n - 1]
+        del self.samples[:n], self.order[:n], self.states[:n], self.events[:n]
+        # Closed breaches wholly behind the horizon can no longer change: forget them.
+        for table in (self.settled, self.view):
+            for key in [k for k, b in table.items() if b.end is not None and b.end < cutoff]:
+                del table[key]
+
+    def breaches(self) -> list[BreachRecord]:
+        """The current view, oldest first."""
+        return sorted(self.view.values(), key=lambda b: (b.start, b.rule))

@@ -1,0 +1,440 @@
+"""Cold-chain rules, each a pure ``update(state, sample) -> (state, events)`` on device time.
+
+Nothing here reads the wall clock or does I/O: the same rules judge a live stream (ingest),
+a replay, and a logger file (``coldtrace analyze``). States are immutable, so the engine can
+keep the state after every sample and re-evaluate from any point when late readings arrive.
+
+Time between two samples is charged to the earlier one (sample-and-hold): the value at
+``t_i`` holds until ``t_(i+1)``. Degree-minutes are the integral of the excess over the limit
+on that basis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol
+
+from alerts.profiles import Profile
+
+MINUTE_MS: Final = 60_000
+HOUR_MS: Final = 60 * MINUTE_MS
+# Mean kinetic temperature: activation energy delta-H = 83.144 kJ/mol (USP <1160>, WHO TRS 961)
+# over the gas constant R = 8.3144626 J/(mol K) gives delta-H / R = 10,000 K.
+DELTA_H_J_PER_MOL: Final = 83_144.0
+GAS_CONSTANT: Final = 8.314462618
+H_OVER_R: Final = DELTA_H_J_PER_MOL / GAS_CONSTANT
+KELVIN: Final = 273.15
+# A rolling MKT window is kept as this many buckets; MKT is judged once one bucket is covered.
+MKT_BUCKETS: Final = 24
+
+Severity = Literal["major", "critical"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One probe value at one device time; ``celsius`` None when the probe gave none."""
+
+    ts: int  # epoch ms, device clock
+    seq: int  # orders two samples of the same ts, and identifies a replayed one
+    celsius: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BreachRecord:
+    rule: str
+    start: int  # device time of the first reading of the breach
+    end: int | None  # device time of the first reading back in range; None while open
+    severity: Severity
+    peak: float | None  # the worst value (for mkt: the highest MKT)
+    degree_minutes: float
+    limit_c: float | None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.rule, self.start)
+
+
+@dataclass(frozen=True, slots=True)
+class BreachOpened:
+    breach: BreachRecord
+    at: int  # device time of the reading that revealed it
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BreachEscalated:
+    breach: BreachRecord
+    at: int
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BreachClosed:
+    breach: BreachRecord
+    at: int
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BreachRevised:
+    """Late readings changed a breach already reported (its end, peak or degree-minutes)."""
+
+    breach: BreachRecord
+    at: int
+    late: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BreachWithdrawn:
+    """Late readings showed a reported breach never happened (e.g. a gap in its middle)."""
+
+    breach: BreachRecord
+    at: int
+    late: bool = True
+
+
+Event = BreachOpened | BreachEscalated | BreachClosed | BreachRevised | BreachWithdrawn
+Events = tuple[Event, ...]
+NO_EVENTS: Final[Events] = ()
+
+
+class Rule(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def initial(self) -> Any: ...
+
+    def update(self, state: Any, sample: Sample) -> tuple[Any, Events]: ...
+
+
+# -- single excursion ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExcursionState:
+    run_start: int | None = None  # first out-of-range reading of the current run
+    prev_ts: int = 0
+    prev_excess: float = 0.0
+    peak_excess: float = 0.0
+    degree_minutes: float = 0.0
+    back_at: int | None = None  # first reading back in range, until past the hysteresis
+    breach: BreachRecord | None = None
+
+
+EXCURSION_IDLE: Final = ExcursionState()
+
+
+@dataclass(frozen=True, slots=True)
+class Excursion:
+    """Out of range continuously for at least ``delay_ms`` (or at once past the critical
+    limit). The breach starts at the first out-of-range reading and ends at the first reading
+    back in range, provided the value then gets ``hysteresis`` inside the limit before leaving
+    the range again; a value hovering on the limit therefore keeps one breach open."""
+
+    name: str
+    limit: float
+    sign: float  # +1: upper limit, -1: lower limit; excess = sign * (value - limit)
+    hysteresis: float
+    delay_ms: int
+    critical_excess: float | None
+    critical_after_ms: int | None
+
+    def initial(self) -> ExcursionState:
+        return EXCURSION_IDLE
+
+    def update(self, s: ExcursionState, x: Sample) -> tuple[ExcursionState, Events]:
+        if x.celsius is None:
+            return s, NO_EVENTS
+        excess = self.sign * (x.celsius - self.limit)
+        if s.run_start is None:
+            if excess <= 0:
+                return s, NO_EVENTS
+            run_start, peak, dm, back_at, breach = x.ts, excess, 0.0, None, None
+        else:
+            run_start, breach = s.run_start, s.breach
+            dm = s.degree_minutes + max(s.prev_excess, 0.0) * (x.ts - s.prev_ts) / MINUTE_MS
+            peak = max(s.peak_excess, excess)
+            if excess > 0:
+                back_at = None
+            elif excess > -self.hysteresis:
+                back_at = s.back_at if s.back_at is not None else x.ts
+            else:
+                if breach is None:
+                    return EXCURSION_IDLE, NO_EVENTS
+                end = s.back_at if s.back_at is not None else x.ts
+                closed = self._record(breach.start, end, breach.severity, peak, dm)
+                return EXCURSION_IDLE, (BreachClosed(closed, x.ts),)
+        critical = (self.critical_excess is not None and peak > self.critical_excess) or (
+            self.critical_after_ms is not None and x.ts - run_start >= self.critical_after_ms
+        )
+        events: Events = NO_EVENTS
+        if breach is None:
+            if excess > 0 and (critical or x.ts - run_start >= self.delay_ms):
+                breach = self._record(
+                    run_start, None, "critical" if critical else "major", peak, dm
+                )
+                events = (BreachOpened(breach, x.ts),)
+        elif critical and breach.severity == "major":
+            breach = self._record(run_start, None, "critical", peak, dm)
+            events = (BreachEscalated(breach, x.ts),)
+        return ExcursionState(run_start, x.ts, excess, peak, dm, back_at, breach), events
+
+    def _record(
+        self, start: int, end: int | None, severity: Severity, peak_excess: float, dm: float
+    ) -> BreachRecord:
+        peak = round(self.limit + self.sign * peak_excess, 6)
+        return BreachRecord(self.name, start, end, severity, peak, round(dm, 6), self.limit)
+
+
+# -- cumulative time out of range ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CumulativeState:
+    prev_ts: int = 0
+    prev_out: bool = False
+    spans: tuple[tuple[int, int], ...] = ()  # out-of-range time still inside the window
+    breach: BreachRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cumulative:
+    """Total time beyond the limits within a rolling window exceeds a budget. Coming back in
+    range does not reset it: only time leaving the window does. The breach starts at the
+    reading that found the budget exceeded and ends at the one that found it within again."""
+
+    name: str
+    above: float | None
+    below: float | None
+    budget_ms: int
+    window_ms: int
+
+    def initial(self) -> CumulativeState:
+        return CumulativeState()
+
+    def update(self, s: CumulativeState, x: Sample) -> tuple[CumulativeState, Events]:
+        v = x.celsius
+        if v is None:
+            return s, NO_EVENTS
+        out = (self.above is not None and v > self.above) or (
+            self.below is not None and v < self.below
+        )
+        if not out and not s.prev_out and not s.spans:
+            return s, NO_EVENTS
+        spans = s.spans
+        if s.prev_out:
+            if spans and spans[-1][1] == s.prev_ts:
+                spans = (*spans[:-1], (spans[-1][0], x.ts))
+            else:
+                spans = (*spans, (s.prev_ts, x.ts))
+        cutoff = x.ts - self.window_ms
+        if spans and spans[0][0] < cutoff:
+            spans = tuple((max(a, cutoff), b) for a, b in spans if b > cutoff)
+        total = sum(b - a for a, b in spans)
+        breach, events = s.breach, NO_EVENTS
+        if breach is None and total > self.budget_ms:
+            breach = BreachRecord(self.name, x.ts, None, "major", None, 0.0, self._limit())
+            events = (BreachOpened(breach, x.ts),)
+        elif breach is not None and total <= self.budget_ms:
+            closed = BreachRecord(self.name, breach.start, x.ts, "major", None, 0.0, self._limit())
+            breach, events = None, (BreachClosed(closed, x.ts),)
+        return CumulativeState(x.ts, out, spans, breach), events
+
+    def _limit(self) -> float | None:
+        return self.above if self.above is not None else self.below
+
+
+# -- mean kinetic temperature ----------------------------------------------------------------
+
+
+def mkt_celsius(pairs: list[tuple[float, float]]) -> float:
+    """Mean kinetic temperature of (celsius, weight) pairs, weights being durations."""
+    total = sum(w for _, w in pairs)
+    if total <= 0:
+        raise ValueError("MKT needs a positive total duration")
+    mean = sum(w * math.exp(-H_OVER_R / (c + KELVIN)) for c, w in pairs) / total
+    return H_OVER_R / -math.log(mean) - KELVIN
+
+
+@dataclass(frozen=True, slots=True)
+class MktState:
+    prev_ts: int | None = None
+    prev_term: float = 0.0
+    # (bucket index, covered ms, sum of ms * exp(-dH/RT)) for the buckets inside the window
+    buckets: tuple[tuple[int, int, float], ...] = ()
+    peak: float = -KELVIN
+    breach: BreachRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mkt:
+    """MKT over a rolling window (kept in MKT_BUCKETS buckets) above the profile's limit."""
+
+    name: str
+    limit: float
+    window_ms: int
+
+    def initial(self) -> MktState:
+        return MktState()
+
+    def update(self, s: MktState, x: Sample) -> tuple[MktState, Events]:
+        if x.celsius is None:
+            return s, NO_EVENTS
+        term = math.exp(-H_OVER_R / (x.celsius + KELVIN))
+        if s.prev_ts is None:
+            return MktState(x.ts, term, (), s.peak, s.breach), NO_EVENTS
+        size = self.window_ms // MKT_BUCKETS
+        buckets = s.buckets
+        idx, dt = s.prev_ts // size, x.ts - s.prev_ts
+        if buckets and buckets[-1][0] == idx:
+            _, w, t = buckets[-1]
+            buckets = (*buckets[:-1], (idx, w + dt, t + dt * s.prev_term))
+        else:
+            buckets = (*buckets, (idx, dt, dt * s.prev_term))
+        oldest = x.ts // size - MKT_BUCKETS
+        if buckets[0][0] <= oldest:
+            buckets = tuple(b for b in buckets if b[0] > oldest)
+        weight = sum(b[1] for b in buckets)
+        if weight < size:
+            return MktState(x.ts, term, buckets, s.peak, s.breach), NO_EVENTS
+        mkt = H_OVER_R / -math.log(sum(b[2] for b in buckets) / weight) - KELVIN
+        breach, peak, events = s.breach, s.peak, NO_EVENTS
+        if breach is None and mkt > self.limit:
+            peak = mkt
+            breach = BreachRecord(self.name, x.ts, None, "major", round(mkt, 3), 0.0, self.limit)
+            events = (BreachOpened(breach, x.ts),)
+        elif breach is not None:
+            peak = max(peak, mkt)
+            if mkt <= self.limit:
+                closed = BreachRecord(
+                    self.name, breach.start, x.ts, "major", round(peak, 3), 0.0, self.limit
+                )
+                breach, events = None, (BreachClosed(closed, x.ts),)
+        return MktState(x.ts, term, buckets, peak, breach), events
+
+
+# -- probe health ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    since: int | None = None  # first sample of the current run
+    value: float | None = None
+    breach: BreachRecord | None = None
+
+
+RUN_IDLE: Final = RunState()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeFault:
+    """The probe gave no temperature (failed, disconnected, impossible value) for at least
+    ``delay_ms``; ends at the first real temperature."""
+
+    name: str
+    delay_ms: int
+
+    def initial(self) -> RunState:
+        return RUN_IDLE
+
+    def update(self, s: RunState, x: Sample) -> tuple[RunState, Events]:
+        if x.celsius is not None:
+            if s.breach is None:
+                return RUN_IDLE, NO_EVENTS
+            closed = BreachRecord(self.name, s.breach.start, x.ts, "major", None, 0.0, None)
+            return RUN_IDLE, (BreachClosed(closed, x.ts),)
+        since = x.ts if s.since is None else s.since
+        if s.breach is None and x.ts - since >= self.delay_ms:
+            breach = BreachRecord(self.name, since, None, "major", None, 0.0, None)
+            return RunState(since, None, breach), (BreachOpened(breach, x.ts),)
+        return (s if s.since is not None else RunState(since)), NO_EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class StuckProbe:
+    """The probe repeated exactly the same value for at least ``stuck_ms``: a real product
+    temperature read at 0.0625 C resolution always wobbles; ends at the first other value."""
+
+    name: str
+    stuck_ms: int
+
+    def initial(self) -> RunState:
+        return RUN_IDLE
+
+    def update(self, s: RunState, x: Sample) -> tuple[RunState, Events]:
+        if x.celsius is None:
+            return s, NO_EVENTS
+        if x.celsius != s.value or s.since is None:
+            if s.breach is None:
+                return RunState(x.ts, x.celsius), NO_EVENTS
+            closed = BreachRecord(self.name, s.breach.start, x.ts, "major", s.value, 0.0, None)
+            return RunState(x.ts, x.celsius), (BreachClosed(closed, x.ts),)
+        if s.breach is None and x.ts - s.since >= self.stuck_ms:
+            breach = BreachRecord(self.name, s.since, None, "major", s.value, 0.0, None)
+            return RunState(s.since, s.value, breach), (BreachOpened(breach, x.ts),)
+        return s, NO_EVENTS
+
+
+# -- a profile's rule set --------------------------------------------------------------------
+
+
+def _ms(minutes: float) -> int:
+    return round(minutes * MINUTE_MS)
+
+
+def rules_for(profile: Profile) -> list[Rule]:
+    after = None if profile.critical_after_min is None else _ms(profile.critical_after_min)
+    rules: list[Rule] = []
+    for name, limit, sign, critical in (
+        ("excursion_high", profile.high_c, 1.0, profile.critical_high_c),
+        ("excursion_low", profile.low_c, -1.0, profile.critical_low_c),
+    ):
+        if limit is not None:
+            crit_excess = None if critical is None else sign * (critical - limit)
+            rules.append(
+                Excursion(
+                    name,
+                    limit,
+                    sign,
+                    profile.hysteresis_c,
+                    _ms(profile.delay_min),
+                    crit_excess,
+                    after,
+                )
+            )
+    if (c := profile.cumulative) is not None:
+        rules.append(
+            Cumulative(
+                "cumulative", c.above_c, c.below_c, _ms(c.budget_min), round(c.window_h * HOUR_MS)
+            )
+        )
+    if (m := profile.mkt) is not None:
+        rules.append(Mkt("mkt", m.limit_c, round(m.window_h * HOUR_MS)))
+    rules.append(ProbeFault("probe_fault", _ms(profile.fault_delay_min)))
+    rules.append(StuckProbe("probe_stuck", _ms(profile.stuck_min)))
+    return rules
+
+
+ProbeState = tuple[Any, ...]
+
+
+class ProbeRules:
+    """All rules of one profile on one probe, as one pure update."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.rules = rules_for(profile)
+
+    def initial(self) -> ProbeState:
+        return tuple(r.initial() for r in self.rules)
+
+    def update(self, state: ProbeState, sample: Sample) -> tuple[ProbeState, Events]:
+        new_state = []
+        events: Events = NO_EVENTS
+        for rule, s in zip(self.rules, state, strict=True):
+            ns, ev = rule.update(s, sample)
+            new_state.append(ns)
+            if ev:
+                events += ev
+        return tuple(new_state), events

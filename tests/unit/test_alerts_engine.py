@@ -1,0 +1,116 @@
+"""The engine judges the set of readings, not their arrival: order, repeats and batching
+never change the breaches, and the changes it reports add up to what it finally holds."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alerts.engine import ProbeEngine
+from alerts.profiles import load_profiles
+from alerts.rules import (
+    MINUTE_MS,
+    BreachClosed,
+    BreachOpened,
+    BreachRecord,
+    BreachWithdrawn,
+    Event,
+    ProbeRules,
+    Sample,
+)
+
+T0 = 1_784_007_600_000
+CHILLED = ProbeRules(load_profiles()["chilled"])
+
+
+def series_strategy() -> st.SearchStrategy[list[Sample]]:
+    step = st.integers(min_value=1, max_value=8)  # minutes between readings
+    temperature = st.floats(min_value=-1.0, max_value=10.0).map(lambda v: round(v, 1))
+    value = st.one_of(st.none(), temperature)
+    return st.lists(st.tuples(step, value), min_size=1, max_size=120).map(
+        lambda pairs: [
+            Sample(T0 + sum(s for s, _ in pairs[: i + 1]) * MINUTE_MS, i, v)
+            for i, (_, v) in enumerate(pairs)
+        ]
+    )
+
+
+def fold(view: dict[tuple[str, int], BreachRecord], changes: list[Event]) -> None:
+    for e in changes:
+        if isinstance(e, BreachWithdrawn):
+            del view[e.breach.key]
+        else:
+            view[e.breach.key] = e.breach
+
+
+def reference(samples: list[Sample]) -> list[BreachRecord]:
+    engine = ProbeEngine(CHILLED)
+    engine.add(samples)
+    return engine.breaches()
+
+
+@settings(max_examples=150, deadline=None)
+@given(series_strategy(), st.randoms(use_true_random=False), st.data())
+def test_arrival_order_repeats_and_batches_do_not_change_breaches(samples, rnd, data) -> None:
+    expected = reference(samples)
+    arrivals = samples + data.draw(st.lists(st.sampled_from(samples), max_size=20))
+    rnd.shuffle(arrivals)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(arrivals)), max_size=10)))
+    engine = ProbeEngine(CHILLED)
+    seen: dict[tuple[str, int], BreachRecord] = {}
+    for a, b in zip([0, *cuts], [*cuts, len(arrivals)], strict=True):
+        fold(seen, engine.add(arrivals[a:b]))
+    assert engine.breaches() == expected
+    assert sorted(seen.values(), key=lambda x: (x.start, x.rule)) == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(series_strategy())
+def test_replaying_everything_again_reports_nothing(samples) -> None:
+    engine = ProbeEngine(CHILLED)
+    engine.add(samples)
+    assert engine.add(list(reversed(samples))) == []
+
+
+def excursion(minutes: range, value: float) -> list[Sample]:
+    return [Sample(T0 + m * MINUTE_MS, m, value) for m in minutes]
+
+
+def test_backlog_arriving_late_is_merged_and_flagged_late() -> None:
+    engine = ProbeEngine(CHILLED)
+    before = excursion(range(0, 10), 3.0)
+    hot = excursion(range(10, 40), 6.0)
+    after = excursion(range(40, 60), 3.0)
+    assert engine.add(before + after) == []
+    changes = engine.add(hot)  # the device's spool of minutes 10..39 arrives last
+    assert [type(e) for e in changes] == [BreachOpened, BreachClosed]
+    assert all(e.late for e in changes)
+    (breach,) = engine.breaches()
+    assert (breach.start, breach.end) == (T0 + 10 * MINUTE_MS, T0 + 40 * MINUTE_MS)
+
+
+def test_a_late_reading_in_range_withdraws_a_breach_it_disproves() -> None:
+    engine = ProbeEngine(CHILLED)
+    first = engine.add(excursion(range(0, 14, 2), 6.0) + excursion(range(16, 20, 2), 6.0))
+    assert [type(e) for e in first] == [BreachOpened]
+    # the reading of minute 14 arrives late and is in range: no 15 minutes out in a row
+    changes = engine.add(excursion(range(14, 15), 2.0))
+    assert [type(e) for e in changes] == [BreachWithdrawn]
+    assert engine.breaches() == []
+
+
+def test_known_breaches_are_not_reported_again_after_a_restart() -> None:
+    samples = excursion(range(0, 30), 6.0)
+    first = ProbeEngine(CHILLED)
+    (opened,) = first.add(samples)
+    restarted = ProbeEngine(CHILLED, known=[opened.breach])
+    assert restarted.add(samples) == []
+    assert [type(e) for e in restarted.add(excursion(range(30, 31), 3.0))] == [BreachClosed]
+
+
+def test_readings_behind_the_horizon_are_counted_not_evaluated() -> None:
+    engine = ProbeEngine(CHILLED, horizon_ms=60 * MINUTE_MS)
+    engine.add(excursion(range(0, 200, 5), 3.0))
+    assert engine.add(excursion(range(1, 30, 5), 9.0)) == []
+    assert engine.too_late == 6
+    assert len(engine.samples) < 40

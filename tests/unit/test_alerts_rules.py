@@ -1,0 +1,193 @@
+"""Each rule on hand-made series with hand-computed expectations (minutes from T0)."""
+
+from __future__ import annotations
+
+import pytest
+
+from alerts.profiles import load_profiles
+from alerts.rules import (
+    MINUTE_MS,
+    BreachClosed,
+    BreachEscalated,
+    BreachOpened,
+    Cumulative,
+    Events,
+    Excursion,
+    Mkt,
+    ProbeFault,
+    Rule,
+    Sample,
+    StuckProbe,
+    mkt_celsius,
+    rules_for,
+)
+
+T0 = 1_784_007_600_000  # 2026-07-14T05:40:00Z
+
+
+def at(minute: float) -> int:
+    return T0 + round(minute * MINUTE_MS)
+
+
+def run(rule: Rule, series: list[tuple[float, float | None]]) -> list[Events]:
+    state = rule.initial()
+    out = []
+    for i, (minute, value) in enumerate(series):
+        state, events = rule.update(state, Sample(at(minute), i, value))
+        out.append(events)
+    return out
+
+
+def flat(events: list[Events]) -> list[tuple[str, int, int | None, str]]:
+    return [
+        (type(e).__name__, e.breach.start, e.breach.end, e.breach.severity)
+        for ev in events
+        for e in ev
+    ]
+
+
+HIGH_4 = Excursion("excursion_high", 4.0, 1.0, 0.2, 15 * MINUTE_MS, 4.0, 60 * MINUTE_MS)
+
+
+def test_mkt_published_example() -> None:
+    # 5 C for 6 h, 7 C for 10 h, 11 C for 1.5 h, 6 C for 30 h -> 6.31 C
+    assert mkt_celsius([(5, 6), (7, 10), (11, 1.5), (6, 30)]) == pytest.approx(6.31, abs=0.005)
+
+
+def test_mkt_of_a_constant_is_that_constant() -> None:
+    assert mkt_celsius([(4.0, 1), (4.0, 3)]) == pytest.approx(4.0)
+
+
+def test_excursion_shorter_than_the_delay_is_no_breach() -> None:
+    series = [(0, 3.0), (1, 5.0), (10, 6.0), (14, 5.0), (15, 3.0)]
+    assert flat(run(HIGH_4, series)) == []
+
+
+def test_excursion_starts_at_first_out_reading_and_ends_at_first_back() -> None:
+    series = [(0, 3.0), (1, 5.0), (6, 6.0), (16, 5.0), (20, 3.9), (21, 3.0)]
+    events = run(HIGH_4, series)
+    # opened at minute 16 (15 min after minute 1), dated from minute 1
+    assert events[3] == (BreachOpened(events[3][0].breach, at(16)),)
+    assert flat(events) == [
+        ("BreachOpened", at(1), None, "major"),
+        ("BreachClosed", at(1), at(20), "major"),
+    ]
+    closed = events[5][0].breach
+    # excess held: 1 C x 5 min + 2 C x 10 min + 1 C x 4 min = 29 degree-minutes
+    assert closed.degree_minutes == pytest.approx(29.0)
+    assert closed.peak == 6.0
+
+
+def test_value_hovering_on_the_limit_keeps_one_breach() -> None:
+    # 3.9 and 3.85 are back in range but within the 0.2 C hysteresis: no close, no new breach
+    series = [(0, 4.5), (10, 3.9), (12, 4.4), (20, 3.85), (22, 4.3), (30, 3.7)]
+    assert flat(run(HIGH_4, series)) == [
+        ("BreachOpened", at(0), None, "major"),
+        ("BreachClosed", at(0), at(30), "major"),
+    ]
+
+
+def test_end_is_first_reading_back_even_when_hysteresis_is_passed_later() -> None:
+    series = [(0, 5.0), (16, 5.0), (17, 3.9), (18, 3.5)]
+    assert flat(run(HIGH_4, series))[-1] == ("BreachClosed", at(0), at(17), "major")
+
+
+def test_escalates_past_the_critical_limit_and_after_the_critical_duration() -> None:
+    past_limit = [(0, 5.0), (15, 5.0), (20, 8.5), (25, 3.0)]
+    assert flat(run(HIGH_4, past_limit)) == [
+        ("BreachOpened", at(0), None, "major"),
+        ("BreachEscalated", at(0), None, "critical"),
+        ("BreachClosed", at(0), at(25), "critical"),
+    ]
+    too_long = [(0, 5.0), (15, 5.0), (59, 5.0), (60, 5.0)]
+    events = run(HIGH_4, too_long)
+    assert events[3] and isinstance(events[3][0], BreachEscalated)
+
+
+def test_past_the_critical_limit_opens_at_once() -> None:
+    assert flat(run(HIGH_4, [(0, 3.0), (1, 9.0)])) == [("BreachOpened", at(1), None, "critical")]
+
+
+def test_lower_limit() -> None:
+    low = Excursion("excursion_low", 2.0, -1.0, 0.2, 10 * MINUTE_MS, 2.0, None)
+    events = run(low, [(0, 1.0), (10, 0.5), (12, 2.5)])
+    assert flat(events) == [
+        ("BreachOpened", at(0), None, "major"),
+        ("BreachClosed", at(0), at(12), "major"),
+    ]
+    # 1 C below x 10 min + 1.5 C below x 2 min = 13
+    assert events[2][0].breach.degree_minutes == pytest.approx(13.0)
+    assert events[2][0].breach.peak == 0.5
+
+
+def test_cumulative_budget_does_not_reset_when_back_in_range() -> None:
+    rule = Cumulative("cumulative", 8.0, None, 30 * MINUTE_MS, 24 * 60 * MINUTE_MS)
+    # 20 min above 8, back in range, then 15 min above 8: 35 min > 30 found at minute 115
+    series = [(0, 9.0), (20, 5.0), (100, 9.0), (110, 9.0), (115, 9.0), (200, 5.0)]
+    assert flat(run(rule, series)) == [("BreachOpened", at(115), None, "major")]
+
+
+def test_cumulative_closes_when_time_leaves_the_window() -> None:
+    rule = Cumulative("cumulative", 8.0, None, 30 * MINUTE_MS, 60 * MINUTE_MS)
+    series = [(0, 9.0), (40, 5.0), (70, 5.0), (95, 5.0)]
+    # 40 min out at minute 40 (open); at 70 the window (10..70) holds 30 min: not over budget
+    assert flat(run(rule, series)) == [
+        ("BreachOpened", at(40), None, "major"),
+        ("BreachClosed", at(40), at(70), "major"),
+    ]
+
+
+def test_mkt_rule_alerts_above_its_limit_over_the_window() -> None:
+    rule = Mkt("mkt", 8.0, 24 * 60 * MINUTE_MS)
+    # 10 C for 2.5 h, then 5 C: MKT is 10 once one bucket (1 h) is covered, and drops to 8
+    # once 10 C for 2.5 h and 5 C for x h average to 8 kinetically.
+    series = [(m, 10.0) for m in range(0, 121, 30)] + [(m, 5.0) for m in range(150, 600, 30)]
+    events = flat(run(rule, series))
+    assert events[0] == ("BreachOpened", at(60), None, "major")
+    closed_at = events[1][2]
+    assert events[1][0] == "BreachClosed" and closed_at is not None
+    minutes = (closed_at - T0) / MINUTE_MS
+    assert mkt_celsius([(10.0, 150), (5.0, minutes - 150)]) <= 8.0
+    assert mkt_celsius([(10.0, 150), (5.0, minutes - 180)]) > 8.0
+
+
+def test_probe_fault_after_its_delay_and_closed_by_a_real_value() -> None:
+    rule = ProbeFault("probe_fault", 10 * MINUTE_MS)
+    series: list[tuple[float, float | None]] = [(0, 3.0), (1, None), (5, None), (11, None)]
+    series.append((12, 3.0))
+    assert flat(run(rule, series)) == [
+        ("BreachOpened", at(1), None, "major"),
+        ("BreachClosed", at(1), at(12), "major"),
+    ]
+    assert flat(run(rule, [(0, None), (5, None), (6, 2.0)])) == []
+
+
+def test_stuck_probe() -> None:
+    rule = StuckProbe("probe_stuck", 60 * MINUTE_MS)
+    series = [(0, 3.1), (10, 3.0), (40, 3.0), (70, 3.0), (80, 3.2)]
+    assert flat(run(rule, series)) == [
+        ("BreachOpened", at(10), None, "major"),
+        ("BreachClosed", at(10), at(80), "major"),
+    ]
+
+
+def test_every_shipped_profile_builds_its_rules() -> None:
+    profiles = load_profiles()
+    expected = {"chilled", "fresh-fish", "cook-chill", "deep-frozen", "frozen", "hot-meals"}
+    assert expected | {"pharma", "crt"} == set(profiles)
+    names = {pid: [r.name for r in rules_for(p)] for pid, p in profiles.items()}
+    assert names["deep-frozen"] == ["excursion_high", "probe_fault", "probe_stuck"]
+    assert names["hot-meals"][0] == "excursion_low"
+    assert "mkt" in names["pharma"] and "mkt" in names["crt"]
+
+
+def test_deep_frozen_tolerates_a_brief_rise_but_not_above_minus_15() -> None:
+    (high, *_) = rules_for(load_profiles()["deep-frozen"])
+    brief = [(0, -19.0), (5, -16.0), (20, -17.0), (25, -18.5)]
+    assert flat(run(high, brief)) == []
+    assert flat(run(high, [(0, -19.0), (5, -14.5)])) == [("BreachOpened", at(5), None, "critical")]
+
+
+def test_closed_event_type() -> None:
+    events = run(HIGH_4, [(0, 5.0), (15, 5.0), (16, 3.0)])
+    assert isinstance(events[2][0], BreachClosed)
