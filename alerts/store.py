@@ -7,6 +7,10 @@ Times are epoch milliseconds: ``start_ts``/``end_ts`` on the device clock (event
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -15,12 +19,28 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    select,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from coldtrace.db import Base
+from alerts.analysis import iso
+from alerts.rules import (
+    BreachClosed,
+    BreachEscalated,
+    BreachOpened,
+    BreachRecord,
+    BreachRevised,
+    BreachWithdrawn,
+    Event,
+    Severity,
+)
+from coldtrace.db import Base, make_engine
 
 
 class Breach(Base):
@@ -72,3 +92,169 @@ class Notification(Base):
     next_attempt_at: Mapped[int] = mapped_column(BigInteger)
     sent_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+TRANSITIONS: Final = {
+    BreachOpened: "opened",
+    BreachEscalated: "escalated",
+    BreachClosed: "closed",
+    BreachRevised: "revised",
+    BreachWithdrawn: "withdrawn",
+}
+NOTIFIED: Final = frozenset({"opened", "escalated", "closed", "withdrawn"})
+
+
+@dataclass(frozen=True)
+class StoredChange:
+    """A breach change as stored: what the InfluxDB point and the notifications carry."""
+
+    breach: Breach
+    transition: str
+    at: int
+
+
+def record_of(row: Breach) -> BreachRecord:
+    severity: Severity = "critical" if row.severity == "critical" else "major"
+    return BreachRecord(
+        row.rule,
+        row.start_ts,
+        row.end_ts,
+        severity,
+        row.peak,
+        row.degree_minutes,
+        row.limit_c,
+    )
+
+
+def payload_of(row: Breach, transition: str) -> str:
+    return json.dumps(
+        {
+            "transition": transition,
+            "breach_id": row.id,
+            "device": row.device,
+            "probe": row.probe or None,
+            "rule": row.rule,
+            "profile": row.profile,
+            "state": row.state,
+            "severity": row.severity,
+            "start": iso(row.start_ts),
+            "end": iso(row.end_ts),
+            "peak_c": row.peak,
+            "degree_minutes": row.degree_minutes,
+            "limit_c": row.limit_c,
+            "detected_late": row.detected_late,
+            "detected_at": iso(row.detected_at),
+        },
+        sort_keys=True,
+    )
+
+
+class BreachStore:
+    """Breaches upserted by key, and the notification outbox, in the relational store."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        # Until the migrations (deliveries issue) own these tables, create them if missing.
+        tables = [cast(Table, Breach.__table__), cast(Table, Notification.__table__)]
+        Base.metadata.create_all(self.engine, tables=tables, checkfirst=True)
+
+    def known(self, device: str) -> list[Breach]:
+        """The device's breaches that may still change: open ones, and closed ones of the
+        late-data horizon are the caller's to pick; withdrawn ones are not returned."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(
+                s.scalars(
+                    select(Breach).where(Breach.device == device, Breach.state != "withdrawn")
+                )
+            )
+
+    def apply(
+        self,
+        device: str,
+        probe: str,
+        profile: str,
+        events: list[Event],
+        now_ms: int,
+        late_after_ms: int,
+        channels: list[str],
+    ) -> list[StoredChange]:
+        """Upsert each event's breach and queue its notifications, in one transaction; the
+        unique keys make this idempotent when the same events come again (replay, restart)."""
+        changes: list[StoredChange] = []
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            for e in events:
+                b, transition = e.breach, TRANSITIONS[type(e)]
+                row = s.scalars(
+                    select(Breach).where(
+                        Breach.device == device,
+                        Breach.probe == probe,
+                        Breach.rule == b.rule,
+                        Breach.start_ts == b.start,
+                    )
+                ).one_or_none()
+                if row is None:
+                    row = Breach(
+                        device=device,
+                        probe=probe,
+                        rule=b.rule,
+                        profile=profile,
+                        start_ts=b.start,
+                        detected_late=e.late or now_ms - e.at > late_after_ms,
+                        detected_at=now_ms,
+                    )
+                    s.add(row)
+                row.end_ts, row.severity, row.peak = b.end, b.severity, b.peak
+                row.degree_minutes, row.limit_c, row.updated_at = (
+                    b.degree_minutes,
+                    b.limit_c,
+                    now_ms,
+                )
+                row.state = (
+                    "withdrawn"
+                    if transition == "withdrawn"
+                    else ("open" if b.end is None else "closed")
+                )
+                s.flush()
+                if transition in NOTIFIED:
+                    payload = payload_of(row, transition)
+                    for channel in channels:
+                        s.execute(
+                            _insert_ignore(self.engine)(Notification)
+                            .values(
+                                breach_id=row.id,
+                                transition=transition,
+                                channel=channel,
+                                payload=payload,
+                                attempts=0,
+                                next_attempt_at=now_ms,
+                            )
+                            .on_conflict_do_nothing()
+                        )
+                changes.append(StoredChange(row, transition, e.at))
+        return changes
+
+    def due(self, now_ms: int, limit: int = 100) -> list[Notification]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(
+                s.scalars(
+                    select(Notification)
+                    .where(Notification.sent_at.is_(None), Notification.next_attempt_at <= now_ms)
+                    .order_by(Notification.id)
+                    .limit(limit)
+                )
+            )
+
+    def sent(self, note_id: int, now_ms: int) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get_one(Notification, note_id)
+            row.sent_at, row.attempts = now_ms, row.attempts + 1
+
+    def failed(self, note_id: int, error: str, retry_at_ms: int) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get_one(Notification, note_id)
+            row.attempts += 1
+            row.last_error, row.next_attempt_at = error[:1000], retry_at_ms
+
+
+def _insert_ignore(engine: Engine) -> Any:
+    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
+from alerts.stage import RulesStage
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings
 from ingest.consumer import MqttConsumer
@@ -46,11 +47,15 @@ class IngestService:
         self.writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.failure: BaseException | None = None
         self.health_server: ThreadingHTTPServer | None = None
+        # alerts: the rules stage judges what each stored batch placed, on its own thread
+        self.rules = RulesStage.from_settings(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self._ensure_database()
+        if self.rules is not None:
+            self.rules.start()
         self.consumer.start()
         self.writer.start()
         if self.settings.ingest_health_port:
@@ -86,6 +91,8 @@ class IngestService:
         self.stop_event.set()
         if self.writer.is_alive():
             self.writer.join(timeout=30)
+        if self.rules is not None:
+            self.rules.stop()
         self.consumer.stop()
         if self.health_server is not None:
             self.health_server.shutdown()
@@ -138,6 +145,8 @@ class IngestService:
         try:
             stored.result()
             refused = False
+            if self.rules is not None:
+                self.rules.observe(work.placed)
         except InfluxRejected as exc:
             log.warning("InfluxDB refused a batch (%s); storing its messages one by one", exc)
             self.pipeline.forget([batch])

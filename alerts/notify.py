@@ -1,0 +1,177 @@
+"""Notifiers: a signed webhook, an MQTT topic per device and e-mail, fed from the outbox.
+
+The outbox (alerts.store.Notification) holds one row per breach transition and channel, so
+a replay never notifies twice; this worker sends what is due on its own thread, retrying
+with exponential backoff, and never holds up ingest or the rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import threading
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from typing import Protocol
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alerts.store import BreachStore, Notification
+from coldtrace.contract import TOPIC_ROOT
+from coldtrace.settings import Settings
+
+log = logging.getLogger(__name__)
+SIGNATURE_HEADER = "X-Coldtrace-Signature"
+
+
+def alerts_topic(device: str) -> str:
+    return f"{TOPIC_ROOT}/alerts/{device}"
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, note: Notification, device: str) -> None: ...
+
+
+class Webhook:
+    name = "webhook"
+
+    def __init__(self, url: str, secret: bytes) -> None:
+        self.url, self.secret = url, secret
+        self.http = httpx.Client(timeout=10)
+
+    def send(self, note: Notification, device: str) -> None:
+        body = note.payload.encode()
+        resp = self.http.post(
+            self.url,
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(self.secret, body),
+                "X-Coldtrace-Notification": str(note.id),  # receivers can drop repeats
+            },
+        )
+        resp.raise_for_status()
+
+
+class MqttAlerts:
+    name = "mqtt"
+
+    def __init__(self, settings: Settings) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"{settings.mqtt_client_id}-alerts"
+        )
+        if settings.mqtt_username and settings.mqtt_password:
+            self.client.username_pw_set(
+                settings.mqtt_username, settings.mqtt_password.get_secret_value()
+            )
+        self.client.connect_async(settings.mqtt_host, settings.mqtt_port)
+        self.client.loop_start()
+
+    def send(self, note: Notification, device: str) -> None:
+        info = self.client.publish(alerts_topic(device), note.payload, qos=1)
+        info.wait_for_publish(timeout=10)
+        if not info.is_published():
+            raise ConnectionError("no PUBACK from the broker")
+
+
+class Email:
+    name = "email"
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.notify_smtp_host and settings.notify_smtp_from and settings.notify_smtp_to
+        self.settings = settings
+        self.to = [a.strip() for a in settings.notify_smtp_to.split(",") if a.strip()]
+
+    def send(self, note: Notification, device: str) -> None:
+        s = self.settings
+        msg = EmailMessage()
+        msg["From"], msg["To"] = s.notify_smtp_from, ", ".join(self.to)
+        msg["Subject"] = f"[coldtrace] {device}: breach {note.transition}"
+        msg["X-Coldtrace-Notification"] = str(note.id)
+        msg.set_content(note.payload)
+        with smtplib.SMTP(s.notify_smtp_host or "", s.notify_smtp_port, timeout=10) as smtp:
+            if s.notify_smtp_starttls:
+                smtp.starttls()
+            if s.notify_smtp_username and s.notify_smtp_password:
+                smtp.login(s.notify_smtp_username, s.notify_smtp_password.get_secret_value())
+            smtp.send_message(msg)
+
+
+def channels_from(settings: Settings) -> list[Channel]:
+    channels: list[Channel] = []
+    if settings.notify_webhook_url and settings.notify_webhook_secret:
+        secret = settings.notify_webhook_secret.get_secret_value().encode()
+        channels.append(Webhook(settings.notify_webhook_url, secret))
+    if settings.notify_mqtt:
+        channels.append(MqttAlerts(settings))
+    if settings.notify_smtp_host:
+        channels.append(Email(settings))
+    return channels
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: BreachStore,
+        channels: list[Channel],
+        retry_max_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.channels = {c.name: c for c in channels}
+        self.retry_max_s = retry_max_s
+        self.clock = clock
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="alerts-notify", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(timeout=15)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.send_due()
+            except Exception:
+                log.exception("notifier: outbox unavailable; retrying")
+            self.wake.wait(1.0)
+            self.wake.clear()
+
+    def send_due(self) -> None:
+        for note in self.store.due(int(self.clock() * 1000)):
+            channel = self.channels.get(note.channel)
+            if channel is None:
+                continue  # a channel configured before, not now: kept for when it returns
+            device = str(json.loads(note.payload)["device"])
+            try:
+                channel.send(note, device)
+            except Exception as exc:
+                delay = min(2.0 ** (note.attempts + 1), self.retry_max_s)
+                log.warning(
+                    "notification %d (%s, %s) failed (%s); retry in %.0fs",
+                    note.id,
+                    note.channel,
+                    note.transition,
+                    exc,
+                    delay,
+                )
+                self.store.failed(note.id, str(exc), int((self.clock() + delay) * 1000))
+            else:
+                self.store.sent(note.id, int(self.clock() * 1000))

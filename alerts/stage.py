@@ -1,0 +1,282 @@
+"""The rules stage of ingest: judges the readings each stored batch placed, on its own thread.
+
+Ingest hands over ``Work.placed`` after a batch is stored; ``observe`` never blocks (a full
+queue only records the span, which is then re-read from InfluxDB). Per device, on first
+sight after a start, the stage rebuilds its engines from InfluxDB's readings and the store's
+breaches, so a restart in the middle of an excursion neither loses it nor opens it twice.
+Every change is upserted in the store (with its notifications queued in the outbox) and
+written to InfluxDB measurement ``breach``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from alerts.engine import ProbeEngine
+from alerts.notify import Notifier, channels_from
+from alerts.profiles import Profile, ProfileError, load_profiles
+from alerts.rules import HOUR_MS, MINUTE_MS, Event, ProbeRules, Sample
+from alerts.silence import SilenceState, heard, tick
+from alerts.store import BreachStore, StoredChange, record_of
+from coldtrace.contract import probe_fault
+from coldtrace.influx import InfluxClient, InfluxUnavailable, quote_string
+from coldtrace.settings import ENV_PREFIX, ConfigError, Settings
+from ingest.clock import PlacedReading
+
+log = logging.getLogger(__name__)
+Span = tuple[int, int]
+
+
+def breach_line(device: str, c: StoredChange) -> str:
+    """One point of measurement ``breach`` (docs/storage-schema.md), at the transition's
+    device time: the start when opened, the end when closed."""
+    b = c.breach
+    ts = {"opened": b.start_ts, "closed": b.end_ts}.get(c.transition) or c.at
+    tags = f"breach,device={device},rule={b.rule},transition={c.transition}"
+    if b.probe:
+        tags += f",probe={b.probe}"
+    fields = [
+        f"id={b.id}i",
+        f'profile="{b.profile}"',
+        f'severity="{b.severity}"',
+        f'state="{b.state}"',
+        f"start={b.start_ts}i",
+        f"degree_minutes={float(b.degree_minutes)}",
+        f"detected_late={'true' if b.detected_late else 'false'}",
+        f"detected_at={b.detected_at}i",
+    ]
+    if b.end_ts is not None:
+        fields.append(f"end={b.end_ts}i")
+    if b.peak is not None:
+        fields.append(f"peak={float(b.peak)}")
+    if b.limit_c is not None:
+        fields.append(f"limit_c={float(b.limit_c)}")
+    return f"{tags} {','.join(fields)} {ts}"
+
+
+class RulesStage:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        try:
+            self.profiles = load_profiles(settings.alerts_profiles_file)
+        except ProfileError as exc:
+            raise ConfigError(f"{ENV_PREFIX}ALERTS_PROFILES_FILE: {exc}") from None
+        for name, pid in [("ALERTS_DEFAULT_PROFILE", settings.alerts_default_profile)] + [
+            ("ALERTS_DEVICE_PROFILES", p) for p in settings.alerts_device_profiles.values()
+        ]:
+            if pid is not None and pid not in self.profiles:
+                known = ", ".join(sorted(self.profiles))
+                raise ConfigError(f"{ENV_PREFIX}{name}: unknown profile {pid!r} ({known})")
+        self.queue: queue.Queue[list[PlacedReading]] = queue.Queue(settings.alerts_queue_batches)
+        self.overflow: dict[str, Span] = {}
+        self.lock = threading.Lock()
+        self.influx = InfluxClient(settings)
+        self.store = BreachStore(settings.sqlalchemy_url)
+        channels = channels_from(settings)
+        self.channel_names = [c.name for c in channels]
+        self.notifier = Notifier(self.store, channels, settings.notify_retry_max_s, clock)
+        self.engines: dict[tuple[str, str], ProbeEngine] = {}
+        self.primed: set[str] = set()
+        self.silence: dict[str, SilenceState] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="alerts-rules", daemon=True)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RulesStage | None:
+        """The stage, or None when no device has a profile (rules off)."""
+        if settings.alerts_default_profile is None and not settings.alerts_device_profiles:
+            return None
+        return cls(settings)
+
+    def profile_of(self, device: str) -> Profile | None:
+        pid = self.settings.alerts_device_profiles.get(device, self.settings.alerts_default_profile)
+        return None if pid is None else self.profiles[pid]
+
+    # -- ingest's side: never blocks -------------------------------------------------------
+
+    def observe(self, placed: list[PlacedReading]) -> None:
+        if not placed:
+            return
+        try:
+            self.queue.put_nowait(placed)
+        except queue.Full:
+            with self.lock:
+                for p in placed:
+                    lo, hi = self.overflow.get(p.device, (p.ts, p.ts))
+                    self.overflow[p.device] = (min(lo, p.ts), max(hi, p.ts))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+        self.notifier.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+        self.notifier.stop()
+        self.influx.close()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _run(self) -> None:
+        last_tick = 0.0
+        while not self.stopping.is_set():
+            try:
+                batch = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                batch = None
+            try:
+                if batch is not None:
+                    self.evaluate(batch)
+                self._reread_overflow()
+                if time.monotonic() - last_tick >= 1.0:
+                    last_tick = time.monotonic()
+                    self.check_silence()
+            except InfluxUnavailable as exc:
+                log.warning("rules: InfluxDB unavailable (%s); retrying", exc)
+                if batch is not None:
+                    self.observe(batch)
+                self.stopping.wait(1.0)
+            except Exception:
+                log.exception("rules stage: batch failed; continuing")
+
+    # -- the work --------------------------------------------------------------------------
+
+    def evaluate(self, placed: list[PlacedReading]) -> None:
+        by_device: dict[str, list[PlacedReading]] = defaultdict(list)
+        for p in placed:
+            by_device[p.device].append(p)
+        for device, readings in by_device.items():
+            profile = self.profile_of(device)
+            if profile is None:
+                continue
+            samples: dict[str, list[Sample]] = defaultdict(list)
+            for p in readings:
+                for probe, value in p.reading.probes.items():
+                    celsius = None if probe_fault(value) else value
+                    samples[probe].append(Sample(p.ts, p.reading.seq, celsius))
+            oldest = min(p.ts for p in readings)
+            self._prime(device, profile, oldest)
+            for probe, probe_samples in samples.items():
+                self._judge(device, probe, profile, probe_samples)
+            newest = max(p.ts for p in readings)
+            self._silence(device, profile, heard(self.silence.get(device, SilenceState()), newest))
+
+    def _engine(self, device: str, probe: str, profile: Profile) -> ProbeEngine:
+        key = (device, probe)
+        if key not in self.engines:
+            horizon = round(self.settings.alerts_late_horizon_h * HOUR_MS)
+            self.engines[key] = ProbeEngine(ProbeRules(profile), horizon)
+        return self.engines[key]
+
+    def _judge(self, device: str, probe: str, profile: Profile, samples: list[Sample]) -> None:
+        events = self._engine(device, probe, profile).add(samples)
+        if events:
+            self._emit(device, probe, profile, events)
+
+    def _prime(self, device: str, profile: Profile, oldest: int) -> None:
+        """First sight of a device since start: its breaches from the store, its recent
+        readings from InfluxDB, so state is as if the stage had never stopped."""
+        if device in self.primed:
+            return
+        known = self.store.known(device)
+        silent = [b for b in known if b.rule == "device_silent" and b.state == "open"]
+        if silent:
+            self.silence[device] = SilenceState(silent[0].start_ts, record_of(silent[0]))
+        starts = [b.start_ts for b in known if b.state == "open"] + [oldest]
+        since = min(starts) - lookback_ms(profile)
+        history: dict[str, list[Sample]] = defaultdict(list)
+        for row in self.influx.rows(
+            f"SELECT celsius, seq FROM temperature WHERE device = {quote_string(device)} "
+            f"AND time >= {since}ms GROUP BY probe"
+        ):
+            c = row.get("celsius")
+            history[row["probe"]].append(
+                Sample(int(row["time"]), int(row["seq"]), None if c is None else float(c))
+            )
+        horizon = round(self.settings.alerts_late_horizon_h * HOUR_MS)
+        for probe, samples in history.items():
+            mine = [record_of(b) for b in known if b.probe == probe]
+            engine = ProbeEngine(ProbeRules(profile), horizon, known=mine)
+            self.engines[(device, probe)] = engine
+            events = engine.add(samples)
+            if events:
+                self._emit(device, probe, profile, events)
+        self.primed.add(device)
+
+    def _emit(self, device: str, probe: str, profile: Profile, events: list[Event]) -> None:
+        now_ms = int(self.clock() * 1000)
+        late_after = round(self.settings.alerts_late_after_s * 1000)
+        changes = self.store.apply(
+            device, probe, profile.id, events, now_ms, late_after, self.channel_names
+        )
+        for c in changes:
+            log.info(
+                "breach %s: device=%s probe=%s rule=%s start=%d end=%s severity=%s",
+                c.transition,
+                device,
+                probe or "-",
+                c.breach.rule,
+                c.breach.start_ts,
+                c.breach.end_ts,
+                c.breach.severity,
+            )
+        self.influx.write("\n".join(breach_line(device, c) for c in changes).encode(), "ms")
+        self.notifier.wake.set()
+
+    def _silence(
+        self, device: str, profile: Profile, result: tuple[SilenceState, tuple[Event, ...]]
+    ) -> None:
+        state, events = result
+        self.silence[device] = state
+        if events:
+            self._emit(device, "", profile, list(events))
+
+    def check_silence(self) -> None:
+        now_ms = int(self.clock() * 1000)
+        gap_ms = round(self.settings.alerts_silent_after_s * 1000)
+        for device, state in list(self.silence.items()):
+            profile = self.profile_of(device)
+            if profile is not None:
+                self._silence(device, profile, tick(state, now_ms, gap_ms))
+
+    def _reread_overflow(self) -> None:
+        with self.lock:
+            spans, self.overflow = self.overflow, {}
+        for device, (lo, hi) in spans.items():
+            profile = self.profile_of(device)
+            if profile is None:
+                continue
+            self._prime(device, profile, lo)
+            rows = self.influx.rows(
+                f"SELECT celsius, seq FROM temperature WHERE device = {quote_string(device)} "
+                f"AND time >= {lo}ms AND time <= {hi}ms GROUP BY probe"
+            )
+            samples: dict[str, list[Sample]] = defaultdict(list)
+            for row in rows:
+                c = row.get("celsius")
+                samples[row["probe"]].append(
+                    Sample(int(row["time"]), int(row["seq"]), None if c is None else float(c))
+                )
+            for probe, probe_samples in samples.items():
+                self._judge(device, probe, profile, probe_samples)
+            self._silence(device, profile, heard(self.silence.get(device, SilenceState()), hi))
+
+
+def lookback_ms(profile: Profile) -> int:
+    """How much history rebuilds the state of every rule of the profile."""
+    minutes = [profile.delay_min, profile.fault_delay_min, profile.stuck_min]
+    minutes.append(profile.critical_after_min or 0)
+    if profile.cumulative:
+        minutes.append(profile.cumulative.window_h * 60)
+    if profile.mkt:
+        minutes.append(profile.mkt.window_h * 60)
+    return round(max(minutes) * MINUTE_MS) + HOUR_MS

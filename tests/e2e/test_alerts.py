@@ -1,0 +1,226 @@
+"""Rules inside ingest, through the real Mosquitto, ingest process and InfluxDB, notifying a
+real local SMTP server (aiosmtpd) and a real local HTTP receiver (http.server).
+
+The excursion: a chilled van (0..+4 C, 15 min delay) whose product probe reads 3.0 C each
+minute, then 6.0 C from minute 10 to 29, then 3.0 C again. Hand-computed: one breach of
+rule excursion_high from minute 10 (first reading above +4 C) to minute 30 (first reading
+back in range), opened at minute 25; 20 min x 2 C = 40 degree-minutes; the air probe stays
+in range and has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from alerts.store import Breach, Notification
+from coldtrace.db import make_engine
+from coldtrace.influx import InfluxClient, quote_string
+from coldtrace.services import free_port
+from tests.conftest import Devices, stored_count, wait_for
+
+MINUTE = 60_000
+SECRET = "webhook-secret-for-this-test"
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        text = envelope.content.decode()
+        self.messages.append({"to": envelope.rcpt_tos, "text": text})
+        return "250 OK"
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield box, port
+    controller.stop()
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[list[dict[str, Any]], str]]:
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"headers": dict(self.headers), "body": body})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def batch(device: str, t0: int, minutes: range) -> bytes:
+    readings = [
+        {
+            "seq": m,
+            "ts": t0 + m * MINUTE,
+            "up": m * MINUTE,
+            "probes": {"product": 6.0 if 10 <= m < 30 else 3.0, "air": 2.0},
+        }
+        for m in minutes
+    ]
+    return json.dumps({"device": device, "boot": 1, "readings": readings}).encode()
+
+
+def breaches(db: Path, device: str) -> list[Breach]:
+    engine = make_engine(f"sqlite:///{db}")
+    with Session(engine) as s:
+        return list(s.scalars(select(Breach).where(Breach.device == device)))
+
+
+def outbox(db: Path) -> list[Notification]:
+    with Session(make_engine(f"sqlite:///{db}")) as s:
+        return list(s.scalars(select(Notification)))
+
+
+def transitions(mails: list[dict[str, Any]], device: str) -> list[str]:
+    return sorted(
+        m["text"].split(f"[coldtrace] {device}: breach ")[1].split()[0]
+        for m in mails
+        if f"[coldtrace] {device}: breach " in m["text"]
+    )
+
+
+@pytest.fixture
+def alerting_ingest(start_ingest, mailbox, webhook):
+    _, smtp_port = mailbox
+    _, url = webhook
+    env = {
+        "COLDTRACE_ALERTS_DEFAULT_PROFILE": "chilled",
+        "COLDTRACE_NOTIFY_WEBHOOK_URL": url,
+        "COLDTRACE_NOTIFY_WEBHOOK_SECRET": SECRET,
+        "COLDTRACE_NOTIFY_SMTP_HOST": "127.0.0.1",
+        "COLDTRACE_NOTIFY_SMTP_PORT": str(smtp_port),
+        "COLDTRACE_NOTIFY_SMTP_FROM": "coldtrace@example.test",
+        "COLDTRACE_NOTIFY_SMTP_TO": "quality@example.test",
+    }
+    return lambda: start_ingest(**env)
+
+
+def check_one_breach(db: Path, device: str, t0: int) -> Breach:
+    (b,) = breaches(db, device)
+    assert (b.probe, b.rule, b.profile, b.state) == (
+        "product",
+        "excursion_high",
+        "chilled",
+        "closed",
+    )
+    assert (b.start_ts, b.end_ts) == (t0 + 10 * MINUTE, t0 + 30 * MINUTE)
+    assert (b.severity, b.peak, b.degree_minutes) == ("major", 6.0, 40.0)
+    return b
+
+
+def test_excursion_gives_one_breach_stored_written_and_notified_once(
+    alerting_ingest,
+    devices: Devices,
+    influx: InfluxClient,
+    prefix: str,
+    tmp_path: Path,
+    mailbox,
+    webhook,
+) -> None:
+    box, _ = mailbox
+    hooks, _ = webhook
+    db = tmp_path / "ingest.db"
+    device = f"{prefix}-van"
+    t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
+    ingest = alerting_ingest()
+    payloads = [batch(device, t0, range(m, m + 5)) for m in range(0, 40, 5)]
+    devices.publish(device, payloads)
+
+    wait_for(lambda: [b.state for b in breaches(db, device)] == ["closed"], what="a closed breach")
+    b = check_one_breach(db, device, t0)
+    # found 20+ minutes after its device time: flagged, with both times kept
+    assert b.detected_late and b.detected_at > b.end_ts
+
+    points = influx.rows(
+        f"SELECT * FROM breach WHERE device = {quote_string(device)} ORDER BY time"
+    )
+    assert [(p["transition"], p["time"]) for p in points] == [
+        ("opened", t0 + 10 * MINUTE),
+        ("closed", t0 + 30 * MINUTE),
+    ]
+    assert points[1]["end"] == t0 + 30 * MINUTE and points[1]["probe"] == "product"
+
+    wait_for(lambda: len(transitions(box.messages, device)) == 2, what="two e-mails")
+    assert transitions(box.messages, device) == ["closed", "opened"]
+    assert all(m["to"] == ["quality@example.test"] for m in box.messages)
+    wait_for(lambda: len(hooks) == 2, what="two webhook calls")
+    for hook in hooks:
+        expected = "sha256=" + hmac.new(SECRET.encode(), hook["body"], hashlib.sha256).hexdigest()
+        assert hook["headers"]["X-Coldtrace-Signature"] == expected
+    bodies = [json.loads(h["body"]) for h in hooks]
+    assert sorted(x["transition"] for x in bodies) == ["closed", "opened"]
+    assert {(x["device"], x["start"]) for x in bodies} == {
+        (device, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((t0 + 10 * MINUTE) / 1000)))
+    }
+
+    # MQTT redelivers and a gateway replays the whole spool: nothing new anywhere.
+    before = ingest.metrics().get("coldtrace_ingest_duplicates_total", 0)
+    devices.publish(device, payloads)
+    wait_for(
+        lambda: ingest.metrics().get("coldtrace_ingest_duplicates_total", 0) >= before + 40,
+        what="the replay to be seen as duplicates",
+    )
+    time.sleep(2)  # the notifier polls every second: give a duplicate the chance to appear
+    check_one_breach(db, device, t0)
+    assert len(hooks) == 2 and len(transitions(box.messages, device)) == 2
+    assert all(n.sent_at is not None for n in outbox(db))
+
+
+def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
+    alerting_ingest,
+    devices: Devices,
+    influx: InfluxClient,
+    prefix: str,
+    tmp_path: Path,
+    mailbox,
+    webhook,
+) -> None:
+    box, _ = mailbox
+    hooks, _ = webhook
+    db = tmp_path / "ingest.db"
+    device = f"{prefix}-van"
+    t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
+    ingest = alerting_ingest()
+    devices.publish(device, [batch(device, t0, range(m, m + 3)) for m in range(0, 27, 3)])
+    wait_for(lambda: [b.state for b in breaches(db, device)] == ["open"], what="an open breach")
+    wait_for(lambda: len(hooks) == 1, what="the 'opened' webhook")
+    ingest.stop(signal.SIGKILL)
+
+    alerting_ingest()  # a new process: no memory but the store and InfluxDB
+    devices.publish(device, [batch(device, t0, range(m, m + 3)) for m in range(27, 39, 3)])
+    wait_for(lambda: stored_count(influx, f"^{device}$") == 39, what="39 stored readings")
+    wait_for(lambda: [b.state for b in breaches(db, device)] == ["closed"], what="closed breach")
+    check_one_breach(db, device, t0)
+    wait_for(lambda: len(hooks) == 2, what="the 'closed' webhook")
+    time.sleep(2)
+    assert sorted(json.loads(h["body"])["transition"] for h in hooks) == ["closed", "opened"]
+    assert transitions(box.messages, device) == ["closed", "opened"]
