@@ -11,9 +11,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coldtrace.contract import DEVICE_ID_PATTERN, json_schema
 from coldtrace.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from deliveries.store import Store
 
 
 def table(rows: Sequence[dict[str, object]]) -> str:
@@ -41,11 +45,17 @@ def _emit(rows: list[dict[str, object]], as_json: bool) -> None:
 
 
 def cmd_services(settings: Settings, args: argparse.Namespace) -> int:
-    from coldtrace.services import LocalServices
+    from coldtrace.services import DEFAULT_SERVICES, SERVICES, LocalServices
 
+    unknown = [n for n in args.names if n not in SERVICES]
+    if unknown:
+        print(
+            f"error: unknown service {unknown[0]!r} (one of {', '.join(SERVICES)})", file=sys.stderr
+        )
+        return 2
     services = LocalServices(settings)
     if args.action == "up":
-        services.up()
+        services.up(args.names or DEFAULT_SERVICES)
     elif args.action == "down":
         stopped = services.down()
         if not args.json:
@@ -224,6 +234,112 @@ def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    from coldtrace.db import upgrade
+
+    upgrade(settings.sqlalchemy_url)
+    print(f"database at head: {settings.sqlalchemy_url.split('@')[-1]}")
+    return 0
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level="info",
+    )
+    return 0
+
+
+def _cli_store(settings: Settings) -> Store:
+    """A session on the store, acting as the local operator (named in the audit log)."""
+    import getpass
+
+    from sqlalchemy.orm import Session
+
+    from coldtrace.db import make_engine, upgrade
+    from deliveries.store import Store
+
+    upgrade(settings.sqlalchemy_url)
+    return Store(Session(make_engine(settings.sqlalchemy_url)), f"cli:{getpass.getuser()}")
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from api.keys import Role, create_key, list_keys, revoke_key
+    from deliveries.store import Conflict, NotFound
+
+    store = _cli_store(settings)
+    try:
+        if args.action == "create":
+            new = create_key(store, Role(args.role), args.customer, args.label)
+            store.session.commit()
+            row: dict[str, object] = {
+                "id": new.id,
+                "role": new.role.value,
+                "customer": new.customer_id,
+                "key": new.key,
+            }
+            _emit([row], args.json)
+            if not args.json:
+                print(
+                    "\nthe key is shown only now: store it; coldtrace keeps only its hash",
+                    file=sys.stderr,
+                )
+        elif args.action == "revoke":
+            revoke_key(store, args.id)
+            store.session.commit()
+            print(f"key {args.id} revoked")
+        else:
+            rows: list[dict[str, object]] = [
+                {
+                    "id": k.id,
+                    "prefix": k.prefix,
+                    "role": k.role,
+                    "customer": k.customer_id,
+                    "label": k.label,
+                    "revoked": k.revoked_ms is not None,
+                }
+                for k in list_keys(store.session)
+            ]
+            _emit(rows, args.json)
+    except (Conflict, NotFound) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    from deliveries.importer import BadRow, parse_plans
+    from deliveries.store import Conflict, NotFound
+
+    try:
+        plans = parse_plans(args.file.read_text(encoding="utf-8-sig"))
+    except (BadRow, OSError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    store = _cli_store(settings)
+    created = []
+    for line, plan in enumerate(plans, start=2):
+        try:
+            created.append(store.create_delivery(plan))
+        except (Conflict, NotFound) as exc:
+            store.session.rollback()
+            print(f"error: {args.file}: line {line}: {exc}; nothing imported", file=sys.stderr)
+            return 2
+    store.session.commit()
+    rows: list[dict[str, object]] = [
+        {"id": d.id, "reference": d.reference, "customer": d.customer_id, "state": d.state}
+        for d in created
+    ]
+    _emit(rows, args.json)
+    return 0
+
+
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -273,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("services", help="local Mosquitto and InfluxDB for development and tests")
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="SERVICE",
+        help="mosquitto, influxdb, postgresql (up: default mosquitto and influxdb)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_services)
 
@@ -311,6 +433,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("db", help="the relational store: migrate it to the newest schema")
+    p.add_argument("action", choices=["upgrade"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("api", help="serve the HTTP API (OpenAPI at /docs)")
+    p.add_argument("--host", help="default COLDTRACE_API_HOST")
+    p.add_argument("--port", type=int, help="default COLDTRACE_API_PORT")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("keys", help="API keys: create (shown once), list, revoke")
+    keys = p.add_subparsers(dest="action", required=True)
+    k = keys.add_parser("create")
+    k.add_argument("--role", required=True, choices=["admin", "quality", "dispatcher", "customer"])
+    k.add_argument("--customer", help="the customer a customer key is bound to")
+    k.add_argument("--label", help="who or what uses the key")
+    k.add_argument("--json", action="store_true")
+    k = keys.add_parser("list")
+    k.add_argument("--json", action="store_true")
+    k = keys.add_parser("revoke")
+    k.add_argument("id", type=int)
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("deliveries", help="deliveries: import the ordering system's CSV")
+    p.add_argument("action", choices=["import"])
+    p.add_argument("file", type=Path, metavar="FILE.csv")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_deliveries)
 
     p = sub.add_parser("schema", help="print the wire contract's JSON Schema")
     p.set_defaults(func=cmd_schema)

@@ -1,4 +1,5 @@
-"""Local Mosquitto and InfluxDB for development and tests, from the system packages.
+"""Local Mosquitto, InfluxDB (and PostgreSQL) for development and tests, from the system
+packages.
 
 `up` renders the configs kept in ``deploy/`` into the run directory, starts each server bound
 to 127.0.0.1 on the ports from settings, and waits until it answers. `down` stops exactly the
@@ -8,10 +9,12 @@ processes it started: each pid file is checked against the process's command lin
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import hmac
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -46,6 +49,20 @@ class ServiceSpec:
     config_name: str
     log_name: str
     port_setting: str
+    stop_signal: signal.Signals = signal.SIGTERM
+
+
+def postgres_bin(name: str) -> str:
+    """A PostgreSQL server program: Debian keeps them off PATH, per major version."""
+    found = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
+    return found[-1] if found else shutil.which(name) or name
+
+
+def _postgres_argv(conf: Path) -> list[str]:
+    return [postgres_bin("postgres"), "-D", str(conf.parent / "data"), "-c", f"config_file={conf}"]
 
 
 SERVICES = {
@@ -67,7 +84,20 @@ SERVICES = {
         "influxdb.out",
         "COLDTRACE_INFLUX_URL",
     ),
+    # Not started by default (the relational store defaults to SQLite): `services up postgresql`.
+    "postgresql": ServiceSpec(
+        "postgresql",
+        "postgres",
+        ("postgresql",),
+        _postgres_argv,
+        "postgresql.conf",
+        "postgresql.out",
+        "COLDTRACE_POSTGRES_PORT",
+        signal.SIGINT,  # "fast" shutdown; SIGTERM would wait for every client to leave
+    ),
 }
+DEFAULT_SERVICES = ("mosquitto", "influxdb")
+POSTGRES_USER = "postgres"  # the server refuses to run as root: as root, run it as this user
 
 
 def free_port() -> int:
@@ -90,7 +120,7 @@ def _port_free(port: int) -> bool:
 
 
 def ensure_packages(specs: Iterable[ServiceSpec]) -> None:
-    missing = sorted({p for s in specs if shutil.which(s.binary) is None for p in s.packages})
+    missing = sorted({p for s in specs if not Path(_binary(s)).is_file() for p in s.packages})
     if not missing:
         return
     if os.geteuid() != 0:
@@ -105,6 +135,12 @@ def ensure_packages(specs: Iterable[ServiceSpec]) -> None:
     subprocess.run(
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env
     )
+
+
+def _binary(spec: ServiceSpec) -> str:
+    if spec.name == "postgresql":
+        return postgres_bin(spec.binary)
+    return shutil.which(spec.binary) or spec.binary
 
 
 def device_password(settings: Settings, device: str) -> str:
@@ -134,7 +170,7 @@ class LocalServices:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def up(self, names: Iterable[str] = SERVICES) -> None:
+    def up(self, names: Iterable[str] = DEFAULT_SERVICES) -> None:
         specs = [SERVICES[n] for n in names]
         ensure_packages(specs)
         for spec in specs:
@@ -145,13 +181,15 @@ class LocalServices:
                 client.create_database()
             finally:
                 client.close()
+        if "postgresql" in [s.name for s in specs]:
+            self._create_postgres_database()
 
     def start(self, name: str) -> None:
         spec = SERVICES[name]
         if self.pid(name) is not None:
             log.info("%s already running (pid %s)", name, self.pid(name))
             return
-        port = self.settings.mqtt_port if name == "mosquitto" else self.influx_port
+        port = self.port(name)
         if not _port_free(port):
             raise ServiceError(
                 f"{name}: port {port} on 127.0.0.1 is taken by another process; stop it, or "
@@ -166,11 +204,13 @@ class LocalServices:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # our Ctrl-C must not kill the servers behind our back
+            **self._run_as(name),  # type: ignore[call-overload]
         )
         self._pidfile(name).write_text(str(proc.pid))
         self._wait_ready(name, proc)
 
-    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 15) -> bool:
+    def stop(self, name: str, sig: signal.Signals | None = None, timeout_s: float = 15) -> bool:
+        sig = sig or SERVICES[name].stop_signal
         pid = self.pid(name)
         if pid is None:
             self._pidfile(name).unlink(missing_ok=True)
@@ -198,10 +238,13 @@ class LocalServices:
             os.kill(pid, signal.SIGHUP)
 
     def status(self) -> list[dict[str, object]]:
+        """The default services, and the optional ones once they were set up here."""
         rows: list[dict[str, object]] = []
         for name in SERVICES:
+            if name not in DEFAULT_SERVICES and not self._dir(name).exists():
+                continue
             pid = self.pid(name)
-            port = self.settings.mqtt_port if name == "mosquitto" else self.influx_port
+            port = self.port(name)
             rows.append(
                 {
                     "service": name,
@@ -222,6 +265,13 @@ class LocalServices:
             return None
         conf = str(self._conf(SERVICES[name])).encode()
         return pid if conf in cmdline and self._alive(pid) else None
+
+    def port(self, name: str) -> int:
+        return {
+            "mosquitto": self.settings.mqtt_port,
+            "influxdb": self.influx_port,
+            "postgresql": self.settings.postgres_port,
+        }[name]
 
     @staticmethod
     def _alive(pid: int) -> bool:
@@ -245,7 +295,10 @@ class LocalServices:
             "influx_host": "127.0.0.1",
             "influx_port": str(self.influx_port),
             "influx_rpc_port": str(free_port()),
+            "postgres_port": str(self.settings.postgres_port),
         }
+        if spec.name == "postgresql":
+            self._init_postgres()
         if spec.name == "mosquitto":
             (self._dir(spec.name) / "data").mkdir(parents=True, exist_ok=True)
             self._ensure_passwd()
@@ -309,6 +362,21 @@ class LocalServices:
         raise ServiceError(f"{name} did not answer within {timeout_s:.0f}s; see {self._dir(name)}")
 
     def _ready(self, name: str) -> bool:
+        if name == "postgresql":
+            return (
+                subprocess.run(
+                    [
+                        postgres_bin("pg_isready"),
+                        "-q",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(self.port(name)),
+                    ],
+                    check=False,
+                ).returncode
+                == 0
+            )
         if name == "mosquitto":
             try:
                 with socket.create_connection(("127.0.0.1", self.settings.mqtt_port), 0.5):
@@ -322,3 +390,65 @@ class LocalServices:
             )
         except httpx.HTTPError:
             return False
+
+    # -- PostgreSQL ----------------------------------------------------------------------------
+
+    def _run_as(self, name: str) -> dict[str, object]:
+        """Popen arguments that drop root for PostgreSQL, which refuses to run as root."""
+        if name != "postgresql" or os.geteuid() != 0:
+            return {}
+        return {"user": POSTGRES_USER, "group": POSTGRES_USER, "extra_groups": []}
+
+    def _init_postgres(self) -> None:
+        """A cluster of our own under the run directory (initdb), trusting loopback only:
+        this server is for development and tests, never production."""
+        home = self._dir("postgresql")
+        run_as = self._run_as("postgresql")
+        if run_as:
+            shutil.chown(home, POSTGRES_USER, POSTGRES_USER)
+            postgres_uid = pwd.getpwnam(POSTGRES_USER).pw_uid
+            for parent in home.parents:
+                st = parent.stat()
+                if not (st.st_mode & 0o001 or st.st_uid == postgres_uid):
+                    raise ServiceError(
+                        f"postgresql: user {POSTGRES_USER} cannot reach {home} ({parent} is not "
+                        "traversable): pick a COLDTRACE_RUN_DIR whose parents are (chmod o+x)"
+                    )
+        (home / "pg_hba.conf").write_text(
+            "# coldtrace's development PostgreSQL: local connections only\n"
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+        )
+        if (home / "data" / "PG_VERSION").exists():
+            return
+        result = subprocess.run(
+            [
+                postgres_bin("initdb"),
+                "-D",
+                str(home / "data"),
+                "-U",
+                "coldtrace",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            **run_as,  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"postgresql: initdb failed: {result.stderr.strip()[-500:]}")
+
+    def _create_postgres_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port("postgresql"),
+            user="coldtrace",
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'coldtrace'").fetchone():
+                conn.execute("CREATE DATABASE coldtrace")

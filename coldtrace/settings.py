@@ -42,6 +42,18 @@ class Settings(BaseSettings):
     influx_password: SecretStr | None = None
 
     database_url: str | None = None
+    # The local PostgreSQL that `coldtrace services up postgresql` runs (development, tests).
+    postgres_port: int = Field(5432, ge=1, le=65535)
+
+    api_host: str = Field("127.0.0.1", min_length=1)
+    api_port: int = Field(8000, ge=1, le=65535)
+    # Deliveries: a vehicle is at a pickup or drop-off within this radius; it has stopped
+    # when slower than stop_speed_kmh for stop_min_dwell_s; a delivered delivery closes once
+    # its logger's final readings arrived or after the grace period.
+    geofence_radius_m: float = Field(300.0, gt=0)
+    stop_speed_kmh: float = Field(3.0, ge=0)
+    stop_min_dwell_s: float = Field(120.0, gt=0)
+    close_grace_s: int = Field(6 * 3600, ge=0)
 
     # Upper bound on un-acked messages the broker may push to ingest (MQTT 5 Receive Maximum):
     # this is the backpressure that keeps ingest's memory bounded.
@@ -115,6 +127,11 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.run_dir.resolve() / 'coldtrace.db'}"
+
+    @property
+    def local_postgres_url(self) -> str:
+        """The database of the local PostgreSQL started by `coldtrace services`."""
+        return f"postgresql+psycopg://coldtrace@127.0.0.1:{self.postgres_port}/coldtrace"
 
 
 def ensure_dev_secrets(run_dir: Path) -> Path:

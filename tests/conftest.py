@@ -142,3 +142,101 @@ def stored_seqs(influx: InfluxClient, device: str) -> list[int]:
 
 def rejections(influx: InfluxClient, device: str) -> list[dict[str, Any]]:
     return influx.rows(f"SELECT * FROM rejected WHERE device = {quote_string(device)}")
+
+
+# -- the relational store: SQLite and PostgreSQL ---------------------------------------------
+
+
+def pg_url(pg: Settings, database: str, flavour: str = "sqlalchemy") -> str:
+    """URL of a database on the session's PostgreSQL (for SQLAlchemy, or plain libpq)."""
+    url = pg.local_postgres_url.rsplit("/", 1)[0] + "/" + database
+    return url.replace("+psycopg", "") if flavour == "libpq" else url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Settings]:
+    """The session's PostgreSQL, on a free port, with a migrated template database."""
+    import shutil
+    import tempfile
+
+    import psycopg
+
+    from coldtrace.db import upgrade
+
+    # Not under pytest's 0700 temp root: as root the server runs as user postgres.
+    run_dir = Path(tempfile.mkdtemp(prefix="coldtrace-pg-"))
+    run_dir.chmod(0o711)
+    s = load_settings(run_dir=run_dir, postgres_port=free_port())
+    services = LocalServices(s)
+    try:
+        services.up(["postgresql"])
+        with psycopg.connect(pg_url(s, "coldtrace", "libpq"), autocommit=True) as c:
+            c.execute("CREATE DATABASE coldtrace_template")
+        upgrade(pg_url(s, "coldtrace_template"))
+        yield s
+    finally:
+        services.down()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated store of the test's own, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        from coldtrace.db import upgrade
+
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        upgrade(url)
+        yield url
+        return
+    import psycopg
+
+    pg: Settings = request.getfixturevalue("postgres")
+    name = "t" + uuid.uuid4().hex[:12]
+    admin = pg_url(pg, "coldtrace", "libpq")
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name} TEMPLATE coldtrace_template")
+    yield pg_url(pg, name)
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+class Api:
+    """The API application on a test's own store (TestClient: the real app, in process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from fastapi.testclient import TestClient
+
+        from api.app import create_app
+
+        self.settings = settings
+        self.app = create_app(settings)
+        self.client = TestClient(self.app)
+        self.admin = self.key("admin")
+
+    def key(self, role: str, customer: str | None = None) -> dict[str, str]:
+        """Headers carrying a new key of that role (as `coldtrace keys create` makes)."""
+        from api.keys import Role, create_key
+        from deliveries.store import Store
+
+        with self.app.state.sessions() as session:
+            new = create_key(Store(session, "test"), Role(role), customer)
+            session.commit()
+        return {"Authorization": f"Bearer {new.key}"}
+
+    def ok(self, method: str, path: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+        r = self.client.request(method, f"/api/v1{path}", headers=headers or self.admin, **kw)
+        assert r.status_code in (200, 201), f"{method} {path}: {r.status_code} {r.text}"
+        return r.json()
+
+    def close(self) -> None:
+        self.client.close()
+        self.app.state.influx.close()
+        self.app.state.engine.dispose()
+
+
+@pytest.fixture
+def api(settings: Settings, database_url: str) -> Iterator[Api]:
+    a = Api(settings.model_copy(update={"database_url": database_url}))
+    yield a
+    a.close()

@@ -1,0 +1,120 @@
+"""The FastAPI application: `create_app(settings)` migrates the database to head, then serves
+/api/v1 (OpenAPI at /docs), /api/v1/health and Prometheus-style /metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from alerts.store import Breach
+from api import problems
+from api.deps import DbSession, Influx
+from api.routes import breaches, deliveries, fleet_data, oversight
+from api.schemas import Health
+from coldtrace.db import make_engine, upgrade
+from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from coldtrace.settings import Settings
+from deliveries.models import Delivery
+
+log = logging.getLogger(__name__)
+PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    url = settings.sqlalchemy_url
+    upgrade(url)
+    engine = make_engine(url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.influx.close()
+        engine.dispose()
+
+    app = FastAPI(
+        title="coldtrace API",
+        version="1",
+        description="Deliveries, traces, breaches and the fleet of the coldtrace cold chain. "
+        "Authenticate with `Authorization: Bearer <key>` (`coldtrace keys create`).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = sessionmaker(engine, expire_on_commit=False)
+    app.state.influx = InfluxClient(settings)
+    app.state.requests = Counter[tuple[str, int]]()
+    problems.install(app)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> Response:
+        return problems.problem_response(request, 409, "conflicts with a stored row")
+
+    @app.exception_handler(InfluxUnavailable)
+    async def _influx_down(request: Request, exc: InfluxUnavailable) -> Response:
+        return problems.problem_response(request, 503, f"InfluxDB unavailable: {exc}")
+
+    @app.exception_handler(InfluxRejected)
+    async def _influx_refused(request: Request, exc: InfluxRejected) -> Response:
+        log.error("InfluxDB refused a query: %s", exc)
+        return problems.problem_response(request, 500, "InfluxDB refused the query")
+
+    @app.middleware("http")
+    async def count(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        app.state.requests[(request.method, response.status_code)] += 1
+        return response
+
+    for router in (fleet_data.router, deliveries.router, breaches.router, oversight.router):
+        app.include_router(router, prefix=PREFIX)
+
+    @app.get(f"{PREFIX}/health", tags=["health"], responses={503: {"model": Health}})
+    def health(session: DbSession, influx: Influx, response: Response) -> Health:
+        """No key needed: for load balancers and supervisors."""
+        try:
+            session.execute(text("SELECT 1"))
+            database = True
+        except Exception:
+            log.exception("database health check failed")
+            database = False
+        ok = database and influx.ping()
+        response.status_code = 200 if ok else 503
+        return Health(status="ok" if ok else "failing", database=database, influx=influx.ping())
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["health"])
+    def metrics(session: DbSession, influx: Influx) -> str:
+        """Prometheus text format: readings stored in the last 5 minutes (ingest rate), the
+        age of the newest reading (lag), dead letters, open breaches, deliveries by state."""
+        lines = []
+        recent = influx.query("SELECT count(seq) FROM device_health WHERE time > now() - 5m")
+        stored = recent[0]["values"][0][1] if recent else 0
+        lines.append(f"coldtrace_readings_stored_5m {stored}")
+        newest = influx.query("SELECT last(seq) FROM device_health WHERE time > now() - 1d")
+        if newest:
+            lag_s = time.time() - newest[0]["values"][0][0] / 1000
+            lines.append(f"coldtrace_ingest_lag_seconds {lag_s:.3f}")
+        rejected = influx.query("SELECT sum(readings) FROM rejected WHERE time > now() - 5m")
+        lines.append(
+            f"coldtrace_readings_rejected_5m {rejected[0]['values'][0][1] if rejected else 0}"
+        )
+        open_breaches = session.scalar(select(func.count()).where(Breach.state == "open"))
+        lines.append(f"coldtrace_breaches_open {open_breaches}")
+        for state, n in session.execute(
+            select(Delivery.state, func.count()).group_by(Delivery.state).order_by(Delivery.state)
+        ):
+            lines.append(f'coldtrace_deliveries{{state="{state}"}} {n}')
+        for (method, status), n in sorted(app.state.requests.items()):
+            lines.append(f'coldtrace_api_requests_total{{method="{method}",status="{status}"}} {n}')
+        return "\n".join(lines) + "\n"
+
+    return app

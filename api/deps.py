@@ -1,0 +1,39 @@
+"""Per-request dependencies: the database session, the settings, the InfluxDB reader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from coldtrace.influx import InfluxClient
+from coldtrace.settings import Settings
+from deliveries.source import ReadingSource
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessions
+    with factory() as session:
+        yield session
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_influx(request: Request) -> InfluxClient:
+    influx: InfluxClient = request.app.state.influx
+    return influx
+
+
+def get_source(influx: Annotated[InfluxClient, Depends(get_influx)]) -> ReadingSource:
+    return ReadingSource(influx)
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+Influx = Annotated[InfluxClient, Depends(get_influx)]
+Source = Annotated[ReadingSource, Depends(get_source)]

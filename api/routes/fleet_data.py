@@ -1,0 +1,156 @@
+"""Customers, vehicles with their compartments, devices and their assignments."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from sqlalchemy import select
+
+from api.auth import Admin, Anyone, Operators, Staff
+from api.deps import DbSession
+from api.routes.common import Limit, Offset, page
+from api.schemas import (
+    AssignmentIn,
+    AssignmentOut,
+    CompartmentOut,
+    CustomerIn,
+    CustomerOut,
+    DeviceIn,
+    DeviceOut,
+    Page,
+    VehicleIn,
+    VehicleOut,
+    from_ms,
+    to_ms,
+)
+from deliveries.models import Assignment, Compartment, Customer, Device, Vehicle
+from deliveries.store import NotFound, Store
+
+router = APIRouter()
+
+
+def customer_out(c: Customer) -> CustomerOut:
+    return CustomerOut(id=c.id, name=c.name, created=from_ms(c.created_ms))
+
+
+def vehicle_out(v: Vehicle) -> VehicleOut:
+    return VehicleOut(
+        id=v.id,
+        name=v.name,
+        created=from_ms(v.created_ms),
+        compartments=[CompartmentOut(name=c.name, profile=c.profile) for c in v.compartments],
+    )
+
+
+def device_out(d: Device) -> DeviceOut:
+    return DeviceOut(id=d.id, label=d.label, created=from_ms(d.created_ms))
+
+
+def assignment_out(a: Assignment) -> AssignmentOut:
+    return AssignmentOut(
+        id=a.id,
+        device_id=a.device_id,
+        probe=a.probe,
+        vehicle_id=a.compartment.vehicle_id,
+        compartment=a.compartment.name,
+        valid_from=from_ms(a.valid_from_ms),
+        valid_to=from_ms(a.valid_to_ms),
+    )
+
+
+@router.post("/customers", status_code=status.HTTP_201_CREATED, tags=["customers"])
+def create_customer(body: CustomerIn, session: DbSession, who: Admin) -> CustomerOut:
+    row = Store(session, who.actor).create_customer(body.id, body.name)
+    session.commit()
+    return customer_out(row)
+
+
+@router.get("/customers", tags=["customers"])
+def list_customers(
+    session: DbSession, who: Anyone, limit: Limit = 50, offset: Offset = 0
+) -> Page[CustomerOut]:
+    query = select(Customer).order_by(Customer.id)
+    if who.customer_id is not None:
+        query = query.where(Customer.id == who.customer_id)
+    rows, total = page(session, query, limit, offset)
+    return Page(items=[customer_out(r[0]) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/customers/{customer_id}", tags=["customers"])
+def get_customer(customer_id: str, session: DbSession, who: Anyone) -> CustomerOut:
+    row = session.get(Customer, customer_id)
+    if row is None or (who.customer_id is not None and who.customer_id != customer_id):
+        raise NotFound("customer", customer_id)
+    return customer_out(row)
+
+
+@router.post("/vehicles", status_code=status.HTTP_201_CREATED, tags=["vehicles"])
+def create_vehicle(body: VehicleIn, session: DbSession, who: Admin) -> VehicleOut:
+    compartments = {c.name: c.profile for c in body.compartments}
+    row = Store(session, who.actor).create_vehicle(body.id, body.name, compartments)
+    session.commit()
+    return vehicle_out(row)
+
+
+@router.get("/vehicles", tags=["vehicles"])
+def list_vehicles(
+    session: DbSession, who: Staff, limit: Limit = 50, offset: Offset = 0
+) -> Page[VehicleOut]:
+    rows, total = page(session, select(Vehicle).order_by(Vehicle.id), limit, offset)
+    return Page(items=[vehicle_out(r[0]) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/vehicles/{vehicle_id}", tags=["vehicles"])
+def get_vehicle(vehicle_id: str, session: DbSession, who: Staff) -> VehicleOut:
+    row = session.get(Vehicle, vehicle_id)
+    if row is None:
+        raise NotFound("vehicle", vehicle_id)
+    return vehicle_out(row)
+
+
+@router.post("/devices", status_code=status.HTTP_201_CREATED, tags=["devices"])
+def create_device(body: DeviceIn, session: DbSession, who: Admin) -> DeviceOut:
+    row = Store(session, who.actor).create_device(body.id, body.label)
+    session.commit()
+    return device_out(row)
+
+
+@router.get("/devices", tags=["devices"])
+def list_devices(
+    session: DbSession, who: Staff, limit: Limit = 50, offset: Offset = 0
+) -> Page[DeviceOut]:
+    rows, total = page(session, select(Device).order_by(Device.id), limit, offset)
+    return Page(items=[device_out(r[0]) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/devices/{device_id}", tags=["devices"])
+def get_device(device_id: str, session: DbSession, who: Staff) -> DeviceOut:
+    row = session.get(Device, device_id)
+    if row is None:
+        raise NotFound("device", device_id)
+    return device_out(row)
+
+
+@router.post(
+    "/devices/{device_id}/assignments", status_code=status.HTTP_201_CREATED, tags=["devices"]
+)
+def assign_device(
+    device_id: str, body: AssignmentIn, session: DbSession, who: Operators
+) -> AssignmentOut:
+    store = Store(session, who.actor)
+    valid_from = store.clock() if body.valid_from is None else to_ms(body.valid_from)
+    row = store.assign(device_id, body.probe, body.vehicle_id, body.compartment, valid_from)
+    session.commit()
+    return assignment_out(row)
+
+
+@router.get("/devices/{device_id}/assignments", tags=["devices"])
+def list_assignments(device_id: str, session: DbSession, who: Staff) -> list[AssignmentOut]:
+    if session.get(Device, device_id) is None:
+        raise NotFound("device", device_id)
+    rows = session.scalars(
+        select(Assignment)
+        .join(Compartment)
+        .where(Assignment.device_id == device_id)
+        .order_by(Assignment.valid_from_ms, Assignment.probe)
+    )
+    return [assignment_out(a) for a in rows]

@@ -1,0 +1,150 @@
+"""Certificates by id, the fleet's live state and the audit log."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from alerts.store import Breach
+from api.auth import Anyone, Operators, Staff
+from api.deps import DbSession, Influx
+from api.routes.common import Limit, Offset, page, visible_delivery
+from api.routes.deliveries import certificate_out
+from api.schemas import AuditOut, CertificateOut, FleetVehicle, LivePosition, Page, from_ms
+from coldtrace.influx import InfluxClient
+from deliveries.lifecycle import State
+from deliveries.models import Assignment, AuditEntry, Certificate, Compartment, Delivery, Vehicle
+from deliveries.store import NotFound
+
+router = APIRouter()
+
+
+@router.get("/certificates/{certificate_id}", tags=["certificates"])
+def get_certificate(certificate_id: int, session: DbSession, who: Anyone) -> CertificateOut:
+    row = session.get(Certificate, certificate_id)
+    if row is None:
+        raise NotFound("certificate", certificate_id)
+    try:
+        visible_delivery(session, who, row.delivery_id)
+    except NotFound:
+        raise NotFound("certificate", certificate_id) from None
+    return certificate_out(row)
+
+
+def _devices_regex(devices: list[str]) -> str:
+    return "/^(?:" + "|".join(re.escape(d) for d in devices) + ")$/"
+
+
+def _live(
+    influx: InfluxClient, devices: list[str]
+) -> tuple[dict[str, list[Any]], dict[tuple[str, str], list[Any]]]:
+    """Newest fix per device, and newest temperature per (device, probe)."""
+    if not devices:
+        return {}, {}
+    where = f"device =~ {_devices_regex(devices)}"
+    fixes = {
+        s["tags"]["device"]: s["values"][0]
+        for s in influx.query(
+            f"SELECT lat, lon, speed_kmh FROM position WHERE {where} "
+            "GROUP BY device ORDER BY time DESC LIMIT 1"
+        )
+    }
+    temps = {
+        (s["tags"]["device"], s["tags"]["probe"]): s["values"][0]
+        for s in influx.query(
+            f"SELECT celsius FROM temperature WHERE {where} "
+            "GROUP BY device, probe ORDER BY time DESC LIMIT 1"
+        )
+    }
+    return fixes, temps
+
+
+@router.get("/fleet", tags=["fleet"])
+def fleet(session: DbSession, who: Staff, influx: Influx) -> list[FleetVehicle]:
+    """Per vehicle: the devices in it now, its last reading and position, the newest value of
+    each probe, its open breaches and the delivery it is on."""
+    current = session.execute(
+        select(Assignment, Compartment.vehicle_id)
+        .join(Compartment)
+        .where(Assignment.valid_to_ms.is_(None))
+    ).all()
+    by_vehicle: dict[str, list[Assignment]] = {}
+    for a, vehicle_id in current:
+        by_vehicle.setdefault(vehicle_id, []).append(a)
+    fixes, temps = _live(influx, sorted({a.device_id for a, _ in current}))
+    open_breaches: Counter[str] = Counter()
+    for b in session.scalars(select(Breach).where(Breach.state == "open")):
+        for a, vehicle_id in current:
+            if a.device_id == b.device and a.probe == b.probe:
+                open_breaches[vehicle_id] += 1
+    active = {
+        vehicle_id: delivery_id
+        for delivery_id, vehicle_id in session.execute(
+            select(Delivery.id, Compartment.vehicle_id)
+            .join(Compartment)
+            .where(Delivery.state == State.in_transit.value)
+            .order_by(Delivery.id)
+        )
+    }
+    out = []
+    for v in session.scalars(select(Vehicle).order_by(Vehicle.id)):
+        assigned = by_vehicle.get(v.id, [])
+        devices = sorted({a.device_id for a in assigned})
+        fix = max((fixes[d] for d in devices if d in fixes), default=None, key=lambda f: f[0])
+        probe_values = {
+            a.probe: temps[(a.device_id, a.probe)]
+            for a in assigned
+            if (a.device_id, a.probe) in temps
+        }
+        times = [f[0] for f in ([fix] if fix else [])] + [t[0] for t in probe_values.values()]
+        out.append(
+            FleetVehicle(
+                vehicle_id=v.id,
+                name=v.name,
+                devices=devices,
+                last_reading=from_ms(max(times)) if times else None,
+                position=None
+                if fix is None
+                else LivePosition(at=from_ms(fix[0]), lat=fix[1], lon=fix[2], speed_kmh=fix[3]),
+                temperatures={p: t[1] for p, t in sorted(probe_values.items())},
+                open_breaches=open_breaches[v.id],
+                active_delivery_id=active.get(v.id),
+            )
+        )
+    return out
+
+
+@router.get("/audit", tags=["audit"])
+def audit_log(
+    session: DbSession,
+    who: Operators,
+    entity: str | None = None,
+    entity_id: str | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[AuditOut]:
+    """Every state change, newest first: who, what, when, old and new values. Read-only."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc())
+    if entity is not None:
+        query = query.where(AuditEntry.entity == entity)
+    if entity_id is not None:
+        query = query.where(AuditEntry.entity_id == entity_id)
+    rows, total = page(session, query, limit, offset)
+    items = [
+        AuditOut(
+            id=e.id,
+            at=from_ms(e.at_ms),
+            actor=e.actor,
+            action=e.action,
+            entity=e.entity,
+            entity_id=e.entity_id,
+            old=e.old,
+            new=e.new,
+        )
+        for (e,) in rows
+    ]
+    return Page(items=items, total=total, limit=limit, offset=offset)

@@ -1,0 +1,225 @@
+"""Request and response models of the API (the OpenAPI at /docs is generated from them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Generic, Literal, TypeVar, overload
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from coldtrace.contract import DEVICE_ID_PATTERN
+from deliveries.lifecycle import Action, State
+
+SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+T = TypeVar("T")
+
+
+def to_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+@overload
+def from_ms(ms: int) -> datetime: ...
+@overload
+def from_ms(ms: int | None) -> datetime | None: ...
+def from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class CustomerIn(BaseModel):
+    id: str = Field(pattern=SLUG, examples=["lyon-hospital-lab"])
+    name: str = Field(min_length=1, max_length=200)
+
+
+class CustomerOut(Out):
+    id: str
+    name: str
+    created: datetime
+
+
+class CompartmentIn(BaseModel):
+    name: str = Field(pattern=SLUG, examples=["chiller"])
+    profile: str | None = Field(None, description="default product profile (alerts' profile id)")
+
+
+class VehicleIn(BaseModel):
+    id: str = Field(pattern=DEVICE_ID_PATTERN, examples=["van-01"])
+    name: str = Field(min_length=1, max_length=200)
+    compartments: list[CompartmentIn] = Field(min_length=1)
+
+
+class CompartmentOut(Out):
+    name: str
+    profile: str | None
+
+
+class VehicleOut(Out):
+    id: str
+    name: str
+    created: datetime
+    compartments: list[CompartmentOut]
+
+
+class DeviceIn(BaseModel):
+    id: str = Field(pattern=DEVICE_ID_PATTERN, description="its MQTT username")
+    label: str | None = Field(None, max_length=200)
+
+
+class DeviceOut(Out):
+    id: str
+    label: str | None
+    created: datetime
+
+
+class AssignmentIn(BaseModel):
+    probe: str = Field(min_length=1, max_length=64, examples=["product"])
+    vehicle_id: str
+    compartment: str
+    valid_from: AwareDatetime | None = Field(None, description="now when not given")
+
+
+class AssignmentOut(Out):
+    id: int
+    device_id: str
+    probe: str
+    vehicle_id: str
+    compartment: str
+    valid_from: datetime
+    valid_to: datetime | None
+
+
+class Place(BaseModel):
+    address: str = Field(min_length=1, max_length=300)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class DeliveryIn(BaseModel):
+    reference: str | None = Field(None, max_length=100, description="the ordering system's id")
+    customer_id: str
+    profile: str | None = Field(None, description="defaults to the compartment's profile")
+    vehicle_id: str
+    compartment: str
+    pickup: Place
+    dropoff: Place
+    planned_start: AwareDatetime
+    planned_end: AwareDatetime
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    reference: str | None
+    customer_id: str
+    profile: str
+    vehicle_id: str
+    compartment: str
+    pickup: Place
+    dropoff: Place
+    planned_start: datetime
+    planned_end: datetime
+    state: State
+    started: datetime | None
+    start_source: str | None
+    delivered: datetime | None
+    end_source: str | None
+    closed: datetime | None
+    cancelled: datetime | None
+    created: datetime
+
+
+class TransitionIn(BaseModel):
+    action: Action
+    at: AwareDatetime | None = Field(None, description="when it happened; now when not given")
+    source: Literal["api", "driver"] = "api"
+
+
+class BreachOut(BaseModel):
+    id: int
+    delivery_id: int | None = Field(description="the delivery it belongs to (None: none)")
+    device: str
+    probe: str
+    rule: str
+    profile: str
+    severity: str
+    state: str
+    start: datetime
+    end: datetime | None
+    peak: float | None
+    degree_minutes: float
+    limit_c: float | None
+    suppressed: bool
+    detected_late: bool
+
+
+class CertificateOut(BaseModel):
+    id: int
+    delivery_id: int
+    version: int
+    issued: datetime
+    superseded: datetime | None
+    verdict: str
+    body: dict[str, Any]
+
+
+class LivePosition(BaseModel):
+    at: datetime
+    lat: float
+    lon: float
+    speed_kmh: float | None
+
+
+class FleetVehicle(BaseModel):
+    vehicle_id: str
+    name: str
+    devices: list[str]
+    last_reading: datetime | None
+    position: LivePosition | None
+    temperatures: dict[str, float]
+    open_breaches: int
+    active_delivery_id: int | None
+
+
+class AuditOut(Out):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "failing"]
+    database: bool
+    influx: bool
+
+
+class GeoJson(BaseModel):
+    """RFC 7946 FeatureCollection: the route (LineString), stops and breaches (Points)."""
+
+    type: Literal["FeatureCollection"]
+    features: list[dict[str, Any]]
+
+
+class Series(BaseModel):
+    """Column arrays for charts: epoch ms `t` with `c` (Celsius) per probe, and the route."""
+
+    delivery_id: int
+    start: int
+    end: int
+    downsampled: bool
+    temperature: dict[str, dict[str, list[float]]]
+    position: dict[str, list[float | None]]

@@ -1,0 +1,59 @@
+"""What belongs to a delivery: the probes that measured its compartment during its window,
+and the breaches of those probes then."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from alerts.store import Breach
+from deliveries.lifecycle import State
+from deliveries.models import Assignment, Delivery
+from deliveries.store import breach_links
+from deliveries.trace import BreachMark
+from deliveries.window import Segment, Span, segments
+
+
+def window(d: Delivery, now_ms: int) -> tuple[int, int]:
+    """Started (or planned) until delivered or cancelled; until now while in transit; the
+    plan before the start. The same rule as ``store.window_end`` in SQL."""
+    start = d.started_ms if d.started_ms is not None else d.planned_start_ms
+    if d.delivered_ms is not None:
+        return start, d.delivered_ms
+    if d.cancelled_ms is not None:
+        return start, d.cancelled_ms
+    return start, now_ms if d.state == State.in_transit else d.planned_end_ms
+
+
+def delivery_segments(session: Session, d: Delivery, start: int, end: int) -> list[Segment]:
+    rows = session.scalars(select(Assignment).where(Assignment.compartment_id == d.compartment_id))
+    spans = [Span(a.device_id, a.probe, a.valid_from_ms, a.valid_to_ms) for a in rows]
+    return segments(spans, start, end)
+
+
+def breach_mark(b: Breach) -> BreachMark:
+    return BreachMark(
+        id=b.id,
+        device=b.device,
+        probe=b.probe,
+        rule=b.rule,
+        start=b.start_ts,
+        end=b.end_ts,
+        severity=b.severity,
+        extra={
+            "state": b.state,
+            "profile": b.profile,
+            "peak": b.peak,
+            "degree_minutes": b.degree_minutes,
+            "limit_c": b.limit_c,
+            "suppressed": b.suppressed,
+            "detected_late": b.detected_late,
+        },
+    )
+
+
+def delivery_breaches(session: Session, d: Delivery) -> list[Breach]:
+    rows = session.execute(
+        breach_links().where(Delivery.id == d.id).order_by(Breach.start_ts, Breach.id)
+    )
+    return [r[0] for r in rows]

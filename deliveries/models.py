@@ -1,0 +1,136 @@
+"""Relational tables of deliveries and their surroundings, on the one ``coldtrace.db.Base``.
+
+Times are epoch milliseconds (UTC), as device time is everywhere else in coldtrace, so the
+same integer compares with InfluxDB and rule times on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from coldtrace.db import Base
+
+ID = String(64)
+
+
+class Customer(Base):
+    __tablename__ = "customer"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Vehicle(Base):
+    __tablename__ = "vehicle"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    compartments: Mapped[list[Compartment]] = relationship(
+        back_populates="vehicle", order_by="Compartment.name", lazy="selectin"
+    )
+
+
+class Compartment(Base):
+    __tablename__ = "compartment"
+    __table_args__ = (UniqueConstraint("vehicle_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicle.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    # The product profile carried here unless a delivery names its own (alerts' profile ids).
+    profile: Mapped[str | None] = mapped_column(String(32))
+    vehicle: Mapped[Vehicle] = relationship(back_populates="compartments")
+
+
+class Device(Base):
+    __tablename__ = "device"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # its MQTT username
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Assignment(Base):
+    """Which compartment a device's probe measures, from valid_from until valid_to (open end
+    while it is still there): devices move between vehicles."""
+
+    __tablename__ = "assignment"
+    __table_args__ = (Index("ix_assignment_device_probe", "device_id", "probe"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("device.id"))
+    probe: Mapped[str] = mapped_column(String(64))
+    compartment_id: Mapped[int] = mapped_column(ForeignKey("compartment.id"), index=True)
+    valid_from_ms: Mapped[int] = mapped_column(BigInteger)
+    valid_to_ms: Mapped[int | None] = mapped_column(BigInteger)
+    compartment: Mapped[Compartment] = relationship(lazy="joined")
+
+
+class Delivery(Base):
+    __tablename__ = "delivery"
+    __table_args__ = (Index("ix_delivery_customer_state", "customer_id", "state"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str | None] = mapped_column(String(100), unique=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customer.id"))
+    profile: Mapped[str] = mapped_column(String(32))
+    compartment_id: Mapped[int] = mapped_column(ForeignKey("compartment.id"), index=True)
+    pickup_address: Mapped[str] = mapped_column(String(300))
+    pickup_lat: Mapped[float]
+    pickup_lon: Mapped[float]
+    dropoff_address: Mapped[str] = mapped_column(String(300))
+    dropoff_lat: Mapped[float]
+    dropoff_lon: Mapped[float]
+    planned_start_ms: Mapped[int] = mapped_column(BigInteger)
+    planned_end_ms: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    started_ms: Mapped[int | None] = mapped_column(BigInteger)
+    start_source: Mapped[str | None] = mapped_column(String(16))
+    delivered_ms: Mapped[int | None] = mapped_column(BigInteger)
+    end_source: Mapped[str | None] = mapped_column(String(16))
+    closed_ms: Mapped[int | None] = mapped_column(BigInteger)
+    cancelled_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    compartment: Mapped[Compartment] = relationship(lazy="joined")
+
+
+class Certificate(Base):
+    """One issued version of a delivery's certificate; a newer version supersedes it, an
+    issued one is never edited."""
+
+    __tablename__ = "certificate"
+    __table_args__ = (UniqueConstraint("delivery_id", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"), index=True)
+    version: Mapped[int]
+    issued_ms: Mapped[int] = mapped_column(BigInteger)
+    superseded_ms: Mapped[int | None] = mapped_column(BigInteger)
+    verdict: Mapped[str] = mapped_column(String(32))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ApiKey(Base):
+    """An API key, kept only as the SHA-256 of its 256 random bits (shown once at creation)."""
+
+    __tablename__ = "api_key"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # to recognise a key in lists, not secret
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customer.id"))
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    revoked_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    """Append-only (the migration adds triggers refusing UPDATE and DELETE)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    old: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    new: Mapped[dict[str, Any] | None] = mapped_column(JSON)

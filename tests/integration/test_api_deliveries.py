@@ -1,0 +1,488 @@
+"""The API's routes against the real store (SQLite and PostgreSQL) and the real InfluxDB:
+master data, delivery lifecycle, trace, readings, breaches, certificates, fleet, audit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from alerts.store import Breach
+from coldtrace.influx import InfluxClient
+from tests.conftest import Api
+
+T0 = 1_767_600_000_000  # 2026-01-05T08:00:00Z: device time of the test deliveries
+MIN = 60_000
+PICKUP = (48.7570, 2.3510)
+DROPOFF = (48.8000, 2.4000)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def track(minute: float) -> tuple[float, float, float]:
+    """(lat, lon, speed): parked at the pickup 5 min, 30 min drive, parked at the drop-off."""
+    f = min(max((minute - 5) / 30, 0.0), 1.0)
+    lat = PICKUP[0] + f * (DROPOFF[0] - PICKUP[0])
+    lon = PICKUP[1] + f * (DROPOFF[1] - PICKUP[1])
+    return lat, lon, 40.0 if 5 <= minute < 35 else 0.0
+
+
+def product_c(minute: float) -> float:
+    return 6.0 if 15 <= minute < 25 else 3.0
+
+
+def write_run(
+    influx: InfluxClient, device: str, minutes: int = 45, product_offset_c: float = 0.0
+) -> int:
+    """One reading every 30 s as ingest stores it; the door opens at minutes 2 and 40."""
+    lines = []
+    for i in range(minutes * 2 + 1):
+        minute, ts = i / 2, T0 + i * 30_000
+        lat, lon, speed = track(minute)
+        door = "true" if minute in (2, 40) else "false"
+        product = product_c(minute) + product_offset_c
+        lines += [
+            f"position,device={device} lat={lat},lon={lon},speed_kmh={speed},seq={i}i {ts}",
+            f"temperature,device={device},probe=product celsius={product},seq={i}i {ts}",
+            f"temperature,device={device},probe=air celsius=2.5,seq={i}i {ts}",
+            f"device_health,device={device} seq={i}i,door={door} {ts}",
+        ]
+    influx.write("\n".join(lines).encode())
+    return minutes * 2 + 1
+
+
+def add_breach(api: Api, device: str, start: int, end: int | None, **kw: Any) -> int:
+    """A breach as the rule engine (alerts/) stores it."""
+    with api.app.state.sessions() as session:
+        b = Breach(
+            device=device,
+            probe=kw.pop("probe", "product"),
+            rule=kw.pop("rule", "excursion"),
+            profile="chilled",
+            start_ts=start,
+            end_ts=end,
+            state="open" if end is None else "closed",
+            severity="major",
+            peak=6.0,
+            degree_minutes=20.0,
+            limit_c=4.0,
+            suppressed=False,
+            detected_late=False,
+            detected_at=start,
+            updated_at=start,
+            **kw,
+        )
+        session.add(b)
+        session.commit()
+        return b.id
+
+
+def setup_fleet(api: Api, vehicle: str, device: str) -> None:
+    for cid, name in (("acme", "ACME labs"), ("bistro", "Bistro")):
+        api.ok("POST", "/customers", json={"id": cid, "name": name})
+    api.ok(
+        "POST",
+        "/vehicles",
+        json={
+            "id": vehicle,
+            "name": "Van",
+            "compartments": [{"name": "chiller", "profile": "chilled"}],
+        },
+    )
+    api.ok("POST", "/devices", json={"id": device, "label": "logger"})
+    for probe in ("product", "air"):
+        api.ok(
+            "POST",
+            f"/devices/{device}/assignments",
+            json={
+                "probe": probe,
+                "vehicle_id": vehicle,
+                "compartment": "chiller",
+                "valid_from": iso(T0 - 60 * MIN),
+            },
+        )
+
+
+def plan(vehicle: str, customer: str = "acme", start: int = T0, **kw: Any) -> dict[str, Any]:
+    return {
+        "customer_id": customer,
+        "vehicle_id": vehicle,
+        "compartment": "chiller",
+        "pickup": {"address": "MIN Rungis", "lat": PICKUP[0], "lon": PICKUP[1]},
+        "dropoff": {"address": "Hôpital, labo", "lat": DROPOFF[0], "lon": DROPOFF[1]},
+        "planned_start": iso(start),
+        "planned_end": iso(start + 60 * MIN),
+        **kw,
+    }
+
+
+@pytest.fixture
+def fleet(api: Api, prefix: str) -> tuple[str, str]:
+    vehicle, device = f"{prefix}-van", f"{prefix}-logger"
+    setup_fleet(api, vehicle, device)
+    return vehicle, device
+
+
+def run(api: Api, delivery: int, action: str, at: int | None = None, **kw: Any) -> Any:
+    body = {"action": action, **({} if at is None else {"at": iso(at)}), **kw}
+    return api.ok("POST", f"/deliveries/{delivery}/transitions", json=body)
+
+
+def test_master_data_round_trips(api: Api, fleet: tuple[str, str]) -> None:
+    vehicle, device = fleet
+    assert api.ok("GET", "/customers/acme")["name"] == "ACME labs"
+    assert [c["id"] for c in api.ok("GET", "/customers")["items"]] == ["acme", "bistro"]
+    v = api.ok("GET", f"/vehicles/{vehicle}")
+    assert v["compartments"] == [{"name": "chiller", "profile": "chilled"}]
+    assert api.ok("GET", "/vehicles")["total"] == 1
+    assert api.ok("GET", f"/devices/{device}")["label"] == "logger"
+    assert [d["id"] for d in api.ok("GET", "/devices")["items"]] == [device]
+    assigned = api.ok("GET", f"/devices/{device}/assignments")
+    assert {(a["probe"], a["vehicle_id"], a["valid_to"]) for a in assigned} == {
+        ("product", vehicle, None),
+        ("air", vehicle, None),
+    }
+    r = api.client.post("/api/v1/customers", headers=api.admin, json={"id": "acme", "name": "x"})
+    assert r.status_code == 409
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_moving_a_device_ends_its_previous_assignment(api: Api, fleet: tuple[str, str]) -> None:
+    vehicle, device = fleet
+    api.ok(
+        "POST",
+        "/vehicles",
+        json={"id": f"{vehicle}-2", "name": "Van 2", "compartments": [{"name": "chiller"}]},
+    )
+    moved = T0 + 20 * MIN
+    api.ok(
+        "POST",
+        f"/devices/{device}/assignments",
+        json={
+            "probe": "product",
+            "vehicle_id": f"{vehicle}-2",
+            "compartment": "chiller",
+            "valid_from": iso(moved),
+        },
+    )
+    product = [
+        a for a in api.ok("GET", f"/devices/{device}/assignments") if a["probe"] == "product"
+    ]
+    assert [(a["vehicle_id"], a["valid_to"]) for a in product] == [
+        (vehicle, iso(moved).replace("Z", "Z")),
+        (f"{vehicle}-2", None),
+    ]
+    # History is not rewritten: an assignment starting before the current one is refused.
+    r = api.client.post(
+        f"/api/v1/devices/{device}/assignments",
+        headers=api.admin,
+        json={
+            "probe": "product",
+            "vehicle_id": vehicle,
+            "compartment": "chiller",
+            "valid_from": iso(moved - MIN),
+        },
+    )
+    assert r.status_code == 409
+
+
+def test_delivery_lifecycle_with_certificate_and_audit(
+    api: Api, fleet: tuple[str, str], influx: InfluxClient
+) -> None:
+    vehicle, device = fleet
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle, reference="ORD-1"))
+    assert (d["state"], d["profile"], d["vehicle_id"]) == ("planned", "chilled", vehicle)
+    assert api.ok("GET", f"/deliveries/{d['id']}") == d
+
+    run(api, d["id"], "start", T0 + 5 * MIN, source="driver")
+    r = api.client.post(
+        f"/api/v1/deliveries/{d['id']}/transitions", headers=api.admin, json={"action": "close"}
+    )
+    assert r.status_code == 409 and "in_transit" in r.json()["detail"]
+    run(api, d["id"], "deliver", T0 + 40 * MIN)
+    closed = run(api, d["id"], "close")
+    assert closed["state"] == "closed"
+    assert (closed["started"], closed["start_source"]) == (iso(T0 + 5 * MIN), "driver")
+    assert closed["delivered"] == iso(T0 + 40 * MIN)
+
+    certs = api.ok("GET", f"/deliveries/{d['id']}/certificates")
+    assert [(c["version"], c["verdict"], c["superseded"]) for c in certs] == [
+        (1, "compliant", None)
+    ]
+    assert api.ok("GET", f"/certificates/{certs[0]['id']}") == certs[0]
+
+    audit = api.ok("GET", "/audit", params={"entity": "delivery", "entity_id": str(d["id"])})
+    actions = [e["action"] for e in reversed(audit["items"])]
+    assert actions == ["delivery.create", "delivery.start", "delivery.deliver", "delivery.close"]
+    start = next(e for e in audit["items"] if e["action"] == "delivery.start")
+    assert start["old"]["state"] == "planned" and start["new"]["state"] == "in_transit"
+    assert start["new"]["started_ms"] == T0 + 5 * MIN
+    assert start["actor"].startswith("key-") and start["actor"].endswith(":admin")
+
+
+def test_late_breach_supersedes_the_certificate(
+    api: Api, fleet: tuple[str, str], influx: InfluxClient
+) -> None:
+    vehicle, device = fleet
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 40 * MIN)
+    run(api, d["id"], "close")
+    again = api.ok("POST", f"/deliveries/{d['id']}/reevaluate")
+    assert len(again) == 1, "nothing changed: no new version"
+    breach = add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)  # found late
+    certs = api.ok("POST", f"/deliveries/{d['id']}/reevaluate")
+    assert [(c["version"], c["verdict"]) for c in certs] == [(2, "not_compliant"), (1, "compliant")]
+    assert certs[0]["superseded"] is None and certs[1]["superseded"] is not None
+    assert [b["id"] for b in certs[0]["body"]["breaches"]] == [breach]
+    assert certs[1]["body"]["breaches"] == [], "the issued version was not edited"
+
+
+def test_close_waits_for_the_final_readings(api: Api, fleet: tuple[str, str]) -> None:
+    vehicle, _ = fleet
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start")
+    run(api, d["id"], "deliver")  # just now: no reading from after it, grace period running
+    r = api.client.post(
+        f"/api/v1/deliveries/{d['id']}/transitions", headers=api.admin, json={"action": "close"}
+    )
+    assert r.status_code == 409 and "COLDTRACE_CLOSE_GRACE_S" in r.json()["detail"]
+
+
+def test_cancel_and_refused_transitions(api: Api, fleet: tuple[str, str]) -> None:
+    vehicle, _ = fleet
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    assert run(api, d["id"], "cancel")["state"] == "cancelled"
+    r = api.client.post(
+        f"/api/v1/deliveries/{d['id']}/transitions", headers=api.admin, json={"action": "start"}
+    )
+    assert r.status_code == 409
+    body = r.json()
+    assert body["status"] == 409 and body["state"] == "cancelled"
+    assert body["instance"] == f"/api/v1/deliveries/{d['id']}/transitions"
+
+
+def test_invalid_requests_are_problem_details(api: Api, fleet: tuple[str, str]) -> None:
+    vehicle, _ = fleet
+    bad = plan(vehicle)
+    bad["pickup"]["lat"] = 123
+    r = api.client.post("/api/v1/deliveries", headers=api.admin, json=bad)
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"].startswith("body.pickup.lat")
+    r = api.client.post(
+        "/api/v1/deliveries",
+        headers=api.admin,
+        json=plan(vehicle, start=T0) | {"planned_end": iso(T0 - MIN)},
+    )
+    assert r.status_code == 409
+    r = api.client.post(
+        "/api/v1/deliveries", headers=api.admin, json=plan(vehicle, customer="nobody")
+    )
+    assert r.status_code == 404 and r.json()["detail"] == "no customer 'nobody'"
+
+
+def test_list_filters_and_pagination(api: Api, fleet: tuple[str, str]) -> None:
+    vehicle, _ = fleet
+    ids = [
+        api.ok("POST", "/deliveries", json=plan(vehicle, customer=c, start=T0 + i * 60 * MIN))["id"]
+        for i, c in enumerate(["acme", "bistro", "acme", "acme"])
+    ]
+    run(api, ids[0], "start")
+    page = api.ok("GET", "/deliveries", params={"customer_id": "acme", "limit": 2})
+    assert (page["total"], [d["id"] for d in page["items"]]) == (3, [ids[3], ids[2]])
+    page = api.ok("GET", "/deliveries", params={"customer_id": "acme", "limit": 2, "offset": 2})
+    assert [d["id"] for d in page["items"]] == [ids[0]]
+    assert [
+        d["id"] for d in api.ok("GET", "/deliveries", params={"state": "in_transit"})["items"]
+    ] == [ids[0]]
+    window = {"planned_after": iso(T0 + 60 * MIN), "planned_before": iso(T0 + 180 * MIN)}
+    assert [d["id"] for d in api.ok("GET", "/deliveries", params=window)["items"]] == [
+        ids[2],
+        ids[1],
+    ]
+    assert api.ok("GET", "/deliveries", params={"vehicle_id": "other"})["total"] == 0
+
+
+def test_trace_geojson_route_stops_and_breach(
+    api: Api, fleet: tuple[str, str], influx: InfluxClient
+) -> None:
+    vehicle, device = fleet
+    fixes = write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 45 * MIN)
+    breach = add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)
+    add_breach(api, device, T0 - 50 * MIN, T0 - 40 * MIN)  # before the delivery: not its own
+
+    r = api.client.get(f"/api/v1/deliveries/{d['id']}/trace", headers=api.admin)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/geo+json"
+    features = r.json()["features"]
+    route = next(f for f in features if f["properties"]["kind"] == "route")
+    assert route["geometry"]["type"] == "LineString"
+    assert len(route["geometry"]["coordinates"]) == fixes
+    lat, lon, _ = track(0)
+    assert route["geometry"]["coordinates"][0] == [lon, lat]
+    assert route["properties"]["times"][-1] == T0 + 45 * MIN
+
+    stops = [f["properties"] for f in features if f["properties"]["kind"] == "stop"]
+    assert [(s["arrived"], s["dwell_s"], s["door_openings"]) for s in stops] == [
+        (iso(T0), 270.0, 1),  # parked at the pickup until the fix before minute 5
+        (iso(T0 + 35 * MIN), 600.0, 1),
+    ]
+    breaches = [f for f in features if f["properties"]["kind"] == "breach"]
+    assert [b["properties"]["id"] for b in breaches] == [breach]
+    lat, lon, _ = track(15)
+    assert breaches[0]["geometry"]["coordinates"] == pytest.approx([lon, lat])
+    props = breaches[0]["properties"]
+    assert (props["start"], props["end"], props["duration_s"]) == (
+        iso(T0 + 15 * MIN),
+        iso(T0 + 25 * MIN),
+        600.0,
+    )
+    assert (props["rule"], props["probe"], props["severity"]) == ("excursion", "product", "major")
+
+    listed = api.ok("GET", f"/deliveries/{d['id']}/breaches")
+    assert [(b["id"], b["delivery_id"], b["start"]) for b in listed] == [
+        (breach, d["id"], iso(T0 + 15 * MIN))
+    ]
+    assert api.ok("GET", f"/breaches/{breach}")["delivery_id"] == d["id"]
+
+
+def test_trace_downsampled_keeps_ends_and_peaks(
+    api: Api, fleet: tuple[str, str], influx: InfluxClient
+) -> None:
+    vehicle, device = fleet
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 45 * MIN)
+    trace = api.ok("GET", f"/deliveries/{d['id']}/trace", params={"max_points": 10})
+    coords = trace["features"][0]["geometry"]["coordinates"]
+    assert len(coords) == 10
+    assert coords[-1] == pytest.approx(list(reversed(track(45)[:2])))
+
+    full = api.ok("GET", f"/deliveries/{d['id']}/readings")
+    assert full["downsampled"] is False
+    assert len(full["temperature"]["product"]["t"]) == 91
+    assert full["position"]["t"][0] == T0 and full["position"]["t"][-1] == T0 + 45 * MIN
+    small = api.ok("GET", f"/deliveries/{d['id']}/readings", params={"max_points": 10})
+    assert small["downsampled"] is True
+    product = small["temperature"]["product"]
+    assert len(product["t"]) <= 10 and max(product["c"]) == 6.0 and min(product["c"]) == 3.0
+    assert product["t"] == sorted(product["t"])
+
+
+def test_trace_follows_a_device_moved_mid_delivery(
+    api: Api, fleet: tuple[str, str], influx: InfluxClient, prefix: str
+) -> None:
+    """At minute 20 the logger goes to another van and a second one takes over the chiller:
+    the trace shows the first one's readings until then, the second one's after."""
+    vehicle, first = fleet
+    second = f"{prefix}-logger-2"
+    api.ok("POST", "/devices", json={"id": second})
+    api.ok(
+        "POST",
+        "/vehicles",
+        json={"id": f"{vehicle}-2", "name": "Van 2", "compartments": [{"name": "chiller"}]},
+    )
+    write_run(influx, first)
+    write_run(influx, second, product_offset_c=10.0)
+    moved = T0 + 20 * MIN
+    for device, van in ((first, f"{vehicle}-2"), (second, vehicle)):
+        api.ok(
+            "POST",
+            f"/devices/{device}/assignments",
+            json={
+                "probe": "product",
+                "vehicle_id": van,
+                "compartment": "chiller",
+                "valid_from": iso(moved),
+            },
+        )
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 45 * MIN)
+    product = api.ok("GET", f"/deliveries/{d['id']}/readings")["temperature"]["product"]
+    expected = [(T0 + i * 30_000, product_c(i / 2) + (10.0 if i >= 40 else 0.0)) for i in range(91)]
+    assert list(zip(product["t"], product["c"], strict=True)) == expected
+    in_breach_before = add_breach(api, first, T0 + 15 * MIN, T0 + 16 * MIN)
+    in_other_van = add_breach(api, first, T0 + 30 * MIN, T0 + 31 * MIN)
+    in_breach_after = add_breach(api, second, T0 + 30 * MIN, T0 + 31 * MIN)
+    attached = [b["id"] for b in api.ok("GET", f"/deliveries/{d['id']}/breaches")]
+    assert attached == [in_breach_before, in_breach_after]
+    assert in_other_van not in attached
+
+
+def test_gps_detects_start_and_end(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> None:
+    vehicle, device = fleet
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    detected = api.ok("POST", f"/deliveries/{d['id']}/detect")
+    # The drive covers 5.98 km in 60 steps of 30 s (99.7 m each): 3 steps after minute 5 the
+    # van is 299 m from the pickup, inside the 300 m geofence; the 4th step leaves it.
+    assert (detected["state"], detected["start_source"]) == ("delivered", "geofence")
+    assert detected["started"] == iso(T0 + 7 * MIN)
+    assert (detected["delivered"], detected["end_source"]) == (iso(T0 + 35 * MIN), "geofence")
+
+
+def test_fleet_live_state(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> None:
+    vehicle, device = fleet
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start", T0)
+    add_breach(api, device, T0 + 15 * MIN, None)
+    van = next(v for v in api.ok("GET", "/fleet") if v["vehicle_id"] == vehicle)
+    lat, lon, speed = track(45)
+    assert van["devices"] == [device]
+    assert van["last_reading"] == iso(T0 + 45 * MIN)
+    assert van["position"] == {
+        "at": iso(T0 + 45 * MIN),
+        "lat": pytest.approx(lat),
+        "lon": pytest.approx(lon),
+        "speed_kmh": speed,
+    }
+    assert van["temperatures"] == {"air": 2.5, "product": 3.0}
+    assert (van["open_breaches"], van["active_delivery_id"]) == (1, d["id"])
+
+
+def test_audit_log_is_read_only_and_append_only(api: Api, fleet: tuple[str, str]) -> None:
+    entries = api.ok("GET", "/audit", params={"limit": 500})["items"]
+    assert {"customer.create", "vehicle.create", "device.create", "assignment.create"} <= {
+        e["action"] for e in entries
+    }
+    assert api.client.delete("/api/v1/audit", headers=api.admin).status_code == 405
+    assert api.client.post("/api/v1/audit", headers=api.admin, json={}).status_code == 405
+    with api.app.state.engine.connect() as conn:
+        for statement in ("UPDATE audit_log SET actor = 'me'", "DELETE FROM audit_log"):
+            with pytest.raises(DBAPIError, match="append-only"):
+                conn.execute(text(statement))
+            conn.rollback()
+
+
+def test_health_and_metrics(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> None:
+    vehicle, device = fleet
+    api.ok("POST", "/deliveries", json=plan(vehicle))
+    add_breach(api, device, T0, None)
+    r = api.client.get("/api/v1/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok", "database": True, "influx": True}
+    metrics = api.client.get("/metrics").text
+    values = dict(line.rsplit(" ", 1) for line in metrics.splitlines())
+    assert values["coldtrace_breaches_open"] == "1"
+    assert values['coldtrace_deliveries{state="planned"}'] == "1"
+    assert "coldtrace_readings_stored_5m" in values
+    assert float(values['coldtrace_api_requests_total{method="POST",status="201"}']) >= 1
+
+
+def test_openapi_documents_every_route(api: Api) -> None:
+    assert api.client.get("/docs").status_code == 200
+    paths = api.client.get("/openapi.json").json()["paths"]
+    assert "/api/v1/deliveries/{delivery_id}/trace" in paths
+    assert "/api/v1/audit" in paths and "/metrics" in paths
