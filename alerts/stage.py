@@ -21,6 +21,7 @@ from alerts.engine import ProbeEngine
 from alerts.notify import Notifier, channels_from
 from alerts.profiles import Profile, ProfileError, load_profiles
 from alerts.rules import HOUR_MS, MINUTE_MS, Event, ProbeRules, Sample
+from alerts.silence import RULE as SILENT_RULE
 from alerts.silence import SilenceState, heard, tick
 from alerts.store import BreachStore, StoredChange, record_of
 from coldtrace.contract import probe_fault
@@ -127,6 +128,13 @@ class RulesStage:
         return self.thread.is_alive()
 
     def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.watch_known_devices()
+                break
+            except InfluxUnavailable as exc:
+                log.warning("rules: InfluxDB unavailable (%s); retrying", exc)
+                self.stopping.wait(1.0)
         last_tick = 0.0
         while not self.stopping.is_set():
             try:
@@ -149,6 +157,23 @@ class RulesStage:
                 log.exception("rules stage: batch failed; continuing")
 
     # -- the work --------------------------------------------------------------------------
+
+    def watch_known_devices(self) -> None:
+        """Watch for silence every device with a profile that InfluxDB has recent readings
+        of, from its last reading, and keep the silences the store holds open (restart)."""
+        # Devices not heard of within the late-data horizon are retired, not silent.
+        since = int(self.clock() * 1000) - round(self.settings.alerts_late_horizon_h * HOUR_MS)
+        for row in self.influx.rows(
+            f"SELECT last(seq) FROM device_health WHERE time >= {since}ms GROUP BY device"
+        ):
+            device = row["device"]
+            if self.profile_of(device) is None or device in self.silence:
+                continue
+            open_silence = [
+                b for b in self.store.known(device) if b.rule == SILENT_RULE and b.state == "open"
+            ]
+            breach = record_of(open_silence[0]) if open_silence else None
+            self.silence[device] = SilenceState(int(row["time"]), breach)
 
     def evaluate(self, placed: list[PlacedReading]) -> None:
         by_device: dict[str, list[PlacedReading]] = defaultdict(list)
@@ -188,9 +213,6 @@ class RulesStage:
         if device in self.primed:
             return
         known = self.store.known(device)
-        silent = [b for b in known if b.rule == "device_silent" and b.state == "open"]
-        if silent:
-            self.silence[device] = SilenceState(silent[0].start_ts, record_of(silent[0]))
         starts = [b.start_ts for b in known if b.state == "open"] + [oldest]
         since = min(starts) - lookback_ms(profile)
         history: dict[str, list[Sample]] = defaultdict(list)
@@ -229,8 +251,22 @@ class RulesStage:
                 c.breach.end_ts,
                 c.breach.severity,
             )
-        self.influx.write("\n".join(breach_line(device, c) for c in changes).encode(), "ms")
         self.notifier.wake.set()
+        self._write("\n".join(breach_line(device, c) for c in changes).encode())
+
+    def _write(self, lines: bytes) -> None:
+        """The store already holds these changes: keep trying until InfluxDB has them too."""
+        delay = 0.5
+        while True:
+            try:
+                self.influx.write(lines, "ms")
+                return
+            except InfluxUnavailable as exc:
+                log.warning("rules: InfluxDB unavailable (%s); breach points retried", exc)
+            if self.stopping.wait(delay):
+                log.error("rules: stopping with breach points not written to InfluxDB")
+                return
+            delay = min(delay * 2, 10.0)
 
     def _silence(
         self, device: str, profile: Profile, result: tuple[SilenceState, tuple[Event, ...]]

@@ -1,5 +1,6 @@
 """Rules inside ingest, through the real Mosquitto, ingest process and InfluxDB, notifying a
-real local SMTP server (aiosmtpd) and a real local HTTP receiver (http.server).
+real local SMTP server (aiosmtpd), a real local HTTP receiver (http.server) and the broker's
+topic coldtrace/v1/alerts/<device>.
 
 The excursion: a chilled van (0..+4 C, 15 min delay) whose product probe reads 3.0 C each
 minute, then 6.0 C from minute 10 to 29, then 3.0 C again. Hand-computed: one breach of
@@ -16,20 +17,25 @@ import json
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from aiosmtpd.controller import Controller
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts.store import Breach, Notification
+from coldtrace.contract import TOPIC_ROOT
 from coldtrace.db import make_engine
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.services import free_port
+from coldtrace.settings import Settings
 from tests.conftest import Devices, stored_count, wait_for
 
 MINUTE = 60_000
@@ -76,6 +82,22 @@ def webhook() -> Iterator[tuple[list[dict[str, Any]], str]]:
     server.shutdown()
 
 
+class Hooks:
+    """The webhook calls about one device (the suite's other devices may go silent)."""
+
+    def __init__(self, received: list[dict[str, Any]], device: str) -> None:
+        self.received, self.device = received, device
+
+    def _mine(self) -> list[dict[str, Any]]:
+        return [h for h in self.received if json.loads(h["body"])["device"] == self.device]
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._mine())
+
+
 def batch(device: str, t0: int, minutes: range) -> bytes:
     readings = [
         {
@@ -109,6 +131,25 @@ def transitions(mails: list[dict[str, Any]], device: str) -> list[str]:
 
 
 @pytest.fixture
+def alert_topic(settings: Settings) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """What the broker delivers on coldtrace/v1/alerts/#, read with the server account."""
+    received: list[tuple[str, dict[str, Any]]] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"alerts-{uuid.uuid4().hex[:8]}")
+    assert settings.mqtt_username and settings.mqtt_password
+    client.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
+    client.on_connect = lambda c, *_: c.subscribe(f"{TOPIC_ROOT}/alerts/#", qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda c, u, m: received.append((m.topic, json.loads(m.payload)))
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    assert subscribed.wait(10)
+    yield received
+    client.loop_stop()
+    client.disconnect()
+
+
+@pytest.fixture
 def alerting_ingest(start_ingest, mailbox, webhook):
     _, smtp_port = mailbox
     _, url = webhook
@@ -120,6 +161,7 @@ def alerting_ingest(start_ingest, mailbox, webhook):
         "COLDTRACE_NOTIFY_SMTP_PORT": str(smtp_port),
         "COLDTRACE_NOTIFY_SMTP_FROM": "coldtrace@example.test",
         "COLDTRACE_NOTIFY_SMTP_TO": "quality@example.test",
+        "COLDTRACE_NOTIFY_MQTT": "true",
     }
     return lambda: start_ingest(**env)
 
@@ -138,6 +180,7 @@ def check_one_breach(db: Path, device: str, t0: int) -> Breach:
 
 
 def test_excursion_gives_one_breach_stored_written_and_notified_once(
+    alert_topic,
     alerting_ingest,
     devices: Devices,
     influx: InfluxClient,
@@ -147,9 +190,10 @@ def test_excursion_gives_one_breach_stored_written_and_notified_once(
     webhook,
 ) -> None:
     box, _ = mailbox
-    hooks, _ = webhook
+    all_hooks, _ = webhook
     db = tmp_path / "ingest.db"
     device = f"{prefix}-van"
+    hooks = Hooks(all_hooks, device)
     t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
     ingest = alerting_ingest()
     payloads = [batch(device, t0, range(m, m + 5)) for m in range(0, 40, 5)]
@@ -182,6 +226,10 @@ def test_excursion_gives_one_breach_stored_written_and_notified_once(
         (device, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((t0 + 10 * MINUTE) / 1000)))
     }
 
+    topic = f"{TOPIC_ROOT}/alerts/{device}"
+    wait_for(lambda: len([m for m in alert_topic if m[0] == topic]) == 2, what="two MQTT alerts")
+    assert sorted(p["transition"] for t, p in alert_topic if t == topic) == ["closed", "opened"]
+
     # MQTT redelivers and a gateway replays the whole spool: nothing new anywhere.
     before = ingest.metrics().get("coldtrace_ingest_duplicates_total", 0)
     devices.publish(device, payloads)
@@ -192,6 +240,7 @@ def test_excursion_gives_one_breach_stored_written_and_notified_once(
     time.sleep(2)  # the notifier polls every second: give a duplicate the chance to appear
     check_one_breach(db, device, t0)
     assert len(hooks) == 2 and len(transitions(box.messages, device)) == 2
+    assert len([m for m in alert_topic if m[0] == topic]) == 2
     assert all(n.sent_at is not None for n in outbox(db))
 
 
@@ -205,14 +254,20 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
     webhook,
 ) -> None:
     box, _ = mailbox
-    hooks, _ = webhook
+    all_hooks, _ = webhook
     db = tmp_path / "ingest.db"
     device = f"{prefix}-van"
+    hooks = Hooks(all_hooks, device)
     t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
     ingest = alerting_ingest()
     devices.publish(device, [batch(device, t0, range(m, m + 3)) for m in range(0, 27, 3)])
     wait_for(lambda: [b.state for b in breaches(db, device)] == ["open"], what="an open breach")
-    wait_for(lambda: len(hooks) == 1, what="the 'opened' webhook")
+    # Killed once the 'opened' notifications are recorded as sent: a kill between a send and
+    # its record would send it again (at least once; receivers dedupe on the id header).
+    wait_for(
+        lambda: len(outbox(db)) == 3 and all(n.sent_at for n in outbox(db)),
+        what="the 'opened' notifications sent",
+    )
     ingest.stop(signal.SIGKILL)
 
     alerting_ingest()  # a new process: no memory but the store and InfluxDB
@@ -224,3 +279,4 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
     time.sleep(2)
     assert sorted(json.loads(h["body"])["transition"] for h in hooks) == ["closed", "opened"]
     assert transitions(box.messages, device) == ["closed", "opened"]
+    assert len({h["headers"]["X-Coldtrace-Notification"] for h in hooks}) == 2
