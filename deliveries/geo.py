@@ -100,10 +100,10 @@ def find_stops(
 
 
 def _openings(door: Sequence[tuple[int, bool]], start: int, end: int) -> int:
+    """Changes to open within [start, end]; a door already open when the stop began counts."""
     count, was_open = 0, False
     for ts, is_open in door:
         if ts < start:
-            was_open = is_open
             continue
         if ts > end:
             break
