@@ -1,0 +1,102 @@
+"""The outbox worker against a real local HTTP receiver that fails, then recovers: the
+notification is retried with backoff (injected clock) and sent once, signed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alerts.notify import SIGNATURE_HEADER, Notifier, Webhook
+from alerts.rules import BreachClosed, BreachOpened, BreachRecord
+from alerts.store import BreachStore
+
+T0 = 1_784_007_600_000
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.fail_next = 0
+        self.received: list[dict[str, Any]] = []
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    state = Receiver()
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if state.fail_next:
+                state.fail_next -= 1
+                self.send_response(503)
+            else:
+                state.received.append({"headers": dict(self.headers), "body": body})
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+class Clock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def test_failed_webhook_is_retried_with_backoff_then_sent_once(receiver, tmp_path: Path) -> None:
+    state, url = receiver
+    store = BreachStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    clock = Clock(T0 + 20 * 60_000)
+    notifier = Notifier(store, [Webhook(url, b"s3cret")], retry_max_s=300, clock=clock)
+    opened = BreachRecord("excursion_high", T0, None, "major", 6.0, 0.0, 4.0)
+    store.apply(
+        "van-1", "product", "chilled", [BreachOpened(opened, T0)], clock.ms, 300_000, ["webhook"]
+    )
+
+    state.fail_next = 1
+    notifier.send_due()
+    (note,) = store.due(clock.ms + 10_000)
+    assert (note.attempts, note.sent_at, note.next_attempt_at) == (1, None, clock.ms + 2_000)
+    assert "503" in (note.last_error or "")
+    notifier.send_due()  # not due yet
+    assert state.received == []
+    clock.ms += 2_000
+    notifier.send_due()
+    assert len(state.received) == 1
+    body = state.received[0]["body"]
+    assert state.received[0]["headers"][SIGNATURE_HEADER] == (
+        "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    )
+    clock.ms += 60_000
+    notifier.send_due()
+    assert len(state.received) == 1 and store.due(clock.ms) == []
+
+    # the same transitions again (a replay): the outbox keys keep them from being re-sent
+    closed = BreachRecord("excursion_high", T0, T0 + 30 * 60_000, "major", 6.0, 40.0, 4.0)
+    for _ in range(2):
+        store.apply(
+            "van-1",
+            "product",
+            "chilled",
+            [BreachOpened(opened, T0), BreachClosed(closed, T0 + 30 * 60_000)],
+            clock.ms,
+            300_000,
+            ["webhook"],
+        )
+    notifier.send_due()
+    assert [b'"transition": "closed"' in r["body"] for r in state.received] == [False, True]

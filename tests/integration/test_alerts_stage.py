@@ -1,0 +1,127 @@
+"""The rules stage against the real InfluxDB and a SQLite store, with an injected clock:
+silence, late backlogs, and readings that overflowed its queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from alerts.stage import RulesStage
+from alerts.store import Breach
+from coldtrace.contract import Reading
+from coldtrace.influx import InfluxClient, quote_string
+from coldtrace.settings import Settings
+from ingest.clock import PlacedReading
+from ingest.lines import reading_lines
+from tests.conftest import wait_for
+
+MINUTE = 60_000
+T0 = 1_784_007_600_000  # 2026-07-14T05:40:00Z
+
+
+class Clock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def readings(device: str, minutes: range, celsius: Callable[[int], float]) -> list[PlacedReading]:
+    return [
+        PlacedReading(
+            device,
+            1,
+            Reading(seq=m, ts=T0 + m * MINUTE, up=m * MINUTE, probes={"product": celsius(m)}),
+            T0 + m * MINUTE,
+            False,
+        )
+        for m in minutes
+    ]
+
+
+def store(influx: InfluxClient, placed: list[PlacedReading]) -> list[PlacedReading]:
+    """What ingest does before it hands a batch to the stage."""
+    lines: list[str] = []
+    for p in placed:
+        reading_lines(p, lines)
+    influx.write("\n".join(lines).encode(), "ms")
+    return placed
+
+
+def make_stage(settings: Settings, tmp_path: Path, clock: Clock, **extra: object) -> RulesStage:
+    s = settings.model_copy(
+        update={
+            "database_url": f"sqlite:///{tmp_path / 'alerts.db'}",
+            "alerts_default_profile": "chilled",
+            "alerts_silent_after_s": 900.0,
+            **extra,
+        }
+    )
+    return RulesStage(s, clock)
+
+
+def breaches(stage: RulesStage, device: str) -> list[Breach]:
+    return sorted(stage.store.known(device), key=lambda b: (b.start_ts, b.rule))
+
+
+def test_silent_device_with_an_injected_clock(settings, influx, prefix, tmp_path) -> None:
+    device = f"{prefix}-van"
+    clock = Clock(T0 + 10 * MINUTE)
+    stage = make_stage(settings, tmp_path, clock)
+    stage.evaluate(store(influx, readings(device, range(0, 10), lambda m: 3.0)))
+    clock.ms = T0 + 24 * MINUTE  # 15 min after the last reading (minute 9): not yet
+    stage.check_silence()
+    assert breaches(stage, device) == []
+    clock.ms = T0 + 25 * MINUTE
+    stage.check_silence()
+    (silent,) = breaches(stage, device)
+    assert (silent.rule, silent.probe, silent.state, silent.start_ts) == (
+        "device_silent",
+        "",
+        "open",
+        T0 + 9 * MINUTE,
+    )
+    points = influx.rows(f"SELECT * FROM breach WHERE device = {quote_string(device)}")
+    assert [(p["rule"], p["transition"]) for p in points] == [("device_silent", "opened")]
+    # the backlog arrives: the silence ends at its newest reading, and it is judged as usual
+    clock.ms = T0 + 31 * MINUTE
+    stage.evaluate(store(influx, readings(device, range(10, 30), lambda m: 3.0)))
+    (silent,) = breaches(stage, device)
+    assert (silent.state, silent.end_ts) == ("closed", T0 + 29 * MINUTE)
+
+
+def test_late_backlog_is_judged_in_place_and_flagged(settings, influx, prefix, tmp_path) -> None:
+    device = f"{prefix}-van"
+    clock = Clock(T0 + 60 * MINUTE)
+    stage = make_stage(settings, tmp_path, clock)
+    hot = lambda m: 6.0 if 10 <= m < 40 else 3.0  # noqa: E731
+    stage.evaluate(store(influx, readings(device, range(0, 10), hot)))
+    stage.evaluate(store(influx, readings(device, range(40, 60), hot)))
+    assert breaches(stage, device) == []
+    clock.ms = T0 + 61 * MINUTE
+    stage.evaluate(store(influx, readings(device, range(10, 40), hot)))  # the spool, late
+    (b,) = breaches(stage, device)
+    assert (b.rule, b.start_ts, b.end_ts, b.state) == (
+        "excursion_high",
+        T0 + 10 * MINUTE,
+        T0 + 40 * MINUTE,
+        "closed",
+    )
+    assert b.detected_late and b.detected_at == T0 + 61 * MINUTE
+
+
+def test_readings_that_overflow_the_queue_are_reread(settings, influx, prefix, tmp_path) -> None:
+    device = f"{prefix}-van"
+    stage = make_stage(settings, tmp_path, Clock(T0 + 60 * MINUTE), alerts_queue_batches=1)
+    hot = lambda m: 6.0 if 10 <= m < 40 else 3.0  # noqa: E731
+    stage.observe(store(influx, readings(device, range(0, 20), hot)))
+    stage.observe(store(influx, readings(device, range(20, 50), hot)))  # queue full: a span
+    assert stage.overflow == {device: (T0 + 20 * MINUTE, T0 + 49 * MINUTE)}
+    stage.start()
+    try:
+        wait_for(lambda: [b.state for b in breaches(stage, device)] == ["closed"], what="breach")
+    finally:
+        stage.stop()
+    (b,) = breaches(stage, device)
+    assert (b.start_ts, b.end_ts) == (T0 + 10 * MINUTE, T0 + 40 * MINUTE)
