@@ -39,7 +39,7 @@ class Analysis:
 
     @property
     def compliant(self) -> bool:
-        return not self.breaches
+        return all(b.suppressed for _, b, _ in self.breaches)
 
     @property
     def verdict(self) -> str:
@@ -104,6 +104,12 @@ def analyze(series: LoggerSeries, profile: Profile) -> Analysis:
     )
 
 
+def breach_verdict(b: BreachRecord) -> str:
+    if b.suppressed:
+        return "suppressed (loading)"
+    return "probe fault" if b.rule in PROBE_RULES else "not compliant"
+
+
 def iso(ts_ms: int | None) -> str | None:
     if ts_ms is None:
         return None
@@ -130,7 +136,8 @@ def as_json(a: Analysis) -> dict[str, object]:
                 "degree_minutes": round(b.degree_minutes, 2),
                 "severity": b.severity,
                 "mkt_c": mkt,
-                "verdict": "probe fault" if b.rule in PROBE_RULES else "not compliant",
+                "suppressed": b.suppressed,
+                "verdict": breach_verdict(b),
             }
             for probe, b, mkt in a.breaches
         ],

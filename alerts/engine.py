@@ -19,13 +19,14 @@ from dataclasses import replace
 from alerts.rules import (
     BreachClosed,
     BreachEscalated,
+    BreachOpened,
     BreachRecord,
     BreachRevised,
     BreachWithdrawn,
     Event,
     Events,
-    ProbeRules,
     ProbeState,
+    RuleSet,
     Sample,
 )
 
@@ -36,7 +37,7 @@ SEVERITY_RANK = {"major": 0, "critical": 1}
 class ProbeEngine:
     def __init__(
         self,
-        rules: ProbeRules,
+        rules: RuleSet,
         horizon_ms: int | None = None,
         known: Iterable[BreachRecord] = (),
     ) -> None:
@@ -119,7 +120,9 @@ class ProbeEngine:
                 continue
             escalated = SEVERITY_RANK[after.severity] > SEVERITY_RANK[before.severity]
             closed = before.end is None and after.end is not None
-            if escalated:
+            if before.suppressed and not after.suppressed:  # it alarms now: report it opened
+                changes.append(BreachOpened(after, at, late=True))
+            elif escalated:
                 changes.append(BreachEscalated(after, at, late=True))
             if closed:
                 changes.append(BreachClosed(after, at, late=True))

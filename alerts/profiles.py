@@ -48,6 +48,8 @@ class Profile(_Frozen):
     mkt: MktLimit | None = None
     fault_delay_min: Minutes = 10
     stuck_min: Minutes = 240
+    door_open_max_min: Minutes | None = None
+    loading_grace_min: Minutes | None = None
 
     @model_validator(mode="after")
     def _has_a_limit(self) -> Profile:

@@ -12,6 +12,7 @@ on that basis.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -38,6 +39,7 @@ class Sample:
     ts: int  # epoch ms, device clock
     seq: int  # orders two samples of the same ts, and identifies a replayed one
     celsius: float | None
+    door: bool | None = None  # the reading's door contact, when the device has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,9 @@ class BreachRecord:
     peak: float | None  # the worst value (for mkt: the highest MKT)
     degree_minutes: float
     limit_c: float | None
+    # Recorded, not alarmed: every out-of-range reading fell while loading (door open, or
+    # within the grace after it closed) and it never became critical.
+    suppressed: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -120,6 +125,8 @@ class ExcursionState:
     degree_minutes: float = 0.0
     back_at: int | None = None  # first reading back in range, until past the hysteresis
     breach: BreachRecord | None = None
+    door_open_at: int | None = None  # last reading with the door open (loading)
+    alarming: bool = False  # the run had an out-of-range reading outside loading
 
 
 EXCURSION_IDLE: Final = ExcursionState()
@@ -130,7 +137,10 @@ class Excursion:
     """Out of range continuously for at least ``delay_ms`` (or at once past the critical
     limit). The breach starts at the first out-of-range reading and ends at the first reading
     back in range, provided the value then gets ``hysteresis`` inside the limit before leaving
-    the range again; a value hovering on the limit therefore keeps one breach open."""
+    the range again; a value hovering on the limit therefore keeps one breach open.
+    With ``grace_ms`` set, a breach whose out-of-range readings all fall while the door is
+    open or within the grace after it closed is recorded as suppressed (loading); it alarms
+    (is opened again, unsuppressed) as soon as one does not, or it turns critical."""
 
     name: str
     limit: float
@@ -139,6 +149,7 @@ class Excursion:
     delay_ms: int
     critical_excess: float | None
     critical_after_ms: int | None
+    grace_ms: int | None = None
 
     def initial(self) -> ExcursionState:
         return EXCURSION_IDLE
@@ -147,12 +158,17 @@ class Excursion:
         if x.celsius is None:
             return s, NO_EVENTS
         excess = self.sign * (x.celsius - self.limit)
+        door_open_at = s.door_open_at
+        if self.grace_ms is not None and x.door:
+            door_open_at = x.ts
         if s.run_start is None:
             if excess <= 0:
-                return s, NO_EVENTS
-            run_start, peak, dm, back_at, breach = x.ts, excess, 0.0, None, None
+                if door_open_at == s.door_open_at:
+                    return s, NO_EVENTS
+                return ExcursionState(door_open_at=door_open_at), NO_EVENTS
+            run_start, peak, dm, back_at, breach, alarming = x.ts, excess, 0.0, None, None, False
         else:
-            run_start, breach = s.run_start, s.breach
+            run_start, breach, alarming = s.run_start, s.breach, s.alarming
             dm = s.degree_minutes + max(s.prev_excess, 0.0) * (x.ts - s.prev_ts) / MINUTE_MS
             peak = max(s.peak_excess, excess)
             if excess > 0:
@@ -160,31 +176,53 @@ class Excursion:
             elif excess > -self.hysteresis:
                 back_at = s.back_at if s.back_at is not None else x.ts
             else:
+                idle = ExcursionState(door_open_at=door_open_at)
                 if breach is None:
-                    return EXCURSION_IDLE, NO_EVENTS
+                    return idle, NO_EVENTS
                 end = s.back_at if s.back_at is not None else x.ts
-                closed = self._record(breach.start, end, breach.severity, peak, dm)
-                return EXCURSION_IDLE, (BreachClosed(closed, x.ts),)
+                closed = self._record(breach.start, end, breach.severity, peak, dm, breach)
+                return idle, (BreachClosed(closed, x.ts),)
+        if excess > 0 and not alarming:
+            alarming = self.grace_ms is None or (
+                door_open_at is None or x.ts - door_open_at > self.grace_ms
+            )
         critical = (self.critical_excess is not None and peak > self.critical_excess) or (
             self.critical_after_ms is not None and x.ts - run_start >= self.critical_after_ms
         )
+        suppressed = not (alarming or critical)
         events: Events = NO_EVENTS
         if breach is None:
             if excess > 0 and (critical or x.ts - run_start >= self.delay_ms):
-                breach = self._record(
-                    run_start, None, "critical" if critical else "major", peak, dm
-                )
+                severity: Severity = "critical" if critical else "major"
+                breach = self._record(run_start, None, severity, peak, dm, suppressed=suppressed)
                 events = (BreachOpened(breach, x.ts),)
+        elif breach.suppressed and not suppressed:  # loading is over and it is still out
+            breach = self._record(run_start, None, "critical" if critical else "major", peak, dm)
+            events = (BreachOpened(breach, x.ts),)
         elif critical and breach.severity == "major":
             breach = self._record(run_start, None, "critical", peak, dm)
             events = (BreachEscalated(breach, x.ts),)
-        return ExcursionState(run_start, x.ts, excess, peak, dm, back_at, breach), events
+        state = ExcursionState(
+            run_start, x.ts, excess, peak, dm, back_at, breach, door_open_at, alarming
+        )
+        return state, events
 
     def _record(
-        self, start: int, end: int | None, severity: Severity, peak_excess: float, dm: float
+        self,
+        start: int,
+        end: int | None,
+        severity: Severity,
+        peak_excess: float,
+        dm: float,
+        was: BreachRecord | None = None,
+        suppressed: bool = False,
     ) -> BreachRecord:
         peak = round(self.limit + self.sign * peak_excess, 6)
-        return BreachRecord(self.name, start, end, severity, peak, round(dm, 6), self.limit)
+        if was is not None:
+            suppressed = was.suppressed
+        return BreachRecord(
+            self.name, start, end, severity, peak, round(dm, 6), self.limit, suppressed
+        )
 
 
 # -- cumulative time out of range ------------------------------------------------------------
@@ -327,19 +365,32 @@ class RunState:
 RUN_IDLE: Final = RunState()
 
 
+def no_temperature(x: Sample) -> bool:
+    return x.celsius is None
+
+
+def door_open(x: Sample) -> bool | None:
+    return x.door
+
+
 @dataclass(frozen=True, slots=True)
-class ProbeFault:
-    """The probe gave no temperature (failed, disconnected, impossible value) for at least
-    ``delay_ms``; ends at the first real temperature."""
+class ConditionRun:
+    """A condition holding on consecutive samples for at least ``delay_ms``: the probe gave
+    no temperature (failed, disconnected, impossible value), or the door stayed open. Ends
+    at the first sample where it no longer holds; samples that cannot tell (None) are skipped."""
 
     name: str
     delay_ms: int
+    condition: Callable[[Sample], bool | None]
 
     def initial(self) -> RunState:
         return RUN_IDLE
 
     def update(self, s: RunState, x: Sample) -> tuple[RunState, Events]:
-        if x.celsius is not None:
+        holds = self.condition(x)
+        if holds is None:
+            return s, NO_EVENTS
+        if not holds:
             if s.breach is None:
                 return RUN_IDLE, NO_EVENTS
             closed = BreachRecord(self.name, s.breach.start, x.ts, "major", None, 0.0, None)
@@ -401,6 +452,7 @@ def rules_for(profile: Profile) -> list[Rule]:
                     _ms(profile.delay_min),
                     crit_excess,
                     after,
+                    None if profile.loading_grace_min is None else _ms(profile.loading_grace_min),
                 )
             )
     if (c := profile.cumulative) is not None:
@@ -411,7 +463,7 @@ def rules_for(profile: Profile) -> list[Rule]:
         )
     if (m := profile.mkt) is not None:
         rules.append(Mkt("mkt", m.limit_c, round(m.window_h * HOUR_MS)))
-    rules.append(ProbeFault("probe_fault", _ms(profile.fault_delay_min)))
+    rules.append(ConditionRun("probe_fault", _ms(profile.fault_delay_min), no_temperature))
     rules.append(StuckProbe("probe_stuck", _ms(profile.stuck_min)))
     return rules
 
@@ -419,12 +471,11 @@ def rules_for(profile: Profile) -> list[Rule]:
 ProbeState = tuple[Any, ...]
 
 
-class ProbeRules:
-    """All rules of one profile on one probe, as one pure update."""
+class RuleSet:
+    """Several rules as one pure update; the state is the tuple of theirs."""
 
-    def __init__(self, profile: Profile) -> None:
-        self.profile = profile
-        self.rules = rules_for(profile)
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = rules
 
     def initial(self) -> ProbeState:
         return tuple(r.initial() for r in self.rules)
@@ -438,3 +489,17 @@ class ProbeRules:
             if ev:
                 events += ev
         return tuple(new_state), events
+
+
+class ProbeRules(RuleSet):
+    """All temperature and probe rules of one profile, for one probe."""
+
+    def __init__(self, profile: Profile) -> None:
+        super().__init__(rules_for(profile))
+
+
+def door_rules(profile: Profile) -> RuleSet | None:
+    """The device-level door rule of a profile (samples carry the door, not temperatures)."""
+    if profile.door_open_max_min is None:
+        return None
+    return RuleSet([ConditionRun("door_open", _ms(profile.door_open_max_min), door_open)])

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from alerts.engine import ProbeEngine
 from alerts.notify import Notifier, channels_from
 from alerts.profiles import Profile, ProfileError, load_profiles
-from alerts.rules import HOUR_MS, MINUTE_MS, Event, ProbeRules, Sample
+from alerts.rules import HOUR_MS, MINUTE_MS, Event, ProbeRules, Sample, door_rules
 from alerts.silence import RULE as SILENT_RULE
 from alerts.silence import SilenceState, heard, tick
-from alerts.store import BreachStore, StoredChange, record_of
+from alerts.store import Breach, BreachStore, StoredChange, record_of
 from coldtrace.contract import probe_fault
 from coldtrace.influx import InfluxClient, InfluxUnavailable, quote_string
 from coldtrace.settings import ENV_PREFIX, ConfigError, Settings
@@ -31,6 +31,7 @@ from ingest.clock import PlacedReading
 
 log = logging.getLogger(__name__)
 Span = tuple[int, int]
+DOOR = ""  # the engine key (and breach probe) of a device's door rules
 
 
 def breach_line(device: str, c: StoredChange) -> str:
@@ -183,29 +184,34 @@ class RulesStage:
             profile = self.profile_of(device)
             if profile is None:
                 continue
-            samples: dict[str, list[Sample]] = defaultdict(list)
-            for p in readings:
-                for probe, value in p.reading.probes.items():
-                    celsius = None if probe_fault(value) else value
-                    samples[probe].append(Sample(p.ts, p.reading.seq, celsius))
-            oldest = min(p.ts for p in readings)
-            self._prime(device, profile, oldest)
-            for probe, probe_samples in samples.items():
-                self._judge(device, probe, profile, probe_samples)
+            self._prime(device, profile, min(p.ts for p in readings))
+            for key, samples in _samples(readings).items():
+                self._judge(device, key, profile, samples)
             newest = max(p.ts for p in readings)
             self._silence(device, profile, heard(self.silence.get(device, SilenceState()), newest))
 
-    def _engine(self, device: str, probe: str, profile: Profile) -> ProbeEngine:
-        key = (device, probe)
-        if key not in self.engines:
-            horizon = round(self.settings.alerts_late_horizon_h * HOUR_MS)
-            self.engines[key] = ProbeEngine(ProbeRules(profile), horizon)
-        return self.engines[key]
-
-    def _judge(self, device: str, probe: str, profile: Profile, samples: list[Sample]) -> None:
-        events = self._engine(device, probe, profile).add(samples)
+    def _judge(self, device: str, key: str, profile: Profile, samples: list[Sample]) -> None:
+        engine = self.engines.get((device, key))
+        if engine is None:
+            engine = self._new_engine(device, key, profile, [])
+            if engine is None:
+                return
+        events = engine.add(samples)
         if events:
-            self._emit(device, probe, profile, events)
+            self._emit(device, key, profile, events)
+
+    def _new_engine(
+        self, device: str, key: str, profile: Profile, known: list[Breach]
+    ) -> ProbeEngine | None:
+        """The engine of one probe, or of the device's door (key DOOR)."""
+        rules = door_rules(profile) if key == DOOR else ProbeRules(profile)
+        if rules is None:
+            return None
+        horizon = round(self.settings.alerts_late_horizon_h * HOUR_MS)
+        mine = [record_of(b) for b in known if b.probe == key and b.rule != SILENT_RULE]
+        engine = ProbeEngine(rules, horizon, known=mine)
+        self.engines[(device, key)] = engine
+        return engine
 
     def _prime(self, device: str, profile: Profile, oldest: int) -> None:
         """First sight of a device since start: its breaches from the store, its recent
@@ -215,24 +221,36 @@ class RulesStage:
         known = self.store.known(device)
         starts = [b.start_ts for b in known if b.state == "open"] + [oldest]
         since = min(starts) - lookback_ms(profile)
-        history: dict[str, list[Sample]] = defaultdict(list)
-        for row in self.influx.rows(
-            f"SELECT celsius, seq FROM temperature WHERE device = {quote_string(device)} "
-            f"AND time >= {since}ms GROUP BY probe"
-        ):
-            c = row.get("celsius")
-            history[row["probe"]].append(
-                Sample(int(row["time"]), int(row["seq"]), None if c is None else float(c))
-            )
-        horizon = round(self.settings.alerts_late_horizon_h * HOUR_MS)
-        for probe, samples in history.items():
-            mine = [record_of(b) for b in known if b.probe == probe]
-            engine = ProbeEngine(ProbeRules(profile), horizon, known=mine)
-            self.engines[(device, probe)] = engine
-            events = engine.add(samples)
+        for key, samples in self._history(device, since).items():
+            engine = self._new_engine(device, key, profile, known)
+            events = engine.add(samples) if engine is not None else []
             if events:
-                self._emit(device, probe, profile, events)
+                self._emit(device, key, profile, events)
         self.primed.add(device)
+
+    def _history(
+        self, device: str, since: int, until: int | None = None
+    ) -> dict[str, list[Sample]]:
+        """A device's stored readings as samples: per probe, and its door under DOOR."""
+        where = f"device = {quote_string(device)} AND time >= {since}ms"
+        if until is not None:
+            where += f" AND time <= {until}ms"
+        doors: dict[int, bool] = {}
+        out: dict[str, list[Sample]] = defaultdict(list)
+        for row in self.influx.rows(f"SELECT door, seq FROM device_health WHERE {where}"):
+            if row.get("door") is not None:
+                doors[int(row["time"])] = bool(row["door"])
+                out[DOOR].append(
+                    Sample(int(row["time"]), int(row["seq"]), None, doors[int(row["time"])])
+                )
+        for row in self.influx.rows(
+            f"SELECT celsius, seq FROM temperature WHERE {where} GROUP BY probe"
+        ):
+            ts, c = int(row["time"]), row.get("celsius")
+            out[row["probe"]].append(
+                Sample(ts, int(row["seq"]), None if c is None else float(c), doors.get(ts))
+            )
+        return out
 
     def _emit(self, device: str, probe: str, profile: Profile, events: list[Event]) -> None:
         now_ms = int(self.clock() * 1000)
@@ -292,19 +310,21 @@ class RulesStage:
             if profile is None:
                 continue
             self._prime(device, profile, lo)
-            rows = self.influx.rows(
-                f"SELECT celsius, seq FROM temperature WHERE device = {quote_string(device)} "
-                f"AND time >= {lo}ms AND time <= {hi}ms GROUP BY probe"
-            )
-            samples: dict[str, list[Sample]] = defaultdict(list)
-            for row in rows:
-                c = row.get("celsius")
-                samples[row["probe"]].append(
-                    Sample(int(row["time"]), int(row["seq"]), None if c is None else float(c))
-                )
-            for probe, probe_samples in samples.items():
-                self._judge(device, probe, profile, probe_samples)
+            for key, samples in self._history(device, lo, hi).items():
+                self._judge(device, key, profile, samples)
             self._silence(device, profile, heard(self.silence.get(device, SilenceState()), hi))
+
+
+def _samples(readings: list[PlacedReading]) -> dict[str, list[Sample]]:
+    """Placed readings as samples: per probe (impossible values as faults), door under DOOR."""
+    out: dict[str, list[Sample]] = defaultdict(list)
+    for p in readings:
+        r = p.reading
+        for probe, value in r.probes.items():
+            out[probe].append(Sample(p.ts, r.seq, None if probe_fault(value) else value, r.door))
+        if r.door is not None:
+            out[DOOR].append(Sample(p.ts, r.seq, None, r.door))
+    return out
 
 
 def lookback_ms(profile: Profile) -> int:

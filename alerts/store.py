@@ -123,6 +123,7 @@ def record_of(row: Breach) -> BreachRecord:
         row.peak,
         row.degree_minutes,
         row.limit_c,
+        row.suppressed,
     )
 
 
@@ -214,8 +215,9 @@ class BreachStore:
                     if transition == "withdrawn"
                     else ("open" if b.end is None else "closed")
                 )
+                row.suppressed = b.suppressed
                 s.flush()
-                if transition in NOTIFIED:
+                if transition in NOTIFIED and not b.suppressed:
                     payload = payload_of(row, transition)
                     for channel in channels:
                         s.execute(

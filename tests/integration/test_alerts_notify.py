@@ -100,3 +100,16 @@ def test_failed_webhook_is_retried_with_backoff_then_sent_once(receiver, tmp_pat
         )
     notifier.send_due()
     assert [b'"transition": "closed"' in r["body"] for r in state.received] == [False, True]
+
+
+def test_suppressed_breach_is_stored_not_notified_until_it_alarms(tmp_path: Path) -> None:
+    store = BreachStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    loading = BreachRecord("excursion_high", T0, None, "major", -16.0, 0.0, -18.0, True)
+    store.apply("van-1", "product", "deep-frozen", [BreachOpened(loading, T0)], T0, 1, ["email"])
+    (row,) = store.known("van-1")
+    assert row.suppressed and store.due(T0 + 1) == []
+    alarming = BreachRecord("excursion_high", T0, None, "major", -16.0, 5.0, -18.0, False)
+    store.apply("van-1", "product", "deep-frozen", [BreachOpened(alarming, T0)], T0, 1, ["email"])
+    (row,) = store.known("van-1")
+    assert not row.suppressed
+    assert [(n.transition, n.channel) for n in store.due(T0 + 1)] == [("opened", "email")]

@@ -23,14 +23,18 @@ T0 = 1_784_007_600_000
 CHILLED = ProbeRules(load_profiles()["chilled"])
 
 
-def series_strategy() -> st.SearchStrategy[list[Sample]]:
+FROZEN = ProbeRules(load_profiles()["deep-frozen"])  # with loading suppression by the door
+
+
+def series_strategy(low: float = -1.0, high: float = 10.0) -> st.SearchStrategy[list[Sample]]:
     step = st.integers(min_value=1, max_value=8)  # minutes between readings
-    temperature = st.floats(min_value=-1.0, max_value=10.0).map(lambda v: round(v, 1))
+    temperature = st.floats(min_value=low, max_value=high).map(lambda v: round(v, 1))
     value = st.one_of(st.none(), temperature)
-    return st.lists(st.tuples(step, value), min_size=1, max_size=120).map(
-        lambda pairs: [
-            Sample(T0 + sum(s for s, _ in pairs[: i + 1]) * MINUTE_MS, i, v)
-            for i, (_, v) in enumerate(pairs)
+    door = st.one_of(st.none(), st.booleans())
+    return st.lists(st.tuples(step, value, door), min_size=1, max_size=120).map(
+        lambda rows: [
+            Sample(T0 + sum(r[0] for r in rows[: i + 1]) * MINUTE_MS, i, v, d)
+            for i, (_, v, d) in enumerate(rows)
         ]
     )
 
@@ -43,8 +47,8 @@ def fold(view: dict[tuple[str, int], BreachRecord], changes: list[Event]) -> Non
             view[e.breach.key] = e.breach
 
 
-def reference(samples: list[Sample]) -> list[BreachRecord]:
-    engine = ProbeEngine(CHILLED)
+def reference(samples: list[Sample], rules: ProbeRules = CHILLED) -> list[BreachRecord]:
+    engine = ProbeEngine(rules)
     engine.add(samples)
     return engine.breaches()
 
@@ -52,11 +56,21 @@ def reference(samples: list[Sample]) -> list[BreachRecord]:
 @settings(max_examples=150, deadline=None)
 @given(series_strategy(), st.randoms(use_true_random=False), st.data())
 def test_arrival_order_repeats_and_batches_do_not_change_breaches(samples, rnd, data) -> None:
-    expected = reference(samples)
+    check_arrival_independence(samples, rnd, data, CHILLED)
+
+
+@settings(max_examples=100, deadline=None)
+@given(series_strategy(-20.0, -13.0), st.randoms(use_true_random=False), st.data())
+def test_same_with_loading_suppression(samples, rnd, data) -> None:
+    check_arrival_independence(samples, rnd, data, FROZEN)
+
+
+def check_arrival_independence(samples, rnd, data, rules: ProbeRules) -> None:
+    expected = reference(samples, rules)
     arrivals = samples + data.draw(st.lists(st.sampled_from(samples), max_size=20))
     rnd.shuffle(arrivals)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(arrivals)), max_size=10)))
-    engine = ProbeEngine(CHILLED)
+    engine = ProbeEngine(rules)
     seen: dict[tuple[str, int], BreachRecord] = {}
     for a, b in zip([0, *cuts], [*cuts, len(arrivals)], strict=True):
         fold(seen, engine.add(arrivals[a:b]))

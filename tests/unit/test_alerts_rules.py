@@ -10,15 +10,17 @@ from alerts.rules import (
     BreachClosed,
     BreachEscalated,
     BreachOpened,
+    ConditionRun,
     Cumulative,
     Events,
     Excursion,
     Mkt,
-    ProbeFault,
     Rule,
     Sample,
     StuckProbe,
+    door_rules,
     mkt_celsius,
+    no_temperature,
     rules_for,
 )
 
@@ -152,7 +154,7 @@ def test_mkt_rule_alerts_above_its_limit_over_the_window() -> None:
 
 
 def test_probe_fault_after_its_delay_and_closed_by_a_real_value() -> None:
-    rule = ProbeFault("probe_fault", 10 * MINUTE_MS)
+    rule = ConditionRun("probe_fault", 10 * MINUTE_MS, no_temperature)
     series: list[tuple[float, float | None]] = [(0, 3.0), (1, None), (5, None), (11, None)]
     series.append((12, 3.0))
     assert flat(run(rule, series)) == [
@@ -191,3 +193,62 @@ def test_deep_frozen_tolerates_a_brief_rise_but_not_above_minus_15() -> None:
 def test_closed_event_type() -> None:
     events = run(HIGH_4, [(0, 5.0), (15, 5.0), (16, 3.0)])
     assert isinstance(events[2][0], BreachClosed)
+
+
+def run_door(rule: Rule, series: list[tuple[float, float | None, bool | None]]) -> list[Events]:
+    state = rule.initial()
+    out = []
+    for i, (minute, value, door) in enumerate(series):
+        state, events = rule.update(state, Sample(at(minute), i, value, door))
+        out.append(events)
+    return out
+
+
+def test_door_open_too_long() -> None:
+    (rule,) = door_rules(load_profiles()["chilled"]).rules  # 10 min
+    series: list[tuple[float, float | None, bool | None]] = [
+        (0, None, False),
+        (1, None, True),
+        (5, None, None),  # a reading without the contact says nothing
+        (11, None, True),
+        (12, None, False),
+    ]
+    assert flat(run_door(rule, series)) == [
+        ("BreachOpened", at(1), None, "major"),
+        ("BreachClosed", at(1), at(12), "major"),
+    ]
+    assert flat(run_door(rule, [(0, None, True), (9, None, True), (10, None, False)])) == []
+
+
+FROZEN_LOADING = Excursion(
+    "excursion_high", -18.0, 1.0, 0.5, 30 * MINUTE_MS, 3.0, None, 10 * MINUTE_MS
+)
+
+
+def test_excursion_while_loading_is_recorded_suppressed() -> None:
+    # door open minutes 0..30, closed at 31; out of range 5..40 (within the 10 min grace)
+    series = [(m, -16.0 if 5 <= m <= 40 else -19.0, m <= 30) for m in range(0, 46)]
+    events = [e for ev in run_door(FROZEN_LOADING, series) for e in ev]
+    assert [(type(e).__name__, e.breach.suppressed) for e in events] == [
+        ("BreachOpened", True),
+        ("BreachClosed", True),
+    ]
+    assert (events[1].breach.start, events[1].breach.end) == (at(5), at(41))
+
+
+def test_loading_excursion_alarms_once_out_past_the_grace() -> None:
+    series = [(m, -16.0 if 5 <= m <= 60 else -19.0, m <= 30) for m in range(0, 62)]
+    events = [e for ev in run_door(FROZEN_LOADING, series) for e in ev]
+    assert [(type(e).__name__, e.breach.suppressed, e.at) for e in events] == [
+        ("BreachOpened", True, at(35)),
+        ("BreachOpened", False, at(41)),  # first out-of-range reading 11 min after closing
+        ("BreachClosed", False, at(61)),
+    ]
+    assert {e.breach.start for e in events} == {at(5)}
+
+
+def test_critical_while_loading_alarms_at_once() -> None:
+    series = [(0, -19.0, True), (1, -14.0, True)]
+    assert flat(run_door(FROZEN_LOADING, series)) == [("BreachOpened", at(1), None, "critical")]
+    events = run_door(FROZEN_LOADING, series)
+    assert events[1][0].breach.suppressed is False
