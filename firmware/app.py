@@ -1,0 +1,203 @@
+# The sensor box: sample on a timer, write each reading to the flash outbox, and forward the
+# outbox oldest first; a watchdog resets the board if the loop stops being healthy.
+import gc
+import json
+import time
+
+import asyncio
+import machine
+from micropython import const
+
+import config
+from clock import Clock, Uptime, ntp_sync
+from nmea import Gps
+from outbox import Outbox
+from sensors import Battery, Door, Indicator, Probes, Sht, probe_fault
+from store import Counters, makedirs
+from uplink import MqttLink, UartLink, rssi, wifi_up
+
+_BACKOFF_MIN_MS = const(1000)
+_BACKOFF_MAX_MS = const(60000)
+_NTP_RESYNC_MS = const(3600000)  # the crystal drifts a few seconds a day
+_UPLINK_IDLE_MS = const(200)
+
+
+def in_alarm(probes, limits):
+    """Probe ids out of their configured limits, or without a temperature to compare."""
+    bad = []
+    for name, (low, high) in limits.items():
+        value = probes.get(name)
+        if probe_fault(value) or not low <= value <= high:
+            bad.append(name)
+    return bad
+
+
+class Device:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        pins = cfg["pins"]
+        makedirs("data")
+        self.uptime = Uptime()
+        self.clock = Clock(self.uptime)
+        self.outbox = Outbox("data/outbox", cfg["outbox_bytes"], cfg["segment_bytes"])
+        self.counters = Counters("data/state.json", cfg["seq_block"], self.outbox.last_known_seq())
+        self.probes = Probes(pins["onewire"], cfg["probes"], cfg["ds18b20_conversion_ms"])
+        self.sht = None
+        if cfg["sht"]:
+            i2c = machine.I2C(0, scl=machine.Pin(pins["i2c_scl"]), sda=machine.Pin(pins["i2c_sda"]))
+            self.sht = Sht(i2c, cfg["sht"])
+        self.gps = Gps()
+        self.gps_uart = machine.UART(2, baudrate=9600, tx=pins["gps_tx"], rx=pins["gps_rx"])
+        self.door = Door(pins["door"])
+        self.battery = Battery(pins["battery_adc"], cfg["battery_divider"])
+        self.indicator = Indicator(pins["led"], pins["buzzer"])
+        self.tethered = cfg["uplink"] == "uart"
+        self.link = UartLink(cfg) if self.tethered else MqttLink(cfg, self.on_config)
+        self._wake = asyncio.Event()
+        self._sampled_at = self._uplink_at = time.ticks_ms()
+        print(
+            "coldtrace %s: boot %d, next seq %d, %d readings in the outbox"
+            % (cfg["device"], self.counters.boot, self.counters.next_seq, self.outbox.pending)
+        )
+
+    # -- measuring --------------------------------------------------------------------------
+
+    async def measure(self):
+        probes = await self.probes.read()
+        if self.sht:
+            probes[self.cfg["sht_probe"]] = await self.sht.read()
+        up = self.uptime.ms()
+        reading = {
+            "seq": self.counters.take_seq(),
+            "ts": self.clock.now_ms(),
+            "up": up,
+            "probes": probes,
+            "door": self.door.open,
+            "battery_v": self.battery.volts(),
+        }
+        fix = self.gps.current(up)
+        if fix:
+            reading["gps"] = fix
+        strength = None if self.tethered else rssi()
+        if strength is not None:
+            reading["rssi_dbm"] = strength
+        return reading
+
+    async def sampler(self):
+        while True:
+            reading = await self.measure()
+            self.outbox.append(reading, self.counters.boot)
+            alarm = in_alarm(reading["probes"], self.cfg["limits"])
+            self.indicator.set(bool(alarm))
+            self._sampled_at = time.ticks_ms()
+            interval = self.cfg["interval_ms"]
+            if alarm:  # sample faster while out of limits
+                interval = min(interval, self.cfg["alarm_interval_ms"])
+            self._wake.clear()
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def inputs(self):
+        """GPS sentences and the door switch; a door that opens or closes is sampled at once."""
+        while True:
+            while self.gps_uart.any():
+                line = self.gps_uart.readline()
+                if not line:
+                    break
+                self.gps.feed(line, self.uptime.ms())
+                if not self.clock.synced() and self.gps.utc_ms is not None:
+                    if self.clock.set(self.gps.utc_ms, "gps", self.gps.utc_up):
+                        print("clock set from GPS")
+            if self.door.poll():
+                self._wake.set()
+            await asyncio.sleep_ms(50)
+
+    # -- forwarding -------------------------------------------------------------------------
+
+    def on_config(self, message):
+        try:
+            update = config.remote_update(message)
+        except ValueError as e:
+            print("config ignored:", e)
+            return
+        self.cfg.update(update)
+        if "probes" in update:
+            self.probes.names = update["probes"]
+        config.save_remote(update)
+        self._wake.set()  # the new interval and limits apply from the next reading
+        print("config applied:", sorted(update))
+
+    async def forward(self):
+        """Send the outbox, oldest first, in batches; each leaves once acknowledged."""
+        while self.outbox.pending > 0:
+            boot, readings = self.outbox.peek(self.cfg["batch_max"])
+            if not readings:
+                return
+            dropped = self.outbox.batch_dropped()
+            batch = {"device": self.cfg["device"], "boot": boot, "readings": readings}
+            if dropped:
+                batch["dropped"] = dropped
+            payload = json.dumps(batch)
+            self.link.send(payload)
+            self.outbox.ack(readings, len(dropped))
+            del batch, readings, payload
+            gc.collect()
+            await asyncio.sleep_ms(0)  # let the sampler in while a backlog drains
+
+    def _ntp_due(self, last_try):
+        if last_try is None:
+            return True
+        wait = _NTP_RESYNC_MS if self.clock.synced() else self.cfg["ntp_retry_ms"]
+        return time.ticks_diff(time.ticks_ms(), last_try) > wait
+
+    async def uplink(self):
+        backoff = _BACKOFF_MIN_MS
+        ntp_at = None
+        while True:
+            self._uplink_at = time.ticks_ms()
+            try:
+                if not self.tethered and not await wifi_up(self.cfg):
+                    raise OSError("no wifi")
+                if not self.link.connected:
+                    self.link.connect()
+                    print("uplink connected")
+                if not self.tethered and self._ntp_due(ntp_at):
+                    ntp_at = time.ticks_ms()
+                    if ntp_sync(self.clock):
+                        print("clock set by NTP")
+                await self.forward()
+                self.link.poll()
+                backoff = _BACKOFF_MIN_MS
+                await asyncio.sleep_ms(_UPLINK_IDLE_MS)
+            except OSError as e:
+                print("uplink down (%s); retry in %d ms" % (e, backoff))
+                self.link.close()
+                await asyncio.sleep_ms(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_MS)
+
+    # -- watchdog ---------------------------------------------------------------------------
+
+    def healthy(self):
+        """The sampler took a reading in time and the uplink loop has come round lately."""
+        now = time.ticks_ms()
+        sample_due = 2 * max(self.cfg["interval_ms"], self.cfg["alarm_interval_ms"]) + 5000
+        return (
+            time.ticks_diff(now, self._sampled_at) < sample_due
+            and time.ticks_diff(now, self._uplink_at) < 2 * _BACKOFF_MAX_MS + 30000
+        )
+
+    async def watchdog(self):
+        wdt = machine.WDT(timeout=self.cfg["watchdog_ms"])
+        while True:
+            if self.healthy():
+                wdt.feed()
+            await asyncio.sleep_ms(1000)
+
+    async def run(self):
+        await asyncio.gather(self.sampler(), self.inputs(), self.uplink(), self.watchdog())
+
+
+def main():
+    asyncio.run(Device(config.load()).run())

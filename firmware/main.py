@@ -1,0 +1,4 @@
+# Runs at power-on after boot.py: the coldtrace sensor box (see README.md).
+import app
+
+app.main()

@@ -1,0 +1,120 @@
+# NMEA 0183 from the GPS module: RMC (position, speed, UTC date and time) and GGA (fix
+# quality, HDOP), talkers GP (GPS), GL (GLONASS) and GN (multi-GNSS). A sentence counts only
+# with a valid checksum; anything else on the line (noise, a cut-off sentence) is rejected.
+# Never raises: the GPS UART is a hostile input.
+from micropython import const
+
+_TALKERS = (b"GP", b"GN", b"GL")
+_KNOTS_TO_KMH = 1.852
+_DAY_MS = const(86400000)
+
+
+def days_from_civil(y, m, d):
+    """Days from 1970-01-01 to the given Gregorian date (H. Hinnant's algorithm)."""
+    y -= 1 if m <= 2 else 0
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _fields(line):
+    """The comma-separated fields of a checksummed sentence, or None."""
+    start = line.find(b"$")
+    star = line.find(b"*", start)
+    if start < 0 or star < 0 or len(line) < star + 3:
+        return None
+    check = 0
+    for b in line[start + 1 : star]:
+        check ^= b
+    if check != int(line[star + 1 : star + 3], 16):
+        return None
+    return bytes(line[start + 1 : star]).split(b",")
+
+
+def _degrees(value, hemisphere):
+    if not value:
+        return None
+    dot = value.find(b".")
+    dot = len(value) if dot < 0 else dot
+    deg = int(value[: dot - 2]) + float(value[dot - 2 :]) / 60
+    return -deg if hemisphere in (b"S", b"W") else deg
+
+
+def _time_ms(hhmmss):
+    h, m = int(hhmmss[0:2]), int(hhmmss[2:4])
+    if h > 23 or m > 59:
+        raise ValueError
+    return (h * 3600 + m * 60) * 1000 + round(float(hhmmss[4:]) * 1000)
+
+
+def parse(line):
+    """One sentence (bytes) to a tuple, or None when it is damaged:
+
+    ("RMC", utc_ms or None, lat, lon, speed_kmh): lat/lon None when the fix is void;
+    ("GGA", lat, lon, hdop): lat/lon None when there is no fix;
+    ("",) for any other valid sentence (GSA, GSV, other talkers).
+    """
+    try:
+        f = _fields(line)
+        if f is None:
+            return None
+        if f[0][:2] not in _TALKERS:
+            return ("",)
+        kind = f[0][2:]
+        if kind == b"RMC":
+            t, d = f[1], f[9]
+            utc = None
+            if t and len(d) == 6:
+                day = days_from_civil(2000 + int(d[4:6]), int(d[2:4]), int(d[0:2]))
+                utc = day * _DAY_MS + _time_ms(t)
+            if f[2] != b"A":
+                return ("RMC", utc, None, None, None)
+            speed = float(f[7]) * _KNOTS_TO_KMH if f[7] else None
+            return ("RMC", utc, _degrees(f[3], f[4]), _degrees(f[5], f[6]), speed)
+        if kind == b"GGA":
+            if f[6] in (b"", b"0"):
+                return ("GGA", None, None, None)
+            hdop = float(f[8]) if f[8] else None
+            return ("GGA", _degrees(f[2], f[3]), _degrees(f[4], f[5]), hdop)
+        return ("",)
+    except (ValueError, IndexError):
+        return None
+
+
+class Gps:
+    """The latest fix from a stream of sentences, and the UTC time of the latest RMC."""
+
+    def __init__(self, max_age_ms=10000):
+        self.max_age_ms = max_age_ms
+        self.fix = None  # {"lat", "lon", "speed_kmh", "hdop"} of the latest valid RMC
+        self.fix_up = None  # uptime ms when it arrived
+        self.utc_ms = None  # UTC of the latest RMC with date and time
+        self.utc_up = None
+        self.rejected = 0
+        self._hdop = None
+
+    def feed(self, line, up_ms):
+        s = parse(line)
+        if s is None:
+            self.rejected += 1
+        elif s[0] == "RMC":
+            if s[1] is not None:
+                self.utc_ms, self.utc_up = s[1], up_ms
+            if s[2] is None or s[3] is None:
+                self.fix = None
+            else:
+                self.fix = {"lat": s[2], "lon": s[3], "speed_kmh": s[4], "hdop": self._hdop}
+                self.fix_up = up_ms
+        elif s[0] == "GGA":
+            self._hdop = s[3]
+            if self.fix is not None:
+                self.fix["hdop"] = s[3]
+        return s
+
+    def current(self, up_ms):
+        """The fix for a reading taken now, without fields unknown; None if stale or void."""
+        if self.fix is None or up_ms - self.fix_up > self.max_age_ms:
+            return None
+        return {k: v for k, v in self.fix.items() if v is not None}

@@ -1,0 +1,273 @@
+# The flash outbox: every reading is written here first and leaves only after the broker's
+# PUBACK, oldest first.
+#
+# Append-only segment files "<dir>/<n>.seg". A record is framed as payload length (2 bytes),
+# CRC-32 of the payload (4 bytes), payload. Each segment starts with a names record (the probe
+# ids and the boot of the readings after it, so a segment decodes on its own); a reading
+# record holds its probe values in that order, in hundredths of a degree. A power cut mid-write leaves a torn
+# last record: the boot scan cuts a segment back to its last whole record. When the outbox is
+# full the oldest segment goes, and the seqs it still held are kept in `dropped` until a
+# batch has carried them to the server.
+import os
+import struct
+from binascii import crc32
+
+from micropython import const
+
+from store import makedirs, read_json, write_json
+
+_HEADER = const(6)
+_NAMES = const(0x80)
+_GPS = const(1)
+_DOOR = const(2)
+_OPEN = const(4)
+_BATTERY = const(8)
+_RSSI = const(16)
+_FIXED = "<BQqQ"  # flags, seq, ts (-1 while the clock is not set), up
+_FIXED_SIZE = const(25)
+_NO_VALUE = const(-32768)  # a probe that gave no value
+_UNSET = const(0xFFFF)  # gps speed or hdop not given
+MAX_DROPPED_PER_BATCH = const(64)  # the wire contract's limit
+
+
+def _centi(value):
+    if value is None:
+        return _NO_VALUE
+    return max(-32767, min(32767, round(value * 100)))
+
+
+def _u16(value, scale):
+    return _UNSET if value is None else max(0, min(0xFFFE, round(value * scale)))
+
+
+def _encode(r, names):
+    gps = r.get("gps")
+    door = r.get("door")
+    battery = r.get("battery_v")
+    rssi = r.get("rssi_dbm")
+    flags = (
+        (_GPS if gps else 0)
+        | (0 if door is None else _DOOR)
+        | (_OPEN if door else 0)
+        | (0 if battery is None else _BATTERY)
+        | (0 if rssi is None else _RSSI)
+    )
+    ts = r["ts"]
+    out = bytearray(struct.pack(_FIXED, flags, r["seq"], -1 if ts is None else ts, r["up"]))
+    probes = r["probes"]
+    for name in names:
+        out += struct.pack("<h", _centi(probes[name]))
+    if gps:
+        out += struct.pack(
+            "<iiHH",
+            round(gps["lat"] * 10000000),
+            round(gps["lon"] * 10000000),
+            _u16(gps.get("speed_kmh"), 100),
+            _u16(gps.get("hdop"), 100),
+        )
+    if battery is not None:
+        out += struct.pack("<H", _u16(battery, 1000))
+    if rssi is not None:
+        out += struct.pack("<b", max(-128, rssi))
+    return out
+
+
+def _decode(p, names):
+    flags, seq, ts, up = struct.unpack_from(_FIXED, p)
+    i = _FIXED_SIZE
+    probes = {}
+    for name in names:
+        v = struct.unpack_from("<h", p, i)[0]
+        probes[name] = None if v == _NO_VALUE else v / 100
+        i += 2
+    r = {"seq": seq, "ts": None if ts < 0 else ts, "up": up, "probes": probes}
+    if flags & _GPS:
+        lat, lon, speed, hdop = struct.unpack_from("<iiHH", p, i)
+        i += 12
+        gps = {"lat": lat / 10000000, "lon": lon / 10000000}
+        if speed != _UNSET:
+            gps["speed_kmh"] = speed / 100
+        if hdop != _UNSET:
+            gps["hdop"] = hdop / 100
+        r["gps"] = gps
+    if flags & _DOOR:
+        r["door"] = bool(flags & _OPEN)
+    if flags & _BATTERY:
+        r["battery_v"] = struct.unpack_from("<H", p, i)[0] / 1000
+        i += 2
+    if flags & _RSSI:
+        r["rssi_dbm"] = struct.unpack_from("<b", p, i)[0]
+    return r
+
+
+def _frame(payload):
+    return struct.pack("<HI", len(payload), crc32(payload)) + payload
+
+
+def _records(data):
+    """(end offset, payload) of each whole record, up to the first torn or corrupt one."""
+    view = memoryview(data)
+    i = 0
+    while i + _HEADER <= len(data):
+        size, crc = struct.unpack_from("<HI", data, i)
+        end = i + _HEADER + size
+        if size == 0 or end > len(data):
+            return
+        payload = view[i + _HEADER : end]
+        if crc32(payload) != crc:
+            return
+        yield end, payload
+        i = end
+
+
+def _header(boot, names):
+    return _frame(struct.pack("<BI", _NAMES, boot) + ",".join(names).encode())
+
+
+def _names(payload):
+    """(boot, probe ids) of a names record."""
+    text = bytes(payload[5:]).decode()
+    return struct.unpack_from("<I", payload, 1)[0], text.split(",") if text else []
+
+
+def _seq(payload):
+    return struct.unpack_from("<Q", payload, 1)[0]
+
+
+class Outbox:
+    def __init__(self, path, capacity_bytes, segment_bytes):
+        makedirs(path)
+        self._dir = path
+        self._segment_bytes = segment_bytes
+        self._max_segments = max(2, capacity_bytes // segment_bytes)
+        self._acked_path = path + "/acked"
+        self._dropped_path = path + "/dropped"
+        self.acked = read_json(self._acked_path, None)  # last seq the broker acknowledged
+        self.dropped = read_json(self._dropped_path, [])  # [[from, to]] not yet reported
+        self.pending = 0  # readings not yet acknowledged
+        self.last_seq = None  # highest seq written
+        self._segments = sorted(int(n[:-4]) for n in os.listdir(path) if n.endswith(".seg"))
+        self._last_seq_of = {}  # segment -> highest seq in it
+        self._names = None  # (boot, probe ids) in force at the end of the write segment
+        self._size = 0  # bytes in the write segment
+        for n in self._segments:
+            self._recover(n)
+
+    def _file(self, n):
+        return "%s/%08d.seg" % (self._dir, n)
+
+    def _read(self, n):
+        with open(self._file(n), "rb") as f:
+            return f.read()
+
+    def _recover(self, n):
+        data = self._read(n)
+        good = 0
+        self._names = None
+        for end, p in _records(data):
+            good = end
+            if p[0] & _NAMES:
+                self._names = _names(p)
+                continue
+            seq = _seq(p)
+            self._last_seq_of[n] = seq
+            self.last_seq = seq
+            if self.acked is None or seq > self.acked:
+                self.pending += 1
+        if good < len(data):
+            print("outbox: segment %d cut back from %d to %d bytes" % (n, len(data), good))
+            with open(self._file(n) + ".tmp", "wb") as f:
+                f.write(data[:good])
+            os.rename(self._file(n) + ".tmp", self._file(n))
+        self._size = good
+
+    def last_known_seq(self):
+        """The highest seq the flash still knows of (written or acknowledged), or None."""
+        if self.last_seq is None or (self.acked is not None and self.acked > self.last_seq):
+            return self.acked
+        return self.last_seq
+
+    def append(self, reading, boot):
+        names = sorted(reading["probes"])
+        record = _frame(_encode(reading, names))
+        header = None if (boot, names) == self._names else _header(boot, names)
+        size = len(record) + (len(header) if header else 0)
+        if not self._segments or self._size + size > self._segment_bytes:
+            self._new_segment()
+            header = _header(boot, names)
+            size = len(record) + len(header)
+        n = self._segments[-1]
+        with open(self._file(n), "ab") as f:
+            if header:
+                f.write(header)
+            f.write(record)
+        self._names = (boot, names)
+        self._size += size
+        self._last_seq_of[n] = self.last_seq = reading["seq"]
+        self.pending += 1
+
+    def _new_segment(self):
+        self._segments.append(self._segments[-1] + 1 if self._segments else 0)
+        self._names = None
+        self._size = 0
+        if len(self._segments) > self._max_segments:
+            self._drop_oldest()
+
+    def _drop_oldest(self):
+        n = self._segments.pop(0)
+        first = last = None
+        count = 0
+        for _, p in _records(self._read(n)):
+            if not p[0] & _NAMES:
+                seq = _seq(p)
+                if self.acked is None or seq > self.acked:
+                    first = seq if first is None else first
+                    last = seq
+                    count += 1
+        os.remove(self._file(n))
+        self._last_seq_of.pop(n, None)
+        if first is None or last is None:
+            return
+        self.pending -= count
+        if self.dropped and self.dropped[-1][1] + 1 == first:
+            self.dropped[-1][1] = last
+        else:
+            self.dropped.append([first, last])
+        write_json(self._dropped_path, self.dropped)
+        print("outbox full: dropped seqs %d..%d" % (first, last))
+
+    def peek(self, limit):
+        """(boot, readings): up to `limit` unacknowledged readings, oldest first, all taken
+        in the same boot (a batch carries one boot)."""
+        out = []
+        first_boot = None
+        for n in self._segments:
+            boot, names = 0, []
+            for _, p in _records(self._read(n)):
+                if p[0] & _NAMES:
+                    boot, names = _names(p)
+                elif self.acked is None or _seq(p) > self.acked:
+                    if first_boot is None:
+                        first_boot = boot
+                    elif boot != first_boot:
+                        return first_boot, out
+                    out.append(_decode(p, names))
+                    if len(out) >= limit:
+                        return first_boot, out
+        return first_boot, out
+
+    def batch_dropped(self):
+        return [{"from": a, "to": b} for a, b in self.dropped[:MAX_DROPPED_PER_BATCH]]
+
+    def ack(self, readings, dropped_count):
+        """The server has these readings (and the first `dropped_count` dropped ranges)."""
+        self.acked = readings[-1]["seq"]
+        self.pending -= len(readings)
+        write_json(self._acked_path, self.acked)
+        if dropped_count:
+            del self.dropped[:dropped_count]
+            write_json(self._dropped_path, self.dropped)
+        while len(self._segments) > 1 and self._last_seq_of.get(self._segments[0], -1) <= self.acked:
+            n = self._segments.pop(0)
+            os.remove(self._file(n))
+            self._last_seq_of.pop(n, None)

