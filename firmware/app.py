@@ -182,7 +182,7 @@ class Device:
     def healthy(self):
         """The sampler took a reading in time and the uplink loop has come round lately."""
         now = time.ticks_ms()
-        sample_due = 2 * max(self.cfg["interval_ms"], self.cfg["alarm_interval_ms"]) + 5000
+        sample_due = 2 * self.cfg["interval_ms"] + 5000
         return (
             time.ticks_diff(now, self._sampled_at) < sample_due
             and time.ticks_diff(now, self._uplink_at) < 2 * _BACKOFF_MAX_MS + 30000

@@ -53,6 +53,7 @@ class Probes:
             name = self.names.get(key, None if self.names else key)
             if name is None:
                 continue
+            values[name] = None
             try:
                 values[name] = self._sensor.read_temp(rom)
             except Exception:  # the driver raises a bare Exception on a CRC mismatch

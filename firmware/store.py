@@ -47,7 +47,7 @@ class Counters:
         self.boot = st["boot"] + 1
         self._hwm = st["seq_hwm"]
         self.next_seq = self._hwm if last_known_seq is None else last_known_seq + 1
-        self._hwm = max(self._hwm, self.next_seq)
+        self._hwm = max(self._hwm, self.next_seq + block)  # the first block, with the boot
         self._save()
 
     def _save(self):
