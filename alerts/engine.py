@@ -62,15 +62,18 @@ class ProbeEngine:
     def add(self, samples: Iterable[Sample]) -> list[Event]:
         """Merge samples in, re-evaluate what they affect, return the changes of the view."""
         fresh: dict[tuple[int, int], Sample] = {}
+        order = self.order
+        newest = order[-1] if order else None
         for s in samples:
             k = (s.ts, s.seq)
-            if self.floor is not None and k <= self.floor:
-                self.too_late += 1
-                continue
-            i = bisect_left(self.order, k)
-            if (i < len(self.order) and self.order[i] == k) or k in fresh:
-                continue  # a repeat: same device time and seq
-            fresh[k] = s
+            if newest is not None and k <= newest:  # not plain news: check floor and repeats
+                if self.floor is not None and k <= self.floor:
+                    self.too_late += 1
+                    continue
+                i = bisect_left(order, k)
+                if i < len(order) and order[i] == k:
+                    continue  # a repeat: same device time and seq
+            fresh.setdefault(k, s)
         if not fresh:
             return []
         first = min(fresh)

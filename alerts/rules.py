@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from alerts.profiles import Profile
 
@@ -116,8 +116,7 @@ class Rule(Protocol):
 # -- single excursion ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ExcursionState:
+class ExcursionState(NamedTuple):
     run_start: int | None = None  # first out-of-range reading of the current run
     prev_ts: int = 0
     prev_excess: float = 0.0
@@ -228,11 +227,11 @@ class Excursion:
 # -- cumulative time out of range ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CumulativeState:
+class CumulativeState(NamedTuple):
     prev_ts: int = 0
     prev_out: bool = False
     spans: tuple[tuple[int, int], ...] = ()  # out-of-range time still inside the window
+    total: int = 0  # ms in spans
     breach: BreachRecord | None = None
 
 
@@ -258,18 +257,28 @@ class Cumulative:
         out = (self.above is not None and v > self.above) or (
             self.below is not None and v < self.below
         )
-        if not out and not s.prev_out and not s.spans:
-            return s, NO_EVENTS
-        spans = s.spans
+        spans, total = s.spans, s.total
+        cutoff = x.ts - self.window_ms
+        expiring = bool(spans) and spans[0][0] < cutoff
+        if not out and not s.prev_out and not expiring:
+            return s, NO_EVENTS  # nothing moves: prev_ts only matters after an out reading
         if s.prev_out:
+            total += x.ts - s.prev_ts
             if spans and spans[-1][1] == s.prev_ts:
                 spans = (*spans[:-1], (spans[-1][0], x.ts))
             else:
                 spans = (*spans, (s.prev_ts, x.ts))
-        cutoff = x.ts - self.window_ms
-        if spans and spans[0][0] < cutoff:
-            spans = tuple((max(a, cutoff), b) for a, b in spans if b > cutoff)
-        total = sum(b - a for a, b in spans)
+        if expiring:
+            kept = []
+            for a, b in spans:
+                if b <= cutoff:
+                    total -= b - a
+                elif a < cutoff:
+                    total -= cutoff - a
+                    kept.append((cutoff, b))
+                else:
+                    kept.append((a, b))
+            spans = tuple(kept)
         breach, events = s.breach, NO_EVENTS
         if breach is None and total > self.budget_ms:
             breach = BreachRecord(self.name, x.ts, None, "major", None, 0.0, self._limit())
@@ -277,7 +286,7 @@ class Cumulative:
         elif breach is not None and total <= self.budget_ms:
             closed = BreachRecord(self.name, breach.start, x.ts, "major", None, 0.0, self._limit())
             breach, events = None, (BreachClosed(closed, x.ts),)
-        return CumulativeState(x.ts, out, spans, breach), events
+        return CumulativeState(x.ts, out, spans, total, breach), events
 
     def _limit(self) -> float | None:
         return self.above if self.above is not None else self.below
@@ -295,12 +304,17 @@ def mkt_celsius(pairs: list[tuple[float, float]]) -> float:
     return H_OVER_R / -math.log(mean) - KELVIN
 
 
-@dataclass(frozen=True, slots=True)
-class MktState:
+class MktState(NamedTuple):
     prev_ts: int | None = None
     prev_term: float = 0.0
-    # (bucket index, covered ms, sum of ms * exp(-dH/RT)) for the buckets inside the window
-    buckets: tuple[tuple[int, int, float], ...] = ()
+    # The bucket being filled: its index, covered ms and sum of ms * exp(-dH/RT); then the
+    # earlier buckets still inside the window, and their totals (kept, not re-summed).
+    bucket: int = 0
+    weight: int = 0
+    terms: float = 0.0
+    closed: tuple[tuple[int, int, float], ...] = ()
+    closed_weight: int = 0
+    closed_terms: float = 0.0
     peak: float = -KELVIN
     breach: BreachRecord | None = None
 
@@ -321,42 +335,61 @@ class Mkt:
             return s, NO_EVENTS
         term = math.exp(-H_OVER_R / (x.celsius + KELVIN))
         if s.prev_ts is None:
-            return MktState(x.ts, term, (), s.peak, s.breach), NO_EVENTS
+            return s._replace(prev_ts=x.ts, prev_term=term), NO_EVENTS
         size = self.window_ms // MKT_BUCKETS
-        buckets = s.buckets
         idx, dt = s.prev_ts // size, x.ts - s.prev_ts
-        if buckets and buckets[-1][0] == idx:
-            _, w, t = buckets[-1]
-            buckets = (*buckets[:-1], (idx, w + dt, t + dt * s.prev_term))
-        else:
-            buckets = (*buckets, (idx, dt, dt * s.prev_term))
+        bucket, weight, terms = s.bucket, s.weight, s.terms
+        closed, closed_weight, closed_terms = s.closed, s.closed_weight, s.closed_terms
+        if idx != bucket:
+            if weight:
+                closed = (*closed, (bucket, weight, terms))
+                closed_weight, closed_terms = closed_weight + weight, closed_terms + terms
+            bucket, weight, terms = idx, 0, 0.0
+        weight += dt
+        terms += dt * s.prev_term
         oldest = x.ts // size - MKT_BUCKETS
-        if buckets[0][0] <= oldest:
-            buckets = tuple(b for b in buckets if b[0] > oldest)
-        weight = sum(b[1] for b in buckets)
-        if weight < size:
-            return MktState(x.ts, term, buckets, s.peak, s.breach), NO_EVENTS
-        mkt = H_OVER_R / -math.log(sum(b[2] for b in buckets) / weight) - KELVIN
-        breach, peak, events = s.breach, s.peak, NO_EVENTS
-        if breach is None and mkt > self.limit:
-            peak = mkt
-            breach = BreachRecord(self.name, x.ts, None, "major", round(mkt, 3), 0.0, self.limit)
-            events = (BreachOpened(breach, x.ts),)
-        elif breach is not None:
-            peak = max(peak, mkt)
-            if mkt <= self.limit:
-                closed = BreachRecord(
-                    self.name, breach.start, x.ts, "major", round(peak, 3), 0.0, self.limit
+        if closed and closed[0][0] <= oldest:
+            closed = tuple(b for b in closed if b[0] > oldest)
+            closed_weight = sum(b[1] for b in closed)
+            closed_terms = sum(b[2] for b in closed)
+        if bucket <= oldest:  # a gap longer than the window
+            weight, terms = 0, 0.0
+        total = closed_weight + weight
+        peak, breach, events = s.peak, s.breach, NO_EVENTS
+        if total >= size:
+            mkt = H_OVER_R / -math.log((closed_terms + terms) / total) - KELVIN
+            if breach is None and mkt > self.limit:
+                peak = mkt
+                breach = BreachRecord(
+                    self.name, x.ts, None, "major", round(mkt, 3), 0.0, self.limit
                 )
-                breach, events = None, (BreachClosed(closed, x.ts),)
-        return MktState(x.ts, term, buckets, peak, breach), events
+                events = (BreachOpened(breach, x.ts),)
+            elif breach is not None:
+                peak = max(peak, mkt)
+                if mkt <= self.limit:
+                    closed_breach = BreachRecord(
+                        self.name, breach.start, x.ts, "major", round(peak, 3), 0.0, self.limit
+                    )
+                    breach, events = None, (BreachClosed(closed_breach, x.ts),)
+        state = MktState(
+            x.ts,
+            term,
+            bucket,
+            weight,
+            terms,
+            closed,
+            closed_weight,
+            closed_terms,
+            peak,
+            breach,
+        )
+        return state, events
 
 
 # -- probe health ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RunState:
+class RunState(NamedTuple):
     since: int | None = None  # first sample of the current run
     value: float | None = None
     breach: BreachRecord | None = None
@@ -476,16 +509,19 @@ class RuleSet:
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = rules
+        self._updates = [r.update for r in rules]
 
     def initial(self) -> ProbeState:
         return tuple(r.initial() for r in self.rules)
 
     def update(self, state: ProbeState, sample: Sample) -> tuple[ProbeState, Events]:
-        new_state = []
+        # The hot loop of evaluation: bound methods, no zip(strict=...), one tuple.
         events: Events = NO_EVENTS
-        for rule, s in zip(self.rules, state, strict=True):
-            ns, ev = rule.update(s, sample)
-            new_state.append(ns)
+        new_state: list[Any] = []
+        append = new_state.append
+        for i, update in enumerate(self._updates):
+            ns, ev = update(state[i], sample)
+            append(ns)
             if ev:
                 events += ev
         return tuple(new_state), events
