@@ -24,6 +24,7 @@ from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings
 from deliveries.models import Delivery
+from deliveries.source import ReadingSource
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -37,6 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.source.close()
         app.state.influx.close()
         engine.dispose()
 
@@ -51,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
     app.state.influx = InfluxClient(settings)
+    app.state.source = ReadingSource(app.state.influx)
     app.state.requests = Counter[tuple[str, int]]()
     problems.install(app)
 

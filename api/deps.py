@@ -29,8 +29,9 @@ def get_influx(request: Request) -> InfluxClient:
     return influx
 
 
-def get_source(influx: Annotated[InfluxClient, Depends(get_influx)]) -> ReadingSource:
-    return ReadingSource(influx)
+def get_source(request: Request) -> ReadingSource:
+    source: ReadingSource = request.app.state.source
+    return source
 
 
 DbSession = Annotated[Session, Depends(get_session)]

@@ -9,10 +9,25 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import httpx
+import msgpack
+import orjson
 
 from coldtrace.settings import Settings
 
 Precision = Literal["ms", "ns"]
+
+
+# InfluxDB 1.x answers queries in MessagePack when asked: for a long trace (36,000 rows) it
+# encodes and we decode that about twice as fast as JSON. Servers without it answer JSON.
+MSGPACK = "application/x-msgpack"
+
+
+def _decode(resp: httpx.Response) -> dict[str, Any]:
+    if resp.headers.get("content-type", "").startswith(MSGPACK):
+        payload: dict[str, Any] = msgpack.unpackb(resp.content, raw=False, strict_map_key=False)
+    else:
+        payload = orjson.loads(resp.content)
+    return payload
 
 
 class InfluxUnavailable(Exception):
@@ -69,13 +84,16 @@ class InfluxClient:
         """Run one InfluxQL statement; return its series (name, tags, columns, values)."""
         try:
             resp = self._http.post(
-                "/query", params={"db": self.database, "epoch": "ms"}, data={"q": influxql}
+                "/query",
+                params={"db": self.database, "epoch": "ms"},
+                data={"q": influxql},
+                headers={"Accept": f"{MSGPACK}, application/json;q=0.5"},
             )
         except httpx.HTTPError as exc:
             raise InfluxUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if resp.status_code >= 500:
             raise InfluxUnavailable(f"HTTP {resp.status_code}: {resp.text[:500]}")
-        payload = resp.json()
+        payload = _decode(resp)
         if resp.status_code >= 400 or "error" in payload:
             raise InfluxRejected(f"{influxql!r}: {payload.get('error', resp.text[:500])}")
         result = payload["results"][0]

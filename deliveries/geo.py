@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 EARTH_RADIUS_M = 6_371_008.8
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(NamedTuple):
+    """A GPS fix (a tuple: a trace builds tens of thousands of them per request)."""
+
     ts: int  # epoch ms, device time
     lat: float
     lon: float
@@ -67,12 +70,12 @@ def _speeds(positions: Sequence[Position]) -> list[float]:
 
 
 def find_stops(
-    positions: Sequence[Position], rule: StopRule, door_open: Sequence[tuple[int, bool]] = ()
+    positions: Sequence[Position], rule: StopRule, door_open: Sequence[tuple[int, int]] = ()
 ) -> list[Stop]:
     """Maximal runs of fixes slower than the rule's speed lasting at least its dwell.
 
-    `door_open` is the door state per reading (ts, open), sorted; an opening is a change to
-    open (or open at the first reading of the stop).
+    `door_open` lists the readings whose door was open, as (ts, seq) sorted by time: one
+    opening is a run of consecutive seqs (the readings in between had it closed).
     """
     stops: list[Stop] = []
     run: list[Position] = []
@@ -99,17 +102,16 @@ def find_stops(
     return stops
 
 
-def _openings(door: Sequence[tuple[int, bool]], start: int, end: int) -> int:
-    """Changes to open within [start, end]; a door already open when the stop began counts."""
-    count, was_open = 0, False
-    for ts, is_open in door:
-        if ts < start:
-            continue
-        if ts > end:
-            break
-        if is_open and not was_open:
+def _openings(door_open: Sequence[tuple[int, int]], start: int, end: int) -> int:
+    """Openings seen within [start, end]; a door already open when the stop began counts."""
+    i = bisect.bisect_left(door_open, (start,))
+    count, previous = 0, None
+    while i < len(door_open) and door_open[i][0] <= end:
+        seq = door_open[i][1]
+        if previous is None or seq != previous + 1:
             count += 1
-        was_open = is_open
+        previous = seq
+        i += 1
     return count
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from coldtrace.influx import InfluxClient, quote_string
 from deliveries.geo import Position
 from deliveries.trace import Readings, Sample
 from deliveries.window import Segment, device_spans
+
+# The route, the door and each probe are separate queries: InfluxDB answers them at once.
+QUERY_THREADS = 4
 
 
 def _between(device: str, start: int, end: int) -> str:
@@ -18,32 +23,54 @@ def _between(device: str, start: int, end: int) -> str:
 class ReadingSource:
     def __init__(self, influx: InfluxClient) -> None:
         self.influx = influx
+        self.pool = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="trace-query")
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+    def _ask(self, influxql: str) -> Future[list[dict[str, Any]]]:
+        return self.pool.submit(self.influx.query, influxql)
 
     def readings(self, segs: Iterable[Segment]) -> Readings:
         segs = list(segs)
-        positions: list[Position] = []
-        door: list[tuple[int, bool]] = []
-        for device, start, end in device_spans(segs):
-            for s in self.influx.query(
-                f"SELECT lat, lon, speed_kmh FROM position WHERE {_between(device, start, end)}"
-            ):
-                positions.extend(Position(t, lat, lon, v) for t, lat, lon, v in s["values"])
-            for s in self.influx.query(
-                f"SELECT door FROM device_health WHERE {_between(device, start, end)}"
-            ):
-                door.extend((t, bool(d)) for t, d in s["values"] if d is not None)
+        spans = device_spans(segs)
+        fixes = [
+            self._ask(f"SELECT lat, lon, speed_kmh FROM position WHERE {_between(*span)}")
+            for span in spans
+        ]
+        # Only the readings with the door open: a few rows instead of one per reading.
+        doors = [
+            self._ask(f"SELECT seq FROM device_health WHERE {_between(*span)} AND door = true")
+            for span in spans
+        ]
+        temps = [
+            (
+                seg.probe,
+                self._ask(
+                    f"SELECT celsius FROM temperature WHERE "
+                    f"{_between(seg.device, seg.start, seg.end)} "
+                    f"AND probe = {quote_string(seg.probe)}"
+                ),
+            )
+            for seg in segs
+        ]
+        positions = [
+            Position(t, lat, lon, v)
+            for f in fixes
+            for s in f.result()
+            for t, lat, lon, v in s["values"]
+        ]
+        door_open = [(t, seq) for f in doors for s in f.result() for t, seq in s["values"]]
         temperatures: dict[str, list[Sample]] = defaultdict(list)
-        for seg in segs:
-            probe = quote_string(seg.probe)
-            where = f"{_between(seg.device, seg.start, seg.end)} AND probe = {probe}"
-            for s in self.influx.query(f"SELECT celsius FROM temperature WHERE {where}"):
-                temperatures[seg.probe].extend((t, c) for t, c in s["values"] if c is not None)
+        for probe, f in temps:
+            for s in f.result():
+                temperatures[probe].extend((t, c) for t, c in s["values"] if c is not None)
         if len(segs) > 1:  # several devices over the delivery: merge in time order
             positions.sort(key=lambda p: p.ts)
-            door.sort()
+            door_open.sort()
             for samples in temperatures.values():
                 samples.sort()
-        return Readings(positions, dict(temperatures), door)
+        return Readings(positions, dict(temperatures), door_open)
 
     def last_reading_ms(self, devices: Iterable[str]) -> int | None:
         """Device time of the newest reading stored for any of the devices."""

@@ -34,7 +34,7 @@ class Readings:
 
     positions: Sequence[Position]
     temperatures: Mapping[str, Sequence[Sample]]  # probe -> samples
-    door: Sequence[tuple[int, bool]] = ()
+    door_open: Sequence[tuple[int, int]] = ()  # (ts, seq) of the readings with the door open
 
 
 def iso(ms: int) -> str:
@@ -106,7 +106,7 @@ def geojson(
             },
         }
     ]
-    features.extend(_stop_feature(s) for s in find_stops(positions, stop_rule, readings.door))
+    features.extend(_stop_feature(s) for s in find_stops(positions, stop_rule, readings.door_open))
     for b in breaches:
         at = where(positions, times, b.start)
         point = None if at is None else {"type": "Point", "coordinates": [at.lon, at.lat]}

@@ -231,6 +231,7 @@ class Api:
 
     def close(self) -> None:
         self.client.close()
+        self.app.state.source.close()
         self.app.state.influx.close()
         self.app.state.engine.dispose()
 

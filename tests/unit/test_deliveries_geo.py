@@ -41,21 +41,13 @@ def test_speed_from_positions_when_the_gps_sends_none() -> None:
     assert [(s.start, s.end) for s in stops] == [(120 * S, 270 * S)]
 
 
-def test_door_openings_counted_once_per_opening_within_the_stop() -> None:
-    speeds = [0] * 10  # one stop, 0..270 s
-    door = [
-        (0, False),
-        (30 * S, True),
-        (60 * S, True),
-        (90 * S, False),
-        (120 * S, True),
-        (150 * S, False),
-        (400 * S, True),
-    ]
-    [stop] = find_stops(fixes(speeds), StopRule(3, 120), door)
-    assert stop.door_openings == 2
+def test_door_openings_are_runs_of_consecutive_readings_within_the_stop() -> None:
+    speeds = [0] * 10  # one stop, 0..270 s, readings seq 100.. every 30 s
+    door_open = [(30 * S, 101), (60 * S, 102), (120 * S, 104), (400 * S, 113)]
+    [stop] = find_stops(fixes(speeds), StopRule(3, 120), door_open)
+    assert stop.door_openings == 2  # 101-102, then 104; 113 is after the stop
     # Already open when the stop began: one opening during the stop, counted once.
-    [stop] = find_stops(fixes(speeds), StopRule(3, 120), [(-S, True), (30 * S, True)])
+    [stop] = find_stops(fixes(speeds), StopRule(3, 120), [(-S, 99), (0, 100), (30 * S, 101)])
     assert stop.door_openings == 1
 
 

@@ -18,8 +18,7 @@ def readings() -> Readings:
         for i in range(20)
     ]
     temps = {"product": [(i * MIN, 3.0 + (2.0 if 5 <= i < 8 else 0.0)) for i in range(20)]}
-    door = [(i * MIN, i == 12) for i in range(20)]
-    return Readings(positions, temps, door)
+    return Readings(positions, temps, door_open=[(12 * MIN, 12)])
 
 
 def test_decimate_keeps_first_and_last() -> None:

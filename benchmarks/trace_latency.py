@@ -1,0 +1,280 @@
+"""Trace latency benchmark: how fast does `coldtrace api` serve a long delivery's trace?
+
+Starts its own InfluxDB (LocalServices, a free loopback port, a fresh temporary run
+directory), stores a 10-hour delivery as ingest would (one reading a second with a GPS fix and
+the door state, both probes every 30 s: 36,000 fixes, 2,400 temperatures), one breach, then
+runs `coldtrace api` as a real process on a SQLite store and times HTTP requests to it:
+
+  trace            GET /deliveries/{id}/trace               GeoJSON, every fix
+  trace_2000       GET /deliveries/{id}/trace?max_points=2000
+  readings         GET /deliveries/{id}/readings            compact series, every point
+  readings_1000    GET /deliveries/{id}/readings?max_points=1000
+
+    .venv/bin/python benchmarks/trace_latency.py [--requests 30] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.orm import Session
+
+from alerts.store import Breach
+from coldtrace.db import make_engine, upgrade
+from coldtrace.influx import InfluxClient
+from coldtrace.services import LocalServices, free_port
+from coldtrace.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+HOURS = 10
+START = 1_767_600_000_000  # 2026-01-05T08:00:00Z
+DEVICE = "bench-van"
+TARGET_MS = 300
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def write_delivery(influx: InfluxClient) -> int:
+    """10 hours of one van as ingest stores them; returns the number of points written."""
+    lines: list[str] = []
+    written = 0
+    for s in range(HOURS * 3600 + 1):
+        ts = START + s * 1000
+        lat = 48.757 + 0.8 * s / (HOURS * 3600) + 0.001 * math.sin(s / 300)
+        lon = 2.351 + 2.5 * s / (HOURS * 3600)
+        speed = 0.0 if (s // 1800) % 4 == 3 else 60.0  # a stop every two hours
+        door = "true" if speed == 0 and s % 1800 == 60 else "false"
+        lines.append(
+            f"position,device={DEVICE} lat={lat:.6f},lon={lon:.6f},speed_kmh={speed},"
+            f"hdop=0.9,seq={s}i {ts}"
+        )
+        lines.append(
+            f"device_health,device={DEVICE} seq={s}i,boot=1i,up={s * 1000}i,door={door} {ts}"
+        )
+        if s % 30 == 0:
+            product = 3.0 + 0.5 * math.sin(s / 3600) + (4.0 if 14_400 <= s < 16_200 else 0.0)
+            for probe, value in (("product", product), ("air", product - 0.7)):
+                lines.append(
+                    f"temperature,device={DEVICE},probe={probe} celsius={value:.2f},seq={s}i {ts}"
+                )
+        if len(lines) >= 5000:
+            influx.write("\n".join(lines).encode())
+            written += len(lines)
+            lines = []
+    influx.write("\n".join(lines).encode())
+    return written + len(lines)
+
+
+def api(method: str, base: str, path: str, key: str, body: Any = None) -> Any:
+    r = httpx.request(
+        method,
+        f"{base}/api/v1{path}",
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    r.raise_for_status()
+    return r.json()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=30, help="requests per endpoint")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    run_dir = Path(tempfile.mkdtemp(prefix="coldtrace-bench-"))
+    settings = load_settings(
+        run_dir=run_dir,
+        influx_url=f"http://127.0.0.1:{free_port()}",
+        influx_database="bench",
+        mqtt_port=free_port(),
+    )
+    services = LocalServices(settings)
+    api_proc: subprocess.Popen[bytes] | None = None
+    try:
+        services.up(["influxdb"])
+        influx = InfluxClient(settings)
+        points = write_delivery(influx)
+        url = f"sqlite:///{run_dir / 'store.db'}"
+        upgrade(url)
+        env = {
+            **os.environ,
+            "COLDTRACE_RUN_DIR": str(run_dir),
+            "COLDTRACE_INFLUX_URL": settings.influx_url,
+            "COLDTRACE_INFLUX_DATABASE": "bench",
+            "COLDTRACE_DATABASE_URL": url,
+        }
+        made = subprocess.run(
+            [sys.executable, "-m", "coldtrace.cli", "keys", "create", "--role", "admin", "--json"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = json.loads(made.stdout)[0]["key"]
+        port = free_port()
+        api_proc = subprocess.Popen(
+            [sys.executable, "-m", "coldtrace.cli", "api", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the API did not start")
+            time.sleep(0.2)
+
+        api("POST", base, "/customers", key, {"id": "bench", "name": "Bench"})
+        api(
+            "POST",
+            base,
+            "/vehicles",
+            key,
+            {
+                "id": DEVICE,
+                "name": "Van",
+                "compartments": [{"name": "chiller", "profile": "chilled"}],
+            },
+        )
+        api("POST", base, "/devices", key, {"id": DEVICE})
+        for probe in ("product", "air"):
+            api(
+                "POST",
+                base,
+                f"/devices/{DEVICE}/assignments",
+                key,
+                {
+                    "probe": probe,
+                    "vehicle_id": DEVICE,
+                    "compartment": "chiller",
+                    "valid_from": iso(START - 3_600_000),
+                },
+            )
+        end = START + HOURS * 3_600_000
+        delivery = api(
+            "POST",
+            base,
+            "/deliveries",
+            key,
+            {
+                "customer_id": "bench",
+                "vehicle_id": DEVICE,
+                "compartment": "chiller",
+                "pickup": {"address": "A", "lat": 48.757, "lon": 2.351},
+                "dropoff": {"address": "B", "lat": 49.557, "lon": 4.851},
+                "planned_start": iso(START),
+                "planned_end": iso(end),
+            },
+        )["id"]
+        for action, at in (("start", START), ("deliver", end)):
+            api(
+                "POST",
+                base,
+                f"/deliveries/{delivery}/transitions",
+                key,
+                {"action": action, "at": iso(at)},
+            )
+        with Session(make_engine(url)) as session:
+            session.add(
+                Breach(
+                    device=DEVICE,
+                    probe="product",
+                    rule="excursion_high",
+                    profile="chilled",
+                    start_ts=START + 14_400_000,
+                    end_ts=START + 16_200_000,
+                    state="closed",
+                    severity="major",
+                    peak=7.5,
+                    degree_minutes=100.0,
+                    limit_c=4.0,
+                    suppressed=False,
+                    detected_late=False,
+                    detected_at=0,
+                    updated_at=0,
+                )
+            )
+            session.commit()
+
+        results: dict[str, dict[str, float]] = {}
+        client = httpx.Client(
+            base_url=f"{base}/api/v1", timeout=60, headers={"Authorization": f"Bearer {key}"}
+        )
+        for name, path in (
+            ("trace", f"/deliveries/{delivery}/trace"),
+            ("trace_2000", f"/deliveries/{delivery}/trace?max_points=2000"),
+            ("readings", f"/deliveries/{delivery}/readings"),
+            ("readings_1000", f"/deliveries/{delivery}/readings?max_points=1000"),
+        ):
+            client.get(path).raise_for_status()  # warm-up
+            times, size = [], 0
+            for _ in range(args.requests):
+                t0 = time.perf_counter()
+                r = client.get(path)
+                times.append((time.perf_counter() - t0) * 1000)
+                r.raise_for_status()
+                size = len(r.content)
+            times.sort()
+            results[name] = {
+                "median_ms": round(statistics.median(times), 1),
+                "p90_ms": round(times[int(0.9 * (len(times) - 1))], 1),
+                "max_ms": round(times[-1], 1),
+                "bytes": size,
+            }
+        report = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}",
+            "points_written": points,
+            "requests_per_endpoint": args.requests,
+            "target_ms": TARGET_MS,
+            "results": results,
+        }
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(f"{report['machine']}; {points} points; {args.requests} requests each")
+            print(f"{'endpoint':<15}{'median ms':>10}{'p90 ms':>10}{'max ms':>10}{'bytes':>12}")
+            for name, r in results.items():
+                print(
+                    f"{name:<15}{r['median_ms']:>10}{r['p90_ms']:>10}{r['max_ms']:>10}"
+                    f"{r['bytes']:>12}"
+                )
+            ok = results["trace"]["median_ms"] < TARGET_MS
+            print(f"full trace median {'within' if ok else 'OVER'} the {TARGET_MS} ms target")
+        return 0
+    finally:
+        if api_proc is not None:
+            api_proc.terminate()
+            api_proc.wait(timeout=30)
+        services.down()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
