@@ -73,6 +73,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     except BrokerRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ConfigError as exc:  # e.g. an unknown alerts profile
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _register_sim_devices(settings: Settings, vehicles: int) -> None:
