@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
+from alerts.profiles import load_profiles
 from alerts.store import Breach
 from api import problems
 from api.deps import DbSession, Influx
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
     app.state.influx = InfluxClient(settings)
     app.state.source = ReadingSource(app.state.influx)
+    app.state.profiles = frozenset(load_profiles(settings.alerts_profiles_file))
     app.state.requests = Counter[tuple[str, int]]()
     problems.install(app)
 

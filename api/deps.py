@@ -29,6 +29,12 @@ def get_influx(request: Request) -> InfluxClient:
     return influx
 
 
+def get_profiles(request: Request) -> frozenset[str]:
+    """The product profile ids alerts knows (shipped and the user's file)."""
+    profiles: frozenset[str] = request.app.state.profiles
+    return profiles
+
+
 def get_source(request: Request) -> ReadingSource:
     source: ReadingSource = request.app.state.source
     return source
@@ -38,3 +44,4 @@ DbSession = Annotated[Session, Depends(get_session)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Influx = Annotated[InfluxClient, Depends(get_influx)]
 Source = Annotated[ReadingSource, Depends(get_source)]
+Profiles = Annotated[frozenset[str], Depends(get_profiles)]

@@ -265,11 +265,16 @@ def _cli_store(settings: Settings) -> Store:
 
     from sqlalchemy.orm import Session
 
+    from alerts.profiles import load_profiles
     from coldtrace.db import make_engine, upgrade
     from deliveries.store import Store
 
     upgrade(settings.sqlalchemy_url)
-    return Store(Session(make_engine(settings.sqlalchemy_url)), f"cli:{getpass.getuser()}")
+    return Store(
+        Session(make_engine(settings.sqlalchemy_url)),
+        f"cli:{getpass.getuser()}",
+        profiles=frozenset(load_profiles(settings.alerts_profiles_file)),
+    )
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ and the queries that keep a customer to its own rows."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +76,22 @@ DELIVERY_STATE_COLUMNS = (
 class Store:
     """One unit of work on behalf of `actor`; the caller commits the session."""
 
-    def __init__(self, session: Session, actor: str, clock: Callable[[], int] = wall_ms) -> None:
+    def __init__(
+        self,
+        session: Session,
+        actor: str,
+        clock: Callable[[], int] = wall_ms,
+        profiles: Collection[str] | None = None,
+    ) -> None:
         self.session = session
         self.actor = actor
         self.clock = clock
+        self.profiles = profiles  # the product profile ids alerts knows; None: not checked
+
+    def check_profile(self, profile: str | None) -> None:
+        if profile is not None and self.profiles is not None and profile not in self.profiles:
+            known = ", ".join(sorted(self.profiles))
+            raise Conflict(f"unknown product profile {profile!r} (one of {known})")
 
     def audit(
         self,
@@ -115,6 +127,8 @@ class Store:
 
     def create_vehicle(self, id: str, name: str, compartments: dict[str, str | None]) -> Vehicle:
         """A vehicle with its compartments (name -> default product profile)."""
+        for profile in compartments.values():
+            self.check_profile(profile)
         row = Vehicle(id=id, name=name, created_ms=self.clock())
         row.compartments = [Compartment(name=n, profile=p) for n, p in compartments.items()]
         self._new(row, "vehicle", id, "id", "name")
@@ -191,6 +205,7 @@ class Store:
             raise NotFound("customer", plan.customer_id)
         compartment = self.compartment(plan.vehicle_id, plan.compartment)
         profile = plan.profile or compartment.profile
+        self.check_profile(profile)
         if profile is None:
             raise Conflict(
                 f"no product profile: name one, or give compartment "

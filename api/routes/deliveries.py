@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
 
 from api.auth import Anyone, Operators, Staff
-from api.deps import AppSettings, DbSession, Source
+from api.deps import AppSettings, DbSession, Profiles, Source
 from api.routes.breaches import breach_out
 from api.routes.common import Limit, Offset, delivery_out, page, visible_delivery
 from api.schemas import (
@@ -68,8 +68,10 @@ def plan_of(body: DeliveryIn) -> DeliveryPlan:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_delivery(body: DeliveryIn, session: DbSession, who: Staff) -> DeliveryOut:
-    row = Store(session, who.actor).create_delivery(plan_of(body))
+def create_delivery(
+    body: DeliveryIn, session: DbSession, who: Staff, profiles: Profiles
+) -> DeliveryOut:
+    row = Store(session, who.actor, profiles=profiles).create_delivery(plan_of(body))
     session.commit()
     return delivery_out(row)
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 from sqlalchemy import select
 
 from api.auth import Admin, Anyone, Operators, Staff
-from api.deps import DbSession
+from api.deps import DbSession, Profiles
 from api.routes.common import Limit, Offset, page
 from api.schemas import (
     AssignmentIn,
@@ -84,9 +84,12 @@ def get_customer(customer_id: str, session: DbSession, who: Anyone) -> CustomerO
 
 
 @router.post("/vehicles", status_code=status.HTTP_201_CREATED, tags=["vehicles"])
-def create_vehicle(body: VehicleIn, session: DbSession, who: Admin) -> VehicleOut:
+def create_vehicle(
+    body: VehicleIn, session: DbSession, who: Admin, profiles: Profiles
+) -> VehicleOut:
     compartments = {c.name: c.profile for c in body.compartments}
-    row = Store(session, who.actor).create_vehicle(body.id, body.name, compartments)
+    store = Store(session, who.actor, profiles=profiles)
+    row = store.create_vehicle(body.id, body.name, compartments)
     session.commit()
     return vehicle_out(row)
 

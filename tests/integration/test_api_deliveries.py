@@ -283,6 +283,8 @@ def test_invalid_requests_are_problem_details(api: Api, fleet: tuple[str, str]) 
         json=plan(vehicle, start=T0) | {"planned_end": iso(T0 - MIN)},
     )
     assert r.status_code == 409
+    r = api.client.post("/api/v1/deliveries", headers=api.admin, json=plan(vehicle, profile="icy"))
+    assert r.status_code == 409 and "unknown product profile 'icy'" in r.json()["detail"]
     r = api.client.post(
         "/api/v1/deliveries", headers=api.admin, json=plan(vehicle, customer="nobody")
     )
