@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +25,7 @@ from api.schemas import Health
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings
+from deliveries.automation import sweep
 from deliveries.models import Delivery
 from deliveries.source import ReadingSource
 
@@ -38,7 +40,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        if settings.delivery_sweep_s > 0:
+            threading.Thread(
+                target=_sweep_loop,
+                args=(app, settings.delivery_sweep_s, stop),
+                name="delivery-sweep",
+                daemon=True,
+            ).start()
         yield
+        stop.set()
         app.state.source.close()
         app.state.influx.close()
         engine.dispose()
@@ -123,3 +134,15 @@ def create_app(settings: Settings) -> FastAPI:
         return "\n".join(lines) + "\n"
 
     return app
+
+
+def _sweep_loop(app: FastAPI, interval_s: float, stop: threading.Event) -> None:
+    """Every interval: GPS-detected starts and ends, closing what may close."""
+    while not stop.wait(interval_s):
+        try:
+            changed = sweep(app.state.sessions, app.state.source, app.state.settings)
+        except Exception:  # the database or InfluxDB away: try again next time
+            log.exception("delivery sweep failed")
+            continue
+        if changed:
+            log.info("delivery sweep: %d deliveries moved on", changed)

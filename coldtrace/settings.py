@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     stop_speed_kmh: float = Field(3.0, ge=0)
     stop_min_dwell_s: float = Field(120.0, gt=0)
     close_grace_s: int = Field(6 * 3600, ge=0)
+    # How often the API detects starts and ends from GPS and closes deliveries (0: never).
+    delivery_sweep_s: float = Field(60.0, ge=0)
 
     # Upper bound on un-acked messages the broker may push to ingest (MQTT 5 Receive Maximum):
     # this is the backpressure that keeps ingest's memory bounded.

@@ -4,7 +4,7 @@ trace, readings, breaches and certificates."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, Response, status
@@ -26,13 +26,10 @@ from api.schemas import (
     from_ms,
     to_ms,
 )
-from coldtrace.settings import Settings
-from deliveries import geo, trace
+from deliveries import automation, trace
 from deliveries.attach import breach_mark, delivery_breaches, delivery_segments, window
-from deliveries.certificate import certificate_body
-from deliveries.lifecycle import Action, State, close_due
+from deliveries.lifecycle import Action, State
 from deliveries.models import Certificate, Compartment, Delivery
-from deliveries.source import ReadingSource
 from deliveries.store import Conflict, DeliveryPlan, Store, wall_ms
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
@@ -41,12 +38,6 @@ MaxPoints = Annotated[
     int | None,
     Query(ge=2, le=100_000, description="downsample to at most this many points per series"),
 ]
-# GPS start detection looks this far before the planned pickup: vans leave early.
-DETECT_LEAD_MS = 2 * 3600 * 1000
-
-
-def stop_rule(settings: Settings) -> geo.StopRule:
-    return geo.StopRule(settings.stop_speed_kmh, settings.stop_min_dwell_s)
 
 
 def plan_of(body: DeliveryIn) -> DeliveryPlan:
@@ -127,46 +118,11 @@ def transition(
     store = Store(session, who.actor)
     at = None if body.at is None else to_ms(body.at)
     if body.action is Action.close:
-        close(store, d, source, settings, at)
+        automation.close(store, d, source, settings.close_grace_s, at)
     else:
         store.transition(d, body.action, at, body.source)
     session.commit()
     return delivery_out(d)
-
-
-def close(
-    store: Store, d: Delivery, source: ReadingSource, settings: Settings, at: int | None
-) -> None:
-    if d.state != State.delivered or d.delivered_ms is None:
-        store.transition(d, Action.close, at, "api")  # refused with the reason
-        return
-    start, end = window(d, store.clock())
-    devices = [s.device for s in delivery_segments(store.session, d, start, end)]
-    last = source.last_reading_ms(devices)
-    if not close_due(d.delivered_ms, last, store.clock(), settings.close_grace_s):
-        raise Conflict(
-            "the final readings are not in yet (newest "
-            f"{'none' if last is None else trace.iso(last)}, delivered {trace.iso(end)}): "
-            f"close once the logger's backlog arrived or after the grace period "
-            f"(COLDTRACE_CLOSE_GRACE_S={settings.close_grace_s})"
-        )
-    store.transition(d, Action.close, at, "api")
-    issue_certificate(store, d)
-
-
-def issue_certificate(store: Store, d: Delivery) -> Certificate | None:
-    """Issue a version if the breaches say something else than the current one (or none)."""
-    start, end = window(d, store.clock())
-    marks = [breach_mark(b) for b in delivery_breaches(store.session, d)]
-    verdict, body = certificate_body(trace_properties(d, start, end), start, end, marks)
-    current = store.session.scalars(
-        select(Certificate).where(
-            Certificate.delivery_id == d.id, Certificate.superseded_ms.is_(None)
-        )
-    ).first()
-    if current is not None and current.body == body:
-        return None
-    return store.issue_certificate(d, verdict, body)
 
 
 @router.post("/{delivery_id}/reevaluate")
@@ -176,7 +132,7 @@ def reevaluate(delivery_id: int, session: DbSession, who: Operators) -> list[Cer
     d = visible_delivery(session, who, delivery_id)
     if d.state != State.closed:
         raise Conflict(f"only a closed delivery has a certificate to re-evaluate ({d.state})")
-    issue_certificate(Store(session, who.actor), d)
+    automation.issue_certificate(Store(session, who.actor), d)
     session.commit()
     return certificates(delivery_id, session, who)
 
@@ -185,40 +141,13 @@ def reevaluate(delivery_id: int, session: DbSession, who: Operators) -> list[Cer
 def detect(
     delivery_id: int, session: DbSession, who: Staff, source: Source, settings: AppSettings
 ) -> DeliveryOut:
-    """Start and end from the GPS track: leaving the pickup geofence, then stopping inside
-    the drop-off geofence (COLDTRACE_GEOFENCE_RADIUS_M, COLDTRACE_STOP_*)."""
+    """Start and end from the GPS track now (the API also does it every
+    COLDTRACE_DELIVERY_SWEEP_S): leaving the pickup geofence, then stopping inside the
+    drop-off geofence (COLDTRACE_GEOFENCE_RADIUS_M, COLDTRACE_STOP_*)."""
     d = visible_delivery(session, who, delivery_id)
-    store = Store(session, who.actor)
-    radius = settings.geofence_radius_m
-    if d.state == State.planned:
-        lo = d.planned_start_ms - DETECT_LEAD_MS
-        positions = source.readings(delivery_segments(session, d, lo, store.clock())).positions
-        departed = geo.departure(positions, geo.Place(d.pickup_lat, d.pickup_lon), radius)
-        if departed is not None:
-            store.transition(d, Action.start, departed, "geofence")
-    if d.state == State.in_transit and d.started_ms is not None:
-        segs = delivery_segments(session, d, d.started_ms, store.clock())
-        positions = source.readings(segs).positions
-        dropoff = geo.Place(d.dropoff_lat, d.dropoff_lon)
-        arrived = geo.arrival(positions, dropoff, radius, stop_rule(settings))
-        if arrived is not None:
-            store.transition(d, Action.deliver, arrived, "geofence")
+    automation.detect(Store(session, who.actor), d, source, settings)
     session.commit()
     return delivery_out(d)
-
-
-def trace_properties(d: Delivery, start: int, end: int) -> dict[str, Any]:
-    return {
-        "delivery_id": d.id,
-        "reference": d.reference,
-        "customer_id": d.customer_id,
-        "profile": d.profile,
-        "vehicle_id": d.compartment.vehicle_id,
-        "compartment": d.compartment.name,
-        "state": d.state,
-        "start": start,
-        "end": end,
-    }
 
 
 @router.get(
@@ -240,8 +169,11 @@ def get_trace(
     start, end = window(d, wall_ms())
     readings = source.readings(delivery_segments(session, d, start, end))
     marks = [breach_mark(b) for b in delivery_breaches(session, d)]
-    props = trace_properties(d, start, end) | {"start": trace.iso(start), "end": trace.iso(end)}
-    body = trace.geojson(props, readings, marks, stop_rule(settings), max_points)
+    props = automation.trace_properties(d, start, end) | {
+        "start": trace.iso(start),
+        "end": trace.iso(end),
+    }
+    body = trace.geojson(props, readings, marks, automation.stop_rule(settings), max_points)
     return Response(orjson.dumps(body), media_type="application/geo+json")
 
 

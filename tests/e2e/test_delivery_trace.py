@@ -51,6 +51,7 @@ def cli_env(settings: Settings, database_url: str) -> dict[str, str]:
         "COLDTRACE_INFLUX_URL": settings.influx_url,
         "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
         "COLDTRACE_DATABASE_URL": database_url,
+        "COLDTRACE_DELIVERY_SWEEP_S": "0",  # the test moves its delivery itself
     }
 
 

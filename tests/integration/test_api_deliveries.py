@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from alerts.store import Breach
 from coldtrace.influx import InfluxClient
+from deliveries.automation import sweep
 from tests.conftest import Api
 
 T0 = 1_767_600_000_000  # 2026-01-05T08:00:00Z: device time of the test deliveries
@@ -433,6 +434,29 @@ def test_gps_detects_start_and_end(api: Api, fleet: tuple[str, str], influx: Inf
     assert (detected["state"], detected["start_source"]) == ("delivered", "geofence")
     assert detected["started"] == iso(T0 + 7 * MIN)
     assert (detected["delivered"], detected["end_source"]) == (iso(T0 + 35 * MIN), "geofence")
+
+
+def test_sweep_starts_ends_and_closes_on_its_own(
+    api: Api, fleet: tuple[str, str], influx: InfluxClient
+) -> None:
+    vehicle, device = fleet
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    later = api.ok("POST", "/deliveries", json=plan(vehicle, start=T0 + 48 * 3600_000))
+    state = api.app.state
+    assert sweep(state.sessions, state.source, state.settings) == 1
+    swept = api.ok("GET", f"/deliveries/{d['id']}")
+    assert (swept["state"], swept["start_source"], swept["end_source"]) == (
+        "closed",
+        "geofence",
+        "geofence",
+    )
+    assert api.ok("GET", f"/deliveries/{later['id']}")["state"] == "planned"
+    [certificate] = api.ok("GET", f"/deliveries/{d['id']}/certificates")
+    assert certificate["verdict"] == "compliant"
+    audit = api.ok("GET", "/audit", params={"entity": "delivery", "entity_id": str(d["id"])})
+    assert {e["actor"] for e in audit["items"][:3]} == {"system:sweeper"}
+    assert sweep(state.sessions, state.source, state.settings) == 0
 
 
 def test_fleet_live_state(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> None:
