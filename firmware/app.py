@@ -20,6 +20,7 @@ _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _NTP_RESYNC_MS = const(3600000)  # the crystal drifts a few seconds a day
 _UPLINK_IDLE_MS = const(200)
+_NMEA_MAX = const(128)  # an NMEA sentence is at most 82 characters
 
 
 def in_alarm(probes, limits):
@@ -99,17 +100,25 @@ class Device:
             except asyncio.TimeoutError:
                 pass
 
+    def gps_line(self, line):
+        self.gps.feed(line, self.uptime.ms())
+        if not self.clock.synced() and self.gps.utc_ms is not None:
+            if self.clock.set(self.gps.utc_ms, "gps", self.gps.utc_up):
+                print("clock set from GPS")
+
     async def inputs(self):
         """GPS sentences and the door switch; a door that opens or closes is sampled at once."""
+        pending = b""  # bytes of a sentence still arriving
         while True:
-            while self.gps_uart.any():
-                line = self.gps_uart.readline()
-                if not line:
-                    break
-                self.gps.feed(line, self.uptime.ms())
-                if not self.clock.synced() and self.gps.utc_ms is not None:
-                    if self.clock.set(self.gps.utc_ms, "gps", self.gps.utc_up):
-                        print("clock set from GPS")
+            if self.gps_uart.any():
+                pending += self.gps_uart.read() or b""
+                end = pending.find(b"\n")
+                while end >= 0:
+                    self.gps_line(pending[: end + 1])
+                    pending = pending[end + 1 :]
+                    end = pending.find(b"\n")
+                if len(pending) > _NMEA_MAX:
+                    pending = b""  # noise without line ends
             if self.door.poll():
                 self._wake.set()
             await asyncio.sleep_ms(50)

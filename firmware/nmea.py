@@ -90,7 +90,7 @@ class Gps:
         self.max_age_ms = max_age_ms
         self.fix = None  # {"lat", "lon", "speed_kmh", "hdop"} of the latest valid RMC
         self.fix_up = None  # uptime ms when it arrived
-        self.utc_ms = None  # UTC of the latest RMC with date and time
+        self.utc_ms = None  # UTC of the latest valid RMC
         self.utc_up = None
         self.rejected = 0
         self._hdop = None
@@ -100,13 +100,13 @@ class Gps:
         if s is None:
             self.rejected += 1
         elif s[0] == "RMC":
-            if s[1] is not None:
-                self.utc_ms, self.utc_up = s[1], up_ms
             if s[2] is None or s[3] is None:
-                self.fix = None
+                self.fix = None  # void: its time may be the module's own unset clock
             else:
                 self.fix = {"lat": s[2], "lon": s[3], "speed_kmh": s[4], "hdop": self._hdop}
                 self.fix_up = up_ms
+                if s[1] is not None:
+                    self.utc_ms, self.utc_up = s[1], up_ms
         elif s[0] == "GGA":
             self._hdop = s[3]
             if self.fix is not None:

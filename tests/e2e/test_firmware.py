@@ -111,7 +111,7 @@ def test_firmware_readings_are_stored_by_ingest(
     device, board, recorder = board_factory(
         probes={AIR: 3.5, PRODUCT: [2.5, -127, 85, "crc", 2.75]},
         nmea=str(NMEA_FIXTURE),
-        nmea_lines_per_s=30,
+        nmea_bytes_per_s=4000,
     )
     start_ingest()
     board.start()

@@ -3,6 +3,7 @@ with fake ESP32 hardware (tests/fakes/esp32)."""
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from coldtrace.contract import TelemetryBatch, probe_fault
-from tests.fakes.esp32.harness import Board, run
+from tests.fakes.esp32.harness import NMEA_FIXTURE, Board, run
 
 AIR, PRODUCT, SPARE = "28aa000000000001", "28aa000000000002", "28aa0000000000ff"
 
@@ -204,3 +205,43 @@ def test_tethered_mode_writes_contract_batches_as_json_lines(tmp_path: Path) -> 
     assert seqs == list(range(len(seqs)))
     assert {b.device for b in batches} == {"van-7"}
     assert all(r.probes == {"air": 3.5} and r.ts is None for b in batches for r in b.readings)
+
+
+def test_gps_sets_the_clock_without_ntp_and_the_led_shows_an_excursion(tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    config = {
+        "device": "van-1",
+        "uplink": "uart",
+        "interval_ms": 100,
+        "ds18b20_conversion_ms": 1,
+        "probes": {PRODUCT: "product"},
+        "limits": {"product": [0, 4]},
+    }
+    (flash / "config.json").write_text(json.dumps(config))
+    world = {
+        "probes": {PRODUCT: 6.5},
+        "nmea": str(NMEA_FIXTURE),
+        "nmea_bytes_per_s": 20000,  # the whole drive in half a second, in arbitrary chunks
+        "ntp_after_ms": None,
+    }
+    code = """
+import asyncio, json, app, config
+from machine import PINS
+d = app.Device(config.load())
+async def go():
+    tasks = [asyncio.create_task(d.inputs()), asyncio.create_task(d.sampler())]
+    await asyncio.sleep_ms(1500)
+    for t in tasks:
+        t.cancel()
+asyncio.run(go())
+boot, readings = d.outbox.peek(100)
+print(json.dumps([d.clock.source, d.gps.rejected, PINS[2].value(), readings[-1]]))
+"""
+    source, rejected, led, last = run(code, flash, world)
+    assert source == "gps"
+    assert rejected == 3, "sentences split across UART reads are put back together"
+    assert led == 1, "product at 6.5 C is above its 4 C limit"
+    drive = (calendar.timegm((2026, 7, 14, 23, 59, 33)), calendar.timegm((2026, 7, 15, 0, 1, 0)))
+    assert drive[0] * 1000 <= last["ts"] <= drive[1] * 1000
+    assert last["gps"]["lat"] > 48.7 and last["probes"] == {"product": 6.5}

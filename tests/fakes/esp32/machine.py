@@ -43,35 +43,35 @@ class Pin:
 
 
 class UART:
-    """UART 2 is the GPS: it plays the scenario's NMEA file at `nmea_lines_per_s`. Writes
-    to any UART are appended to the file named in the scenario's `uart_tx` for that id."""
+    """UART 2 is the GPS: it plays the scenario's NMEA file as a byte stream at
+    `nmea_bytes_per_s` (960 at 9600 baud), so reads may end mid-sentence as on the wire.
+    Writes to any UART are appended to the file named in the scenario's `uart_tx` for it."""
 
     def __init__(self, id, baudrate=9600, tx=None, rx=None, **kw):
         self.id = id
-        self._lines = None
-        self._next = 0
-
-    def _gps_lines(self):
-        if self._lines is None:
-            s = scenario()
-            path = s.get("nmea")
-            self._lines = []
-            if path:
-                with open(path, "rb") as f:
-                    self._lines = f.read().split(b"\n")
-            self._rate = s.get("nmea_lines_per_s", 10)
-        due = min(len(self._lines), elapsed_ms() * self._rate // 1000)
-        return due - self._next
+        self._stream = None
+        self._sent = 0
 
     def any(self):
-        return self._gps_lines() if self.id == 2 else 0
+        if self.id != 2:
+            return 0
+        if self._stream is None:
+            path = scenario().get("nmea")
+            self._stream = b""
+            if path:
+                with open(path, "rb") as f:
+                    self._stream = f.read()
+        rate = scenario().get("nmea_bytes_per_s", 960)
+        return min(len(self._stream), elapsed_ms() * rate // 1000) - self._sent
 
-    def readline(self):
-        if self.any() <= 0:
+    def read(self, n=None):
+        available = self.any()
+        if available <= 0:
             return None
-        line = self._lines[self._next] + b"\n"
-        self._next += 1
-        return line
+        n = available if n is None else min(n, available)
+        data = self._stream[self._sent : self._sent + n]
+        self._sent += n
+        return data
 
     def write(self, data):
         path = scenario().get("uart_tx", {}).get(str(self.id))
