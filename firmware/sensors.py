@@ -35,6 +35,7 @@ class Probes:
         import onewire
 
         self._sensor = ds18x20.DS18X20(onewire.OneWire(machine.Pin(pin)))
+        self._bus_errors = (OSError, onewire.OneWireError)
         self.names = names
         self._conversion_ms = conversion_ms
         self.crc_errors = 0
@@ -45,7 +46,7 @@ class Probes:
             if roms:
                 self._sensor.convert_temp()
                 await asyncio.sleep_ms(self._conversion_ms)
-        except OSError:
+        except self._bus_errors:  # no presence pulse: every probe unplugged or a short
             roms = []
         values = {name: None for name in self.names.values()}
         for rom in roms:

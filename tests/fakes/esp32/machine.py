@@ -1,6 +1,4 @@
 # Fake `machine` for the unix port: pins, UARTs, I2C (with an SHT4x/SHT3x), ADC and WDT.
-from binascii import crc32
-
 from _hardware import elapsed_ms, scenario
 
 PINS = {}  # pin id -> the last Pin made for it, so a test can drive or inspect it
@@ -24,12 +22,6 @@ class Pin:
         if level is None:
             return self._level
         self._level = level
-
-    def on(self):
-        self._level = 1
-
-    def off(self):
-        self._level = 0
 
     def irq(self, handler=None, trigger=IRQ_RISING | IRQ_FALLING):
         self._handler = handler
@@ -96,9 +88,6 @@ class I2C:
     def __init__(self, id, scl=None, sda=None, freq=400000):
         self._command = None
 
-    def scan(self):
-        return [0x44] if "sht_c" in scenario() else []
-
     def writeto(self, addr, buf):
         if addr != 0x44 or "sht_c" not in scenario():
             raise OSError(19)  # ENODEV: nothing answers at that address
@@ -136,7 +125,3 @@ class WDT:
 
     def feed(self):
         WDT.feeds += 1
-
-
-def unique_id():
-    return crc32(b"coldtrace").to_bytes(4, "big")

@@ -3,7 +3,6 @@
 from _hardware import scenario
 
 STA_IF = 0
-AP_IF = 1
 
 
 class WLAN:
