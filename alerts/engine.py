@@ -1,7 +1,7 @@
 """Event-time evaluation of one (device, probe), whatever order its readings arrive in.
 
-Samples are kept sorted by (ts, seq) together with the rule state after each one. A sample
-older than the newest is merged in place and the rules re-run from the state just before
+Samples are kept sorted by (ts, seq), with the rule state after every 32nd one. A sample
+older than the newest is merged in place and the rules re-run from the checkpoint before
 it, so the outcome depends only on the set of samples, never on arrival order, batching or
 repeats (a known (ts, seq) is ignored). Breaches are keyed by (rule, start); what the
 engine reports are the changes of that keyed view: opened, escalated, closed, and, when
@@ -31,6 +31,7 @@ from alerts.rules import (
 )
 
 Key = tuple[str, int]  # (rule, start)
+CHECKPOINT_EVERY = 32
 SEVERITY_RANK = {"major": 0, "critical": 1}
 
 
@@ -47,9 +48,14 @@ class ProbeEngine:
         self.horizon_ms = horizon_ms
         self.samples: list[Sample] = []
         self.order: list[tuple[int, int]] = []  # (ts, seq) of each sample, for bisect
-        self.states: list[ProbeState] = []  # rule state after each sample
         self.events: list[Events] = []  # what each sample made the rules say
-        self.base: ProbeState = rules.initial()
+        # The rule state after every CHECKPOINT_EVERY-th sample (keyed by that sample's
+        # (ts, seq)): a late sample is merged by re-running from the one just before it.
+        self.ck_keys: list[tuple[int, int]] = []
+        self.ck_states: list[ProbeState] = []
+        self.since_ck = 0
+        self.base: ProbeState = rules.initial()  # the state before samples[0]
+        self.state: ProbeState = self.base  # the state after the newest sample
         self.floor: tuple[int, int] | None = None  # (ts, seq) of the last compacted sample
         self.settled: dict[Key, BreachRecord] = {}  # last word on breaches of compacted samples
         self.view: dict[Key, BreachRecord] = {b.key: b for b in known}
@@ -77,20 +83,37 @@ class ProbeEngine:
         if not fresh:
             return []
         first = min(fresh)
-        k0 = bisect_left(self.order, first)
-        late = k0 < len(self.order)
-        tail = sorted([*self.samples[k0:], *fresh.values()], key=lambda s: (s.ts, s.seq))
-        old_events = self.events[k0:]
-        state = self.states[k0 - 1] if k0 else self.base
-        del self.samples[k0:], self.order[k0:], self.states[k0:], self.events[k0:]
+        late = newest is not None and first < newest
+        if late:  # re-run from the last checkpoint before the first new sample
+            ci = bisect_left(self.ck_keys, first)
+            if ci:
+                state = self.ck_states[ci - 1]
+                pos = bisect_left(order, self.ck_keys[ci - 1]) + 1
+            else:
+                state, pos = self.base, 0
+            del self.ck_keys[ci:], self.ck_states[ci:]
+            self.since_ck = 0
+            tail = sorted([*self.samples[pos:], *fresh.values()], key=lambda s: (s.ts, s.seq))
+            old_events = self.events[pos:]
+            del self.samples[pos:], order[pos:], self.events[pos:]
+        else:
+            state, pos = self.state, len(order)
+            tail = sorted(fresh.values(), key=lambda s: (s.ts, s.seq))
+            old_events = []
         update = self.rules.update
         for s in tail:
             state, ev = update(state, s)
+            key = (s.ts, s.seq)
             self.samples.append(s)
-            self.order.append((s.ts, s.seq))
-            self.states.append(state)
+            order.append(key)
             self.events.append(ev)
-        changes = self._changes(old_events, self.events[k0:], late)
+            self.since_ck += 1
+            if self.since_ck >= CHECKPOINT_EVERY:
+                self.ck_keys.append(key)
+                self.ck_states.append(state)
+                self.since_ck = 0
+        self.state = state
+        changes = self._changes(old_events, self.events[pos:], late)
         self._compact()
         return changes
 
@@ -121,15 +144,16 @@ class ProbeEngine:
                 for ev in new:
                     changes.extend(replace(e, late=True) for e in ev if e.breach.key == key)
                 continue
+            alarms = before.suppressed and not after.suppressed
             escalated = SEVERITY_RANK[after.severity] > SEVERITY_RANK[before.severity]
             closed = before.end is None and after.end is not None
-            if before.suppressed and not after.suppressed:  # it alarms now: report it opened
+            if alarms:  # loading is over and it was still out: report it opened
                 changes.append(BreachOpened(after, at, late=True))
             elif escalated:
                 changes.append(BreachEscalated(after, at, late=True))
             if closed:
                 changes.append(BreachClosed(after, at, late=True))
-            if not escalated and not closed:  # end moved, reopened, peak or dm changed
+            if not (alarms or escalated or closed):  # end moved, reopened, peak or dm changed
                 changes.append(BreachRevised(after, at))
         return changes
 
@@ -142,22 +166,25 @@ class ProbeEngine:
         return self.settled.get(key)
 
     def _compact(self) -> None:
+        """Forget samples older than the horizon, up to the last checkpoint before it."""
         if self.horizon_ms is None or not self.order:
             return
         cutoff = self.order[-1][0] - self.horizon_ms
-        n = bisect_left(self.order, (cutoff, -1))
-        if n == 0:
+        ci = bisect_left(self.ck_keys, (cutoff, -1))
+        if ci == 0:
             return
+        key = self.ck_keys[ci - 1]
+        n = bisect_left(self.order, key) + 1
         for ev in self.events[:n]:
             for e in ev:
                 self.settled[e.breach.key] = e.breach
-        self.base = self.states[n - 1]
-        self.floor = self.order[n - 1]
-        del self.samples[:n], self.order[:n], self.states[:n], self.events[:n]
+        self.base, self.floor = self.ck_states[ci - 1], key
+        del self.samples[:n], self.order[:n], self.events[:n]
+        del self.ck_keys[:ci], self.ck_states[:ci]
         # Closed breaches wholly behind the horizon can no longer change: forget them.
         for table in (self.settled, self.view):
-            for key in [k for k, b in table.items() if b.end is not None and b.end < cutoff]:
-                del table[key]
+            for k in [k for k, b in table.items() if b.end is not None and b.end < cutoff]:
+                del table[k]
 
     def breaches(self) -> list[BreachRecord]:
         """The current view, oldest first."""

@@ -26,12 +26,14 @@ CHILLED = ProbeRules(load_profiles()["chilled"])
 FROZEN = ProbeRules(load_profiles()["deep-frozen"])  # with loading suppression by the door
 
 
-def series_strategy(low: float = -1.0, high: float = 10.0) -> st.SearchStrategy[list[Sample]]:
+def series_strategy(
+    low: float = -1.0, high: float = 10.0, min_size: int = 1
+) -> st.SearchStrategy[list[Sample]]:
     step = st.integers(min_value=1, max_value=8)  # minutes between readings
     temperature = st.floats(min_value=low, max_value=high).map(lambda v: round(v, 1))
     value = st.one_of(st.none(), temperature)
     door = st.one_of(st.none(), st.booleans())
-    return st.lists(st.tuples(step, value, door), min_size=1, max_size=120).map(
+    return st.lists(st.tuples(step, value, door), min_size=min_size, max_size=150).map(
         lambda rows: [
             Sample(T0 + sum(r[0] for r in rows[: i + 1]) * MINUTE_MS, i, v, d)
             for i, (_, v, d) in enumerate(rows)
@@ -60,7 +62,7 @@ def test_arrival_order_repeats_and_batches_do_not_change_breaches(samples, rnd, 
 
 
 @settings(max_examples=100, deadline=None)
-@given(series_strategy(-20.0, -13.0), st.randoms(use_true_random=False), st.data())
+@given(series_strategy(-20.0, -13.0, min_size=40), st.randoms(use_true_random=False), st.data())
 def test_same_with_loading_suppression(samples, rnd, data) -> None:
     check_arrival_independence(samples, rnd, data, FROZEN)
 
@@ -124,7 +126,22 @@ def test_known_breaches_are_not_reported_again_after_a_restart() -> None:
 
 def test_readings_behind_the_horizon_are_counted_not_evaluated() -> None:
     engine = ProbeEngine(CHILLED, horizon_ms=60 * MINUTE_MS)
-    engine.add(excursion(range(0, 200, 5), 3.0))
+    engine.add(excursion(range(0, 1000, 5), 3.0))  # 200 readings over 1000 minutes
     assert engine.add(excursion(range(1, 30, 5), 9.0)) == []
     assert engine.too_late == 6
-    assert len(engine.samples) < 40
+    # kept: the last hour (12 readings) and up to one checkpoint interval (32) before it
+    assert 12 <= len(engine.samples) <= 12 + 32
+
+
+def test_a_late_reading_re_runs_from_the_checkpoint_before_it() -> None:
+    # 100 readings a minute, 6 C from minute 20 to 49: the excursion spans the checkpoint
+    # after the 32nd reading; the reading of minute 40 arrives last.
+    series = excursion(range(0, 20), 3.0) + excursion(range(20, 50), 6.0)
+    series += excursion(range(50, 100), 3.0)
+    late = series.pop(40)
+    engine = ProbeEngine(CHILLED)
+    engine.add(series)
+    (before,) = engine.breaches()
+    assert engine.add([late]) == []  # a value like its neighbours: nothing changes
+    assert engine.breaches() == [before] == reference([*series, late])
+    assert (before.start, before.end) == (T0 + 20 * MINUTE_MS, T0 + 50 * MINUTE_MS)
