@@ -9,6 +9,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.auth import Anyone, Operators, Staff
 from api.deps import AppSettings, DbSession, Profiles, Source
@@ -30,6 +31,7 @@ from deliveries import automation, trace
 from deliveries.attach import breach_mark, delivery_breaches, delivery_segments, window
 from deliveries.lifecycle import Action, State
 from deliveries.models import Certificate, Compartment, Delivery
+from deliveries.source import ReadingSource
 from deliveries.store import Conflict, DeliveryPlan, Store, wall_ms
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
@@ -150,6 +152,16 @@ def detect(
     return delivery_out(d)
 
 
+def delivery_readings(
+    session: Session, d: Delivery, source: ReadingSource
+) -> tuple[int, int, trace.Readings]:
+    """The delivery's window and what InfluxDB holds for it (from memory once it ended)."""
+    start, end = window(d, wall_ms())
+    segs = delivery_segments(session, d, start, end)
+    ended = d.state not in (State.planned, State.in_transit)
+    return start, end, source.finished_readings(segs) if ended else source.readings(segs)
+
+
 @router.get(
     "/{delivery_id}/trace",
     response_model=GeoJson,
@@ -166,8 +178,7 @@ def get_trace(
     """GeoJSON: the route (LineString with per-fix times), stops with dwell time and door
     openings, and each breach at the place it began (Points)."""
     d = visible_delivery(session, who, delivery_id)
-    start, end = window(d, wall_ms())
-    readings = source.readings(delivery_segments(session, d, start, end))
+    start, end, readings = delivery_readings(session, d, source)
     marks = [breach_mark(b) for b in delivery_breaches(session, d)]
     props = automation.trace_properties(d, start, end) | {
         "start": trace.iso(start),
@@ -187,8 +198,7 @@ def get_readings(
 ) -> Response:
     """The compact series for charts: epoch-ms times with values per probe, and the route."""
     d = visible_delivery(session, who, delivery_id)
-    start, end = window(d, wall_ms())
-    readings = source.readings(delivery_segments(session, d, start, end))
+    start, end, readings = delivery_readings(session, d, source)
     body = trace.series({"delivery_id": d.id, "start": start, "end": end}, readings, max_points)
     return Response(orjson.dumps(body), media_type="application/json")
 

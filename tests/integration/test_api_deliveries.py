@@ -383,6 +383,28 @@ def test_trace_downsampled_keeps_ends_and_peaks(
     assert product["t"] == sorted(product["t"])
 
 
+def test_late_readings_show_in_a_finished_delivery(
+    api: Api, fleet: tuple[str, str], influx: InfluxClient
+) -> None:
+    """A finished delivery's readings are served from memory, but never stale."""
+    vehicle, device = fleet
+    write_run(influx, device, minutes=20)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 45 * MIN)
+    first = api.ok("GET", f"/deliveries/{d['id']}/readings")
+    assert api.ok("GET", f"/deliveries/{d['id']}/readings") == first
+    late = T0 + 30 * MIN  # the logger's backlog: one more reading, sent late
+    influx.write(
+        f"temperature,device={device},probe=product celsius=9.5,seq=999i {late}\n"
+        f"device_health,device={device} seq=999i,door=false {late}".encode()
+    )
+    again = api.ok("GET", f"/deliveries/{d['id']}/readings")
+    product = again["temperature"]["product"]
+    assert len(product["t"]) == len(first["temperature"]["product"]["t"]) + 1
+    assert (product["t"][-1], product["c"][-1]) == (late, 9.5)
+
+
 def test_trace_follows_a_device_moved_mid_delivery(
     api: Api, fleet: tuple[str, str], influx: InfluxClient, prefix: str
 ) -> None:
