@@ -180,8 +180,10 @@ class Device:
                 self.link.poll()
                 backoff = _BACKOFF_MIN_MS
                 await asyncio.sleep_ms(_UPLINK_IDLE_MS)
-            except OSError as e:
-                print("uplink down (%s); retry in %d ms" % (e, backoff))
+            except Exception as e:
+                # Besides OSError, umqtt raises MQTTException (connection refused) and
+                # AssertionError or IndexError on a broken connection: each means reconnect.
+                print("uplink down (%r); retry in %d ms" % (e, backoff))
                 self.link.close()
                 await asyncio.sleep_ms(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_MS)

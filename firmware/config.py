@@ -61,6 +61,10 @@ def load(path="config.json", remote_path="data/remote.json"):
     cfg = _merge(DEFAULTS, read_json(path, {}))
     if not cfg["device"]:
         raise ValueError("config.json: set \"device\" to the device id (its MQTT username)")
+    if cfg["uplink"] == "wifi":
+        for section, key in (("wifi", "ssid"), ("mqtt", "host"), ("mqtt", "password")):
+            if not cfg[section][key]:
+                raise ValueError("config.json: set %s.%s (or \"uplink\": \"uart\")" % (section, key))
     return _merge(cfg, read_json(remote_path, {}))
 
 

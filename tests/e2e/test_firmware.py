@@ -19,7 +19,7 @@ from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
 from tests.conftest import rejections, stored_seqs, wait_for
-from tests.fakes.esp32.harness import NMEA_FIXTURE, Board
+from tests.fakes.esp32.harness import NMEA_FIXTURE, Board, run
 
 AIR, PRODUCT = "28aa000000000001", "28aa000000000002"
 
@@ -68,6 +68,7 @@ def board_factory(settings: Settings, tmp_path: Path, prefix: str) -> Iterator[A
     recorders: list[Recorder] = []
 
     def make(config: dict[str, Any] | None = None, **scenario: Any) -> tuple[str, Board, Recorder]:
+        config = dict(config or {})
         device = f"{prefix}-fw"
         LocalServices(settings).register_devices([device])
         cfg = {
@@ -78,6 +79,7 @@ def board_factory(settings: Settings, tmp_path: Path, prefix: str) -> Iterator[A
                 "port": settings.mqtt_port,
                 "password": device_password(settings, device),
                 "keepalive_s": 10,
+                **config.pop("mqtt", {}),
             },
             "interval_ms": 100,
             "ds18b20_conversion_ms": 10,
@@ -85,7 +87,7 @@ def board_factory(settings: Settings, tmp_path: Path, prefix: str) -> Iterator[A
             "batch_max": 20,
             "probes": {AIR: "air", PRODUCT: "product"},
             "limits": {"product": [0, 4]},
-            **(config or {}),
+            **config,
         }
         world = {"probes": {AIR: 3.5, PRODUCT: 2.5}, "battery_uv": 1140000, **scenario}
         recorder = Recorder(settings, device)
@@ -302,3 +304,19 @@ def test_unsynced_clock_sends_null_ts_and_ingest_places_the_readings(
     assert ref.ts is not None
     assert abs(times[first.seq] - (ref.ts + first.up - ref.up)) <= 1
     assert started_ms - 2000 < times[first.seq] < started_ms + 10_000
+
+
+def test_a_refused_login_keeps_the_readings_and_retries(settings: Settings, board_factory) -> None:
+    _, board, recorder = board_factory({"mqtt": {"password": "wrong"}})
+    board.start()
+    wait_for(lambda: board.logtext().count("uplink down") >= 2, 30, "two refused logins")
+    assert board.running(), board.logtext()
+    assert "MQTTException(5" in board.logtext()  # CONNACK 5: not authorised
+    assert recorder.batches == []
+    board.kill()
+    code = """
+import json
+from outbox import Outbox
+print(json.dumps(Outbox("data/outbox", 262144, 4096).pending))
+"""
+    assert run(code, board.flash) >= 10, "the readings wait in the outbox"

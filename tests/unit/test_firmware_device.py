@@ -138,7 +138,7 @@ print(json.dumps(out))
     assert "not a JSON object" in out[4]
 
 
-def test_a_missing_device_id_fails_with_what_to_do(tmp_path: Path) -> None:
+def test_a_config_without_device_id_or_broker_fails_with_what_to_do(tmp_path: Path) -> None:
     flash = tmp_path / "flash"
     flash.mkdir()
     (flash / "config.json").write_text("{}")
@@ -150,6 +150,8 @@ except ValueError as e:
     print(json.dumps(str(e)))
 """
     assert 'set "device"' in run(code, flash)
+    (flash / "config.json").write_text('{"device": "van-1", "wifi": {"ssid": "depot"}}')
+    assert "set mqtt.host" in run(code, flash)
 
 
 DEVICE = """
@@ -171,7 +173,8 @@ print(json.dumps([healthy_now, stale, machine.WDT.feeds, app.in_alarm(
 def test_watchdog_is_fed_only_while_the_loop_is_healthy(tmp_path: Path) -> None:
     flash = tmp_path / "flash"
     flash.mkdir()
-    (flash / "config.json").write_text(json.dumps({"device": "van-1", "interval_ms": 1000}))
+    config = {"device": "van-1", "uplink": "uart", "interval_ms": 1000}
+    (flash / "config.json").write_text(json.dumps(config))
     healthy, stale, feeds, alarm = run(DEVICE, flash)
     assert healthy and not stale
     assert feeds == 0, "a stalled sampler starves the watchdog, which then resets the board"
