@@ -250,7 +250,9 @@ def test_full_outbox_drops_the_oldest_and_reports_the_gap(
     )
     start_ingest()
     board.start()
-    time.sleep(6)  # ~50 readings in a dead zone: more than four 256-byte segments hold
+    # In a dead zone until the outbox (four 256-byte segments) has dropped its oldest two.
+    dropped = board.flash / "data" / "outbox" / "dropped"
+    wait_for(lambda: dropped.exists() and json.loads(dropped.read_text())[0][1] >= 10, 60, "drops")
     board.update_scenario(wifi=True)
     # The dead zone's readings have no ts (no NTP there): ingest places them once the
     # readings after NTP came in, so let those come too.

@@ -248,3 +248,30 @@ print(json.dumps([d.clock.source, d.gps.rejected, PINS[2].value(), readings[-1]]
     drive = (calendar.timegm((2026, 7, 14, 23, 59, 33)), calendar.timegm((2026, 7, 15, 0, 1, 0)))
     assert drive[0] * 1000 <= last["ts"] <= drive[1] * 1000
     assert last["gps"]["lat"] > 48.7 and last["probes"] == {"product": 6.5}
+
+
+def test_a_door_opening_is_sampled_at_once(tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    config = {"device": "van-1", "uplink": "uart", "interval_ms": 60000, "ds18b20_conversion_ms": 1}
+    (flash / "config.json").write_text(json.dumps(config))
+    code = """
+import asyncio, json, time, app, config
+from machine import PINS
+d = app.Device(config.load())
+async def go():
+    tasks = [asyncio.create_task(d.inputs()), asyncio.create_task(d.sampler())]
+    await asyncio.sleep_ms(200)
+    PINS[27].drive(1)
+    opened = time.ticks_ms()
+    while d.outbox.pending < 2 and time.ticks_diff(time.ticks_ms(), opened) < 2000:
+        await asyncio.sleep_ms(10)
+    for t in tasks:
+        t.cancel()
+    return time.ticks_diff(time.ticks_ms(), opened)
+took = asyncio.run(go())
+print(json.dumps([took, [r["door"] for r in d.outbox.peek(10)[1]]]))
+"""
+    took, doors = run(code, flash, {})
+    assert doors == [False, True]
+    assert took < 1000, "sampled within the debounce and a poll, not the 60 s interval"
