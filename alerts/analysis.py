@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from itertools import pairwise
 
 from alerts.engine import ProbeEngine
 from alerts.logger_csv import LoggerSeries
 from alerts.profiles import Profile
-from alerts.rules import MINUTE_MS, BreachRecord, ProbeRules, Sample, mkt_celsius
+from alerts.rules import (
+    MINUTE_MS,
+    BreachRecord,
+    ProbeRules,
+    Sample,
+    Window,
+    in_windows,
+    mkt_celsius,
+)
 
 # Rules about the product's temperature: one breach of these makes a delivery not compliant.
 # Probe rules (fault, stuck) say the record cannot be trusted there, which is reported too.
@@ -68,12 +76,17 @@ def _mkt(points: list[tuple[int, float]], end: int | None = None) -> float | Non
     return round(mkt_celsius(pairs), 2)
 
 
-def analyze(series: LoggerSeries, profile: Profile) -> Analysis:
+def analyze(
+    series: LoggerSeries, profile: Profile, suppress: list[Window] | None = None
+) -> Analysis:
+    """``suppress``: configured windows (defrost, loading) whose excursions are recorded as
+    suppressed, not counted against the verdict (unless critical)."""
+    windows = suppress or []
     summaries: list[ProbeSummary] = []
     breaches: list[tuple[str, BreachRecord, float | None]] = []
     for probe in series.probes:
         samples = [
-            Sample(ts, line, v)
+            Sample(ts, line, v, None, in_windows(windows, ts))
             for ts, line, v in zip(series.times, series.lines, series.values[probe], strict=True)
         ]
         engine = ProbeEngine(ProbeRules(profile))
@@ -104,9 +117,23 @@ def analyze(series: LoggerSeries, profile: Profile) -> Analysis:
     )
 
 
+def parse_window(text: str, tz: tzinfo) -> Window:
+    """``START/END`` in ISO 8601 (times without offset are in ``tz``) -> [start, end) ms."""
+    try:
+        start, end = (datetime.fromisoformat(part.strip()) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: use START/END in ISO 8601, e.g. 2026-07-14T08:00/2026-07-14T08:30"
+        ) from None
+    start, end = (t if t.tzinfo else t.replace(tzinfo=tz) for t in (start, end))
+    if end <= start:
+        raise ValueError(f"{text!r}: the end must be after the start")
+    return round(start.timestamp() * 1000), round(end.timestamp() * 1000)
+
+
 def breach_verdict(b: BreachRecord) -> str:
     if b.suppressed:
-        return "suppressed (loading)"
+        return "suppressed"
     return "probe fault" if b.rule in PROBE_RULES else "not compliant"
 
 

@@ -40,6 +40,7 @@ class Sample:
     seq: int  # orders two samples of the same ts, and identifies a replayed one
     celsius: float | None
     door: bool | None = None  # the reading's door contact, when the device has one
+    suppress: bool = False  # a configured window (defrost, loading) covers this reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +52,9 @@ class BreachRecord:
     peak: float | None  # the worst value (for mkt: the highest MKT)
     degree_minutes: float
     limit_c: float | None
-    # Recorded, not alarmed: every out-of-range reading fell while loading (door open, or
-    # within the grace after it closed) and it never became critical.
+    # Recorded, not alarmed: every out-of-range reading fell in a configured suppression
+    # window or while loading (door open, or within the grace after it closed), and it never
+    # became critical.
     suppressed: bool = False
 
     @property
@@ -104,6 +106,13 @@ Events = tuple[Event, ...]
 NO_EVENTS: Final[Events] = ()
 
 
+Window = tuple[int, int]  # [start, end) in epoch ms
+
+
+def in_windows(windows: list[Window], ts: int) -> bool:
+    return any(start <= ts < end for start, end in windows)
+
+
 class Rule(Protocol):
     @property
     def name(self) -> str: ...
@@ -137,9 +146,10 @@ class Excursion:
     limit). The breach starts at the first out-of-range reading and ends at the first reading
     back in range, provided the value then gets ``hysteresis`` inside the limit before leaving
     the range again; a value hovering on the limit therefore keeps one breach open.
-    With ``grace_ms`` set, a breach whose out-of-range readings all fall while the door is
-    open or within the grace after it closed is recorded as suppressed (loading); it alarms
-    (is opened again, unsuppressed) as soon as one does not, or it turns critical."""
+    A breach whose out-of-range readings all fall in configured suppression windows, or (with
+    ``grace_ms`` set) while the door is open or within the grace after it closed, is recorded
+    as suppressed; it alarms (is opened again, unsuppressed) as soon as one does not, or it
+    turns critical."""
 
     name: str
     limit: float
@@ -182,8 +192,8 @@ class Excursion:
                 closed = self._record(breach.start, end, breach.severity, peak, dm, breach)
                 return idle, (BreachClosed(closed, x.ts),)
         if excess > 0 and not alarming:
-            alarming = self.grace_ms is None or (
-                door_open_at is None or x.ts - door_open_at > self.grace_ms
+            alarming = not x.suppress and (
+                self.grace_ms is None or door_open_at is None or x.ts - door_open_at > self.grace_ms
             )
         critical = (self.critical_excess is not None and peak > self.critical_excess) or (
             self.critical_after_ms is not None and x.ts - run_start >= self.critical_after_ms

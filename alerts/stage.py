@@ -16,14 +16,24 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 
 from alerts.engine import ProbeEngine
 from alerts.notify import Notifier, channels_from
 from alerts.profiles import Profile, ProfileError, load_profiles
-from alerts.rules import HOUR_MS, MINUTE_MS, Event, ProbeRules, Sample, door_rules
+from alerts.rules import (
+    HOUR_MS,
+    MINUTE_MS,
+    Event,
+    ProbeRules,
+    Sample,
+    Window,
+    door_rules,
+    in_windows,
+)
 from alerts.silence import RULE as SILENT_RULE
 from alerts.silence import SilenceState, heard, tick
-from alerts.store import Breach, BreachStore, StoredChange, record_of
+from alerts.store import Breach, BreachStore, StoredChange, StoreUnavailable, record_of
 from coldtrace.contract import probe_fault
 from coldtrace.influx import InfluxClient, InfluxUnavailable, quote_string
 from coldtrace.settings import ENV_PREFIX, ConfigError, Settings
@@ -83,6 +93,10 @@ class RulesStage:
         channels = channels_from(settings)
         self.channel_names = [c.name for c in channels]
         self.notifier = Notifier(self.store, channels, settings.notify_retry_max_s, clock)
+        self.windows: dict[str, list[Window]] = {
+            device: [(_ms(a), _ms(b)) for a, b in spans]
+            for device, spans in settings.alerts_suppress_windows.items()
+        }
         self.engines: dict[tuple[str, str], ProbeEngine] = {}
         self.primed: set[str] = set()
         self.silence: dict[str, SilenceState] = {}
@@ -108,10 +122,8 @@ class RulesStage:
         try:
             self.queue.put_nowait(placed)
         except queue.Full:
-            with self.lock:
-                for p in placed:
-                    lo, hi = self.overflow.get(p.device, (p.ts, p.ts))
-                    self.overflow[p.device] = (min(lo, p.ts), max(hi, p.ts))
+            for p in placed:
+                self._remember(p.device, p.ts, p.ts)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -185,7 +197,7 @@ class RulesStage:
             if profile is None:
                 continue
             self._prime(device, profile, min(p.ts for p in readings))
-            for key, samples in _samples(readings).items():
+            for key, samples in _samples(readings, self.windows.get(device, [])).items():
                 self._judge(device, key, profile, samples)
             newest = max(p.ts for p in readings)
             self._silence(device, profile, heard(self.silence.get(device, SilenceState()), newest))
@@ -243,21 +255,37 @@ class RulesStage:
                 out[DOOR].append(
                     Sample(int(row["time"]), int(row["seq"]), None, doors[int(row["time"])])
                 )
+        windows = self.windows.get(device, [])
         for row in self.influx.rows(
             f"SELECT celsius, seq FROM temperature WHERE {where} GROUP BY probe"
         ):
             ts, c = int(row["time"]), row.get("celsius")
-            out[row["probe"]].append(
-                Sample(ts, int(row["seq"]), None if c is None else float(c), doors.get(ts))
-            )
+            celsius = None if c is None else float(c)
+            paused = in_windows(windows, ts)
+            out[row["probe"]].append(Sample(ts, int(row["seq"]), celsius, doors.get(ts), paused))
         return out
 
     def _emit(self, device: str, probe: str, profile: Profile, events: list[Event]) -> None:
-        now_ms = int(self.clock() * 1000)
         late_after = round(self.settings.alerts_late_after_s * 1000)
-        changes = self.store.apply(
-            device, probe, profile.id, events, now_ms, late_after, self.channel_names
-        )
+        delay = 0.5
+        while True:  # the engine has moved on: these changes exist only here until stored
+            try:
+                changes = self.store.apply(
+                    device,
+                    probe,
+                    profile.id,
+                    events,
+                    int(self.clock() * 1000),
+                    late_after,
+                    self.channel_names,
+                )
+                break
+            except StoreUnavailable as exc:
+                log.warning("rules: store unavailable (%s); retrying", exc)
+                if self.stopping.wait(delay):
+                    log.error("rules: stopping with %d breach changes not stored", len(events))
+                    return
+                delay = min(delay * 2, 10.0)
         for c in changes:
             log.info(
                 "breach %s: device=%s probe=%s rule=%s start=%d end=%s severity=%s",
@@ -309,19 +337,38 @@ class RulesStage:
             profile = self.profile_of(device)
             if profile is None:
                 continue
-            self._prime(device, profile, lo)
-            for key, samples in self._history(device, lo, hi).items():
+            try:
+                self._prime(device, profile, lo)
+                history = self._history(device, lo, hi)
+            except InfluxUnavailable:
+                self._remember(device, lo, hi)  # and the rest of spans: kept for the retry
+                for d, (a, b) in spans.items():
+                    if d != device:
+                        self._remember(d, a, b)
+                raise
+            for key, samples in history.items():
                 self._judge(device, key, profile, samples)
             self._silence(device, profile, heard(self.silence.get(device, SilenceState()), hi))
 
+    def _remember(self, device: str, lo: int, hi: int) -> None:
+        with self.lock:
+            a, b = self.overflow.get(device, (lo, hi))
+            self.overflow[device] = (min(a, lo), max(b, hi))
 
-def _samples(readings: list[PlacedReading]) -> dict[str, list[Sample]]:
+
+def _ms(t: datetime) -> int:
+    return round(t.timestamp() * 1000)
+
+
+def _samples(readings: list[PlacedReading], windows: list[Window]) -> dict[str, list[Sample]]:
     """Placed readings as samples: per probe (impossible values as faults), door under DOOR."""
     out: dict[str, list[Sample]] = defaultdict(list)
     for p in readings:
         r = p.reading
+        paused = in_windows(windows, p.ts)
         for probe, value in r.probes.items():
-            out[probe].append(Sample(p.ts, r.seq, None if probe_fault(value) else value, r.door))
+            celsius = None if probe_fault(value) else value
+            out[probe].append(Sample(p.ts, r.seq, celsius, r.door, paused))
         if r.door is not None:
             out[DOOR].append(Sample(p.ts, r.seq, None, r.door))
     return out

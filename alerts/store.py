@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from alerts.analysis import iso
@@ -150,6 +151,10 @@ def payload_of(row: Breach, transition: str) -> str:
     )
 
 
+class StoreUnavailable(Exception):
+    """The relational store cannot be written now (down, locked): retry later."""
+
+
 class BreachStore:
     """Breaches upserted by key, and the notification outbox, in the relational store."""
 
@@ -181,6 +186,21 @@ class BreachStore:
     ) -> list[StoredChange]:
         """Upsert each event's breach and queue its notifications, in one transaction; the
         unique keys make this idempotent when the same events come again (replay, restart)."""
+        try:
+            return self._apply(device, probe, profile, events, now_ms, late_after_ms, channels)
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc).splitlines()[0]) from exc
+
+    def _apply(
+        self,
+        device: str,
+        probe: str,
+        profile: str,
+        events: list[Event],
+        now_ms: int,
+        late_after_ms: int,
+        channels: list[str],
+    ) -> list[StoredChange]:
         changes: list[StoredChange] = []
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             for e in events:

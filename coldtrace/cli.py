@@ -354,7 +354,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from alerts.analysis import analyze, as_json
+    from alerts.analysis import analyze, as_json, parse_window
     from alerts.logger_csv import LoggerFileError, decode_logger_file, read_logger_csv
     from alerts.profiles import ProfileError, get_profile, load_profiles
 
@@ -375,7 +375,12 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
     except (LoggerFileError, OSError) as exc:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 2
-    report = as_json(analyze(series, profile))
+    try:
+        windows = [parse_window(w, tz) for w in args.suppress]
+    except ValueError as exc:
+        print(f"error: --suppress {exc}", file=sys.stderr)
+        return 2
+    report = as_json(analyze(series, profile, windows))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -438,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, help="profile id, e.g. chilled, pharma")
     p.add_argument(
         "--tz", default="Europe/Paris", help="time zone of times without offset in the file"
+    )
+    p.add_argument(
+        "--suppress",
+        action="append",
+        default=[],
+        metavar="START/END",
+        help="a defrost or loading window (ISO 8601): excursions inside are recorded, not "
+        "counted (unless critical); repeatable",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_analyze)

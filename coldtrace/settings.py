@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AwareDatetime, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "COLDTRACE_"
@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     # default profile; no default = rules off for unmapped devices.
     alerts_default_profile: str | None = None
     alerts_device_profiles: dict[str, str] = Field(default_factory=dict)
+    # Configured suppression windows (defrost, loading) per device, as a JSON object
+    # device -> [[start, end], ...] of ISO 8601 times with offsets: excursions inside
+    # are recorded, not alarmed (unless critical).
+    alerts_suppress_windows: dict[str, list[tuple[AwareDatetime, AwareDatetime]]] = Field(
+        default_factory=dict
+    )
     alerts_profiles_file: Path | None = None  # user profiles, added to the shipped ones
     # How far back late readings are still merged and re-evaluated (device time).
     alerts_late_horizon_h: float = Field(48.0, gt=0)

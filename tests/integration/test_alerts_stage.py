@@ -125,3 +125,19 @@ def test_readings_that_overflow_the_queue_are_reread(settings, influx, prefix, t
         stage.stop()
     (b,) = breaches(stage, device)
     assert (b.start_ts, b.end_ts) == (T0 + 10 * MINUTE, T0 + 40 * MINUTE)
+
+
+def test_configured_suppression_window_from_settings(settings, influx, prefix, tmp_path) -> None:
+    from datetime import UTC, datetime
+
+    device = f"{prefix}-van"
+    window = [
+        (datetime.fromtimestamp(T0 / 1000, UTC), datetime.fromtimestamp(T0 / 1000 + 3600, UTC))
+    ]
+    stage = make_stage(
+        settings, tmp_path, Clock(T0 + 60 * MINUTE), alerts_suppress_windows={device: window}
+    )
+    hot = lambda m: 6.0 if 10 <= m < 40 else 3.0  # noqa: E731
+    stage.evaluate(store(influx, readings(device, range(0, 60), hot)))
+    (b,) = breaches(stage, device)
+    assert (b.rule, b.suppressed, b.state) == ("excursion_high", True, "closed")

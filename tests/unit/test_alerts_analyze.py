@@ -99,3 +99,23 @@ def test_user_profiles_file_adds_a_profile(capsys, tmp_path, monkeypatch) -> Non
     monkeypatch.setenv("COLDTRACE_ALERTS_PROFILES_FILE", str(user))
     report = analyze_json(capsys, "--profile", "lax", str(ISO))
     assert report["verdict"] == "compliant"
+
+
+def test_a_configured_defrost_window_suppresses_the_excursion(capsys) -> None:
+    # local times (Europe/Paris) around the door excursion of 08:45..09:03
+    window = "2026-07-14T08:40/2026-07-14T09:10"
+    report = analyze_json(capsys, "--profile", "chilled", "--suppress", window, str(FRENCH))
+    assert report["verdict"] == "compliant"
+    assert [(b["suppressed"], b["verdict"]) for b in report["breaches"]] == [
+        (True, "suppressed"),
+        (True, "suppressed"),
+    ]
+    # a window that ends before the excursion does: it alarms
+    early = "2026-07-14T08:40/2026-07-14T08:50"
+    report = analyze_json(capsys, "--profile", "chilled", "--suppress", early, str(FRENCH))
+    assert report["verdict"] == "not compliant"
+
+
+def test_a_bad_suppression_window_is_refused(capsys) -> None:
+    assert main(["analyze", "--profile", "chilled", "--suppress", "08:00", str(ISO)]) == 2
+    assert "--suppress '08:00': use START/END" in capsys.readouterr().err

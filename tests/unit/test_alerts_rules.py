@@ -252,3 +252,16 @@ def test_critical_while_loading_alarms_at_once() -> None:
     assert flat(run_door(FROZEN_LOADING, series)) == [("BreachOpened", at(1), None, "critical")]
     events = run_door(FROZEN_LOADING, series)
     assert events[1][0].breach.suppressed is False
+
+
+def test_configured_window_suppresses_without_a_door() -> None:
+    rule = HIGH_4  # no loading grace: only configured windows suppress
+    series = [Sample(at(m), m, 6.0 if 5 <= m < 30 else 3.0, None, 0 <= m < 40) for m in range(45)]
+    state, events = rule.initial(), []
+    for x in series:
+        state, ev = rule.update(state, x)
+        events.extend(ev)
+    assert [(type(e).__name__, e.breach.suppressed) for e in events] == [
+        ("BreachOpened", True),
+        ("BreachClosed", True),
+    ]
