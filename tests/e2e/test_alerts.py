@@ -163,7 +163,7 @@ def alerting_ingest(start_ingest, mailbox, webhook):
         "COLDTRACE_NOTIFY_SMTP_TO": "quality@example.test",
         "COLDTRACE_NOTIFY_MQTT": "true",
     }
-    return lambda: start_ingest(**env)
+    return lambda **extra: start_ingest(**env, **extra)
 
 
 def check_one_breach(db: Path, device: str, t0: int) -> Breach:
@@ -280,3 +280,37 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
     assert sorted(json.loads(h["body"])["transition"] for h in hooks) == ["closed", "opened"]
     assert transitions(box.messages, device) == ["closed", "opened"]
     assert len({h["headers"]["X-Coldtrace-Notification"] for h in hooks}) == 2
+
+
+def test_silent_device_is_reported_and_closed_when_it_speaks_again(
+    alerting_ingest, devices: Devices, prefix: str, tmp_path: Path, webhook
+) -> None:
+    all_hooks, _ = webhook
+    db = tmp_path / "ingest.db"
+    device = f"{prefix}-van"
+    hooks = Hooks(all_hooks, device)
+    alerting_ingest(COLDTRACE_ALERTS_SILENT_AFTER_S="2")
+
+    def send(seq: int) -> int:
+        ts = int(time.time() * 1000)
+        reading = {"seq": seq, "ts": ts, "up": seq, "probes": {"product": 3.0}}
+        devices.publish(
+            device, [json.dumps({"device": device, "boot": 1, "readings": [reading]}).encode()]
+        )
+        return ts
+
+    last = send(0)
+    silent = wait_for(
+        lambda: [b for b in breaches(db, device) if b.rule == "device_silent"], what="silence"
+    )
+    assert [(b.probe, b.state, b.start_ts) for b in silent] == [("", "open", last)]
+    back = send(1)
+    wait_for(lambda: breaches(db, device)[0].state == "closed", what="the silence to close")
+    (b,) = breaches(db, device)
+    assert (b.start_ts, b.end_ts) == (last, back)
+    wait_for(lambda: len(hooks) == 2, what="two webhook calls")
+    bodies = sorted((json.loads(h["body"]) for h in hooks), key=lambda x: x["transition"])
+    assert [(x["rule"], x["transition"], x["probe"]) for x in bodies] == [
+        ("device_silent", "closed", None),
+        ("device_silent", "opened", None),
+    ]
