@@ -43,6 +43,8 @@ class Channel(Protocol):
 
     def send(self, note: Notification, device: str) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class Webhook:
     name = "webhook"
@@ -63,6 +65,9 @@ class Webhook:
             },
         )
         resp.raise_for_status()
+
+    def close(self) -> None:
+        self.http.close()
 
 
 class MqttAlerts:
@@ -85,6 +90,10 @@ class MqttAlerts:
         if not info.is_published():
             raise ConnectionError("no PUBACK from the broker")
 
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
 
 class Email:
     name = "email"
@@ -100,13 +109,34 @@ class Email:
         msg["From"], msg["To"] = s.notify_smtp_from, ", ".join(self.to)
         msg["Subject"] = f"[coldtrace] {device}: breach {note.transition}"
         msg["X-Coldtrace-Notification"] = str(note.id)
-        msg.set_content(note.payload)
+        msg.set_content(email_text(note.payload))
         with smtplib.SMTP(s.notify_smtp_host or "", s.notify_smtp_port, timeout=10) as smtp:
             if s.notify_smtp_starttls:
                 smtp.starttls()
             if s.notify_smtp_username and s.notify_smtp_password:
                 smtp.login(s.notify_smtp_username, s.notify_smtp_password.get_secret_value())
             smtp.send_message(msg)
+
+    def close(self) -> None:
+        pass  # one connection per message
+
+
+def email_text(payload: str) -> str:
+    """A readable summary first, then the same JSON document the other channels send."""
+    b = json.loads(payload)
+    where = b["device"] + (f" probe {b['probe']}" if b["probe"] else "")
+    lines = [
+        f"Breach {b['transition']}: {b['rule']} on {where} (profile {b['profile']}).",
+        f"Severity: {b['severity']}; start {b['start']}; end {b['end'] or 'still open'}.",
+    ]
+    if b["peak_c"] is not None:
+        lines.append(
+            f"Peak {b['peak_c']} C against the limit {b['limit_c']} C; "
+            f"{b['degree_minutes']} degree-minutes."
+        )
+    if b["detected_late"]:
+        lines.append(f"Found late: detected at {b['detected_at']}.")
+    return "\n".join([*lines, "", payload])
 
 
 def channels_from(settings: Settings) -> list[Channel]:
@@ -144,6 +174,8 @@ class Notifier:
         self.stopping.set()
         self.wake.set()
         self.thread.join(timeout=15)
+        for channel in self.channels.values():
+            channel.close()
 
     def _run(self) -> None:
         while not self.stopping.is_set():

@@ -60,6 +60,7 @@ def breach_line(device: str, c: StoredChange) -> str:
         f"start={b.start_ts}i",
         f"degree_minutes={float(b.degree_minutes)}",
         f"detected_late={'true' if b.detected_late else 'false'}",
+        f"suppressed={'true' if b.suppressed else 'false'}",
         f"detected_at={b.detected_at}i",
     ]
     if b.end_ts is not None:
@@ -139,6 +140,16 @@ class RulesStage:
 
     def alive(self) -> bool:
         return self.thread.is_alive()
+
+    def metrics(self) -> dict[str, int]:
+        """For ingest's /health and /metrics (names without the coldtrace_ prefix)."""
+        return {
+            "alerts_up": int(self.thread.is_alive() and self.notifier.thread.is_alive()),
+            "alerts_queue_batches": self.queue.qsize(),
+            "alerts_overflow_devices": len(self.overflow),
+            "alerts_engines": len(self.engines),
+            "alerts_readings_too_late_total": sum(e.too_late for e in self.engines.values()),
+        }
 
     def _run(self) -> None:
         while not self.stopping.is_set():
