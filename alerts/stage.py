@@ -159,6 +159,9 @@ class RulesStage:
             except InfluxUnavailable as exc:
                 log.warning("rules: InfluxDB unavailable (%s); retrying", exc)
                 self.stopping.wait(1.0)
+            except Exception:
+                log.exception("rules: devices known before the start not watched for silence")
+                break
         last_tick = 0.0
         while not self.stopping.is_set():
             try:
