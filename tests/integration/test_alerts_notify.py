@@ -1,5 +1,6 @@
 """The outbox worker against a real local HTTP receiver that fails, then recovers: the
-notification is retried with backoff (injected clock) and sent once, signed."""
+notification is retried with backoff (injected clock) and sent once, signed. On a migrated
+store, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import hmac
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,9 +58,9 @@ class Clock:
         return self.ms / 1000
 
 
-def test_failed_webhook_is_retried_with_backoff_then_sent_once(receiver, tmp_path: Path) -> None:
+def test_failed_webhook_is_retried_with_backoff_then_sent_once(receiver, database_url) -> None:
     state, url = receiver
-    store = BreachStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    store = BreachStore(database_url)
     clock = Clock(T0 + 20 * 60_000)
     notifier = Notifier(store, [Webhook(url, b"s3cret")], retry_max_s=300, clock=clock)
     opened = BreachRecord("excursion_high", T0, None, "major", 6.0, 0.0, 4.0)
@@ -102,8 +102,8 @@ def test_failed_webhook_is_retried_with_backoff_then_sent_once(receiver, tmp_pat
     assert [b'"transition": "closed"' in r["body"] for r in state.received] == [False, True]
 
 
-def test_suppressed_breach_is_stored_not_notified_until_it_alarms(tmp_path: Path) -> None:
-    store = BreachStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+def test_suppressed_breach_is_stored_not_notified_until_it_alarms(database_url) -> None:
+    store = BreachStore(database_url)
     loading = BreachRecord("excursion_high", T0, None, "major", -16.0, 0.0, -18.0, True)
     store.apply("van-1", "product", "deep-frozen", [BreachOpened(loading, T0)], T0, 1, ["email"])
     (row,) = store.known("van-1")

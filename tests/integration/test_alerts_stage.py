@@ -1,10 +1,9 @@
-"""The rules stage against the real InfluxDB and a SQLite store, with an injected clock:
-silence, late backlogs, and readings that overflowed its queue."""
+"""The rules stage against the real InfluxDB and a migrated store (SQLite and PostgreSQL),
+with an injected clock: silence, late backlogs, and readings that overflowed its queue."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from alerts.stage import RulesStage
 from alerts.store import Breach
@@ -49,10 +48,10 @@ def store(influx: InfluxClient, placed: list[PlacedReading]) -> list[PlacedReadi
     return placed
 
 
-def make_stage(settings: Settings, tmp_path: Path, clock: Clock, **extra: object) -> RulesStage:
+def make_stage(settings: Settings, database_url: str, clock: Clock, **extra: object) -> RulesStage:
     s = settings.model_copy(
         update={
-            "database_url": f"sqlite:///{tmp_path / 'alerts.db'}",
+            "database_url": database_url,
             "alerts_default_profile": "chilled",
             "alerts_silent_after_s": 900.0,
             **extra,
@@ -65,10 +64,10 @@ def breaches(stage: RulesStage, device: str) -> list[Breach]:
     return sorted(stage.store.known(device), key=lambda b: (b.start_ts, b.rule))
 
 
-def test_silent_device_with_an_injected_clock(settings, influx, prefix, tmp_path) -> None:
+def test_silent_device_with_an_injected_clock(settings, influx, prefix, database_url) -> None:
     device = f"{prefix}-van"
     clock = Clock(T0 + 10 * MINUTE)
-    stage = make_stage(settings, tmp_path, clock)
+    stage = make_stage(settings, database_url, clock)
     stage.evaluate(store(influx, readings(device, range(0, 10), lambda m: 3.0)))
     clock.ms = T0 + 24 * MINUTE  # 15 min after the last reading (minute 9): not yet
     stage.check_silence()
@@ -91,10 +90,12 @@ def test_silent_device_with_an_injected_clock(settings, influx, prefix, tmp_path
     assert (silent.state, silent.end_ts) == ("closed", T0 + 29 * MINUTE)
 
 
-def test_late_backlog_is_judged_in_place_and_flagged(settings, influx, prefix, tmp_path) -> None:
+def test_late_backlog_is_judged_in_place_and_flagged(
+    settings, influx, prefix, database_url
+) -> None:
     device = f"{prefix}-van"
     clock = Clock(T0 + 60 * MINUTE)
-    stage = make_stage(settings, tmp_path, clock)
+    stage = make_stage(settings, database_url, clock)
     hot = lambda m: 6.0 if 10 <= m < 40 else 3.0  # noqa: E731
     stage.evaluate(store(influx, readings(device, range(0, 10), hot)))
     stage.evaluate(store(influx, readings(device, range(40, 60), hot)))
@@ -111,9 +112,11 @@ def test_late_backlog_is_judged_in_place_and_flagged(settings, influx, prefix, t
     assert b.detected_late and b.detected_at == T0 + 61 * MINUTE
 
 
-def test_readings_that_overflow_the_queue_are_reread(settings, influx, prefix, tmp_path) -> None:
+def test_readings_that_overflow_the_queue_are_reread(
+    settings, influx, prefix, database_url
+) -> None:
     device = f"{prefix}-van"
-    stage = make_stage(settings, tmp_path, Clock(T0 + 60 * MINUTE), alerts_queue_batches=1)
+    stage = make_stage(settings, database_url, Clock(T0 + 60 * MINUTE), alerts_queue_batches=1)
     hot = lambda m: 6.0 if 10 <= m < 40 else 3.0  # noqa: E731
     stage.observe(store(influx, readings(device, range(0, 20), hot)))
     stage.observe(store(influx, readings(device, range(20, 50), hot)))  # queue full: a span
@@ -127,7 +130,9 @@ def test_readings_that_overflow_the_queue_are_reread(settings, influx, prefix, t
     assert (b.start_ts, b.end_ts) == (T0 + 10 * MINUTE, T0 + 40 * MINUTE)
 
 
-def test_configured_suppression_window_from_settings(settings, influx, prefix, tmp_path) -> None:
+def test_configured_suppression_window_from_settings(
+    settings, influx, prefix, database_url
+) -> None:
     from datetime import UTC, datetime
 
     device = f"{prefix}-van"
@@ -135,7 +140,7 @@ def test_configured_suppression_window_from_settings(settings, influx, prefix, t
         (datetime.fromtimestamp(T0 / 1000, UTC), datetime.fromtimestamp(T0 / 1000 + 3600, UTC))
     ]
     stage = make_stage(
-        settings, tmp_path, Clock(T0 + 60 * MINUTE), alerts_suppress_windows={device: window}
+        settings, database_url, Clock(T0 + 60 * MINUTE), alerts_suppress_windows={device: window}
     )
     hot = lambda m: 6.0 if 10 <= m < 40 else 3.0  # noqa: E731
     stage.evaluate(store(influx, readings(device, range(0, 60), hot)))
