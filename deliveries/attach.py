@@ -3,13 +3,13 @@ and the breaches of those probes then."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from alerts.store import Breach
 from deliveries.lifecycle import State
 from deliveries.models import Assignment, Delivery
-from deliveries.store import breach_links
+from deliveries.store import FAR_FUTURE_MS, breach_links, window_end, window_start
 from deliveries.trace import BreachMark
 from deliveries.window import Segment, Span, segments
 
@@ -57,3 +57,31 @@ def delivery_breaches(session: Session, d: Delivery) -> list[Breach]:
         breach_links().where(Delivery.id == d.id).order_by(Breach.start_ts, Breach.id)
     )
     return [r[0] for r in rows]
+
+
+def profile_at(session: Session, device: str, probe: str, ts: int) -> str | None:
+    """The product profile a device's probe is judged by at `ts` (device time): that of the
+    delivery then under way in the compartment it measured, else the compartment's default;
+    None when the probe measured no compartment then. (For the rules: alerts/.)"""
+    assignment = session.scalars(
+        select(Assignment).where(
+            Assignment.device_id == device,
+            Assignment.probe == probe,
+            Assignment.valid_from_ms <= ts,
+            func.coalesce(Assignment.valid_to_ms, FAR_FUTURE_MS) > ts,
+        )
+    ).first()
+    if assignment is None:
+        return None
+    profile = session.scalars(
+        select(Delivery.profile)
+        .where(
+            Delivery.compartment_id == assignment.compartment_id,
+            # a delivery cancelled before it left carried nothing
+            or_(Delivery.state != State.cancelled.value, Delivery.started_ms.is_not(None)),
+            window_start() <= ts,
+            window_end() >= ts,
+        )
+        .order_by(Delivery.id.desc())
+    ).first()
+    return profile or assignment.compartment.profile

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from alerts.store import Breach
 from coldtrace.influx import InfluxClient
+from deliveries.attach import profile_at
 from deliveries.automation import sweep
 from tests.conftest import Api
 
@@ -479,6 +480,19 @@ def test_sweep_starts_ends_and_closes_on_its_own(
     audit = api.ok("GET", "/audit", params={"entity": "delivery", "entity_id": str(d["id"])})
     assert {e["actor"] for e in audit["items"][:3]} == {"system:sweeper"}
     assert sweep(state.sessions, state.source, state.settings) == 0
+
+
+def test_profile_a_probe_is_judged_by(api: Api, fleet: tuple[str, str]) -> None:
+    vehicle, device = fleet
+    d = api.ok("POST", "/deliveries", json=plan(vehicle, profile="pharma"))
+    with api.app.state.sessions() as session:
+        assert profile_at(session, device, "product", T0 + 10 * MIN) == "pharma"
+        assert profile_at(session, device, "product", T0 - 10 * MIN) == "chilled"  # default
+        assert profile_at(session, device, "spare", T0) is None  # measures nothing
+        assert profile_at(session, device, "product", T0 - 2 * 60 * MIN) is None  # not fitted
+    run(api, d["id"], "cancel")
+    with api.app.state.sessions() as session:
+        assert profile_at(session, device, "product", T0 + 10 * MIN) == "chilled"
 
 
 def test_fleet_live_state(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> None:
