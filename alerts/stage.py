@@ -175,6 +175,7 @@ class RulesStage:
                 if time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     self.check_silence()
+                    self.retire_idle()
             except InfluxUnavailable as exc:
                 log.warning("rules: InfluxDB unavailable (%s); retrying", exc)
                 if batch is not None:
@@ -335,6 +336,21 @@ class RulesStage:
         self.silence[device] = state
         if events:
             self._emit(device, "", profile, list(events))
+
+    def retire_idle(self) -> None:
+        """Drop the engines of devices with nothing inside the late-data horizon: memory stays
+        bounded by the active fleet; a device that comes back is primed again (store and
+        InfluxDB), so nothing it had open is lost or opened twice."""
+        cutoff = int(self.clock() * 1000) - round(self.settings.alerts_late_horizon_h * HOUR_MS)
+        newest: dict[str, int] = {}
+        for (device, _), engine in self.engines.items():
+            ts = engine.newest
+            newest[device] = max(newest.get(device, 0), ts if ts is not None else 0)
+        for device, ts in newest.items():
+            if ts < cutoff:
+                for key in [k for k in self.engines if k[0] == device]:
+                    del self.engines[key]
+                self.primed.discard(device)
 
     def check_silence(self) -> None:
         now_ms = int(self.clock() * 1000)

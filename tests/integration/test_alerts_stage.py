@@ -146,3 +146,20 @@ def test_configured_suppression_window_from_settings(
     stage.evaluate(store(influx, readings(device, range(0, 60), hot)))
     (b,) = breaches(stage, device)
     assert (b.rule, b.suppressed, b.state) == ("excursion_high", True, "closed")
+
+
+def test_idle_devices_are_retired_and_primed_again(settings, influx, prefix, database_url) -> None:
+    device = f"{prefix}-van"
+    clock = Clock(T0 + 60 * MINUTE)
+    stage = make_stage(settings, database_url, clock, alerts_late_horizon_h=1.0)
+    hot = lambda m: 6.0 if m >= 30 else 3.0  # noqa: E731
+    stage.evaluate(store(influx, readings(device, range(0, 50), hot)))
+    (opened,) = breaches(stage, device)
+    assert opened.state == "open"
+    clock.ms = T0 + 49 * MINUTE + 61 * MINUTE  # the newest reading is now past the horizon
+    stage.retire_idle()
+    assert stage.engines == {} and device not in stage.primed
+    # it comes back still warm, then cools: the same breach closes, no second one opens
+    stage.evaluate(store(influx, readings(device, range(50, 70), lambda m: 6.0 if m < 60 else 3.0)))
+    (b,) = breaches(stage, device)
+    assert (b.id, b.start_ts, b.end_ts) == (opened.id, T0 + 30 * MINUTE, T0 + 60 * MINUTE)
