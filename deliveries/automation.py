@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from alerts.store import Breach
 from coldtrace.settings import Settings
 from deliveries import geo
 from deliveries.attach import breach_mark, delivery_breaches, delivery_segments, window
@@ -18,7 +19,7 @@ from deliveries.certificate import certificate_body
 from deliveries.lifecycle import Action, State, close_due
 from deliveries.models import Certificate, Delivery
 from deliveries.source import ReadingSource
-from deliveries.store import Conflict, Store, wall_ms
+from deliveries.store import Conflict, Store, breach_links, wall_ms
 from deliveries.trace import iso
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,27 @@ def issue_certificate(store: Store, d: Delivery) -> Certificate | None:
     return store.issue_certificate(d, verdict, body)
 
 
+def recertify(store: Store) -> int:
+    """New certificate versions for closed deliveries whose breaches changed (opened late,
+    ended, withdrawn) after their current certificate was issued; returns how many."""
+    current = (
+        select(Certificate.delivery_id, Certificate.issued_ms)
+        .where(Certificate.superseded_ms.is_(None))
+        .subquery()
+    )
+    changed = store.session.execute(
+        breach_links(withdrawn=True)
+        .join(current, current.c.delivery_id == Delivery.id)
+        .where(Delivery.state == State.closed.value, Breach.updated_at > current.c.issued_ms)
+    ).all()
+    issued = 0
+    for delivery_id in sorted({row[1] for row in changed}):
+        d = store.session.get(Delivery, delivery_id)
+        if d is not None and issue_certificate(store, d) is not None:
+            issued += 1
+    return issued
+
+
 def sweep(
     sessions: Callable[[], Session],
     source: ReadingSource,
@@ -115,7 +137,8 @@ def sweep(
     clock: Callable[[], int] = wall_ms,
 ) -> int:
     """One pass over the open deliveries: detect starts and ends, close those whose final
-    readings are in. Returns how many deliveries changed state."""
+    readings are in, re-certify closed ones whose breaches changed. Returns how many
+    deliveries changed state or certificate."""
     changed = 0
     with sessions() as session:
         store = Store(session, SWEEPER, clock)
@@ -141,4 +164,6 @@ def sweep(
                 log.exception("delivery %s: automatic transition failed", d.id)
                 continue
             changed += d.state != before
+        changed += recertify(store)
+        session.commit()
     return changed

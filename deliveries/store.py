@@ -329,12 +329,13 @@ def window_end(d: type[Delivery] = Delivery) -> ColumnElement[int]:
     )
 
 
-def breach_links() -> Select[Breach, int, str]:
+def breach_links(withdrawn: bool = False) -> Select[Breach, int, str]:
     """(breach, delivery id, customer id) for every breach of a probe assigned to a delivery's
     compartment, overlapping both the assignment and the delivery window (pairwise overlap of
-    three intervals is a common overlap)."""
+    three intervals is a common overlap). Withdrawn breaches (late readings showed they never
+    happened) only when asked for."""
     breach_end = func.coalesce(Breach.end_ts, FAR_FUTURE_MS)
-    return (
+    links = (
         select(Breach, Delivery.id, Delivery.customer_id)
         .join(
             Assignment,
@@ -355,5 +356,5 @@ def breach_links() -> Select[Breach, int, str]:
                 func.coalesce(Assignment.valid_to_ms, FAR_FUTURE_MS) > window_start(),
             ),
         )
-        .where(Breach.state != "withdrawn")
     )
+    return links if withdrawn else links.where(Breach.state != "withdrawn")

@@ -14,6 +14,7 @@ from alerts.store import Breach
 from coldtrace.influx import InfluxClient
 from deliveries.attach import profile_at
 from deliveries.automation import sweep
+from deliveries.store import wall_ms
 from tests.conftest import Api
 
 T0 = 1_767_600_000_000  # 2026-01-05T08:00:00Z: device time of the test deliveries
@@ -76,8 +77,7 @@ def add_breach(api: Api, device: str, start: int, end: int | None, **kw: Any) ->
             suppressed=False,
             detected_late=False,
             detected_at=start,
-            updated_at=start,
-            **kw,
+            **({"updated_at": start} | kw),
         )
         session.add(b)
         session.commit()
@@ -245,6 +245,34 @@ def test_late_breach_supersedes_the_certificate(
     assert certs[0]["superseded"] is None and certs[1]["superseded"] is not None
     assert [b["id"] for b in certs[0]["body"]["breaches"]] == [breach]
     assert certs[1]["body"]["breaches"] == [], "the issued version was not edited"
+
+
+def test_sweep_recertifies_when_breaches_change_late(
+    api: Api, fleet: tuple[str, str], influx: InfluxClient
+) -> None:
+    vehicle, device = fleet
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 40 * MIN)
+    run(api, d["id"], "close")
+    state = api.app.state
+    assert sweep(state.sessions, state.source, state.settings) == 0
+    breach = add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN, updated_at=wall_ms() + 1)
+    assert sweep(state.sessions, state.source, state.settings) == 1
+    assert sweep(state.sessions, state.source, state.settings) == 0
+    with state.sessions() as session:  # late readings showed it never happened
+        row = session.get(Breach, breach)
+        assert row is not None
+        row.state, row.updated_at = "withdrawn", wall_ms() + 2
+        session.commit()
+    assert sweep(state.sessions, state.source, state.settings) == 1
+    certs = api.ok("GET", f"/deliveries/{d['id']}/certificates")
+    assert [(c["version"], c["verdict"]) for c in certs] == [
+        (3, "compliant"),
+        (2, "not_compliant"),
+        (1, "compliant"),
+    ]
 
 
 def test_close_waits_for_the_final_readings(api: Api, fleet: tuple[str, str]) -> None:
