@@ -187,10 +187,8 @@ class Notifier:
             self.wake.clear()
 
     def send_due(self) -> None:
-        for note in self.store.due(int(self.clock() * 1000)):
-            channel = self.channels.get(note.channel)
-            if channel is None:
-                continue  # a channel configured before, not now: kept for when it returns
+        for note in self.store.due(int(self.clock() * 1000), list(self.channels)):
+            channel = self.channels[note.channel]
             device = str(json.loads(note.payload)["device"])
             try:
                 channel.send(note, device)

@@ -255,12 +255,17 @@ class BreachStore:
                 changes.append(StoredChange(row, transition, e.at))
         return changes
 
-    def due(self, now_ms: int, limit: int = 100) -> list[Notification]:
+    def due(self, now_ms: int, channels: list[str], limit: int = 100) -> list[Notification]:
+        """Notifications to send now on these channels (others wait for their channel)."""
         with Session(self.engine, expire_on_commit=False) as s:
             return list(
                 s.scalars(
                     select(Notification)
-                    .where(Notification.sent_at.is_(None), Notification.next_attempt_at <= now_ms)
+                    .where(
+                        Notification.sent_at.is_(None),
+                        Notification.next_attempt_at <= now_ms,
+                        Notification.channel.in_(channels),
+                    )
                     .order_by(Notification.id)
                     .limit(limit)
                 )

@@ -70,7 +70,7 @@ def test_failed_webhook_is_retried_with_backoff_then_sent_once(receiver, databas
 
     state.fail_next = 1
     notifier.send_due()
-    (note,) = store.due(clock.ms + 10_000)
+    (note,) = store.due(clock.ms + 10_000, ["webhook"])
     assert (note.attempts, note.sent_at, note.next_attempt_at) == (1, None, clock.ms + 2_000)
     assert "503" in (note.last_error or "")
     notifier.send_due()  # not due yet
@@ -84,7 +84,7 @@ def test_failed_webhook_is_retried_with_backoff_then_sent_once(receiver, databas
     )
     clock.ms += 60_000
     notifier.send_due()
-    assert len(state.received) == 1 and store.due(clock.ms) == []
+    assert len(state.received) == 1 and store.due(clock.ms, ["webhook"]) == []
 
     # the same transitions again (a replay): the outbox keys keep them from being re-sent
     closed = BreachRecord("excursion_high", T0, T0 + 30 * 60_000, "major", 6.0, 40.0, 4.0)
@@ -107,9 +107,10 @@ def test_suppressed_breach_is_stored_not_notified_until_it_alarms(database_url) 
     loading = BreachRecord("excursion_high", T0, None, "major", -16.0, 0.0, -18.0, True)
     store.apply("van-1", "product", "deep-frozen", [BreachOpened(loading, T0)], T0, 1, ["email"])
     (row,) = store.known("van-1")
-    assert row.suppressed and store.due(T0 + 1) == []
+    assert row.suppressed and store.due(T0 + 1, ["email"]) == []
     alarming = BreachRecord("excursion_high", T0, None, "major", -16.0, 5.0, -18.0, False)
     store.apply("van-1", "product", "deep-frozen", [BreachOpened(alarming, T0)], T0, 1, ["email"])
     (row,) = store.known("van-1")
     assert not row.suppressed
-    assert [(n.transition, n.channel) for n in store.due(T0 + 1)] == [("opened", "email")]
+    due = store.due(T0 + 1, ["email"])
+    assert [(n.transition, n.channel) for n in due] == [("opened", "email")]
