@@ -103,9 +103,10 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception:
             log.exception("database health check failed")
             database = False
-        ok = database and influx.ping()
+        influx_up = influx.ping()
+        ok = database and influx_up
         response.status_code = 200 if ok else 503
-        return Health(status="ok" if ok else "failing", database=database, influx=influx.ping())
+        return Health(status="ok" if ok else "failing", database=database, influx=influx_up)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["health"])
     def metrics(session: DbSession, influx: Influx) -> str:
