@@ -12,6 +12,8 @@ from sqlalchemy.exc import DBAPIError
 
 from alerts.store import Breach
 from coldtrace.influx import InfluxClient
+from coldtrace.services import free_port
+from coldtrace.settings import Settings
 from deliveries.attach import profile_at
 from deliveries.automation import sweep
 from deliveries.store import wall_ms
@@ -569,6 +571,25 @@ def test_health_and_metrics(api: Api, fleet: tuple[str, str], influx: InfluxClie
     assert values['coldtrace_deliveries{state="planned"}'] == "1"
     assert "coldtrace_readings_stored_5m" in values
     assert float(values['coldtrace_api_requests_total{method="POST",status="201"}']) >= 1
+
+
+def test_influxdb_down_fails_health_and_answers_503(
+    settings: Settings, database_url: str, prefix: str
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"  # no InfluxDB listens there
+    down = Api(settings.model_copy(update={"database_url": database_url, "influx_url": nowhere}))
+    try:
+        r = down.client.get("/api/v1/health")
+        assert r.status_code == 503
+        assert r.json() == {"status": "failing", "database": True, "influx": False}
+        setup_fleet(down, f"{prefix}-van", f"{prefix}-logger")
+        d = down.ok("POST", "/deliveries", json=plan(f"{prefix}-van"))
+        r = down.client.get(f"/api/v1/deliveries/{d['id']}/trace", headers=down.admin)
+        assert r.status_code == 503
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"].startswith("InfluxDB unavailable")
+    finally:
+        down.close()
 
 
 def test_openapi_documents_every_route(api: Api) -> None:
