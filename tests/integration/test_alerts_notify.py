@@ -114,3 +114,13 @@ def test_suppressed_breach_is_stored_not_notified_until_it_alarms(database_url) 
     assert not row.suppressed
     due = store.due(T0 + 1, ["email"])
     assert [(n.transition, n.channel) for n in due] == [("opened", "email")]
+
+
+def test_a_channel_no_longer_configured_does_not_hold_up_the_others(database_url) -> None:
+    store = BreachStore(database_url)
+    for minute in range(120):  # more pending than one batch of the worker (100)
+        b = BreachRecord("excursion_high", T0 + minute * 60_000, None, "major", 6.0, 0.0, 4.0)
+        store.apply("van-1", "product", "chilled", [BreachOpened(b, b.start)], T0, 1, ["sms"])
+    b = BreachRecord("excursion_high", T0 + 200 * 60_000, None, "major", 6.0, 0.0, 4.0)
+    store.apply("van-1", "product", "chilled", [BreachOpened(b, b.start)], T0, 1, ["email"])
+    assert [n.channel for n in store.due(T0 + 1, ["email"])] == ["email"]
