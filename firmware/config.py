@@ -7,7 +7,14 @@ DEFAULTS = {
     "device": None,  # required: also the MQTT username
     "uplink": "wifi",  # "wifi", or "uart" (tethered to the in-cab gateway)
     "wifi": {"ssid": None, "password": None},
-    "mqtt": {"host": None, "port": 1883, "password": None, "tls": False, "keepalive_s": 60},
+    "mqtt": {
+        "host": None,
+        "port": 1883,
+        "password": None,
+        "tls": False,
+        "ca_file": None,  # with tls: the CA certificate (DER) the broker's is checked against
+        "keepalive_s": 60,
+    },
     "interval_ms": 60000,  # sampling interval
     "alarm_interval_ms": 15000,  # sampling interval while a probe is out of its limits
     "limits": {},  # probe id -> [low, high] in degrees Celsius
@@ -65,6 +72,8 @@ def load(path="config.json", remote_path="data/remote.json"):
         for section, key in (("wifi", "ssid"), ("mqtt", "host"), ("mqtt", "password")):
             if not cfg[section][key]:
                 raise ValueError("config.json: set %s.%s (or \"uplink\": \"uart\")" % (section, key))
+        if cfg["mqtt"]["tls"] and not cfg["mqtt"]["ca_file"]:
+            raise ValueError("config.json: TLS needs mqtt.ca_file, the broker's CA (DER)")
     return _merge(cfg, read_json(remote_path, {}))
 
 

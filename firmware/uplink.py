@@ -31,6 +31,14 @@ class MqttLink:
     def connected(self):
         return self._client is not None
 
+    def _tls_params(self):
+        """The broker's certificate is checked against the CA in `mqtt.ca_file` (DER)."""
+        import ssl
+
+        with open(self._mqtt["ca_file"], "rb") as f:
+            ca = f.read()
+        return {"server_hostname": self._mqtt["host"], "cert_reqs": ssl.CERT_REQUIRED, "cadata": ca}
+
     def connect(self):
         m = self._mqtt
         client = MQTTClient(
@@ -41,14 +49,14 @@ class MqttLink:
             password=m["password"],
             keepalive=m["keepalive_s"],
             ssl=bool(m["tls"]),
-            ssl_params={"server_hostname": m["host"]} if m["tls"] else {},
+            ssl_params=self._tls_params() if m["tls"] else {},
         )
         client.set_callback(self._message)
         status = topic(self._device, "status")
         client.set_last_will(status, b"offline", retain=True, qos=1)
         try:
             client.connect()
-            client.sock.settimeout(_SOCKET_TIMEOUT_S)
+            _timeout(client)
             client.publish(status, b"online", retain=True, qos=1)
             client.subscribe(topic(self._device, "config"), qos=1)
         except Exception:
@@ -71,7 +79,7 @@ class MqttLink:
         client = self._client
         assert client is not None, "poll() before connect()"
         client.check_msg()
-        client.sock.settimeout(_SOCKET_TIMEOUT_S)  # check_msg leaves the socket blocking
+        _timeout(client)  # check_msg leaves the socket blocking
         if time.ticks_diff(time.ticks_ms(), self._last_io) > self._mqtt["keepalive_s"] * 500:
             client.ping()
             self._last_io = time.ticks_ms()
@@ -80,6 +88,13 @@ class MqttLink:
         if self._client is not None:
             _close(self._client)
             self._client = None
+
+
+def _timeout(client):
+    try:
+        client.sock.settimeout(_SOCKET_TIMEOUT_S)
+    except AttributeError:
+        pass  # a TLS socket has no timeout of its own: the watchdog covers a hung broker
 
 
 def _close(client):

@@ -152,6 +152,11 @@ except ValueError as e:
     assert 'set "device"' in run(code, flash)
     (flash / "config.json").write_text('{"device": "van-1", "wifi": {"ssid": "depot"}}')
     assert "set mqtt.host" in run(code, flash)
+    tls = {"host": "mqtt.example.net", "password": "pw", "tls": True}
+    (flash / "config.json").write_text(
+        json.dumps({"device": "van-1", "wifi": {"ssid": "depot"}, "mqtt": tls})
+    )
+    assert "TLS needs mqtt.ca_file" in run(code, flash)
 
 
 DEVICE = """
