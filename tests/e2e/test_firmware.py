@@ -146,6 +146,8 @@ def test_firmware_readings_are_stored_by_ingest(
     assert all(b.readings[-1].ts is not None for b in recorder.batches)
     assert abs(recorder.batches[-1].readings[-1].ts - time.time() * 1000) < 60_000  # type: ignore[operator]
     assert recorder.status[0] == b"online"
+    # The power went (SIGKILL): the broker publishes the device's last will.
+    wait_for(lambda: recorder.status[-1] == b"offline", 30, "the last will")
 
 
 def test_retained_config_applies_without_reboot(
