@@ -41,7 +41,12 @@ class Device:
         self.uptime = Uptime()
         self.clock = Clock(self.uptime)
         self.outbox = Outbox("data/outbox", cfg["outbox_bytes"], cfg["segment_bytes"])
-        self.counters = Counters("data/state.json", cfg["seq_block"], self.outbox.last_known_seq())
+        self.counters = Counters(
+            "data/state.json",
+            cfg["seq_block"],
+            self.outbox.last_known_seq(),
+            self.outbox.last_boot,
+        )
         self.probes = Probes(pins["onewire"], cfg["probes"], cfg["ds18b20_conversion_ms"])
         self.sht = None
         if cfg["sht"]:

@@ -146,6 +146,7 @@ class Outbox:
         self.dropped = read_json(self._dropped_path, [])  # [[from, to]] not yet reported
         self.pending = 0  # readings not yet acknowledged
         self.last_seq = None  # highest seq written
+        self.last_boot = -1  # highest boot written
         self._segments = sorted(int(n[:-4]) for n in os.listdir(path) if n.endswith(".seg"))
         self._names = None  # (boot, probe ids) in force at the end of the write segment
         self._size = 0  # bytes in the write segment
@@ -167,6 +168,7 @@ class Outbox:
             good = end
             if p[0] & _NAMES:
                 self._names = _names(p)
+                self.last_boot = max(self.last_boot, self._names[0])
                 continue
             seq = _seq(p)
             self.last_seq = seq

@@ -40,11 +40,13 @@ class Counters:
     published is ever reused for another reading.
     """
 
-    def __init__(self, path, block, last_known_seq):
+    def __init__(self, path, block, last_known_seq, last_known_boot=-1):
         self._path = path
         self._block = block
         st = read_json(path, {"boot": -1, "seq_hwm": 0})
-        self.boot = st["boot"] + 1
+        # A boot number is never reused (ingest places ts-null readings by boot), even if this
+        # file was lost while the outbox still holds readings of earlier boots.
+        self.boot = max(st["boot"], last_known_boot) + 1
         self._hwm = st["seq_hwm"]
         self.next_seq = self._hwm if last_known_seq is None else last_known_seq + 1
         self._hwm = max(self._hwm, self.next_seq + block)  # the first block, with the boot

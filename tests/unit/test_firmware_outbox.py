@@ -25,7 +25,8 @@ from outbox import Outbox
 o = Outbox("data/outbox", %(capacity)d, %(segment)d)
 boot, readings = o.peek(%(limit)d)
 print(json.dumps({"pending": o.pending, "boot": boot, "readings": readings,
-                  "dropped": o.batch_dropped(), "last": o.last_known_seq()}))
+                  "dropped": o.batch_dropped(), "last": o.last_known_seq(),
+                  "last_boot": o.last_boot}))
 """
 
 
@@ -138,6 +139,7 @@ def test_a_batch_never_mixes_boots(tmp_path: Path) -> None:
     append(flash, 5, 8, boot=1)
     out = peek(flash)
     assert (out["boot"], [r["seq"] for r in out["readings"]]) == (0, list(range(5)))
+    assert (out["last"], out["last_boot"]) == (7, 1), "what the counters resume from"
 
 
 COUNTERS = """
@@ -148,7 +150,7 @@ def counting_write(path, obj):
     writes.append(obj)
     real_write(path, obj)
 store.write_json = counting_write
-c = store.Counters("state.json", 100, %s)
+c = store.Counters("state.json", 100, %s, %d)
 seqs = [c.take_seq() for _ in range(%d)]
 print(json.dumps({"boot": c.boot, "first": seqs[0] if seqs else None, "writes": len(writes)}))
 """
@@ -156,12 +158,16 @@ print(json.dumps({"boot": c.boot, "first": seqs[0] if seqs else None, "writes": 
 
 def test_boot_counts_up_and_seq_goes_on_after_the_last_one_on_flash(tmp_path: Path) -> None:
     flash = tmp_path / "flash"
-    first = run(COUNTERS % ("None", 250), flash)
+    first = run(COUNTERS % ("None", -1, 250), flash)
     assert first == {"boot": 0, "first": 0, "writes": 3}, "one write at boot, then per 100 seqs"
 
     # Next boot: the outbox still knows seq 249, so the device goes on at 250 (no gap).
-    assert run(COUNTERS % ("249", 1), flash) == {"boot": 1, "first": 250, "writes": 1}
+    assert run(COUNTERS % ("249", 0, 1), flash) == {"boot": 1, "first": 250, "writes": 1}
 
     # Outbox wiped: jump past everything that may have been handed out, never reuse a seq.
-    wiped = run(COUNTERS % ("None", 1), flash)
+    wiped = run(COUNTERS % ("None", -1, 1), flash)
     assert wiped["boot"] == 2 and wiped["first"] >= 251
+
+    # State file lost, outbox still holding boot 6: the boot number is not reused.
+    (flash / "state.json").unlink()
+    assert run(COUNTERS % ("400", 6, 1), flash) == {"boot": 7, "first": 401, "writes": 1}
