@@ -5,7 +5,6 @@ import time
 import asyncio
 import machine
 from binascii import hexlify
-from micropython import const
 
 _DS18B20_DISCONNECTED = -127.0
 _DS18B20_POWER_ON = 85.0

@@ -17,8 +17,8 @@ def topic(device, kind):
 class MqttLink:
     """One device's MQTT session: the per-device username and password, the retained
     `status` topic (`online`, and `offline` as the last will) and the retained `config`
-    topic, whose messages go to `on_config`. Every call may raise OSError: the caller
-    closes the link and reconnects with backoff."""
+    topic, whose messages go to `on_config`. Every call may raise (OSError, or umqtt's own
+    errors): the caller then closes the link and reconnects with backoff."""
 
     def __init__(self, cfg, on_config):
         self._device = cfg["device"]
