@@ -1,7 +1,8 @@
 """A delivery from the ordering system to its trace, through every real part: the API as
 `coldtrace api` (with a key from `coldtrace keys create`), the simulated van publishing over
 Mosquitto, ingest with its rules stage storing readings in InfluxDB and breaches in the store,
-then the delivery closed and its GeoJSON trace fetched.
+then the delivery closed and its GeoJSON trace fetched; once with the store on SQLite, once
+on PostgreSQL.
 
 The van (simulators.fleet.Van, seed fixed) carries chilled food (0..+4 C, 15 min delay) and
 reads every minute for an hour; its fridge unit fails from minute 10 to 30 (set-point +7.5 C,
@@ -56,9 +57,11 @@ def cli_env(settings: Settings, database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def api_process(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def api_process(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
     """`coldtrace api` on a free port, and the headers of an admin key made by the CLI."""
-    env = cli_env(settings, f"sqlite:///{tmp_path / 'store.db'}")
+    env = cli_env(settings, database_url)
     made = subprocess.run(
         [sys.executable, "-m", "coldtrace.cli", "keys", "create", "--role", "admin", "--json"],
         env=env,
@@ -109,7 +112,7 @@ def test_delivery_trace_shows_the_rule_engines_breach(
     devices: Devices,
     influx: InfluxClient,
     prefix: str,
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
     base, admin = api_process
     http = httpx.Client(base_url=f"{base}/api/v1", headers=admin, timeout=30)
@@ -159,7 +162,7 @@ def test_delivery_trace_shows_the_rule_engines_breach(
     )["id"]
 
     start_ingest(
-        COLDTRACE_DATABASE_URL=f"sqlite:///{tmp_path / 'store.db'}",
+        COLDTRACE_DATABASE_URL=database_url,  # the rules store breaches where the API reads
         COLDTRACE_ALERTS_DEVICE_PROFILES=json.dumps({device: "chilled"}),
     )
     readings = drive(Van(device, 3.0, random.Random(7)), start)
