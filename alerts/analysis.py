@@ -21,7 +21,7 @@ from alerts.rules import (
 
 # Rules about the product's temperature: one breach of these makes a delivery not compliant.
 # Probe rules (fault, stuck) say the record cannot be trusted there, which is reported too.
-PROBE_RULES = frozenset({"probe_fault", "probe_stuck"})
+PROBE_RULES = frozenset({"probe_fault", "probe_stuck", "probe_jump"})
 
 
 @dataclass(frozen=True)

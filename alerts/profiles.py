@@ -48,6 +48,7 @@ class Profile(_Frozen):
     mkt: MktLimit | None = None
     fault_delay_min: Minutes = 10
     stuck_min: Minutes = 240
+    max_rate_c_per_min: float | None = Field(5.0, gt=0)
     door_open_max_min: Minutes | None = None
     loading_grace_min: Minutes | None = None
 

@@ -470,6 +470,44 @@ class StuckProbe:
         return s, NO_EVENTS
 
 
+class LastState(NamedTuple):
+    ts: int | None = None  # the previous sample with a temperature
+    value: float = 0.0
+    breach: BreachRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JumpingProbe:
+    """A change faster than a product can physically change (``max_rate`` C per minute, over
+    at least a minute): a loose probe, a probe out of the product, interference. The breach
+    starts at the first jump and ends at the first reading that follows its predecessor
+    plausibly again; ``peak`` is the implausible value that opened it."""
+
+    name: str
+    max_rate: float
+
+    def initial(self) -> LastState:
+        return LastState()
+
+    def update(self, s: LastState, x: Sample) -> tuple[LastState, Events]:
+        v = x.celsius
+        if v is None:
+            return s, NO_EVENTS
+        if s.ts is None:
+            return LastState(x.ts, v), NO_EVENTS
+        jump = abs(v - s.value) > self.max_rate * max((x.ts - s.ts) / MINUTE_MS, 1.0)
+        if jump:
+            if s.breach is None:
+                breach = BreachRecord(self.name, x.ts, None, "major", v, 0.0, None)
+                return LastState(x.ts, v, breach), (BreachOpened(breach, x.ts),)
+            return LastState(x.ts, v, s.breach), NO_EVENTS
+        if s.breach is not None:
+            b = s.breach
+            closed = BreachRecord(self.name, b.start, x.ts, "major", b.peak, 0.0, None)
+            return LastState(x.ts, v), (BreachClosed(closed, x.ts),)
+        return LastState(x.ts, v), NO_EVENTS
+
+
 # -- a profile's rule set --------------------------------------------------------------------
 
 
@@ -508,6 +546,8 @@ def rules_for(profile: Profile) -> list[Rule]:
         rules.append(Mkt("mkt", m.limit_c, round(m.window_h * HOUR_MS)))
     rules.append(ConditionRun("probe_fault", _ms(profile.fault_delay_min), no_temperature))
     rules.append(StuckProbe("probe_stuck", _ms(profile.stuck_min)))
+    if profile.max_rate_c_per_min is not None:
+        rules.append(JumpingProbe("probe_jump", profile.max_rate_c_per_min))
     return rules
 
 

@@ -14,6 +14,7 @@ from alerts.rules import (
     Cumulative,
     Events,
     Excursion,
+    JumpingProbe,
     Mkt,
     Rule,
     Sample,
@@ -178,7 +179,7 @@ def test_every_shipped_profile_builds_its_rules() -> None:
     expected = {"chilled", "fresh-fish", "cook-chill", "deep-frozen", "frozen", "hot-meals"}
     assert expected | {"pharma", "crt"} == set(profiles)
     names = {pid: [r.name for r in rules_for(p)] for pid, p in profiles.items()}
-    assert names["deep-frozen"] == ["excursion_high", "probe_fault", "probe_stuck"]
+    assert names["deep-frozen"] == ["excursion_high", "probe_fault", "probe_stuck", "probe_jump"]
     assert names["hot-meals"][0] == "excursion_low"
     assert "mkt" in names["pharma"] and "mkt" in names["crt"]
 
@@ -265,3 +266,18 @@ def test_configured_window_suppresses_without_a_door() -> None:
         ("BreachOpened", True),
         ("BreachClosed", True),
     ]
+
+
+def test_impossible_jump_from_a_spike_to_the_first_plausible_reading() -> None:
+    rule = JumpingProbe("probe_jump", 5.0)
+    # a spike (+12 C in 1 min), the fall back (also a jump), then calm; then a slow rise of
+    # 9 C over 2 minutes is plausible (4.5 C/min)
+    series = [(0, 3.0), (1, 15.0), (2, 3.0), (3, 3.1), (5, 12.1)]
+    events = run(rule, series)
+    assert flat(events) == [
+        ("BreachOpened", at(1), None, "major"),
+        ("BreachClosed", at(1), at(3), "major"),
+    ]
+    assert events[3][0].breach.peak == 15.0
+    # readings seconds apart are judged over a minute: 4 C in 10 s is not a jump
+    assert flat(run(rule, [(0, 3.0), (1 / 6, 7.0)])) == []
