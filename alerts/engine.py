@@ -93,25 +93,24 @@ class ProbeEngine:
                 state, pos = self.base, 0
             del self.ck_keys[ci:], self.ck_states[ci:]
             self.since_ck = 0
-            tail = sorted([*self.samples[pos:], *fresh.values()], key=lambda s: (s.ts, s.seq))
+            fresh.update(zip(order[pos:], self.samples[pos:], strict=True))
             old_events = self.events[pos:]
             del self.samples[pos:], order[pos:], self.events[pos:]
         else:
             state, pos = self.state, len(order)
-            tail = sorted(fresh.values(), key=lambda s: (s.ts, s.seq))
             old_events = []
-        update = self.rules.update
-        for s in tail:
-            state, ev = update(state, s)
-            key = (s.ts, s.seq)
-            self.samples.append(s)
-            order.append(key)
-            self.events.append(ev)
-            self.since_ck += 1
-            if self.since_ck >= CHECKPOINT_EVERY:
-                self.ck_keys.append(key)
-                self.ck_states.append(state)
-                self.since_ck = 0
+        keys = sorted(fresh)
+        tail = [fresh[k] for k in keys]
+        first_mark = CHECKPOINT_EVERY - self.since_ck - 1
+        marks = list(range(first_mark, len(tail), CHECKPOINT_EVERY))
+        state, events, marked = self.rules.run(state, tail, marks)
+        self.samples.extend(tail)
+        order.extend(keys)
+        self.events.extend(events)
+        for i, ck_state in zip(marks, marked, strict=True):
+            self.ck_keys.append(keys[i])
+            self.ck_states.append(ck_state)
+        self.since_ck = (self.since_ck + len(tail)) % CHECKPOINT_EVERY
         self.state = state
         changes = self._changes(old_events, self.events[pos:], late)
         self._compact()

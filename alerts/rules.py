@@ -576,6 +576,31 @@ class RuleSet:
                 events += ev
         return tuple(new_state), events
 
+    def run(
+        self, state: ProbeState, samples: list[Sample], marks: list[int]
+    ) -> tuple[ProbeState, list[Events], list[ProbeState]]:
+        """``update`` over many samples, rule by rule (the same result, without building a
+        composite state per sample): the final state, each sample's events, and the state
+        after each sample whose index is in ``marks`` (ascending)."""
+        n = len(samples)
+        events: list[Events] = [NO_EVENTS] * n
+        marked: list[list[Any]] = [[] for _ in marks]
+        final: list[Any] = []
+        bounds = [*marks, n - 1] if not marks or marks[-1] != n - 1 else marks
+        for r, update in enumerate(self._updates):
+            st = state[r]
+            start = 0
+            for j, end in enumerate(bounds):
+                for i in range(start, end + 1):
+                    st, ev = update(st, samples[i])
+                    if ev:
+                        events[i] = events[i] + ev
+                if j < len(marks):
+                    marked[j].append(st)
+                start = end + 1
+            final.append(st)
+        return tuple(final), events, [tuple(m) for m in marked]
+
 
 class ProbeRules(RuleSet):
     """All temperature and probe rules of one profile, for one probe."""

@@ -145,3 +145,16 @@ def test_a_late_reading_re_runs_from_the_checkpoint_before_it() -> None:
     assert engine.add([late]) == []  # a value like its neighbours: nothing changes
     assert engine.breaches() == [before] == reference([*series, late])
     assert (before.start, before.end) == (T0 + 20 * MINUTE_MS, T0 + 50 * MINUTE_MS)
+
+
+@settings(max_examples=50, deadline=None)
+@given(series_strategy(min_size=1), st.data())
+def test_run_rule_by_rule_equals_update_reading_by_reading(samples, data) -> None:
+    marks = sorted(set(data.draw(st.lists(st.integers(0, len(samples) - 1), max_size=5))))
+    state, events, marked = CHILLED.initial(), [], []
+    for i, s in enumerate(samples):
+        state, ev = CHILLED.update(state, s)
+        events.append(ev)
+        if i in marks:
+            marked.append(state)
+    assert CHILLED.run(CHILLED.initial(), samples, marks) == (state, events, marked)
