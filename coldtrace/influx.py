@@ -87,7 +87,8 @@ class InfluxClient:
                 "/query",
                 params={"db": self.database, "epoch": "ms"},
                 data={"q": influxql},
-                headers={"Accept": f"{MSGPACK}, application/json;q=0.5"},
+                # Exactly this: influxd 1.x answers JSON to any longer Accept header.
+                headers={"Accept": MSGPACK},
             )
         except httpx.HTTPError as exc:
             raise InfluxUnavailable(f"{type(exc).__name__}: {exc}") from exc
