@@ -138,9 +138,6 @@ class RulesStage:
         self.notifier.stop()
         self.influx.close()
 
-    def alive(self) -> bool:
-        return self.thread.is_alive()
-
     def metrics(self) -> dict[str, int]:
         """For ingest's /health and /metrics (names without the coldtrace_ prefix)."""
         return {
