@@ -163,3 +163,27 @@ def test_idle_devices_are_retired_and_primed_again(settings, influx, prefix, dat
     stage.evaluate(store(influx, readings(device, range(50, 70), lambda m: 6.0 if m < 60 else 3.0)))
     (b,) = breaches(stage, device)
     assert (b.id, b.start_ts, b.end_ts) == (opened.id, T0 + 30 * MINUTE, T0 + 60 * MINUTE)
+
+
+def test_a_silence_survives_a_restart(settings, influx, prefix, database_url) -> None:
+    device = f"{prefix}-van"
+    clock = Clock(T0 + 10 * MINUTE)
+    first = make_stage(settings, database_url, clock)
+    first.evaluate(store(influx, readings(device, range(0, 10), lambda m: 3.0)))
+    clock.ms = T0 + 30 * MINUTE
+    first.check_silence()
+    (silent,) = breaches(first, device)
+    # a new process: it knows the device from InfluxDB and the open silence from the store
+    clock.ms = T0 + 40 * MINUTE
+    second = make_stage(settings, database_url, clock)
+    second.watch_known_devices()
+    second.check_silence()
+    assert [(b.id, b.state) for b in breaches(second, device)] == [(silent.id, "open")]
+    second.evaluate(store(influx, readings(device, range(40, 42), lambda m: 3.0)))
+    (b,) = breaches(second, device)
+    assert (b.id, b.state, b.start_ts, b.end_ts) == (
+        silent.id,
+        "closed",
+        T0 + 9 * MINUTE,
+        T0 + 41 * MINUTE,
+    )
