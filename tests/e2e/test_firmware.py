@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +178,9 @@ def test_retained_config_applies_without_reboot(
     assert json.loads(remote.read_text()) == new
     # Sampling every 100 ms now instead of every 2 s, in the same process (no reboot).
     before = len(recorder.seqs())
-    time.sleep(3)
-    assert len(recorder.seqs()) - before >= 10
+    wait_for(lambda: len(recorder.seqs()) >= before + 10, 30, "ten more readings")
+    ups = [r.up for b in recorder.batches for r in b.readings][before:]
+    assert max(b - a for a, b in pairwise(ups[1:])) < 1000
     assert board.proc is not None and board.proc.pid == pid
     assert {b.boot for b in recorder.batches} == {0}
 
@@ -301,7 +303,7 @@ def test_unsynced_clock_sends_null_ts_and_ingest_places_the_readings(
 
     readings = [r for b in recorder.batches for r in b.readings]
     unsynced = [r for r in readings if r.ts is None]
-    assert len(unsynced) >= 5 and readings[0].ts is None
+    assert len(unsynced) >= 2 and readings[0].ts is None
     rows = influx.rows(
         f"SELECT seq FROM device_health WHERE device = {quote_string(device)} ORDER BY time"
     )
@@ -327,9 +329,10 @@ def test_a_refused_login_keeps_the_readings_and_retries(settings: Settings, boar
     code = """
 import json
 from outbox import Outbox
-print(json.dumps(Outbox("data/outbox", 262144, 4096).pending))
+print(json.dumps([r["seq"] for r in Outbox("data/outbox", 262144, 4096).peek(500)[1]]))
 """
-    assert run(code, board.flash) >= 10, "the readings wait in the outbox"
+    waiting = run(code, board.flash)
+    assert waiting and waiting == list(range(len(waiting))), "every reading waits in the outbox"
 
 
 def make_ca(name: str) -> tuple[Any, Any]:
