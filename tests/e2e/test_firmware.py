@@ -234,7 +234,12 @@ def test_power_cut_in_a_dead_zone_loses_nothing_and_counts_the_boot(
     board.start()  # boot 1, still in the dead zone
     time.sleep(2)
     board.update_scenario(wifi=True)
-    time.sleep(2)
+    # Boot 1's dead-zone readings have no ts: they are placed from its first synced one.
+    wait_for(
+        lambda: any(b.boot == 1 and b.readings[-1].ts for b in recorder.batches),
+        60,
+        "boot 1 synced",
+    )
     board.kill()
     wait_for(lambda: stored_seqs(influx, device) == sorted(set(recorder.seqs())), 60, "all stored")
 
