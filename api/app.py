@@ -87,8 +87,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def count(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        started = time.perf_counter()
         response = await call_next(request)
         app.state.requests[(request.method, response.status_code)] += 1
+        # How long the API itself took, for clients and benchmarks to tell from the network.
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response
 
     for router in (fleet_data.router, deliveries.router, breaches.router, oversight.router):
