@@ -43,6 +43,7 @@ test: lint
 
 bench: setup
 	$(BIN)/python benchmarks/ingest_throughput.py
+	$(BIN)/python benchmarks/trace_latency.py
 
 services-down:
 	-$(BIN)/coldtrace services down
