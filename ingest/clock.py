@@ -9,15 +9,17 @@ readings at exactly the same times again. Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from coldtrace.contract import Reading
 
 BootKey = tuple[str, int]  # (device, boot)
 
 
-@dataclass(frozen=True, slots=True)
-class PlacedReading:
+class PlacedReading(NamedTuple):
+    """Immutable, and a NamedTuple because one is built per reading: a frozen dataclass
+    cost four times as much to construct, a measurable share of ingest's CPU."""
+
     device: str
     boot: int
     reading: Reading

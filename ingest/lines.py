@@ -52,7 +52,7 @@ def reading_lines(p: PlacedReading, out: list[str]) -> int:
     r = p.reading
     dev = p.device
     tail = f",seq={r.seq}i {p.ts}"
-    lines: list[str] = []
+    first = len(out)
     for probe, value in r.probes.items():
         if (
             value is not None
@@ -60,32 +60,30 @@ def reading_lines(p: PlacedReading, out: list[str]) -> int:
             and value != DISCONNECTED
             and value != POWER_ON
         ):
-            lines.append(f"temperature,device={dev},probe={probe} celsius={value!r}{tail}")
+            out.append(f"temperature,device={dev},probe={probe} celsius={value!r}{tail}")
         else:
             fault = probe_fault(value)
             raw = "" if value is None else f",raw={value!r}"
-            lines.append(f'temperature,device={dev},probe={probe} fault="{fault}"{raw}{tail}')
+            out.append(f'temperature,device={dev},probe={probe} fault="{fault}"{raw}{tail}')
     gps = r.gps
     if gps is not None:
-        extra = ""
-        if gps.speed_kmh is not None:
-            extra += f",speed_kmh={gps.speed_kmh!r}"
-        if gps.hdop is not None:
-            extra += f",hdop={gps.hdop!r}"
-        lines.append(f"position,device={dev} lat={gps.lat!r},lon={gps.lon!r}{extra}{tail}")
-    health = f"device_health,device={dev} boot={p.boot}i,up={r.up}i"
-    if p.derived:
-        health += ",derived=true"
-    if r.battery_v is not None:
-        health += f",battery_v={r.battery_v!r}"
-    if r.rssi_dbm is not None:
-        health += f",rssi_dbm={r.rssi_dbm}i"
-    if r.door is not None:
-        health += f",door={'true' if r.door else 'false'}"
-    lines.append(health)
-    fp = zlib.crc32(("\n".join(lines) + tail).encode())
-    lines[-1] = f"{health},fp={fp}i{tail}"
-    out.extend(lines)
+        speed, hdop = gps.speed_kmh, gps.hdop
+        out.append(
+            f"position,device={dev} lat={gps.lat!r},lon={gps.lon!r}"
+            f"{'' if speed is None else f',speed_kmh={speed!r}'}"
+            f"{'' if hdop is None else f',hdop={hdop!r}'}{tail}"
+        )
+    battery, rssi, door = r.battery_v, r.rssi_dbm, r.door
+    health = (
+        f"device_health,device={dev} boot={p.boot}i,up={r.up}i"
+        f"{',derived=true' if p.derived else ''}"
+        f"{'' if battery is None else f',battery_v={battery!r}'}"
+        f"{'' if rssi is None else f',rssi_dbm={rssi}i'}"
+        f"{'' if door is None else ',door=true' if door else ',door=false'}"
+    )
+    out.append(health)
+    fp = zlib.crc32(("\n".join(out[first:]) + tail).encode())
+    out[-1] = f"{health},fp={fp}i{tail}"
     return fp
 
 

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from coldtrace.contract import device_from_topic
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
@@ -42,8 +42,7 @@ class Stopping(Exception):
     """Shutdown was asked for while waiting on InfluxDB; nothing of the batch is acked."""
 
 
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
+class InboundMessage(NamedTuple):  # one per MQTT message: cheap to build (see PlacedReading)
     topic: str
     payload: bytes
     mid: int
