@@ -259,7 +259,12 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
     device = f"{prefix}-van"
     hooks = Hooks(all_hooks, device)
     t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
-    ingest = alerting_ingest()
+    # The first half ends ~19 min ago on the device clock: past the default silence gap
+    # (15 min), so whenever the stage's once-a-second silence tick came before the kill or
+    # before the second half's first batch, a device_silent breach joined the excursion.
+    # This test is about the excursion: the silence rule is the next test's.
+    not_silent = {"COLDTRACE_ALERTS_SILENT_AFTER_S": "3600"}
+    ingest = alerting_ingest(**not_silent)
     devices.publish(device, [batch(device, t0, range(m, m + 3)) for m in range(0, 27, 3)])
     wait_for(lambda: [b.state for b in breaches(db, device)] == ["open"], what="an open breach")
     # Killed once the 'opened' notifications are recorded as sent: a kill between a send and
@@ -270,7 +275,7 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
     )
     ingest.stop(signal.SIGKILL)
 
-    alerting_ingest()  # a new process: no memory but the store and InfluxDB
+    alerting_ingest(**not_silent)  # a new process: no memory but the store and InfluxDB
     devices.publish(device, [batch(device, t0, range(m, m + 3)) for m in range(27, 39, 3)])
     wait_for(lambda: stored_count(influx, f"^{device}$") == 39, what="39 stored readings")
     wait_for(lambda: [b.state for b in breaches(db, device)] == ["closed"], what="closed breach")
