@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
@@ -101,6 +101,10 @@ class RulesStage:
         self.engines: dict[tuple[str, str], ProbeEngine] = {}
         self.primed: set[str] = set()
         self.silence: dict[str, SilenceState] = {}
+        self.readings_evaluated = 0
+        self.transitions: Counter[tuple[str, str]] = Counter()  # (rule, transition) stored
+        self.errors = 0
+        self.last_error: str | None = None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="alerts-rules", daemon=True)
 
@@ -123,8 +127,14 @@ class RulesStage:
         try:
             self.queue.put_nowait(placed)
         except queue.Full:
-            for p in placed:
-                self._remember(p.device, p.ts, p.ts)
+            self.reread(placed)
+
+    def reread(self, placed: list[PlacedReading]) -> None:
+        """Judge what InfluxDB holds of these readings' span, not the readings themselves:
+        for readings that overflowed the queue, or that may not all have been stored (a
+        refused batch that ingest stored message by message, dead-lettering some)."""
+        for p in placed:
+            self._remember(p.device, p.ts, p.ts)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -138,15 +148,24 @@ class RulesStage:
         self.notifier.stop()
         self.influx.close()
 
+    def alive(self) -> bool:
+        """Both threads running: ingest's /health fails (and ingest exits) otherwise."""
+        return self.thread.is_alive() and self.notifier.thread.is_alive()
+
     def metrics(self) -> dict[str, int]:
-        """For ingest's /health and /metrics (names without the coldtrace_ prefix)."""
-        return {
-            "alerts_up": int(self.thread.is_alive() and self.notifier.thread.is_alive()),
+        """For ingest's /metrics (names without the coldtrace_ prefix; Prometheus labels)."""
+        figures = {
+            "alerts_up": int(self.alive()),
             "alerts_queue_batches": self.queue.qsize(),
             "alerts_overflow_devices": len(self.overflow),
             "alerts_engines": len(self.engines),
+            "alerts_readings_evaluated_total": self.readings_evaluated,
             "alerts_readings_too_late_total": sum(e.too_late for e in self.engines.values()),
+            "alerts_errors_total": self.errors,
         }
+        for (rule, transition), n in sorted(self.transitions.items()):
+            figures[f'alerts_breaches_total{{rule="{rule}",transition="{transition}"}}'] = n
+        return figures
 
     def _run(self) -> None:
         while not self.stopping.is_set():
@@ -156,8 +175,9 @@ class RulesStage:
             except InfluxUnavailable as exc:
                 log.warning("rules: InfluxDB unavailable (%s); retrying", exc)
                 self.stopping.wait(1.0)
-            except Exception:
+            except Exception as exc:
                 log.exception("rules: devices known before the start not watched for silence")
+                self._failed(f"{type(exc).__name__}: {exc}")
                 break
         last_tick = 0.0
         while not self.stopping.is_set():
@@ -175,11 +195,17 @@ class RulesStage:
                     self.retire_idle()
             except InfluxUnavailable as exc:
                 log.warning("rules: InfluxDB unavailable (%s); retrying", exc)
+                self._failed(f"InfluxDB unavailable: {exc}")
                 if batch is not None:
                     self.observe(batch)
                 self.stopping.wait(1.0)
-            except Exception:
+            except Exception as exc:
                 log.exception("rules stage: batch failed; continuing")
+                self._failed(f"{type(exc).__name__}: {exc}")
+
+    def _failed(self, error: str) -> None:
+        self.errors += 1
+        self.last_error = error[:500]
 
     # -- the work --------------------------------------------------------------------------
 
@@ -213,6 +239,7 @@ class RulesStage:
                 self._judge(device, key, profile, samples)
             newest = max(p.ts for p in readings)
             self._silence(device, profile, heard(self.silence.get(device, SilenceState()), newest))
+            self.readings_evaluated += len(readings)
 
     def _judge(self, device: str, key: str, profile: Profile, samples: list[Sample]) -> None:
         engine = self.engines.get((device, key))
@@ -299,6 +326,7 @@ class RulesStage:
                     return
                 delay = min(delay * 2, 10.0)
         for c in changes:
+            self.transitions[(c.breach.rule, c.transition)] += 1
             log.info(
                 "breach %s: device=%s probe=%s rule=%s start=%d end=%s severity=%s",
                 c.transition,

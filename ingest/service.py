@@ -47,7 +47,8 @@ class IngestService:
         self.writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.failure: BaseException | None = None
         self.health_server: ThreadingHTTPServer | None = None
-        # alerts: the rules stage judges what each stored batch placed, on its own thread
+        # alerts: the rules stage judges what each stored batch placed, on its own thread;
+        # like the writer, its death fails /health and ends the process
         self.rules = RulesStage.from_settings(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -80,6 +81,10 @@ class IngestService:
             if not self.consumer.alive():
                 self.failure = RuntimeError("MQTT network loop died")
                 log.error("MQTT network loop died; stopping")
+                break
+            if self.rules is not None and not self.rules.alive():
+                self.failure = RuntimeError("rules stage died")
+                log.error("rules stage died; stopping")
                 break
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
@@ -151,6 +156,8 @@ class IngestService:
             log.warning("InfluxDB refused a batch (%s); storing its messages one by one", exc)
             self.pipeline.forget([batch])
             self.pipeline.recover(batch, work)
+            if self.rules is not None:  # some may be dead-lettered: judge what was stored
+                self.rules.reread(work.placed)
             refused = True
         self.consumer.ack(batch)
         return not refused
@@ -188,14 +195,19 @@ class IngestService:
             "writer_alive": self.writer.is_alive() and self.failure is None,
             "influx_writable": retry_s < self.settings.ingest_unhealthy_after_s,
         }
+        if self.rules is not None:
+            checks["rules_alive"] = self.rules.alive()
         ok = all(checks.values())
-        return ok, {
+        body: dict[str, object] = {
             "status": "ok" if ok else "failing",
             **checks,
             "influx_retrying_s": round(retry_s, 1),
             "inbox": self.inbox.qsize(),
             "totals": dict(self.pipeline.totals),
         }
+        if self.rules is not None:
+            body["rules_last_error"] = self.rules.last_error
+        return ok, body
 
     def metrics(self) -> str:
         ok, _ = self.health()
@@ -206,6 +218,8 @@ class IngestService:
         ]
         for name in sorted(self.pipeline.totals):
             lines.append(f"coldtrace_ingest_{name}_total {self.pipeline.totals[name]}")
+        if self.rules is not None:
+            lines.extend(f"coldtrace_{name} {n}" for name, n in self.rules.metrics().items())
         return "\n".join(lines) + "\n"
 
 

@@ -243,6 +243,18 @@ def test_excursion_gives_one_breach_stored_written_and_notified_once(
     assert len([m for m in alert_topic if m[0] == topic]) == 2
     assert all(n.sent_at is not None for n in outbox(db))
 
+    # what an operator sees of it: ingest's /metrics and /health report the rules stage
+    wait_for(
+        lambda: ingest.metrics().get("coldtrace_alerts_readings_evaluated_total") == 40,
+        what="the 40 readings evaluated",
+    )
+    figures = ingest.metrics()
+    for transition in ("opened", "closed"):
+        key = f'coldtrace_alerts_breaches_total{{rule="excursion_high",transition="{transition}"}}'
+        assert figures[key] == 1
+    assert figures["coldtrace_alerts_up"] == 1
+    assert ingest.health()[0] == 200 and ingest.health()[1]["rules_alive"] is True
+
 
 def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
     alerting_ingest,
@@ -319,3 +331,35 @@ def test_silent_device_is_reported_and_closed_when_it_speaks_again(
         ("device_silent", "closed", None),
         ("device_silent", "opened", None),
     ]
+
+
+def test_readings_of_a_refused_batch_stored_one_by_one_are_judged(
+    alerting_ingest, devices: Devices, settings: Settings, prefix: str, tmp_path: Path
+) -> None:
+    """InfluxDB refuses a batch (a field type conflict on the reading after the excursion):
+    ingest stores its messages one by one and dead-letters the poisoned one; the rules stage
+    judges the readings that were stored."""
+    database = f"drift_{prefix}"  # its own database: the drift would break other tests
+    influx = InfluxClient(settings.model_copy(update={"influx_database": database}))
+    influx.create_database()
+    db = tmp_path / "ingest.db"
+    device = f"{prefix}-van"
+    t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
+    poisoned_ts = t0 + 40 * MINUTE  # same time, same shard: battery_v is a string there
+    influx.write(f'device_health,device={prefix}-other battery_v="flat" {poisoned_ts}'.encode())
+    ingest = alerting_ingest(
+        COLDTRACE_INFLUX_DATABASE=database, COLDTRACE_INGEST_BATCH_DELAY_MS="300"
+    )
+    poisoned = {"seq": 40, "ts": poisoned_ts, "up": 40 * MINUTE, "probes": {}, "battery_v": 3.7}
+    devices.publish(  # back to back: one batch
+        device,
+        [
+            batch(device, t0, range(0, 40)),
+            json.dumps({"device": device, "boot": 1, "readings": [poisoned]}).encode(),
+        ],
+    )
+    wait_for(lambda: [b.state for b in breaches(db, device)] == ["closed"], what="a closed breach")
+    check_one_breach(db, device, t0)
+    assert "storing its messages one by one" in ingest.logtext()
+    assert ingest.metrics()["coldtrace_ingest_rejected_total"] == 1
+    influx.close()
