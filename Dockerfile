@@ -1,9 +1,15 @@
-# Image for `coldtrace ingest` (and later the API) in docker-compose.yml. Untested in CI.
+# One image for every coldtrace service in docker-compose.yml (ingest, api). Not exercised in
+# CI (no Docker engine on the build machines); `make test` checks that this file's COPY list
+# installs and migrates (tests/integration/test_packaging.py).
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY coldtrace coldtrace
 COPY ingest ingest
+COPY alerts alerts
+COPY deliveries deliveries
+COPY api api
+COPY migrations migrations
 COPY simulators simulators
 RUN pip install --no-cache-dir .
 RUN mkdir -p /var/lib/coldtrace && chown nobody /var/lib/coldtrace
