@@ -70,4 +70,5 @@ def test_the_images_copy_list_installs_and_migrates_a_database(tmp_path: Path) -
     assert out.returncode == 0, out.stderr
     with sqlite3.connect(db) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert {"delivery", "api_key", "audit_log", "breach", "held_reading", "alembic_version"} <= tables
+    expected = {"delivery", "api_key", "audit_log", "breach", "held_reading", "alembic_version"}
+    assert expected <= tables
