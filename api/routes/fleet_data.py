@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from fastapi import APIRouter, status
-from sqlalchemy import select
+from pydantic import BaseModel
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
 from api.auth import Admin, Anyone, Operators, Staff
 from api.deps import DbSession, Profiles
@@ -26,6 +31,24 @@ from deliveries.models import Assignment, Compartment, Customer, Device, Vehicle
 from deliveries.store import NotFound, Store
 
 router = APIRouter()
+Row = TypeVar("Row")
+Out = TypeVar("Out", bound=BaseModel)
+
+
+def listed(
+    session: Session, query: Select[Row], out: Callable[[Row], Out], limit: int, offset: int
+) -> Page[Out]:
+    """One page of the query's rows as response models."""
+    rows, total = page(session, query, limit, offset)
+    return Page(items=[out(r[0]) for r in rows], total=total, limit=limit, offset=offset)
+
+
+def found(session: Session, model: type[Row], kind: str, key: str) -> Row:
+    """The row with this key, or 404 (NotFound names the kind)."""
+    row = session.get(model, key)
+    if row is None:
+        raise NotFound(kind, key)
+    return row
 
 
 def customer_out(c: Customer) -> CustomerOut:
@@ -71,8 +94,7 @@ def list_customers(
     query = select(Customer).order_by(Customer.id)
     if who.customer_id is not None:
         query = query.where(Customer.id == who.customer_id)
-    rows, total = page(session, query, limit, offset)
-    return Page(items=[customer_out(r[0]) for r in rows], total=total, limit=limit, offset=offset)
+    return listed(session, query, customer_out, limit, offset)
 
 
 @router.get("/customers/{customer_id}", tags=["customers"])
@@ -98,16 +120,12 @@ def create_vehicle(
 def list_vehicles(
     session: DbSession, who: Staff, limit: Limit = 50, offset: Offset = 0
 ) -> Page[VehicleOut]:
-    rows, total = page(session, select(Vehicle).order_by(Vehicle.id), limit, offset)
-    return Page(items=[vehicle_out(r[0]) for r in rows], total=total, limit=limit, offset=offset)
+    return listed(session, select(Vehicle).order_by(Vehicle.id), vehicle_out, limit, offset)
 
 
 @router.get("/vehicles/{vehicle_id}", tags=["vehicles"])
 def get_vehicle(vehicle_id: str, session: DbSession, who: Staff) -> VehicleOut:
-    row = session.get(Vehicle, vehicle_id)
-    if row is None:
-        raise NotFound("vehicle", vehicle_id)
-    return vehicle_out(row)
+    return vehicle_out(found(session, Vehicle, "vehicle", vehicle_id))
 
 
 @router.post("/devices", status_code=status.HTTP_201_CREATED, tags=["devices"])
@@ -121,16 +139,12 @@ def create_device(body: DeviceIn, session: DbSession, who: Admin) -> DeviceOut:
 def list_devices(
     session: DbSession, who: Staff, limit: Limit = 50, offset: Offset = 0
 ) -> Page[DeviceOut]:
-    rows, total = page(session, select(Device).order_by(Device.id), limit, offset)
-    return Page(items=[device_out(r[0]) for r in rows], total=total, limit=limit, offset=offset)
+    return listed(session, select(Device).order_by(Device.id), device_out, limit, offset)
 
 
 @router.get("/devices/{device_id}", tags=["devices"])
 def get_device(device_id: str, session: DbSession, who: Staff) -> DeviceOut:
-    row = session.get(Device, device_id)
-    if row is None:
-        raise NotFound("device", device_id)
-    return device_out(row)
+    return device_out(found(session, Device, "device", device_id))
 
 
 @router.post(
@@ -148,8 +162,7 @@ def assign_device(
 
 @router.get("/devices/{device_id}/assignments", tags=["devices"])
 def list_assignments(device_id: str, session: DbSession, who: Staff) -> list[AssignmentOut]:
-    if session.get(Device, device_id) is None:
-        raise NotFound("device", device_id)
+    found(session, Device, "device", device_id)
     rows = session.scalars(
         select(Assignment)
         .join(Compartment)
