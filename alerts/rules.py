@@ -63,41 +63,41 @@ class BreachRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class BreachOpened:
-    breach: BreachRecord
-    at: int  # device time of the reading that revealed it
-    late: bool = False
+class BreachChange:
+    """What the rules say of a breach: ``at`` is the device time of the reading that revealed
+    the change; ``late`` that readings older than the newest revealed it."""
 
-
-@dataclass(frozen=True, slots=True)
-class BreachEscalated:
     breach: BreachRecord
     at: int
     late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class BreachClosed:
-    breach: BreachRecord
-    at: int
-    late: bool = False
+class BreachOpened(BreachChange):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
-class BreachRevised:
+class BreachEscalated(BreachChange):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BreachClosed(BreachChange):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BreachRevised(BreachChange):
     """Late readings changed a breach already reported (its end, peak or degree-minutes)."""
 
-    breach: BreachRecord
-    at: int
     late: bool = True
 
 
 @dataclass(frozen=True, slots=True)
-class BreachWithdrawn:
+class BreachWithdrawn(BreachChange):
     """Late readings showed a reported breach never happened (e.g. a gap in its middle)."""
 
-    breach: BreachRecord
-    at: int
     late: bool = True
 
 
