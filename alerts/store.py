@@ -8,6 +8,8 @@ Times are epoch milliseconds: ``start_ts``/``end_ts`` on the device clock (event
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -186,23 +188,8 @@ class BreachStore:
     ) -> list[StoredChange]:
         """Upsert each event's breach and queue its notifications, in one transaction; the
         unique keys make this idempotent when the same events come again (replay, restart)."""
-        try:
-            return self._apply(device, probe, profile, events, now_ms, late_after_ms, channels)
-        except OperationalError as exc:
-            raise StoreUnavailable(str(exc).splitlines()[0]) from exc
-
-    def _apply(
-        self,
-        device: str,
-        probe: str,
-        profile: str,
-        events: list[Event],
-        now_ms: int,
-        late_after_ms: int,
-        channels: list[str],
-    ) -> list[StoredChange]:
         changes: list[StoredChange] = []
-        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+        with _unavailable(), Session(self.engine, expire_on_commit=False) as s, s.begin():
             for e in events:
                 b, transition = e.breach, TRANSITIONS[type(e)]
                 row = s.scalars(
@@ -281,6 +268,15 @@ class BreachStore:
             row = s.get_one(Notification, note_id)
             row.attempts += 1
             row.last_error, row.next_attempt_at = error[:1000], retry_at_ms
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """The store down or locked (OperationalError) as StoreUnavailable: the caller retries."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreUnavailable(str(exc).splitlines()[0]) from exc
 
 
 def _insert_ignore(engine: Engine) -> Any:
