@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -166,6 +166,25 @@ def alerting_ingest(start_ingest, mailbox, webhook):
     return lambda **extra: start_ingest(**env, **extra)
 
 
+class Van(NamedTuple):
+    """The test's van and where ingest's work about it shows."""
+
+    db: Path  # the store of the ingest process the test starts
+    device: str
+    t0: int  # device time of minute 0: 45 min ago, so minute 39 is still in the past
+    hooks: Hooks
+    mailbox: Mailbox
+
+
+@pytest.fixture
+def van(prefix: str, tmp_path: Path, mailbox, webhook) -> Van:
+    box, _ = mailbox
+    all_hooks, _ = webhook
+    device = f"{prefix}-van"
+    t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
+    return Van(tmp_path / "ingest.db", device, t0, Hooks(all_hooks, device), box)
+
+
 def check_one_breach(db: Path, device: str, t0: int) -> Breach:
     (b,) = breaches(db, device)
     assert (b.probe, b.rule, b.profile, b.state) == (
@@ -180,21 +199,9 @@ def check_one_breach(db: Path, device: str, t0: int) -> Breach:
 
 
 def test_excursion_gives_one_breach_stored_written_and_notified_once(
-    alert_topic,
-    alerting_ingest,
-    devices: Devices,
-    influx: InfluxClient,
-    prefix: str,
-    tmp_path: Path,
-    mailbox,
-    webhook,
+    alert_topic, alerting_ingest, devices: Devices, influx: InfluxClient, van: Van
 ) -> None:
-    box, _ = mailbox
-    all_hooks, _ = webhook
-    db = tmp_path / "ingest.db"
-    device = f"{prefix}-van"
-    hooks = Hooks(all_hooks, device)
-    t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
+    db, device, t0, hooks, box = van
     ingest = alerting_ingest()
     payloads = [batch(device, t0, range(m, m + 5)) for m in range(0, 40, 5)]
     devices.publish(device, payloads)
@@ -257,20 +264,9 @@ def test_excursion_gives_one_breach_stored_written_and_notified_once(
 
 
 def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
-    alerting_ingest,
-    devices: Devices,
-    influx: InfluxClient,
-    prefix: str,
-    tmp_path: Path,
-    mailbox,
-    webhook,
+    alerting_ingest, devices: Devices, influx: InfluxClient, van: Van
 ) -> None:
-    box, _ = mailbox
-    all_hooks, _ = webhook
-    db = tmp_path / "ingest.db"
-    device = f"{prefix}-van"
-    hooks = Hooks(all_hooks, device)
-    t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
+    db, device, t0, hooks, box = van
     # The first half ends ~19 min ago on the device clock: past the default silence gap
     # (15 min), so whenever the stage's once-a-second silence tick came before the kill or
     # before the second half's first batch, a device_silent breach joined the excursion.
@@ -300,12 +296,9 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
 
 
 def test_silent_device_is_reported_and_closed_when_it_speaks_again(
-    alerting_ingest, devices: Devices, prefix: str, tmp_path: Path, webhook
+    alerting_ingest, devices: Devices, van: Van
 ) -> None:
-    all_hooks, _ = webhook
-    db = tmp_path / "ingest.db"
-    device = f"{prefix}-van"
-    hooks = Hooks(all_hooks, device)
+    db, device, _, hooks, _ = van
     alerting_ingest(COLDTRACE_ALERTS_SILENT_AFTER_S="2")
 
     def send(seq: int) -> int:
@@ -334,7 +327,7 @@ def test_silent_device_is_reported_and_closed_when_it_speaks_again(
 
 
 def test_readings_of_a_refused_batch_stored_one_by_one_are_judged(
-    alerting_ingest, devices: Devices, settings: Settings, prefix: str, tmp_path: Path
+    alerting_ingest, devices: Devices, settings: Settings, prefix: str, van: Van
 ) -> None:
     """InfluxDB refuses a batch (a field type conflict on the reading after the excursion):
     ingest stores its messages one by one and dead-letters the poisoned one; the rules stage
@@ -342,9 +335,7 @@ def test_readings_of_a_refused_batch_stored_one_by_one_are_judged(
     database = f"drift_{prefix}"  # its own database: the drift would break other tests
     influx = InfluxClient(settings.model_copy(update={"influx_database": database}))
     influx.create_database()
-    db = tmp_path / "ingest.db"
-    device = f"{prefix}-van"
-    t0 = (int(time.time() * 1000) // MINUTE - 45) * MINUTE
+    db, device, t0, _, _ = van
     poisoned_ts = t0 + 40 * MINUTE  # same time, same shard: battery_v is a string there
     influx.write(f'device_health,device={prefix}-other battery_v="flat" {poisoned_ts}'.encode())
     ingest = alerting_ingest(

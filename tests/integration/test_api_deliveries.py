@@ -137,6 +137,19 @@ def run(api: Api, delivery: int, action: str, at: int | None = None, **kw: Any) 
     return api.ok("POST", f"/deliveries/{delivery}/transitions", json=body)
 
 
+@pytest.fixture
+def closed_delivery(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> int:
+    """The id of a delivery over write_run's readings, T0 to minute 40, closed (version 1 of
+    its certificate issued, compliant)."""
+    vehicle, device = fleet
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 40 * MIN)
+    run(api, d["id"], "close")
+    return int(d["id"])
+
+
 def test_master_data_round_trips(api: Api, fleet: tuple[str, str]) -> None:
     vehicle, device = fleet
     assert api.ok("GET", "/customers/acme")["name"] == "ACME labs"
@@ -231,18 +244,13 @@ def test_delivery_lifecycle_with_certificate_and_audit(
 
 
 def test_late_breach_supersedes_the_certificate(
-    api: Api, fleet: tuple[str, str], influx: InfluxClient
+    api: Api, fleet: tuple[str, str], closed_delivery: int
 ) -> None:
-    vehicle, device = fleet
-    write_run(influx, device)
-    d = api.ok("POST", "/deliveries", json=plan(vehicle))
-    run(api, d["id"], "start", T0)
-    run(api, d["id"], "deliver", T0 + 40 * MIN)
-    run(api, d["id"], "close")
-    again = api.ok("POST", f"/deliveries/{d['id']}/reevaluate")
+    _, device = fleet
+    again = api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
     assert len(again) == 1, "nothing changed: no new version"
     breach = add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)  # found late
-    certs = api.ok("POST", f"/deliveries/{d['id']}/reevaluate")
+    certs = api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
     assert [(c["version"], c["verdict"]) for c in certs] == [(2, "not_compliant"), (1, "compliant")]
     assert certs[0]["superseded"] is None and certs[1]["superseded"] is not None
     assert [b["id"] for b in certs[0]["body"]["breaches"]] == [breach]
@@ -250,14 +258,9 @@ def test_late_breach_supersedes_the_certificate(
 
 
 def test_sweep_recertifies_when_breaches_change_late(
-    api: Api, fleet: tuple[str, str], influx: InfluxClient
+    api: Api, fleet: tuple[str, str], closed_delivery: int
 ) -> None:
-    vehicle, device = fleet
-    write_run(influx, device)
-    d = api.ok("POST", "/deliveries", json=plan(vehicle))
-    run(api, d["id"], "start", T0)
-    run(api, d["id"], "deliver", T0 + 40 * MIN)
-    run(api, d["id"], "close")
+    _, device = fleet
     state = api.app.state
     assert sweep(state.sessions, state.source, state.settings) == 0
     breach = add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN, updated_at=wall_ms() + 1)
@@ -269,7 +272,7 @@ def test_sweep_recertifies_when_breaches_change_late(
         row.state, row.updated_at = "withdrawn", wall_ms() + 2
         session.commit()
     assert sweep(state.sessions, state.source, state.settings) == 1
-    certs = api.ok("GET", f"/deliveries/{d['id']}/certificates")
+    certs = api.ok("GET", f"/deliveries/{closed_delivery}/certificates")
     assert [(c["version"], c["verdict"]) for c in certs] == [
         (3, "compliant"),
         (2, "not_compliant"),
