@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,12 +38,12 @@ import httpx
 from sqlalchemy.orm import Session
 
 from alerts.store import Breach
+from api.process import ApiProcess
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient
 from coldtrace.services import LocalServices, free_port
 from coldtrace.settings import load_settings
 
-REPO = Path(__file__).resolve().parent.parent
 HOURS = 10
 START = 1_767_600_000_000  # 2026-01-05T08:00:00Z
 DEVICE = "bench-van"
@@ -132,7 +131,7 @@ def main() -> int:
         mqtt_port=free_port(),
     )
     services = LocalServices(settings)
-    api_proc: subprocess.Popen[bytes] | None = None
+    api_proc: ApiProcess | None = None
     try:
         services.up(["influxdb"])
         influx = InfluxClient(settings)
@@ -146,34 +145,8 @@ def main() -> int:
             "COLDTRACE_INFLUX_DATABASE": "bench",
             "COLDTRACE_DATABASE_URL": url,
         }
-        made = subprocess.run(
-            [sys.executable, "-m", "coldtrace.cli", "keys", "create", "--role", "admin", "--json"],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        key = json.loads(made.stdout)[0]["key"]
-        port = free_port()
-        api_proc = subprocess.Popen(
-            [sys.executable, "-m", "coldtrace.cli", "api", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the API did not start")
-            time.sleep(0.2)
+        api_proc = ApiProcess(env).start()
+        base, key = api_proc.base, api_proc.key
 
         api("POST", base, "/customers", key, {"id": "bench", "name": "Bench"})
         api(
@@ -294,8 +267,7 @@ def main() -> int:
         return 0
     finally:
         if api_proc is not None:
-            api_proc.terminate()
-            api_proc.wait(timeout=30)
+            api_proc.stop()
         services.down()
         shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,12 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
+from api.process import ApiProcess
 from coldtrace.contract import Reading, TelemetryBatch
 from coldtrace.influx import InfluxClient, quote_string
-from coldtrace.services import free_port
 from coldtrace.settings import Settings
 from simulators.fleet import Van
-from tests.conftest import REPO, Devices, stored_count, wait_for
+from tests.conftest import Devices, stored_count, wait_for
 
 MINUTE = 60_000
 READINGS = 60
@@ -61,40 +59,11 @@ def api_process(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """`coldtrace api` on a free port, and the headers of an admin key made by the CLI."""
-    env = cli_env(settings, database_url)
-    made = subprocess.run(
-        [sys.executable, "-m", "coldtrace.cli", "keys", "create", "--role", "admin", "--json"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = json.loads(made.stdout)[0]["key"]
-    port = free_port()
-    log = (tmp_path / "api.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coldtrace.cli", "api", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, (tmp_path / "api.log").read_text()
-        try:
-            return httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    api = ApiProcess(cli_env(settings, database_url), tmp_path / "api.log").start()
     try:
-        wait_for(healthy, 30, "the API to answer")
-        yield base, {"Authorization": f"Bearer {key}"}
+        yield api.base, api.headers
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        api.stop()
 
 
 def drive(van: Van, start: int) -> list[Reading]:
