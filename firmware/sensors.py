@@ -1,5 +1,5 @@
-# The sensors of the box: DS18B20 food probes on 1-Wire, an optional SHT4x/SHT3x on I2C, the
-# door reed switch, the battery voltage and the status LED (plus an optional buzzer).
+# The sensors of the box: DS18B20 food probes on 1-Wire, the door reed switch, the battery
+# voltage and the status LED (plus an optional buzzer). The optional SHT4x/SHT3x is in sht.py.
 import time
 
 import asyncio
@@ -61,40 +61,6 @@ class Probes:
         return values
 
 
-def crc8_sensirion(data):
-    crc = 0xFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
-class Sht:
-    """Sensirion SHT4x (command 0xFD) or SHT3x (0x2400) air sensor on I2C; each word of its
-    answer carries a CRC-8, and a bad one gives no value rather than a wrong one."""
-
-    _COMMANDS = {"sht4x": (b"\xfd", 10), "sht3x": (b"\x24\x00", 16)}
-
-    def __init__(self, i2c, model, address=0x44):
-        self._i2c = i2c
-        self._command, self._wait_ms = self._COMMANDS[model]
-        self._address = address
-        self.crc_errors = 0
-
-    async def read(self):
-        try:
-            self._i2c.writeto(self._address, self._command)
-            await asyncio.sleep_ms(self._wait_ms)
-            data = self._i2c.readfrom(self._address, 6)
-        except OSError:
-            return None
-        if crc8_sensirion(data[0:2]) != data[2]:
-            self.crc_errors += 1
-            return None
-        return round(-45 + 175 * ((data[0] << 8) | data[1]) / 65535, 2)
-
-
 class Door:
     """Reed switch to ground with the pull-up: open door = high. Edges are noted by the
     interrupt; the state changes once the pin has been quiet for `debounce_ms`."""
@@ -134,9 +100,7 @@ class Indicator:
 
     def __init__(self, led_pin, buzzer_pin):
         self._pins = [machine.Pin(p, machine.Pin.OUT) for p in (led_pin, buzzer_pin) if p is not None]
-        self.alarm = False
 
     def set(self, alarm):
-        self.alarm = alarm
         for p in self._pins:
             p.value(1 if alarm else 0)

@@ -1,9 +1,11 @@
-# Getting batches off the box: MQTT over Wi-Fi, or JSON lines on a UART to the in-cab
-# gateway ("tethered"). The MQTT protocol itself is micropython-lib's umqtt.simple; this module
-# owns the connection: Wi-Fi, credentials, last will, keepalive, timeouts and reconnects.
+# Getting batches off the box over Wi-Fi and MQTT (tether.py is the other way, imported
+# instead in tethered mode, so that neither holds the other's code in RAM). The MQTT protocol
+# itself is micropython-lib's umqtt.simple; this module owns the connection: Wi-Fi,
+# credentials, last will, keepalive, timeouts and reconnects.
 import time
 
-import machine
+import asyncio
+import network
 from umqtt.simple import MQTTClient
 
 _SOCKET_TIMEOUT_S = 10  # a broker that stops answering must not hang the loop forever
@@ -22,14 +24,35 @@ class MqttLink:
 
     def __init__(self, cfg, on_config):
         self._device = cfg["device"]
+        self._wifi = cfg["wifi"]
         self._mqtt = cfg["mqtt"]
         self._on_config = on_config
         self._client = None
+        self.connected = False
         self._last_io = time.ticks_ms()
 
-    @property
-    def connected(self):
-        return self._client is not None
+    async def network_up(self, timeout_ms=20000):
+        """Join the configured Wi-Fi; False if it did not work within the timeout."""
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        if wlan.isconnected():
+            return True
+        wlan.connect(self._wifi["ssid"], self._wifi["password"])
+        start = time.ticks_ms()
+        while not wlan.isconnected():
+            if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+                wlan.disconnect()
+                return False
+            await asyncio.sleep_ms(200)
+        return True
+
+    def rssi(self):
+        """The Wi-Fi signal in dBm, None while not associated."""
+        wlan = network.WLAN(network.STA_IF)
+        try:
+            return wlan.status("rssi") if wlan.isconnected() else None
+        except (OSError, ValueError):
+            return None
 
     def _tls_params(self):
         """The broker's certificate is checked against the CA in `mqtt.ca_file` (DER)."""
@@ -63,6 +86,7 @@ class MqttLink:
             _close(client)
             raise
         self._client = client
+        self.connected = True
         self._last_io = time.ticks_ms()
 
     def _message(self, topic_name, message):
@@ -88,6 +112,7 @@ class MqttLink:
         if self._client is not None:
             _close(self._client)
             self._client = None
+            self.connected = False
 
 
 def _timeout(client):
@@ -102,55 +127,3 @@ def _close(client):
         client.sock.close()
     except (OSError, AttributeError):
         pass
-
-
-class UartLink:
-    """Tethered mode: each batch as one JSON line on a UART, to the in-cab gateway."""
-
-    connected = True
-
-    def __init__(self, cfg):
-        pins = cfg["pins"]
-        self._uart = machine.UART(1, baudrate=115200, tx=pins["tether_tx"], rx=pins["tether_rx"])
-
-    def connect(self):
-        pass
-
-    def send(self, payload):
-        self._uart.write(payload)
-        self._uart.write(b"\n")
-
-    def poll(self):
-        pass
-
-    def close(self):
-        pass
-
-
-async def wifi_up(cfg, timeout_ms=20000):
-    """Join the configured network; False if it did not work within the timeout."""
-    import asyncio
-    import network
-
-    wlan = network.WLAN(network.STA_IF)
-    wlan.active(True)
-    if wlan.isconnected():
-        return True
-    wlan.connect(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
-    start = time.ticks_ms()
-    while not wlan.isconnected():
-        if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
-            wlan.disconnect()
-            return False
-        await asyncio.sleep_ms(200)
-    return True
-
-
-def rssi():
-    import network
-
-    wlan = network.WLAN(network.STA_IF)
-    try:
-        return wlan.status("rssi") if wlan.isconnected() else None
-    except (OSError, ValueError):
-        return None

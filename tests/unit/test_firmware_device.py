@@ -54,7 +54,7 @@ def test_sht_air_sensor_checks_its_crc(
 ) -> None:
     code = f"""
 import asyncio, json, machine
-from sensors import Sht
+from sht import Sht
 sht = Sht(machine.I2C(0), "{model}")
 print(json.dumps([asyncio.run(sht.read()), sht.crc_errors]))
 """

@@ -29,16 +29,23 @@ def micropython() -> str:
     return str(path)
 
 
-def mpy_env(scenario: Path | None = None) -> dict[str, str]:
-    env = {**os.environ, "MICROPYPATH": f".frozen:{FIRMWARE}:{FIRMWARE / 'lib'}:{FAKES}"}
+def mpy_env(scenario: Path | None = None, firmware: Path = FIRMWARE) -> dict[str, str]:
+    """`firmware`: where the firmware's modules are, as source (the default) or compiled."""
+    env = {**os.environ, "MICROPYPATH": f".frozen:{firmware}:{firmware / 'lib'}:{FAKES}"}
     if scenario is not None:
         env["COLDTRACE_FAKE_HW"] = str(scenario)
     return env
 
 
-def run(code: str, flash: Path, scenario: dict[str, Any] | None = None, timeout: float = 60) -> Any:
-    """Run MicroPython `code` with `flash` as its working directory; the code prints a JSON
-    value on its last line, which is returned."""
+def run(
+    code: str,
+    flash: Path,
+    scenario: dict[str, Any] | None = None,
+    timeout: float = 60,
+    firmware: Path = FIRMWARE,
+) -> Any:
+    """Run MicroPython `code` with `flash` as its working directory and the firmware's modules
+    from `firmware`; the code prints a JSON value on its last line, which is returned."""
     flash.mkdir(parents=True, exist_ok=True)
     path = None
     if scenario is not None:
@@ -47,7 +54,7 @@ def run(code: str, flash: Path, scenario: dict[str, Any] | None = None, timeout:
     proc = subprocess.run(
         [micropython(), "-c", code],
         cwd=flash,
-        env=mpy_env(path),
+        env=mpy_env(path, firmware),
         capture_output=True,
         text=True,
         timeout=timeout,
