@@ -4,9 +4,11 @@ the project's own `LocalServices` on free loopback ports, and ingest as a real p
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +243,35 @@ def api(settings: Settings, database_url: str) -> Iterator[Api]:
     a = Api(settings.model_copy(update={"database_url": database_url}))
     yield a
     a.close()
+
+
+class WebhookReceiver:
+    """A real local HTTP server taking webhook POSTs (the third-party receiver of alerts):
+    each call's headers and body, in ``received``; the next ``fail_next`` calls get 503."""
+
+    def __init__(self) -> None:
+        self.fail_next = 0
+        self.received: list[dict[str, Any]] = []
+        receiver = self
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.fail_next:
+                    receiver.fail_next -= 1
+                    self.send_response(503)
+                else:
+                    receiver.received.append({"headers": dict(self.headers), "body": body})
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

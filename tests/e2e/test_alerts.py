@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,7 +35,7 @@ from coldtrace.db import make_engine
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.services import free_port
 from coldtrace.settings import Settings
-from tests.conftest import Devices, stored_count, wait_for
+from tests.conftest import Devices, WebhookReceiver, stored_count, wait_for
 
 MINUTE = 60_000
 SECRET = "webhook-secret-for-this-test"
@@ -64,22 +63,9 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 @pytest.fixture
 def webhook() -> Iterator[tuple[list[dict[str, Any]], str]]:
-    received: list[dict[str, Any]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"headers": dict(self.headers), "body": body})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
+    r = WebhookReceiver()
+    yield r.received, r.url
+    r.close()
 
 
 class Hooks:

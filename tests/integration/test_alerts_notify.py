@@ -6,48 +6,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 from alerts.notify import SIGNATURE_HEADER, Notifier, Webhook
 from alerts.rules import BreachClosed, BreachOpened, BreachRecord
 from alerts.store import BreachStore
+from tests.conftest import WebhookReceiver
 
 T0 = 1_784_007_600_000
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.fail_next = 0
-        self.received: list[dict[str, Any]] = []
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, str]]:
-    state = Receiver()
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if state.fail_next:
-                state.fail_next -= 1
-                self.send_response(503)
-            else:
-                state.received.append({"headers": dict(self.headers), "body": body})
-                self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
+def receiver() -> Iterator[tuple[WebhookReceiver, str]]:
+    r = WebhookReceiver()
+    yield r, r.url
+    r.close()
 
 
 class Clock:
