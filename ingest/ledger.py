@@ -20,6 +20,7 @@ from ingest.clock import PlacedReading
 
 HOUR_MS = 3_600_000
 MAX_OPEN_GAPS = 1000  # per device; beyond that the oldest gap is final as reported
+FP_MASK = 0xFFFF_FFFF
 
 
 class Verdict(Enum):
@@ -60,23 +61,25 @@ class DeviceHistory:
 
 class DeviceLedger:
     def __init__(self, history: DeviceHistory, window_ms: int) -> None:
-        self.seen = dict(history.seen)
+        # seq -> ts << 32 | fingerprint (a CRC-32): one plain int per reading, not a tuple,
+        # so the window's millions of entries give the garbage collector nothing to track.
+        self.seen = {seq: ts << 32 | fp for seq, (fp, ts) in history.seen.items()}
         self.high = history.high
         self.low = history.low if history.low is not None else history.high
         self.gaps = list(history.gaps)
         self.window_ms = window_ms
-        self.max_ts = max((ts for _, ts in self.seen.values()), default=0)
+        self.max_ts = max((ts for _, ts in history.seen.values()), default=0)
         self._since_prune = 0
 
     def check(self, seq: int, fp: int) -> Verdict:
         known = self.seen.get(seq)
         if known is None:
             return Verdict.NEW
-        return Verdict.DUPLICATE if known[0] == fp else Verdict.CONFLICT
+        return Verdict.DUPLICATE if known & FP_MASK == fp else Verdict.CONFLICT
 
     def record(self, device: str, p: PlacedReading, fp: int) -> list[GapChange]:
         seq = p.reading.seq
-        self.seen[seq] = (fp, p.ts)
+        self.seen[seq] = p.ts << 32 | fp
         if p.ts > self.max_ts:
             self.max_ts = p.ts
         self._since_prune += 1
@@ -150,7 +153,7 @@ class DeviceLedger:
     def _prune(self) -> None:
         self._since_prune = 0
         horizon = self.max_ts - self.window_ms
-        self.seen = {s: v for s, v in self.seen.items() if v[1] >= horizon}
+        self.seen = {s: v for s, v in self.seen.items() if v >> 32 >= horizon}
 
 
 class Ledger:
