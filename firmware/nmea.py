@@ -117,4 +117,8 @@ class Gps:
         """The fix for a reading taken now, without fields unknown; None if stale or void."""
         if self.fix is None or up_ms - self.fix_up > self.max_age_ms:
             return None
-        return {k: v for k, v in self.fix.items() if v is not None}
+        out = {}
+        for k, v in self.fix.items():
+            if v is not None:
+                out[k] = v
+        return out

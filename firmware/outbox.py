@@ -146,9 +146,14 @@ class Outbox:
         # The segments on flash are numbered first .. next - 1 without a hole: new ones are
         # made only at the end and deleted only at the start (a list of numbers would take
         # RAM in proportion to the outbox).
-        numbers = [int(n[:-4]) for n in os.listdir(path) if n.endswith(".seg")]
-        self._first = min(numbers) if numbers else 0
-        self._next = max(numbers) + 1 if numbers else 0
+        first, last = None, -1
+        for name in os.listdir(path):
+            if name.endswith(".seg"):
+                n = int(name[:-4])
+                first = n if first is None else min(first, n)
+                last = max(last, n)
+        self._first = last + 1 if first is None else first
+        self._next = last + 1
         self._names = None  # (boot, probe ids) in force at the end of the write segment
         self._size = 0  # bytes in the write segment
         for n in range(self._first, self._next):
@@ -253,7 +258,10 @@ class Outbox:
         return first_boot, out
 
     def batch_dropped(self):
-        return [{"from": a, "to": b} for a, b in self.dropped[:_MAX_DROPPED_PER_BATCH]]
+        out = []
+        for a, b in self.dropped[:_MAX_DROPPED_PER_BATCH]:
+            out.append({"from": a, "to": b})
+        return out
 
     def ack(self, readings, dropped_count):
         """The server has these readings (and the first `dropped_count` dropped ranges)."""

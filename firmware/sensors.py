@@ -47,7 +47,7 @@ class Probes:
                 await asyncio.sleep_ms(self._conversion_ms)
         except self._bus_errors:  # no presence pulse: every probe unplugged or a short
             roms = []
-        values = {name: None for name in self.names.values()}
+        values = dict.fromkeys(self.names.values())
         for rom in roms:
             key = hexlify(rom).decode()
             name = self.names.get(key, None if self.names else key)
@@ -99,7 +99,10 @@ class Indicator:
     """The status LED, and the buzzer if one is fitted: on while a probe is in alarm."""
 
     def __init__(self, led_pin, buzzer_pin):
-        self._pins = [machine.Pin(p, machine.Pin.OUT) for p in (led_pin, buzzer_pin) if p is not None]
+        self._pins = []
+        for p in (led_pin, buzzer_pin):
+            if p is not None:
+                self._pins.append(machine.Pin(p, machine.Pin.OUT))
 
     def set(self, alarm):
         for p in self._pins:

@@ -19,8 +19,8 @@ def topic(device, kind):
 class MqttLink:
     """One device's MQTT session: the per-device username and password, the retained
     `status` topic (`online`, and `offline` as the last will) and the retained `config`
-    topic, whose messages go to `on_config`. Every call may raise (OSError, or umqtt's own
-    errors): the caller then closes the link and reconnects with backoff."""
+    topic, whose messages go to `on_config(topic, message)`. Every call may raise (OSError,
+    or umqtt's own errors): the caller then closes the link and reconnects with backoff."""
 
     def __init__(self, cfg, on_config):
         self._device = cfg["device"]
@@ -74,7 +74,7 @@ class MqttLink:
             ssl=bool(m["tls"]),
             ssl_params=self._tls_params() if m["tls"] else {},
         )
-        client.set_callback(self._message)
+        client.set_callback(self._on_config)  # the config topic is the only one subscribed
         status = topic(self._device, "status")
         client.set_last_will(status, b"offline", retain=True, qos=1)
         try:
@@ -88,9 +88,6 @@ class MqttLink:
         self._client = client
         self.connected = True
         self._last_io = time.ticks_ms()
-
-    def _message(self, topic_name, message):
-        self._on_config(message)
 
     def send(self, payload):
         """Publish a telemetry batch at QoS 1; returns once the broker's PUBACK is in."""

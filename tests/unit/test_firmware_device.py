@@ -138,6 +138,42 @@ print(json.dumps(out))
     assert "not a JSON object" in out[4]
 
 
+@pytest.mark.parametrize(
+    ("uplink", "sht", "loaded", "not_loaded"),
+    [
+        ("wifi", None, ["uplink", "umqtt.simple"], ["config", "tether", "sht"]),
+        ("uart", "sht4x", ["tether", "sht"], ["config", "uplink", "umqtt.simple"]),
+    ],
+)
+def test_a_box_holds_only_the_code_its_config_uses(
+    tmp_path: Path, uplink: str, sht: str | None, loaded: list[str], not_loaded: list[str]
+) -> None:
+    """RAM is the box's scarcest resource: the config module goes after boot, and the uplink
+    and the air sensor are imported only when configured (and then work)."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    config = {
+        "device": "van-1",
+        "uplink": uplink,
+        "sht": sht,
+        "wifi": {"ssid": "depot"},
+        "mqtt": {"host": "127.0.0.1", "password": "pw"},
+        "ds18b20_conversion_ms": 1,
+        "probes": {PRODUCT: "product"},
+    }
+    (flash / "config.json").write_text(json.dumps(config))
+    code = """
+import asyncio, json, sys, app
+d = app.Device(app.load_config())
+reading = asyncio.run(d.measure())
+print(json.dumps([sorted(sys.modules), reading["probes"]]))
+"""
+    modules, probes = run(code, flash, {"probes": {PRODUCT: 2.5}, "sht_c": 4.2})
+    assert set(loaded) <= set(modules)
+    assert not set(not_loaded) & set(modules)
+    assert probes == ({"product": 2.5, "air": 4.2} if sht else {"product": 2.5})
+
+
 def test_a_config_without_device_id_or_broker_fails_with_what_to_do(tmp_path: Path) -> None:
     flash = tmp_path / "flash"
     flash.mkdir()
