@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -63,6 +64,14 @@ class ApiProcess:
                 raise ApiFailed(f"coldtrace api did not answer in {timeout_s:.0f}s{self._tail()}")
             time.sleep(0.05)
         return self
+
+    def call(self, method: str, path: str, *, json: Any = None) -> Any:
+        """One request under /api/v1 with the admin key: the response body, or raises."""
+        r = httpx.request(
+            method, f"{self.base}/api/v1{path}", json=json, timeout=60, headers=self.headers
+        )
+        r.raise_for_status()
+        return r.json()
 
     def _tail(self) -> str:
         if self.log is None or not self.log.exists():

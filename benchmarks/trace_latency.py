@@ -32,12 +32,12 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy.orm import Session
 
 from alerts.store import Breach
+from api.fleet_setup import register_chilled_van
 from api.process import ApiProcess
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient
@@ -83,18 +83,6 @@ def write_delivery(influx: InfluxClient) -> int:
             lines = []
     influx.write("\n".join(lines).encode())
     return written + len(lines)
-
-
-def api(method: str, base: str, path: str, key: str, body: Any = None) -> Any:
-    r = httpx.request(
-        method,
-        f"{base}/api/v1{path}",
-        json=body,
-        timeout=60,
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    r.raise_for_status()
-    return r.json()
 
 
 def timed(client: httpx.Client, paths: list[str]) -> dict[str, float]:
@@ -146,43 +134,15 @@ def main() -> int:
             "COLDTRACE_DATABASE_URL": url,
         }
         api_proc = ApiProcess(env).start()
-        base, key = api_proc.base, api_proc.key
-
-        api("POST", base, "/customers", key, {"id": "bench", "name": "Bench"})
-        api(
-            "POST",
-            base,
-            "/vehicles",
-            key,
-            {
-                "id": DEVICE,
-                "name": "Van",
-                "compartments": [{"name": "chiller", "profile": "chilled"}],
-            },
-        )
-        api("POST", base, "/devices", key, {"id": DEVICE})
-        for probe in ("product", "air"):
-            api(
-                "POST",
-                base,
-                f"/devices/{DEVICE}/assignments",
-                key,
-                {
-                    "probe": probe,
-                    "vehicle_id": DEVICE,
-                    "compartment": "chiller",
-                    "valid_from": iso(START - 3_600_000),
-                },
-            )
+        api_proc.call("POST", "/customers", json={"id": "bench", "name": "Bench"})
+        register_chilled_van(api_proc.call, DEVICE, DEVICE, iso(START - 3_600_000))
         end = START + HOURS * 3_600_000
         deliveries = []
         for i in range(args.requests):  # windows a second apart: nothing in memory yet
-            delivery = api(
+            delivery = api_proc.call(
                 "POST",
-                base,
                 "/deliveries",
-                key,
-                {
+                json={
                     "customer_id": "bench",
                     "vehicle_id": DEVICE,
                     "compartment": "chiller",
@@ -193,12 +153,10 @@ def main() -> int:
                 },
             )["id"]
             for action, at in (("start", START), ("deliver", end - i * 1000)):
-                api(
+                api_proc.call(
                     "POST",
-                    base,
                     f"/deliveries/{delivery}/transitions",
-                    key,
-                    {"action": action, "at": iso(at)},
+                    json={"action": action, "at": iso(at)},
                 )
             deliveries.append(delivery)
         with Session(make_engine(url)) as session:
@@ -225,7 +183,7 @@ def main() -> int:
 
         results: dict[str, dict[str, float]] = {}
         client = httpx.Client(
-            base_url=f"{base}/api/v1", timeout=60, headers={"Authorization": f"Bearer {key}"}
+            base_url=f"{api_proc.base}/api/v1", timeout=60, headers=api_proc.headers
         )
         client.get("/fleet").raise_for_status()  # warm-up of the process itself
         results["trace_cold"] = timed(client, [f"/deliveries/{d}/trace" for d in deliveries])

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.fleet_setup import register_chilled_van
 from api.process import ApiProcess
 from coldtrace.contract import Reading, TelemetryBatch
 from coldtrace.influx import InfluxClient, quote_string
@@ -94,27 +95,7 @@ def test_delivery_trace_shows_the_rule_engines_breach(
     device = vehicle = f"{prefix}-van"
     start = (int(time.time() * 1000) // MINUTE - READINGS - 5) * MINUTE
     ok("POST", "/customers", json={"id": "lyon-lab", "name": "Lyon hospital lab"})
-    ok(
-        "POST",
-        "/vehicles",
-        json={
-            "id": vehicle,
-            "name": "Chilled van",
-            "compartments": [{"name": "chiller", "profile": "chilled"}],
-        },
-    )
-    ok("POST", "/devices", json={"id": device})
-    for probe in ("air", "product"):
-        ok(
-            "POST",
-            f"/devices/{device}/assignments",
-            json={
-                "probe": probe,
-                "vehicle_id": vehicle,
-                "compartment": "chiller",
-                "valid_from": iso(start - 60 * MINUTE),
-            },
-        )
+    register_chilled_van(ok, vehicle, device, iso(start - 60 * MINUTE))
     delivery = ok(
         "POST",
         "/deliveries",

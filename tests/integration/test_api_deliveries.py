@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from alerts.store import Breach
+from api.fleet_setup import register_chilled_van
 from coldtrace.influx import InfluxClient
 from coldtrace.services import free_port
 from coldtrace.settings import Settings
@@ -89,27 +90,7 @@ def add_breach(api: Api, device: str, start: int, end: int | None, **kw: Any) ->
 def setup_fleet(api: Api, vehicle: str, device: str) -> None:
     for cid, name in (("acme", "ACME labs"), ("bistro", "Bistro")):
         api.ok("POST", "/customers", json={"id": cid, "name": name})
-    api.ok(
-        "POST",
-        "/vehicles",
-        json={
-            "id": vehicle,
-            "name": "Van",
-            "compartments": [{"name": "chiller", "profile": "chilled"}],
-        },
-    )
-    api.ok("POST", "/devices", json={"id": device, "label": "logger"})
-    for probe in ("product", "air"):
-        api.ok(
-            "POST",
-            f"/devices/{device}/assignments",
-            json={
-                "probe": probe,
-                "vehicle_id": vehicle,
-                "compartment": "chiller",
-                "valid_from": iso(T0 - 60 * MIN),
-            },
-        )
+    register_chilled_van(api.ok, vehicle, device, iso(T0 - 60 * MIN))
 
 
 def plan(vehicle: str, customer: str = "acme", start: int = T0, **kw: Any) -> dict[str, Any]:
