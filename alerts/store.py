@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -21,7 +21,6 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    Table,
     Text,
     UniqueConstraint,
     select,
@@ -161,10 +160,7 @@ class BreachStore:
     """Breaches upserted by key, and the notification outbox, in the relational store."""
 
     def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
-        # Until the migrations (deliveries issue) own these tables, create them if missing.
-        tables = [cast(Table, Breach.__table__), cast(Table, Notification.__table__)]
-        Base.metadata.create_all(self.engine, tables=tables, checkfirst=True)
+        self.engine = make_engine(url)  # tables: migrations/ (coldtrace.db.upgrade)
 
     def known(self, device: str) -> list[Breach]:
         """The device's breaches that may still change: open ones, and closed ones of the

@@ -35,8 +35,7 @@ held_reading = Table(
 
 class HeldReadings:
     def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
-        held_reading.create(self.engine, checkfirst=True)
+        self.engine = make_engine(url)  # table: migrations/ (coldtrace.db.upgrade)
 
     def keys(self) -> set[BootKey]:
         with self.engine.connect() as conn:

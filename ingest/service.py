@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
 from alerts.stage import RulesStage
+from coldtrace.db import upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings
 from ingest.consumer import MqttConsumer
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 class IngestService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The relational store (held readings, breaches) at the migrations' head before any
+        # use: its schema has one owner, Alembic, whichever process starts first.
+        upgrade(settings.sqlalchemy_url)
         self.stop_event = threading.Event()
         self.inbox: queue.Queue[InboundMessage] = queue.Queue(settings.ingest_max_inflight + 64)
         self.influx = InfluxClient(settings)

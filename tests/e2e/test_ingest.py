@@ -316,13 +316,15 @@ def test_a_dead_writer_fails_health_and_exits_and_its_batch_is_redelivered(
 
     device = f"{prefix}-01"
     ingest = start_ingest()
-    sqlite3.connect(tmp_path / "ingest.db").execute("DROP TABLE held_reading").connection.commit()
+    db = sqlite3.connect(tmp_path / "ingest.db")
+    db.execute("ALTER TABLE held_reading RENAME TO held_reading_away").connection.commit()
     devices.publish(device, [payload(device, [reading(1, ts=None)])])  # must be held: fails
     assert ingest.proc is not None
     assert ingest.proc.wait(timeout=30) == 1
     assert "ingest writer died" in ingest.logtext()
+    db.execute("ALTER TABLE held_reading_away RENAME TO held_reading").connection.commit()
     ingest.proc = None
-    ingest.start()  # the table is created again; the un-acked message comes back
+    ingest.start()  # the store is repaired; the un-acked message comes back
     wait_for(lambda: ingest.metrics().get("coldtrace_ingest_held_total") == 1)
 
 
