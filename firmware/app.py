@@ -112,6 +112,7 @@ class Device:
 
     async def sampler(self):
         while True:
+            started = time.ticks_ms()
             reading = await self.measure()
             self.outbox.append(reading, self.counters.boot)
             alarm = in_alarm(reading["probes"], self.cfg["limits"])
@@ -121,8 +122,11 @@ class Device:
             if alarm:  # sample faster while out of limits
                 interval = min(interval, self.cfg["alarm_interval_ms"])
             self._wake.clear()
+            # From sample to sample: the time the measurement took (the DS18B20's conversion)
+            # is not added to the interval.
+            wait = max(0, interval - time.ticks_diff(time.ticks_ms(), started))
             try:
-                await asyncio.wait_for_ms(self._wake.wait(), interval)
+                await asyncio.wait_for_ms(self._wake.wait(), wait)
             except asyncio.TimeoutError:
                 pass
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,37 @@ print(json.dumps([sorted(sys.modules), reading["probes"]]))
     assert set(loaded) <= set(modules)
     assert not set(not_loaded) & set(modules)
     assert probes == ({"product": 2.5, "air": 4.2} if sht else {"product": 2.5})
+
+
+def test_samples_keep_the_configured_interval_however_long_a_measurement_takes(
+    tmp_path: Path,
+) -> None:
+    """The interval is from sample to sample: the DS18B20's conversion (750 ms at 12 bits)
+    must not stretch a 60 s interval into 60.75 s, a reading fewer every 80 minutes."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    config = {
+        "device": "van-1",
+        "uplink": "uart",
+        "interval_ms": 300,
+        "ds18b20_conversion_ms": 200,
+        "probes": {PRODUCT: "product"},
+    }
+    (flash / "config.json").write_text(json.dumps(config))
+    code = """
+import asyncio, json, app
+d = app.Device(app.load_config())
+async def go():
+    task = asyncio.create_task(d.sampler())
+    await asyncio.sleep_ms(3000)
+    task.cancel()
+asyncio.run(go())
+print(json.dumps([r["up"] for r in d.outbox.peek(100)[1]]))
+"""
+    ups = run(code, flash, {"probes": {PRODUCT: 2.5}})
+    gaps = sorted(b - a for a, b in pairwise(ups))
+    assert len(gaps) >= 4, ups
+    assert 270 <= gaps[len(gaps) // 2] < 400, f"median gap of {gaps}, interval 300 ms"
 
 
 def test_a_config_without_device_id_or_broker_fails_with_what_to_do(tmp_path: Path) -> None:
