@@ -18,6 +18,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
 from alerts.engine import ProbeEngine
 from alerts.notify import Notifier, channels_from
 from alerts.profiles import Profile, ProfileError, load_profiles
@@ -37,11 +40,16 @@ from alerts.store import Breach, BreachStore, StoredChange, StoreUnavailable, re
 from coldtrace.contract import probe_fault
 from coldtrace.influx import InfluxClient, InfluxUnavailable, quote_string
 from coldtrace.settings import ENV_PREFIX, ConfigError, Settings
+from deliveries.attach import devices_on_active_delivery
 from ingest.clock import PlacedReading
 
 log = logging.getLogger(__name__)
 Span = tuple[int, int]
 DOOR = ""  # the engine key (and breach probe) of a device's door rules
+# The silence tick runs every second; which devices are on a delivery in transit changes at a
+# driver's pace, so the store is asked at most this often.
+ON_DELIVERY_REFRESH_MS = 5_000
+OnDelivery = Callable[[Session, int], dict[str, int]]
 
 
 def breach_line(device: str, c: StoredChange) -> str:
@@ -73,9 +81,15 @@ def breach_line(device: str, c: StoredChange) -> str:
 
 
 class RulesStage:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        on_delivery: OnDelivery = devices_on_active_delivery,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.on_delivery = on_delivery  # device -> since when on a delivery in transit
         try:
             self.profiles = load_profiles(settings.alerts_profiles_file)
         except ProfileError as exc:
@@ -101,6 +115,8 @@ class RulesStage:
         self.engines: dict[tuple[str, str], ProbeEngine] = {}
         self.primed: set[str] = set()
         self.silence: dict[str, SilenceState] = {}
+        self.on_delivery_since: dict[str, int] = {}
+        self.on_delivery_asked: int | None = None  # clock ms of the last answer
         self.readings_evaluated = 0
         self.transitions: Counter[tuple[str, str]] = Counter()  # (rule, transition) stored
         self.errors = 0
@@ -378,12 +394,32 @@ class RulesStage:
                 self.primed.discard(device)
 
     def check_silence(self) -> None:
+        """Silence counts only for devices on a delivery in transit (alerts/silence.py)."""
         now_ms = int(self.clock() * 1000)
         gap_ms = round(self.settings.alerts_silent_after_s * 1000)
+        on_delivery = self._devices_on_delivery(now_ms)
         for device, state in list(self.silence.items()):
             profile = self.profile_of(device)
             if profile is not None:
-                self._silence(device, profile, tick(state, now_ms, gap_ms))
+                since = on_delivery.get(device)
+                self._silence(device, profile, tick(state, now_ms, gap_ms, since))
+
+    def _devices_on_delivery(self, now_ms: int) -> dict[str, int]:
+        asked = self.on_delivery_asked
+        if asked is not None and 0 <= now_ms - asked < ON_DELIVERY_REFRESH_MS:
+            return self.on_delivery_since
+        try:
+            with Session(self.store.engine) as session:
+                self.on_delivery_since = self.on_delivery(session, now_ms)
+            self.on_delivery_asked = now_ms
+        except OperationalError as exc:
+            # keep the last answer: a store outage must neither end nor invent silences
+            reason = str(exc).splitlines()[0]
+            log.warning(
+                "rules: store unavailable (%s); deliveries in transit as last known", reason
+            )
+            self._failed(f"store unavailable: {reason}")
+        return self.on_delivery_since
 
     def _reread_overflow(self) -> None:
         with self.lock:

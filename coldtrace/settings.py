@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     alerts_late_horizon_h: float = Field(48.0, gt=0)
     # A breach known this long after its device time is flagged detected_late.
     alerts_late_after_s: float = Field(300.0, gt=0)
-    # A device with a profile that sent nothing for this long is silent (device_silent).
+    # A device with a profile, on a delivery in transit, that sent nothing for this long is
+    # silent (device_silent).
     alerts_silent_after_s: float = Field(900.0, gt=0)
     # Batches of readings the rules stage may hold before ingest stops handing it any (the
     # readings are then re-read from InfluxDB: ingest never waits on the rules).

@@ -85,3 +85,24 @@ def profile_at(session: Session, device: str, probe: str, ts: int) -> str | None
         .order_by(Delivery.id.desc())
     ).first()
     return profile or assignment.compartment.profile
+
+
+def devices_on_active_delivery(session: Session, now_ms: int) -> dict[str, int]:
+    """The devices that, at ``now_ms``, have a probe measuring a compartment whose delivery is
+    in transit, each with since when (the later of the delivery's start and the probe's
+    assignment; the earliest such time over its probes): the devices whose silence matters.
+    (For the silence rule: alerts/.)"""
+    rows = session.execute(
+        select(Assignment.device_id, Assignment.valid_from_ms, window_start())
+        .join(Delivery, Delivery.compartment_id == Assignment.compartment_id)
+        .where(
+            Delivery.state == State.in_transit.value,
+            Assignment.valid_from_ms <= now_ms,
+            func.coalesce(Assignment.valid_to_ms, FAR_FUTURE_MS) > now_ms,
+        )
+    )
+    since: dict[str, int] = {}
+    for device, assigned, started in rows:
+        joined = max(assigned, started)
+        since[device] = min(since.get(device, joined), joined)
+    return since

@@ -245,6 +245,60 @@ def api(settings: Settings, database_url: str) -> Iterator[Api]:
     a.close()
 
 
+def act_on_delivery(database_url: str, delivery_id: int, action: str, at_ms: int) -> None:
+    """A lifecycle action (deliveries.lifecycle.Action value) on a delivery, at event time."""
+    from sqlalchemy.orm import Session
+
+    from coldtrace.db import make_engine
+    from deliveries.lifecycle import Action
+    from deliveries.models import Delivery
+    from deliveries.store import Store
+
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        store = Store(session, "test", clock=lambda: at_ms)
+        store.transition(session.get_one(Delivery, delivery_id), Action(action), at_ms, "test")
+        session.commit()
+    engine.dispose()
+
+
+def put_on_delivery(database_url: str, device: str, start_ms: int, *actions: str) -> int:
+    """A van whose chilled compartment ``device``'s product probe measures from ``start_ms``,
+    and a delivery there planned from then, taken through ``actions`` at ``start_ms``: its id."""
+    from sqlalchemy.orm import Session
+
+    from coldtrace.db import make_engine
+    from deliveries.store import DeliveryPlan, Store
+
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        store = Store(session, "test", clock=lambda: start_ms)
+        store.create_customer(f"{device}-customer", "Customer")
+        store.create_vehicle(f"{device}-vehicle", "Van", {"chiller": "chilled"})
+        store.create_device(device, "logger")
+        store.assign(device, "product", f"{device}-vehicle", "chiller", start_ms)
+        plan = DeliveryPlan(
+            customer_id=f"{device}-customer",
+            vehicle_id=f"{device}-vehicle",
+            compartment="chiller",
+            pickup_address="Depot",
+            pickup_lat=48.85,
+            pickup_lon=2.35,
+            dropoff_address="Shop",
+            dropoff_lat=48.86,
+            dropoff_lon=2.36,
+            planned_start_ms=start_ms,
+            planned_end_ms=start_ms + 4 * 3600_000,
+        )
+        delivery = store.create_delivery(plan)
+        session.commit()
+        delivery_id = delivery.id
+    engine.dispose()
+    for action in actions:
+        act_on_delivery(database_url, delivery_id, action, start_ms)
+    return delivery_id
+
+
 class WebhookReceiver:
     """A real local HTTP server taking webhook POSTs (the third-party receiver of alerts):
     each call's headers and body, in ``received``; the next ``fail_next`` calls get 503."""

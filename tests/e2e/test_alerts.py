@@ -35,7 +35,7 @@ from coldtrace.db import make_engine
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.services import free_port
 from coldtrace.settings import Settings
-from tests.conftest import Devices, WebhookReceiver, stored_count, wait_for
+from tests.conftest import Devices, WebhookReceiver, put_on_delivery, stored_count, wait_for
 
 MINUTE = 60_000
 SECRET = "webhook-secret-for-this-test"
@@ -253,12 +253,9 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
     alerting_ingest, devices: Devices, influx: InfluxClient, van: Van
 ) -> None:
     db, device, t0, hooks, box = van
-    # The first half ends ~19 min ago on the device clock: past the default silence gap
-    # (15 min), so whenever the stage's once-a-second silence tick came before the kill or
-    # before the second half's first batch, a device_silent breach joined the excursion.
-    # This test is about the excursion: the silence rule is the next test's.
-    not_silent = {"COLDTRACE_ALERTS_SILENT_AFTER_S": "3600"}
-    ingest = alerting_ingest(**not_silent)
+    # On no delivery: its first half ends ~19 min ago, past the silence gap, and it is not
+    # reported silent (the silence rule is the next test's).
+    ingest = alerting_ingest()
     devices.publish(device, [batch(device, t0, range(m, m + 3)) for m in range(0, 27, 3)])
     wait_for(lambda: [b.state for b in breaches(db, device)] == ["open"], what="an open breach")
     # Killed once the 'opened' notifications are recorded as sent: a kill between a send and
@@ -269,7 +266,7 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
     )
     ingest.stop(signal.SIGKILL)
 
-    alerting_ingest(**not_silent)  # a new process: no memory but the store and InfluxDB
+    alerting_ingest()  # a new process: no memory but the store and InfluxDB
     devices.publish(device, [batch(device, t0, range(m, m + 3)) for m in range(27, 39, 3)])
     wait_for(lambda: stored_count(influx, f"^{device}$") == 39, what="39 stored readings")
     wait_for(lambda: [b.state for b in breaches(db, device)] == ["closed"], what="closed breach")
@@ -282,25 +279,29 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
 
 
 def test_silent_device_is_reported_and_closed_when_it_speaks_again(
-    alerting_ingest, devices: Devices, van: Van
+    alerting_ingest, devices: Devices, influx: InfluxClient, van: Van
 ) -> None:
-    db, device, _, hooks, _ = van
-    alerting_ingest(COLDTRACE_ALERTS_SILENT_AFTER_S="2")
+    """Only a device on a delivery in transit is reported silent; a parked one is not."""
+    db, device, t0, hooks, _ = van
+    parked = f"{device}-parked"
+    alerting_ingest(COLDTRACE_ALERTS_SILENT_AFTER_S="2")  # it migrates its store
+    put_on_delivery(f"sqlite:///{db}", device, t0, "start")
 
-    def send(seq: int) -> int:
+    def send(to: str, seq: int) -> int:
         ts = int(time.time() * 1000)
         reading = {"seq": seq, "ts": ts, "up": seq, "probes": {"product": 3.0}}
-        devices.publish(
-            device, [json.dumps({"device": device, "boot": 1, "readings": [reading]}).encode()]
-        )
+        devices.publish(to, [json.dumps({"device": to, "boot": 1, "readings": [reading]}).encode()])
         return ts
 
-    last = send(0)
+    send(parked, 0)
+    wait_for(lambda: stored_count(influx, f"^{parked}$") == 1, what="the parked van's reading")
+    last = send(device, 0)
     silent = wait_for(
         lambda: [b for b in breaches(db, device) if b.rule == "device_silent"], what="silence"
     )
     assert [(b.probe, b.state, b.start_ts) for b in silent] == [("", "open", last)]
-    back = send(1)
+    assert breaches(db, parked) == []
+    back = send(device, 1)
     wait_for(lambda: breaches(db, device)[0].state == "closed", what="the silence to close")
     (b,) = breaches(db, device)
     assert (b.start_ts, b.end_ts) == (last, back)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from alerts.stage import RulesStage
 from alerts.store import Breach
 from coldtrace.contract import Reading
@@ -12,7 +14,7 @@ from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.settings import Settings
 from ingest.clock import PlacedReading
 from ingest.lines import reading_lines
-from tests.conftest import wait_for
+from tests.conftest import act_on_delivery, put_on_delivery, wait_for
 
 MINUTE = 60_000
 T0 = 1_784_007_600_000  # 2026-07-14T05:40:00Z
@@ -66,6 +68,7 @@ def breaches(stage: RulesStage, device: str) -> list[Breach]:
 
 def test_silent_device_with_an_injected_clock(settings, influx, prefix, database_url) -> None:
     device = f"{prefix}-van"
+    put_on_delivery(database_url, device, T0, "start")
     clock = Clock(T0 + 10 * MINUTE)
     stage = make_stage(settings, database_url, clock)
     stage.evaluate(store(influx, readings(device, range(0, 10), lambda m: 3.0)))
@@ -167,6 +170,7 @@ def test_idle_devices_are_retired_and_primed_again(settings, influx, prefix, dat
 
 def test_a_silence_survives_a_restart(settings, influx, prefix, database_url) -> None:
     device = f"{prefix}-van"
+    put_on_delivery(database_url, device, T0, "start")
     clock = Clock(T0 + 10 * MINUTE)
     first = make_stage(settings, database_url, clock)
     first.evaluate(store(influx, readings(device, range(0, 10), lambda m: 3.0)))
@@ -186,4 +190,72 @@ def test_a_silence_survives_a_restart(settings, influx, prefix, database_url) ->
         "closed",
         T0 + 9 * MINUTE,
         T0 + 41 * MINUTE,
+    )
+
+
+@pytest.mark.parametrize("lifecycle", [None, (), ("start", "deliver"), ("start", "cancel")])
+def test_a_device_on_no_delivery_in_transit_is_never_silent(
+    settings, influx, prefix, database_url, lifecycle
+) -> None:
+    """No delivery at all, one only planned, one delivered, one cancelled on the way."""
+    device = f"{prefix}-van"
+    if lifecycle is not None:
+        put_on_delivery(database_url, device, T0, *lifecycle)
+    clock = Clock(T0 + 10 * MINUTE)
+    stage = make_stage(settings, database_url, clock)
+    stage.evaluate(store(influx, readings(device, range(0, 10), lambda m: 3.0)))
+    for minutes in (25, 60, 6 * 60):
+        clock.ms = T0 + minutes * MINUTE
+        stage.check_silence()
+    assert breaches(stage, device) == []
+
+
+def test_a_silence_ends_when_the_delivery_is_delivered(
+    settings, influx, prefix, database_url
+) -> None:
+    device = f"{prefix}-van"
+    delivery = put_on_delivery(database_url, device, T0, "start")
+    clock = Clock(T0 + 10 * MINUTE)
+    stage = make_stage(settings, database_url, clock)
+    stage.evaluate(store(influx, readings(device, range(0, 10), lambda m: 3.0)))
+    clock.ms = T0 + 25 * MINUTE
+    stage.check_silence()
+    assert [b.state for b in breaches(stage, device)] == ["open"]
+    act_on_delivery(database_url, delivery, "deliver", T0 + 30 * MINUTE)
+    clock.ms = T0 + 31 * MINUTE  # when the stage next asks which deliveries are in transit
+    stage.check_silence()
+    (silent,) = breaches(stage, device)
+    assert (silent.rule, silent.state, silent.start_ts, silent.end_ts) == (
+        "device_silent",
+        "closed",
+        T0 + 9 * MINUTE,
+        T0 + 31 * MINUTE,
+    )
+    points = influx.rows(f"SELECT * FROM breach WHERE device = {quote_string(device)}")
+    assert sorted(p["transition"] for p in points) == ["closed", "opened"]
+    # parked after the delivery: quiet for hours, and no new silence
+    clock.ms = T0 + 10 * 60 * MINUTE
+    stage.check_silence()
+    assert len(breaches(stage, device)) == 1
+
+
+def test_silence_counts_from_when_the_device_went_on_its_delivery(
+    settings, influx, prefix, database_url
+) -> None:
+    device = f"{prefix}-van"
+    clock = Clock(T0 + 10 * MINUTE)
+    stage = make_stage(settings, database_url, clock)
+    stage.evaluate(store(influx, readings(device, range(0, 10), lambda m: 3.0)))
+    # heard last at minute 9 in the depot; its delivery leaves at minute 120
+    put_on_delivery(database_url, device, T0 + 120 * MINUTE, "start")
+    clock.ms = T0 + 135 * MINUTE
+    stage.check_silence()
+    assert breaches(stage, device) == []
+    clock.ms = T0 + 136 * MINUTE
+    stage.check_silence()
+    (silent,) = breaches(stage, device)
+    assert (silent.rule, silent.state, silent.start_ts) == (
+        "device_silent",
+        "open",
+        T0 + 120 * MINUTE,
     )
