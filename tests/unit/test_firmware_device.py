@@ -18,6 +18,14 @@ from tests.fakes.esp32.harness import NMEA_FIXTURE, Board, run
 AIR, PRODUCT, SPARE = "28aa000000000001", "28aa000000000002", "28aa0000000000ff"
 
 
+def flash_with(tmp_path: Path, config: dict[str, Any]) -> Path:
+    """A board's flash holding config.json: a tethered box of van-1 unless told otherwise."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "config.json").write_text(json.dumps({"device": "van-1", "uplink": "uart", **config}))
+    return flash
+
+
 def test_probe_faults_are_flagged_as_ingest_flags_them(tmp_path: Path) -> None:
     values = [-127.0, 85.0, 3.5, None, 120.0, -80.0, 100.0, 84.9]
     code = f"""
@@ -151,10 +159,7 @@ def test_a_box_holds_only_the_code_its_config_uses(
 ) -> None:
     """RAM is the box's scarcest resource: the config module goes after boot, and the uplink
     and the air sensor are imported only when configured (and then work)."""
-    flash = tmp_path / "flash"
-    flash.mkdir()
     config = {
-        "device": "van-1",
         "uplink": uplink,
         "sht": sht,
         "wifi": {"ssid": "depot"},
@@ -162,7 +167,7 @@ def test_a_box_holds_only_the_code_its_config_uses(
         "ds18b20_conversion_ms": 1,
         "probes": {PRODUCT: "product"},
     }
-    (flash / "config.json").write_text(json.dumps(config))
+    flash = flash_with(tmp_path, config)
     code = """
 import asyncio, json, sys, app
 d = app.Device(app.load_config())
@@ -180,16 +185,8 @@ def test_samples_keep_the_configured_interval_however_long_a_measurement_takes(
 ) -> None:
     """The interval is from sample to sample: the DS18B20's conversion (750 ms at 12 bits)
     must not stretch a 60 s interval into 60.75 s, a reading fewer every 80 minutes."""
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    config = {
-        "device": "van-1",
-        "uplink": "uart",
-        "interval_ms": 300,
-        "ds18b20_conversion_ms": 200,
-        "probes": {PRODUCT: "product"},
-    }
-    (flash / "config.json").write_text(json.dumps(config))
+    config = {"interval_ms": 300, "ds18b20_conversion_ms": 200, "probes": {PRODUCT: "product"}}
+    flash = flash_with(tmp_path, config)
     code = """
 import asyncio, json, app
 d = app.Device(app.load_config())
@@ -244,10 +241,7 @@ print(json.dumps([healthy_now, stale, machine.WDT.feeds, app.in_alarm(
 
 
 def test_watchdog_is_fed_only_while_the_loop_is_healthy(tmp_path: Path) -> None:
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    config = {"device": "van-1", "uplink": "uart", "interval_ms": 1000}
-    (flash / "config.json").write_text(json.dumps(config))
+    flash = flash_with(tmp_path, {"interval_ms": 1000})
     healthy, stale, feeds, alarm = run(DEVICE, flash)
     assert healthy and not stale
     assert feeds == 0, "a stalled sampler starves the watchdog, which then resets the board"
@@ -284,17 +278,13 @@ def test_tethered_mode_writes_contract_batches_as_json_lines(tmp_path: Path) -> 
 
 
 def test_gps_sets_the_clock_without_ntp_and_the_led_shows_an_excursion(tmp_path: Path) -> None:
-    flash = tmp_path / "flash"
-    flash.mkdir()
     config = {
-        "device": "van-1",
-        "uplink": "uart",
         "interval_ms": 100,
         "ds18b20_conversion_ms": 1,
         "probes": {PRODUCT: "product"},
         "limits": {"product": [0, 4]},
     }
-    (flash / "config.json").write_text(json.dumps(config))
+    flash = flash_with(tmp_path, config)
     world = {
         "probes": {PRODUCT: 6.5},
         "nmea": str(NMEA_FIXTURE),
@@ -324,10 +314,7 @@ print(json.dumps([d.clock.source, d.gps.rejected, PINS[2].value(), readings[-1]]
 
 
 def test_a_door_opening_is_sampled_at_once(tmp_path: Path) -> None:
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    config = {"device": "van-1", "uplink": "uart", "interval_ms": 60000, "ds18b20_conversion_ms": 1}
-    (flash / "config.json").write_text(json.dumps(config))
+    flash = flash_with(tmp_path, {"interval_ms": 60000, "ds18b20_conversion_ms": 1})
     code = """
 import asyncio, json, time, app, config
 from machine import PINS
