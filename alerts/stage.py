@@ -1,9 +1,13 @@
 """The rules stage of ingest: judges the readings each stored batch placed, on its own thread.
 
 Ingest hands over ``Work.placed`` after a batch is stored; ``observe`` never blocks (a full
-queue only records the span, which is then re-read from InfluxDB). Per device, on first
-sight after a start, the stage rebuilds its engines from InfluxDB's readings and the store's
-breaches, so a restart in the middle of an excursion neither loses it nor opens it twice.
+queue only records the span, which is then re-read from InfluxDB). Each probe is judged by
+the product profile of the delivery under way in the compartment it measures (else that
+compartment's default; deliveries.attach), and by the settings' profile while it measures no
+compartment. One engine per (device, probe, stretch of one profile): on its creation it is
+rebuilt from InfluxDB's readings and the store's breaches of its stretch, so a restart in the
+middle of an excursion neither loses it nor opens it twice; a breach still open where its
+stretch ends (the delivery starts or ends) is closed there.
 Every change is upserted in the store (with its notifications queued in the outbox) and
 written to InfluxDB measurement ``breach``.
 """
@@ -14,11 +18,13 @@ import logging
 import queue
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from alerts.engine import ProbeEngine
@@ -27,6 +33,7 @@ from alerts.profiles import Profile, ProfileError, load_profiles
 from alerts.rules import (
     HOUR_MS,
     MINUTE_MS,
+    BreachClosed,
     Event,
     ProbeRules,
     Sample,
@@ -36,11 +43,13 @@ from alerts.rules import (
 )
 from alerts.silence import RULE as SILENT_RULE
 from alerts.silence import SilenceState, heard, tick
-from alerts.store import Breach, BreachStore, StoredChange, StoreUnavailable, record_of
+from alerts.store import BreachStore, StoredChange, StoreUnavailable, record_of
 from coldtrace.contract import probe_fault
+from coldtrace.db import make_engine
 from coldtrace.influx import InfluxClient, InfluxUnavailable, quote_string
 from coldtrace.settings import ENV_PREFIX, ConfigError, Settings
-from deliveries.attach import devices_on_active_delivery
+from deliveries.attach import any_assignment, devices_on_active_delivery, profile_piece_at
+from deliveries.store import FAR_FUTURE_MS
 from ingest.clock import PlacedReading
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,19 @@ DOOR = ""  # the engine key (and breach probe) of a device's door rules
 # driver's pace, so the store is asked at most this often.
 ON_DELIVERY_REFRESH_MS = 5_000
 OnDelivery = Callable[[Session, int], dict[str, int]]
+# Which profile a probe is judged by changes when a delivery starts or ends: the stage asks
+# the store again about a probe at most this often (rules share the cores with ingest).
+PIECE_REFRESH_MS = 10_000
+Piece = tuple[int, int, str | None]  # [start, end) of device time, the profile there
+
+
+@dataclass
+class Judge:
+    """The engine of one probe (or door) over one stretch of one profile."""
+
+    profile: Profile
+    end: int  # where its stretch ends (exclusive): breaches still open there close there
+    engine: ProbeEngine
 
 
 def breach_line(device: str, c: StoredChange) -> str:
@@ -112,8 +134,10 @@ class RulesStage:
             device: [(_ms(a), _ms(b)) for a, b in spans]
             for device, spans in settings.alerts_suppress_windows.items()
         }
-        self.engines: dict[tuple[str, str], ProbeEngine] = {}
-        self.primed: set[str] = set()
+        # (device, probe or DOOR) -> start of its stretch -> its judge
+        self.engines: dict[tuple[str, str], dict[int, Judge]] = {}
+        # (device, probe) -> (clock ms when asked, the stretches known then)
+        self.pieces: dict[tuple[str, str], tuple[int, list[Piece]]] = {}
         self.silence: dict[str, SilenceState] = {}
         self.on_delivery_since: dict[str, int] = {}
         self.on_delivery_asked: int | None = None  # clock ms of the last answer
@@ -126,9 +150,20 @@ class RulesStage:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RulesStage | None:
-        """The stage, or None when no device has a profile (rules off)."""
+        """The stage, or None when no probe has a profile (rules off): the settings name
+        none and no probe is assigned to a compartment (whose deliveries name one). The
+        store is asked once, here: a first assignment ever takes an ingest restart."""
         if settings.alerts_default_profile is None and not settings.alerts_device_profiles:
-            return None
+            engine = make_engine(settings.sqlalchemy_url)
+            try:
+                with Session(engine) as session:
+                    assigned = any_assignment(session)
+            except DBAPIError:  # store down or not migrated yet: no assignment to judge by
+                assigned = False
+            finally:
+                engine.dispose()
+            if not assigned:
+                return None
         return cls(settings)
 
     def profile_of(self, device: str) -> Profile | None:
@@ -174,9 +209,11 @@ class RulesStage:
             "alerts_up": int(self.alive()),
             "alerts_queue_batches": self.queue.qsize(),
             "alerts_overflow_devices": len(self.overflow),
-            "alerts_engines": len(self.engines),
+            "alerts_engines": sum(len(judges) for judges in self.engines.values()),
             "alerts_readings_evaluated_total": self.readings_evaluated,
-            "alerts_readings_too_late_total": sum(e.too_late for e in self.engines.values()),
+            "alerts_readings_too_late_total": sum(
+                j.engine.too_late for judges in self.engines.values() for j in judges.values()
+            ),
             "alerts_errors_total": self.errors,
         }
         for (rule, transition), n in sorted(self.transitions.items()):
@@ -209,10 +246,11 @@ class RulesStage:
                     last_tick = time.monotonic()
                     self.check_silence()
                     self.retire_idle()
-            except InfluxUnavailable as exc:
-                log.warning("rules: InfluxDB unavailable (%s); retrying", exc)
-                self._failed(f"InfluxDB unavailable: {exc}")
-                if batch is not None:
+            except (InfluxUnavailable, StoreUnavailable) as exc:
+                what = "InfluxDB" if isinstance(exc, InfluxUnavailable) else "store"
+                log.warning("rules: %s unavailable (%s); retrying", what, exc)
+                self._failed(f"{what} unavailable: {exc}")
+                if batch is not None:  # judged again whole: engines ignore repeats
                     self.observe(batch)
                 self.stopping.wait(1.0)
             except Exception as exc:
@@ -247,61 +285,130 @@ class RulesStage:
         for p in placed:
             by_device[p.device].append(p)
         for device, readings in by_device.items():
-            profile = self.profile_of(device)
-            if profile is None:
-                continue
-            self._prime(device, profile, min(p.ts for p in readings))
             for key, samples in _samples(readings, self.windows.get(device, [])).items():
-                self._judge(device, key, profile, samples)
-            newest = max(p.ts for p in readings)
-            self._silence(device, profile, heard(self.silence.get(device, SilenceState()), newest))
+                self._judge(device, key, samples)
+            profile = self.profile_of(device)
+            if profile is not None:
+                newest = max(p.ts for p in readings)
+                silence = heard(self.silence.get(device, SilenceState()), newest)
+                self._silence(device, profile, silence)
             self.readings_evaluated += len(readings)
 
-    def _judge(self, device: str, key: str, profile: Profile, samples: list[Sample]) -> None:
-        engine = self.engines.get((device, key))
-        if engine is None:
-            engine = self._new_engine(device, key, profile, [])
-            if engine is None:
-                return
-        events = engine.add(samples)
-        if events:
-            self._emit(device, key, profile, events)
+    def _judge(self, device: str, key: str, samples: list[Sample]) -> None:
+        """Each sample to the engine of the stretch of one profile it falls in."""
+        if key == DOOR:
+            # A door belongs to no probe, so to no compartment: judged by the settings'
+            # profile only (a van's door rules do not depend on what it carries).
+            door_profile = self.profile_of(device)
+            if door_profile is not None:
+                self._feed(device, key, (0, FAR_FUTURE_MS, door_profile.id), samples)
+            return
+        samples = sorted(samples, key=lambda s: (s.ts, s.seq))
+        i = 0
+        while i < len(samples):
+            piece = self._piece(device, key, samples[i].ts)
+            j = bisect_left(samples, piece[1], lo=i, key=lambda s: s.ts)
+            self._feed(device, key, piece, samples[i:j])
+            i = j
+        self._close_ended(device, key)
 
-    def _new_engine(
-        self, device: str, key: str, profile: Profile, known: list[Breach]
-    ) -> ProbeEngine | None:
-        """The engine of one probe, or of the device's door (key DOOR)."""
+    def _piece(self, device: str, probe: str, ts: int) -> Piece:
+        """The stretch around ``ts`` and its profile, from the store at most every
+        PIECE_REFRESH_MS per probe."""
+        now_ms = int(self.clock() * 1000)
+        asked, known = self.pieces.get((device, probe), (now_ms, []))
+        if not 0 <= now_ms - asked < PIECE_REFRESH_MS:
+            asked, known = now_ms, []
+        for piece in known:
+            if piece[0] <= ts < piece[1]:
+                return piece
+        try:
+            with Session(self.store.engine) as session:
+                piece = profile_piece_at(session, device, probe, ts)
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc).splitlines()[0]) from exc
+        self.pieces[(device, probe)] = (asked, [*known, piece])
+        return piece
+
+    def _feed(self, device: str, key: str, piece: Piece, samples: list[Sample]) -> None:
+        start, end, profile_id = piece
+        # no profile where it measures no compartment, or an unknown one: the settings'
+        profile = self.profiles.get(profile_id or "") or self.profile_of(device)
+        if profile is None:
+            return
+        judges = self.engines.setdefault((device, key), {})
+        judge = judges.get(start)
+        if judge is None or judge.profile is not profile:  # new, or its delivery re-planned
+            judge = self._new_judge(device, key, piece, profile, samples[0].ts)
+            if judge is None:
+                return
+        judge.end = end  # a delivery in transit ends when it is delivered
+        events = judge.engine.add(samples)
+        if events:
+            self._emit(device, key, profile.id, events)
+
+    def _new_judge(
+        self, device: str, key: str, piece: Piece, profile: Profile, oldest: int
+    ) -> Judge | None:
+        """The engine of one probe's stretch (or of the device's door, key DOOR), rebuilt
+        from the store's breaches and InfluxDB's readings of that stretch, so state is as if
+        the stage had never stopped."""
+        start, end, _ = piece
         rules = door_rules(profile) if key == DOOR else ProbeRules(profile)
         if rules is None:
             return None
+        mine = [
+            b
+            for b in self.store.known(device)
+            if b.probe == key
+            and b.rule != SILENT_RULE
+            and b.profile == profile.id
+            and start <= b.start_ts < end
+        ]
         horizon = round(self.settings.alerts_late_horizon_h * HOUR_MS)
-        mine = [record_of(b) for b in known if b.probe == key and b.rule != SILENT_RULE]
-        engine = ProbeEngine(rules, horizon, known=mine)
-        self.engines[(device, key)] = engine
-        return engine
+        engine = ProbeEngine(rules, horizon, known=[record_of(b) for b in mine])
+        judge = Judge(profile, end, engine)
+        self.engines.setdefault((device, key), {})[start] = judge
+        opened = [b.start_ts for b in mine if b.state == "open"]
+        since = max(start, min([*opened, oldest]) - lookback_ms(profile))
+        until = None if end >= FAR_FUTURE_MS else end - 1
+        probe = None if key == DOOR else key
+        events = engine.add(self._history(device, since, until, probe).get(key, []))
+        if events:
+            self._emit(device, key, profile.id, events)
+        return judge
 
-    def _prime(self, device: str, profile: Profile, oldest: int) -> None:
-        """First sight of a device since start: its breaches from the store, its recent
-        readings from InfluxDB, so state is as if the stage had never stopped."""
-        if device in self.primed:
-            return
-        known = self.store.known(device)
-        starts = [b.start_ts for b in known if b.state == "open"] + [oldest]
-        since = min(starts) - lookback_ms(profile)
-        for key, samples in self._history(device, since).items():
-            engine = self._new_engine(device, key, profile, known)
-            events = engine.add(samples) if engine is not None else []
+    def _close_ended(self, device: str, probe: str) -> None:
+        """Breaches still open where their stretch ended (the probe has readings past it)
+        close there: from then on the probe is judged by another profile."""
+        judges = self.engines.get((device, probe), {})
+        newest = max((j.engine.newest or 0 for j in judges.values()), default=0)
+        starts = sorted(judges)
+        for start, after in zip(starts, [*starts[1:], FAR_FUTURE_MS], strict=True):
+            judge = judges[start]
+            # Stretches tile device time: one ends where the next begins at the latest (a
+            # delivery in transit was open-ended when its stretch was last asked about).
+            judge.end = min(judge.end, after)
+            if judge.end > newest:
+                continue
+            view = judge.engine.view
+            events: list[Event] = []
+            for k, b in list(view.items()):
+                if b.end is None:
+                    view[k] = replace(b, end=judge.end)
+                    events.append(BreachClosed(view[k], judge.end))
             if events:
-                self._emit(device, key, profile, events)
-        self.primed.add(device)
+                self._emit(device, probe, judge.profile.id, events)
 
     def _history(
-        self, device: str, since: int, until: int | None = None
+        self, device: str, since: int, until: int | None = None, probe: str | None = None
     ) -> dict[str, list[Sample]]:
-        """A device's stored readings as samples: per probe, and its door under DOOR."""
+        """A device's stored readings as samples: per probe (only ``probe`` if given), and
+        its door under DOOR."""
         where = f"device = {quote_string(device)} AND time >= {since}ms"
         if until is not None:
             where += f" AND time <= {until}ms"
+        probes = where if probe is None else f"{where} AND probe = {quote_string(probe)}"
         doors: dict[int, bool] = {}
         out: dict[str, list[Sample]] = defaultdict(list)
         for row in self.influx.rows(f"SELECT door, seq FROM device_health WHERE {where}"):
@@ -312,7 +419,7 @@ class RulesStage:
                 )
         windows = self.windows.get(device, [])
         for row in self.influx.rows(
-            f"SELECT celsius, seq FROM temperature WHERE {where} GROUP BY probe"
+            f"SELECT celsius, seq FROM temperature WHERE {probes} GROUP BY probe"
         ):
             ts, c = int(row["time"]), row.get("celsius")
             celsius = None if c is None else float(c)
@@ -320,7 +427,7 @@ class RulesStage:
             out[row["probe"]].append(Sample(ts, int(row["seq"]), celsius, doors.get(ts), paused))
         return out
 
-    def _emit(self, device: str, probe: str, profile: Profile, events: list[Event]) -> None:
+    def _emit(self, device: str, probe: str, profile_id: str, events: list[Event]) -> None:
         late_after = round(self.settings.alerts_late_after_s * 1000)
         delay = 0.5
         while True:  # the engine has moved on: these changes exist only here until stored
@@ -328,7 +435,7 @@ class RulesStage:
                 changes = self.store.apply(
                     device,
                     probe,
-                    profile.id,
+                    profile_id,
                     events,
                     int(self.clock() * 1000),
                     late_after,
@@ -376,22 +483,22 @@ class RulesStage:
         state, events = result
         self.silence[device] = state
         if events:
-            self._emit(device, "", profile, list(events))
+            self._emit(device, "", profile.id, list(events))
 
     def retire_idle(self) -> None:
         """Drop the engines of devices with nothing inside the late-data horizon: memory stays
         bounded by the active fleet; a device that comes back is primed again (store and
         InfluxDB), so nothing it had open is lost or opened twice."""
         cutoff = int(self.clock() * 1000) - round(self.settings.alerts_late_horizon_h * HOUR_MS)
-        newest: dict[str, int] = {}
-        for (device, _), engine in self.engines.items():
-            ts = engine.newest
-            newest[device] = max(newest.get(device, 0), ts if ts is not None else 0)
+        newest: dict[str, int] = defaultdict(int)
+        for (device, _), judges in self.engines.items():
+            for judge in judges.values():
+                newest[device] = max(newest[device], judge.engine.newest or 0)
         for device, ts in newest.items():
             if ts < cutoff:
-                for key in [k for k in self.engines if k[0] == device]:
-                    del self.engines[key]
-                self.primed.discard(device)
+                for table in (self.engines, self.pieces):
+                    for key in [k for k in table if k[0] == device]:
+                        del table[key]
 
     def check_silence(self) -> None:
         """Silence counts only for devices on a delivery in transit (alerts/silence.py)."""
@@ -425,11 +532,7 @@ class RulesStage:
         with self.lock:
             spans, self.overflow = self.overflow, {}
         for device, (lo, hi) in spans.items():
-            profile = self.profile_of(device)
-            if profile is None:
-                continue
             try:
-                self._prime(device, profile, lo)
                 history = self._history(device, lo, hi)
             except InfluxUnavailable:
                 self._remember(device, lo, hi)  # and the rest of spans: kept for the retry
@@ -438,8 +541,10 @@ class RulesStage:
                         self._remember(d, a, b)
                 raise
             for key, samples in history.items():
-                self._judge(device, key, profile, samples)
-            self._silence(device, profile, heard(self.silence.get(device, SilenceState()), hi))
+                self._judge(device, key, samples)
+            profile = self.profile_of(device)
+            if profile is not None:
+                self._silence(device, profile, heard(self.silence.get(device, SilenceState()), hi))
 
     def _remember(self, device: str, lo: int, hi: int) -> None:
         with self.lock:

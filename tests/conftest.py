@@ -262,9 +262,12 @@ def act_on_delivery(database_url: str, delivery_id: int, action: str, at_ms: int
     engine.dispose()
 
 
-def put_on_delivery(database_url: str, device: str, start_ms: int, *actions: str) -> int:
+def put_on_delivery(
+    database_url: str, device: str, start_ms: int, *actions: str, profile: str | None = None
+) -> int:
     """A van whose chilled compartment ``device``'s product probe measures from ``start_ms``,
-    and a delivery there planned from then, taken through ``actions`` at ``start_ms``: its id."""
+    and a delivery there planned from then (of ``profile``, else the compartment's), taken
+    through ``actions`` at ``start_ms``: its id."""
     from sqlalchemy.orm import Session
 
     from coldtrace.db import make_engine
@@ -289,6 +292,7 @@ def put_on_delivery(database_url: str, device: str, start_ms: int, *actions: str
             dropoff_lon=2.36,
             planned_start_ms=start_ms,
             planned_end_ms=start_ms + 4 * 3600_000,
+            profile=profile,
         )
         delivery = store.create_delivery(plan)
         session.commit()

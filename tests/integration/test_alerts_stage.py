@@ -1,5 +1,6 @@
 """The rules stage against the real InfluxDB and a migrated store (SQLite and PostgreSQL),
-with an injected clock: silence, late backlogs, and readings that overflowed its queue."""
+with an injected clock: silence, late backlogs, readings that overflowed its queue, and each
+probe judged by the profile of the delivery under way in the compartment it measures."""
 
 from __future__ import annotations
 
@@ -28,12 +29,22 @@ class Clock:
         return self.ms / 1000
 
 
-def readings(device: str, minutes: range, celsius: Callable[[int], float]) -> list[PlacedReading]:
+def readings(
+    device: str,
+    minutes: range,
+    celsius: Callable[[int], float],
+    probes: tuple[str, ...] = ("product",),
+) -> list[PlacedReading]:
     return [
         PlacedReading(
             device,
             1,
-            Reading(seq=m, ts=T0 + m * MINUTE, up=m * MINUTE, probes={"product": celsius(m)}),
+            Reading(
+                seq=m,
+                ts=T0 + m * MINUTE,
+                up=m * MINUTE,
+                probes={probe: celsius(m) for probe in probes},
+            ),
             T0 + m * MINUTE,
             False,
         )
@@ -161,7 +172,7 @@ def test_idle_devices_are_retired_and_primed_again(settings, influx, prefix, dat
     assert opened.state == "open"
     clock.ms = T0 + 49 * MINUTE + 61 * MINUTE  # the newest reading is now past the horizon
     stage.retire_idle()
-    assert stage.engines == {} and device not in stage.primed
+    assert stage.engines == {}
     # it comes back still warm, then cools: the same breach closes, no second one opens
     stage.evaluate(store(influx, readings(device, range(50, 70), lambda m: 6.0 if m < 60 else 3.0)))
     (b,) = breaches(stage, device)
@@ -259,3 +270,110 @@ def test_silence_counts_from_when_the_device_went_on_its_delivery(
         "open",
         T0 + 120 * MINUTE,
     )
+
+
+def excursions(stage: RulesStage, device: str) -> list[tuple[str, str, int, int | None, str]]:
+    return [
+        (b.probe, b.profile, b.start_ts, b.end_ts, b.state)
+        for b in breaches(stage, device)
+        if b.rule == "excursion_high"
+    ]
+
+
+def pharma_delivery_in_a_chilled_compartment(database_url: str, device: str) -> None:
+    """The product probe measures the chilled compartment from T0; a pharma delivery (2..8 C)
+    is under way there from minute 60 to minute 180."""
+    delivery = put_on_delivery(database_url, device, T0, profile="pharma")
+    act_on_delivery(database_url, delivery, "start", T0 + 60 * MINUTE)
+    act_on_delivery(database_url, delivery, "deliver", T0 + 180 * MINUTE)
+
+
+def test_each_probe_is_judged_by_the_profile_of_the_delivery_under_way(
+    settings, influx, prefix, database_url
+) -> None:
+    """6 C breaches the chilled compartment's 0..4 C before and after the delivery, not the
+    pharma delivery's 2..8 C during it; the backlog spans both its start and its end. No
+    settings profile: the store alone decides."""
+    device = f"{prefix}-van"
+    pharma_delivery_in_a_chilled_compartment(database_url, device)
+    stage = make_stage(
+        settings, database_url, Clock(T0 + 5 * 60 * MINUTE), alerts_default_profile=None
+    )
+    warm = lambda m: 6.0 if 20 <= m < 50 or 80 <= m < 150 or 200 <= m < 230 else 3.0  # noqa: E731
+    stage.evaluate(store(influx, readings(device, range(0, 240), warm)))
+    assert excursions(stage, device) == [
+        ("product", "chilled", T0 + 20 * MINUTE, T0 + 50 * MINUTE, "closed"),
+        ("product", "chilled", T0 + 200 * MINUTE, T0 + 230 * MINUTE, "closed"),
+    ]
+    during = [
+        b for b in breaches(stage, device) if T0 + 60 * MINUTE <= b.start_ts < T0 + 181 * MINUTE
+    ]
+    assert during == []
+
+
+def test_a_breach_open_when_the_delivery_starts_closes_there(
+    settings, influx, prefix, database_url
+) -> None:
+    device = f"{prefix}-van"
+    pharma_delivery_in_a_chilled_compartment(database_url, device)
+    stage = make_stage(settings, database_url, Clock(T0 + 2 * 60 * MINUTE))
+    # 6 C from minute 30 on: too warm for chilled, fine for the pharma delivery from minute 60
+    warm = lambda m: 6.0 if m >= 30 else 3.0  # noqa: E731
+    for first in range(0, 120, 10):  # live, ten minutes a batch
+        stage.evaluate(store(influx, readings(device, range(first, first + 10), warm)))
+    assert excursions(stage, device) == [
+        ("product", "chilled", T0 + 30 * MINUTE, T0 + 60 * MINUTE, "closed"),
+    ]
+
+
+def test_a_restart_mid_delivery_keeps_its_breach(settings, influx, prefix, database_url) -> None:
+    device = f"{prefix}-van"
+    pharma_delivery_in_a_chilled_compartment(database_url, device)
+    hot = lambda m: 10.0 if 90 <= m < 130 else 5.0  # noqa: E731  # above pharma's 8 C
+    first = make_stage(settings, database_url, Clock(T0 + 110 * MINUTE))
+    first.evaluate(store(influx, readings(device, range(60, 110), hot)))
+    (opened,) = excursions(first, device)
+    assert opened == ("product", "pharma", T0 + 90 * MINUTE, None, "open")
+    second = make_stage(settings, database_url, Clock(T0 + 140 * MINUTE))  # a new process
+    second.evaluate(store(influx, readings(device, range(110, 140), hot)))
+    assert excursions(second, device) == [
+        ("product", "pharma", T0 + 90 * MINUTE, T0 + 130 * MINUTE, "closed")
+    ]
+    assert len([b for b in breaches(second, device) if b.rule == "excursion_high"]) == 1
+
+
+def test_a_probe_on_no_compartment_is_judged_by_the_settings_profile(
+    settings, influx, prefix, database_url
+) -> None:
+    """The air probe is assigned to no compartment: chilled from the settings; the product
+    probe, on the pharma delivery, is not in breach at the same 6 C."""
+    device = f"{prefix}-van"
+    pharma_delivery_in_a_chilled_compartment(database_url, device)
+    stage = make_stage(settings, database_url, Clock(T0 + 3 * 60 * MINUTE))
+    warm = lambda m: 6.0 if m >= 90 else 3.0  # noqa: E731
+    stage.evaluate(store(influx, readings(device, range(60, 150), warm, ("product", "air"))))
+    assert excursions(stage, device) == [("air", "chilled", T0 + 90 * MINUTE, None, "open")]
+
+
+@pytest.mark.parametrize("resumed", [60, 61])
+def test_a_breach_open_when_the_delivery_is_delivered_closes_there(
+    settings, influx, prefix, database_url, resumed
+) -> None:
+    """Live: the stage learns that the delivery in transit was delivered when it next asks
+    the store; the probe is judged by the chilled compartment's profile from then on. With
+    a reading at the delivery's end or with none (the next one is in the chilled stretch)."""
+    device = f"{prefix}-van"
+    delivery = put_on_delivery(database_url, device, T0, "start", profile="pharma")
+    clock = Clock(T0 + 60 * MINUTE)
+    stage = make_stage(settings, database_url, clock)
+    hot = lambda m: 10.0 if m >= 30 else 5.0  # noqa: E731  # above pharma's 8 C
+    stage.evaluate(store(influx, readings(device, range(0, 60), hot)))
+    assert excursions(stage, device) == [("product", "pharma", T0 + 30 * MINUTE, None, "open")]
+    act_on_delivery(database_url, delivery, "deliver", T0 + 60 * MINUTE)
+    clock.ms = T0 + 90 * MINUTE
+    stage.evaluate(store(influx, readings(device, range(resumed, 90), hot)))
+    # the delivery's window includes its end: chilled from the millisecond after it
+    assert excursions(stage, device) == [
+        ("product", "pharma", T0 + 30 * MINUTE, T0 + 60 * MINUTE + 1, "closed"),
+        ("product", "chilled", T0 + 61 * MINUTE, None, "open"),
+    ]
