@@ -22,6 +22,7 @@ from api import problems
 from api.deps import DbSession, Influx
 from api.routes import breaches, deliveries, fleet_data, oversight
 from api.schemas import Health
+from coldtrace import signing
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings
@@ -34,6 +35,9 @@ PREFIX = "/api/v1"
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # No signing key (COLDTRACE_CERTIFICATE_SIGNING_KEY) fails here, not at the first close.
+    key_id = signing.key_id(settings.certificate_key.public_key())
+    log.info("certificates are signed with key %s", key_id)
     url = settings.sqlalchemy_url
     upgrade(url)
     engine = make_engine(url)

@@ -163,6 +163,11 @@ class BreachOut(BaseModel):
 
 
 class CertificateOut(BaseModel):
+    """A certificate version. `signature` is Ed25519 over the canonical form of `body` (JSON,
+    keys sorted at every depth, no whitespace, UTF-8; see README "Verifying a certificate"),
+    with the key named by `key_id` (GET /api/v1/certificates/public-key). Versions issued
+    before certificates were signed have neither."""
+
     id: int
     delivery_id: int
     version: int
@@ -170,6 +175,17 @@ class CertificateOut(BaseModel):
     superseded: datetime | None
     verdict: str
     body: dict[str, Any]
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    signature: str | None = Field(description="base64 of the 64-byte Ed25519 signature")
+    key_id: str | None = Field(description="first 16 hex digits of SHA-256(raw public key)")
+
+
+class PublicKeyOut(BaseModel):
+    """The key certificates are verified with (offline: nothing else is needed)."""
+
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    key_id: str
+    pem: str = Field(description="SubjectPublicKeyInfo PEM")
 
 
 class LivePosition(BaseModel):

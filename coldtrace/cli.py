@@ -355,6 +355,60 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 when every certificate in the file is validly signed, 1 when one is not, 2 when
+    the file or the key cannot be read."""
+    from coldtrace import signing
+
+    try:
+        public = (
+            signing.public_key(args.public_key.read_text())
+            if args.public_key
+            else settings.certificate_key.public_key()
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: --public-key {args.public_key}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        loaded = json.loads(args.file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    certificates = loaded if isinstance(loaded, list) else [loaded]
+    if not all(isinstance(c, dict) and isinstance(c.get("body"), dict) for c in certificates):
+        print(
+            f"error: {args.file}: not a certificate (or list of them) as GET "
+            "/api/v1/certificates/{id} or /api/v1/deliveries/{id}/certificates returns it",
+            file=sys.stderr,
+        )
+        return 2
+    expected = signing.key_id(public)
+    rows: list[dict[str, object]] = []
+    for c in certificates:
+        signature = c.get("signature")
+        valid = isinstance(signature, str) and signing.verify(public, c["body"], signature)
+        if valid:
+            why = ""
+        elif signature is None:
+            why = "not signed (issued before certificates were signed)"
+        elif c.get("key_id") != expected:
+            why = f"signed with key {c.get('key_id')}, not {expected}: pass its --public-key"
+        else:
+            why = "the signature does not match the body: changed after signing"
+        rows.append(
+            {
+                "certificate": c.get("id"),
+                "delivery": c.get("delivery_id"),
+                "version": c.get("version"),
+                "key_id": c.get("key_id"),
+                "valid": valid,
+                "why": why,
+            }
+        )
+    _emit(rows, args.json)
+    return 0 if all(r["valid"] for r in rows) else 1
+
+
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -489,6 +543,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, metavar="FILE.csv")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_deliveries)
+
+    p = sub.add_parser("certificates", help="certificates: verify their Ed25519 signatures")
+    p.add_argument("action", choices=["verify"])
+    p.add_argument(
+        "file", type=Path, metavar="FILE.json", help="a certificate, or a list, as the API returns"
+    )
+    p.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="PEM",
+        help="the signer's public key (`pem` of GET /api/v1/certificates/public-key); "
+        "default: that of COLDTRACE_CERTIFICATE_SIGNING_KEY",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_certificates)
 
     p = sub.add_parser("schema", help="print the wire contract's JSON Schema")
     p.set_defaults(func=cmd_schema)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -83,19 +84,20 @@ def final_readings_in(store: Store, d: Delivery, source: ReadingSource, grace_s:
 
 
 def close(
-    store: Store, d: Delivery, source: ReadingSource, grace_s: int, at: int | None = None
+    store: Store, d: Delivery, source: ReadingSource, settings: Settings, at: int | None = None
 ) -> None:
-    """Close and issue the certificate; refused before the final readings are in."""
+    """Close and issue the (signed) certificate; refused before the final readings are in."""
     if d.state == State.delivered:
-        why_not = final_readings_in(store, d, source, grace_s)
+        why_not = final_readings_in(store, d, source, settings.close_grace_s)
         if why_not:
             raise Conflict(why_not)
     store.transition(d, Action.close, at, "api")  # refused with its reason unless delivered
-    issue_certificate(store, d)
+    issue_certificate(store, d, settings.certificate_key)
 
 
-def issue_certificate(store: Store, d: Delivery) -> Certificate | None:
-    """Issue a version if the breaches say something else than the current one (or none)."""
+def issue_certificate(store: Store, d: Delivery, key: Ed25519PrivateKey) -> Certificate | None:
+    """Issue a version signed with `key` if the breaches say something else than the current
+    one (or there is none)."""
     start, end = window(d, store.clock())
     marks = [breach_mark(b) for b in delivery_breaches(store.session, d)]
     verdict, body = certificate_body(trace_properties(d, start, end), start, end, marks)
@@ -106,10 +108,10 @@ def issue_certificate(store: Store, d: Delivery) -> Certificate | None:
     ).first()
     if current is not None and current.body == body:
         return None
-    return store.issue_certificate(d, verdict, body)
+    return store.issue_certificate(d, verdict, body, key)
 
 
-def recertify(store: Store) -> int:
+def recertify(store: Store, key: Ed25519PrivateKey) -> int:
     """New certificate versions for closed deliveries whose breaches changed (opened late,
     ended, withdrawn) after their current certificate was issued; returns how many."""
     current = (
@@ -125,7 +127,7 @@ def recertify(store: Store) -> int:
     issued = 0
     for delivery_id in sorted({row[1] for row in changed}):
         d = store.session.get(Delivery, delivery_id)
-        if d is not None and issue_certificate(store, d) is not None:
+        if d is not None and issue_certificate(store, d, key) is not None:
             issued += 1
     return issued
 
@@ -157,13 +159,13 @@ def sweep(
                 if d.state == State.delivered and not final_readings_in(
                     store, d, source, settings.close_grace_s
                 ):
-                    close(store, d, source, settings.close_grace_s)
+                    close(store, d, source, settings)
                 session.commit()
             except Exception:
                 session.rollback()
                 log.exception("delivery %s: automatic transition failed", d.id)
                 continue
             changed += d.state != before
-        changed += recertify(store)
+        changed += recertify(store, settings.certificate_key)
         session.commit()
     return changed

@@ -106,6 +106,10 @@ class Certificate(Base):
     superseded_ms: Mapped[int | None] = mapped_column(BigInteger)
     verdict: Mapped[str] = mapped_column(String(32))
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Ed25519 over the body's canonical form (coldtrace.signing), base64, and the signing
+    # key's id; None only on versions issued before certificates were signed.
+    signature: Mapped[str | None] = mapped_column(String(88))
+    key_id: Mapped[str | None] = mapped_column(String(16))
 
 
 class ApiKey(Base):

@@ -8,10 +8,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from alerts.store import Breach
+from coldtrace import signing
 from deliveries.lifecycle import Action, State, next_state
 from deliveries.models import (
     Assignment,
@@ -276,9 +278,10 @@ class Store:
         return delivery
 
     def issue_certificate(
-        self, delivery: Delivery, verdict: str, body: dict[str, Any]
+        self, delivery: Delivery, verdict: str, body: dict[str, Any], key: Ed25519PrivateKey
     ) -> Certificate:
-        """A new version; the one before it (if any) is marked superseded, never edited."""
+        """A new version, signed with `key`; the one before it (if any) is marked superseded,
+        never edited."""
         previous = self.session.scalars(
             select(Certificate)
             .where(Certificate.delivery_id == delivery.id, Certificate.superseded_ms.is_(None))
@@ -300,6 +303,8 @@ class Store:
             issued_ms=now,
             verdict=verdict,
             body=body,
+            signature=signing.sign(key, body),
+            key_id=signing.key_id(key.public_key()),
         )
         self.session.add(row)
         self.session.flush()

@@ -11,6 +11,8 @@ command -v influxd >/dev/null || need+=(influxdb)
 # PostgreSQL for the test suite's second store (Debian keeps its programs off PATH).
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# The tests check that a certificate verifies with openssl alone, as a lab would.
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${need[*]}; run: sudo apt-get install -y ${need[*]}" >&2

@@ -120,7 +120,7 @@ def transition(
     store = Store(session, who.actor)
     at = None if body.at is None else to_ms(body.at)
     if body.action is Action.close:
-        automation.close(store, d, source, settings.close_grace_s, at)
+        automation.close(store, d, source, settings, at)
     else:
         store.transition(d, body.action, at, body.source)
     session.commit()
@@ -128,13 +128,15 @@ def transition(
 
 
 @router.post("/{delivery_id}/reevaluate")
-def reevaluate(delivery_id: int, session: DbSession, who: Operators) -> list[CertificateOut]:
+def reevaluate(
+    delivery_id: int, session: DbSession, who: Operators, settings: AppSettings
+) -> list[CertificateOut]:
     """After late readings: a closed delivery whose breaches changed gets a new certificate
     version that supersedes the previous one (issued ones are never edited)."""
     d = visible_delivery(session, who, delivery_id)
     if d.state != State.closed:
         raise Conflict(f"only a closed delivery has a certificate to re-evaluate ({d.state})")
-    automation.issue_certificate(Store(session, who.actor), d)
+    automation.issue_certificate(Store(session, who.actor), d, settings.certificate_key)
     session.commit()
     return certificates(delivery_id, session, who)
 
@@ -211,7 +213,8 @@ def list_delivery_breaches(delivery_id: int, session: DbSession, who: Anyone) ->
 
 @router.get("/{delivery_id}/certificates")
 def certificates(delivery_id: int, session: DbSession, who: Anyone) -> list[CertificateOut]:
-    """Every version, newest first; only the newest is not superseded."""
+    """Every version, newest first; only the newest is not superseded. Each is signed: check
+    it with the key of GET /api/v1/certificates/public-key or `coldtrace certificates verify`."""
     visible_delivery(session, who, delivery_id)
     rows = session.scalars(
         select(Certificate)
@@ -230,4 +233,6 @@ def certificate_out(c: Certificate) -> CertificateOut:
         superseded=from_ms(c.superseded_ms),
         verdict=c.verdict,
         body=c.body,
+        signature=c.signature,
+        key_id=c.key_id,
     )

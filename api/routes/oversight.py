@@ -1,4 +1,5 @@
-"""Certificates by id, the fleet's live state and the audit log."""
+"""Certificates by id and the key they are signed with, the fleet's live state and the audit
+log."""
 
 from __future__ import annotations
 
@@ -11,16 +12,33 @@ from sqlalchemy import select
 
 from alerts.store import Breach
 from api.auth import Anyone, Operators, Staff
-from api.deps import DbSession, Influx
+from api.deps import AppSettings, DbSession, Influx
 from api.routes.common import Limit, Offset, page, visible_delivery
 from api.routes.deliveries import certificate_out
-from api.schemas import AuditOut, CertificateOut, FleetVehicle, LivePosition, Page, from_ms
+from api.schemas import (
+    AuditOut,
+    CertificateOut,
+    FleetVehicle,
+    LivePosition,
+    Page,
+    PublicKeyOut,
+    from_ms,
+)
+from coldtrace import signing
 from coldtrace.influx import InfluxClient
 from deliveries.lifecycle import State
 from deliveries.models import Assignment, AuditEntry, Certificate, Compartment, Delivery, Vehicle
 from deliveries.store import NotFound
 
 router = APIRouter()
+
+
+# Declared before /certificates/{certificate_id}, which would otherwise take the path.
+@router.get("/certificates/public-key", tags=["certificates"])
+def certificate_public_key(settings: AppSettings, who: Anyone) -> PublicKeyOut:
+    """The Ed25519 public key certificates are signed with, for checking them offline."""
+    public = settings.certificate_key.public_key()
+    return PublicKeyOut(key_id=signing.key_id(public), pem=signing.public_key_pem(public))
 
 
 @router.get("/certificates/{certificate_id}", tags=["certificates"])

@@ -48,7 +48,9 @@ def world(api: Api, prefix: str) -> World:
         for delivery_id in (own, other):
             d = session.get(Delivery, delivery_id)
             assert d is not None
-            certificates.append(store.issue_certificate(d, "compliant", {"id": delivery_id}).id)
+            body = {"id": delivery_id}
+            key = api.settings.certificate_key
+            certificates.append(store.issue_certificate(d, "compliant", body, key).id)
         session.commit()
     return World(vehicle, device, own, other, own_breach, other_breach, *certificates)
 
@@ -81,6 +83,7 @@ def routes(w: World) -> list[tuple[str, str, dict[str, Any] | None, set[str]]]:
         ("GET", "/breaches", None, EVERYONE),
         ("GET", f"/breaches/{w.own_breach}", None, EVERYONE),
         ("GET", f"/certificates/{w.own_certificate}", None, EVERYONE),
+        ("GET", "/certificates/public-key", None, EVERYONE),
         ("GET", "/fleet", None, STAFF),
         ("GET", "/audit", None, OPERATORS),
     ]

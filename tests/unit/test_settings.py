@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from coldtrace import signing
 from coldtrace.settings import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +45,7 @@ def test_development_settings_generate_secrets(tmp_path: Path) -> None:
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     secrets = secrets_of(run_dir)
     assert sorted(secrets) == [
+        "COLDTRACE_CERTIFICATE_SIGNING_KEY",
         "COLDTRACE_DEV_DEVICE_KEY",
         "COLDTRACE_MQTT_PASSWORD",
         "COLDTRACE_MQTT_USERNAME",
@@ -155,6 +157,7 @@ def test_production_with_its_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("COLDTRACE_ENV", "production")
     monkeypatch.setenv("COLDTRACE_MQTT_USERNAME", "ingest")
     monkeypatch.setenv("COLDTRACE_MQTT_PASSWORD", "s3cret")
+    monkeypatch.setenv("COLDTRACE_CERTIFICATE_SIGNING_KEY", signing.new_private_key())
 
     s = load_settings(run_dir=tmp_path)
 

@@ -1,0 +1,175 @@
+"""Ed25519 signatures over the canonical JSON form (coldtrace.signing), and the signing key
+in the settings: generated in development, required in production, a bad one named."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from coldtrace import signing
+from coldtrace.settings import ConfigError, Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+BODY: dict[str, Any] = {
+    "delivery_id": 7,
+    "customer_id": "lyon-lab",
+    "verdict": "not_compliant",
+    "dropoff": "Hôpital, labo",
+    "breaches": [{"id": 3, "rule": "excursion", "start": "2026-01-05T08:15:00Z", "end": None}],
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("COLDTRACE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def pem(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def test_a_signature_verifies_with_the_public_key() -> None:
+    key = Ed25519PrivateKey.generate()
+    signature = signing.sign(key, BODY)
+    assert len(base64.b64decode(signature)) == 64
+    assert signing.verify(key.public_key(), BODY, signature)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"verdict": "compliant"},
+        {"breaches": []},
+        {"delivery_id": 8},
+        {"extra": True},
+    ],
+)
+def test_a_changed_body_fails(change: dict[str, Any]) -> None:
+    key = Ed25519PrivateKey.generate()
+    signature = signing.sign(key, BODY)
+    assert not signing.verify(key.public_key(), BODY | change, signature)
+
+
+def test_a_signature_from_another_key_fails() -> None:
+    mine, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    assert not signing.verify(mine.public_key(), BODY, signing.sign(other, BODY))
+    assert signing.key_id(mine.public_key()) != signing.key_id(other.public_key())
+
+
+@pytest.mark.parametrize("signature", ["", "not base64!", base64.b64encode(b"x" * 64).decode()])
+def test_a_malformed_signature_fails(signature: str) -> None:
+    assert not signing.verify(Ed25519PrivateKey.generate().public_key(), BODY, signature)
+
+
+def test_the_canonical_form_is_sorted_compact_utf8() -> None:
+    body = {"b": 1, "a": {"d": "é", "c": [2, 1.5, None, True]}}
+    assert signing.canonical(body) == '{"a":{"c":[2,1.5,null,true],"d":"é"},"b":1}'.encode()
+
+
+def test_the_canonical_form_does_not_depend_on_key_order() -> None:
+    reordered = dict(reversed(list(BODY.items())))
+    reordered["breaches"] = [dict(reversed(list(b.items()))) for b in BODY["breaches"]]
+    assert list(reordered) != list(BODY)
+    assert signing.canonical(reordered) == signing.canonical(BODY)
+    key = Ed25519PrivateKey.generate()
+    assert signing.verify(key.public_key(), reordered, signing.sign(key, BODY))
+
+
+def test_a_key_reads_from_pem_and_from_base64_raw() -> None:
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    from_pem = signing.private_key(pem(key))
+    from_raw = signing.private_key(base64.b64encode(raw).decode() + "\n")
+    expected = signing.key_id(key.public_key())
+    assert (
+        signing.key_id(from_pem.public_key()) == signing.key_id(from_raw.public_key()) == expected
+    )
+    public = signing.public_key(signing.public_key_pem(key.public_key()))
+    assert signing.verify(public, BODY, signing.sign(from_raw, BODY))
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("hello world", "neither PEM nor base64"),
+        (base64.b64encode(b"k" * 31).decode(), "base64 of 31 bytes"),
+        ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----", "not a readable"),
+        (pem(ec.generate_private_key(ec.SECP256R1())), "not an Ed25519 one"),
+    ],
+)
+def test_a_bad_key_says_what_is_wrong(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        signing.private_key(text)
+
+
+def test_development_generates_the_signing_key(tmp_path: Path) -> None:
+    a = load_settings(run_dir=tmp_path / "a")
+    again = load_settings(run_dir=tmp_path / "a")
+    b = load_settings(run_dir=tmp_path / "b")
+    ids = [signing.key_id(s.certificate_key.public_key()) for s in (a, again, b)]
+    assert ids[0] == ids[1] != ids[2]
+
+
+def test_an_older_run_dir_gets_a_signing_key_added(tmp_path: Path) -> None:
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text("COLDTRACE_MQTT_USERNAME=ingest\nCOLDTRACE_MQTT_PASSWORD=kept\n")
+    s = load_settings(run_dir=tmp_path)
+    assert s.mqtt_password is not None and s.mqtt_password.get_secret_value() == "kept"
+    assert env_file.read_text().count("COLDTRACE_CERTIFICATE_SIGNING_KEY=") == 1
+    assert load_settings(run_dir=tmp_path).certificate_key is not None
+
+
+def test_a_bad_signing_key_is_named_without_echoing_it(tmp_path: Path) -> None:
+    secret = base64.b64encode(b"s" * 20).decode()
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path, certificate_signing_key=secret)
+    message = str(info.value)
+    assert message.startswith("COLDTRACE_CERTIFICATE_SIGNING_KEY is not an Ed25519 private key")
+    assert secret not in message
+
+
+def test_settings_without_a_key_cannot_sign() -> None:
+    with pytest.raises(ConfigError, match="COLDTRACE_CERTIFICATE_SIGNING_KEY is not set"):
+        Settings().certificate_key  # noqa: B018
+
+
+def test_production_without_the_signing_key_fails_at_start_up(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")}
+    env.update(
+        COLDTRACE_ENV="production",
+        COLDTRACE_RUN_DIR=str(tmp_path),
+        COLDTRACE_MQTT_USERNAME="ingest",
+        COLDTRACE_MQTT_PASSWORD="s3cret",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "coldtrace.cli", "api"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "configuration error: COLDTRACE_CERTIFICATE_SIGNING_KEY is required in production"
+    )
+    assert not (tmp_path / "secrets.env").exists()
