@@ -139,6 +139,7 @@ class RulesStage:
         # (device, probe) -> (clock ms when asked, the stretches known then)
         self.pieces: dict[tuple[str, str], tuple[int, list[Piece]]] = {}
         self.silence: dict[str, SilenceState] = {}
+        self.judged_by: dict[str, str] = {}  # device -> profile its probes were last judged by
         self.on_delivery_since: dict[str, int] = {}
         self.on_delivery_asked: int | None = None  # clock ms of the last answer
         self.readings_evaluated = 0
@@ -264,15 +265,16 @@ class RulesStage:
     # -- the work --------------------------------------------------------------------------
 
     def watch_known_devices(self) -> None:
-        """Watch for silence every device with a profile that InfluxDB has recent readings
-        of, from its last reading, and keep the silences the store holds open (restart)."""
+        """Watch for silence every device that InfluxDB has recent readings of, from its last
+        reading, and keep the silences the store holds open (restart). Only a device on a
+        delivery in transit is ever silent (``check_silence``)."""
         # Devices not heard of within the late-data horizon are retired, not silent.
         since = int(self.clock() * 1000) - round(self.settings.alerts_late_horizon_h * HOUR_MS)
         for row in self.influx.rows(
             f"SELECT last(seq) FROM device_health WHERE time >= {since}ms GROUP BY device"
         ):
             device = row["device"]
-            if self.profile_of(device) is None or device in self.silence:
+            if device in self.silence:
                 continue
             open_silence = [
                 b for b in self.store.known(device) if b.rule == SILENT_RULE and b.state == "open"
@@ -287,11 +289,7 @@ class RulesStage:
         for device, readings in by_device.items():
             for key, samples in _samples(readings, self.windows.get(device, [])).items():
                 self._judge(device, key, samples)
-            profile = self.profile_of(device)
-            if profile is not None:
-                newest = max(p.ts for p in readings)
-                silence = heard(self.silence.get(device, SilenceState()), newest)
-                self._silence(device, profile, silence)
+            self._heard(device, max(p.ts for p in readings))
             self.readings_evaluated += len(readings)
 
     def _judge(self, device: str, key: str, samples: list[Sample]) -> None:
@@ -343,6 +341,8 @@ class RulesStage:
             if judge is None:
                 return
         judge.end = end  # a delivery in transit ends when it is delivered
+        if key != DOOR:
+            self.judged_by[device] = profile.id
         events = judge.engine.add(samples)
         if events:
             self._emit(device, key, profile.id, events)
@@ -477,13 +477,18 @@ class RulesStage:
                 return
             delay = min(delay * 2, 10.0)
 
-    def _silence(
-        self, device: str, profile: Profile, result: tuple[SilenceState, tuple[Event, ...]]
-    ) -> None:
+    def _heard(self, device: str, newest: int) -> None:
+        self._silence(device, heard(self.silence.get(device, SilenceState()), newest))
+
+    def _silence(self, device: str, result: tuple[SilenceState, tuple[Event, ...]]) -> None:
         state, events = result
         self.silence[device] = state
         if events:
-            self._emit(device, "", profile.id, list(events))
+            # The silence is the device's, not a probe's: it is filed under the profile its
+            # probes were last judged by (the delivery's), else the settings' one.
+            default = self.profile_of(device)
+            profile_id = self.judged_by.get(device) or (default.id if default else "")
+            self._emit(device, "", profile_id, list(events))
 
     def retire_idle(self) -> None:
         """Drop the engines of devices with nothing inside the late-data horizon: memory stays
@@ -506,10 +511,7 @@ class RulesStage:
         gap_ms = round(self.settings.alerts_silent_after_s * 1000)
         on_delivery = self._devices_on_delivery(now_ms)
         for device, state in list(self.silence.items()):
-            profile = self.profile_of(device)
-            if profile is not None:
-                since = on_delivery.get(device)
-                self._silence(device, profile, tick(state, now_ms, gap_ms, since))
+            self._silence(device, tick(state, now_ms, gap_ms, on_delivery.get(device)))
 
     def _devices_on_delivery(self, now_ms: int) -> dict[str, int]:
         asked = self.on_delivery_asked
@@ -542,9 +544,7 @@ class RulesStage:
                 raise
             for key, samples in history.items():
                 self._judge(device, key, samples)
-            profile = self.profile_of(device)
-            if profile is not None:
-                self._silence(device, profile, heard(self.silence.get(device, SilenceState()), hi))
+            self._heard(device, hi)
 
     def _remember(self, device: str, lo: int, hi: int) -> None:
         with self.lock:

@@ -377,3 +377,23 @@ def test_a_breach_open_when_the_delivery_is_delivered_closes_there(
         ("product", "pharma", T0 + 30 * MINUTE, T0 + 60 * MINUTE + 1, "closed"),
         ("product", "chilled", T0 + 61 * MINUTE, None, "open"),
     ]
+
+
+def test_a_device_judged_by_its_delivery_alone_is_watched_for_silence(
+    settings, influx, prefix, database_url
+) -> None:
+    """No settings profile: the silence on a pharma delivery in transit is filed under it."""
+    device = f"{prefix}-van"
+    put_on_delivery(database_url, device, T0, "start", profile="pharma")
+    clock = Clock(T0 + 10 * MINUTE)
+    stage = make_stage(settings, database_url, clock, alerts_default_profile=None)
+    stage.evaluate(store(influx, readings(device, range(0, 10), lambda m: 5.0)))
+    clock.ms = T0 + 25 * MINUTE
+    stage.check_silence()
+    (silent,) = breaches(stage, device)
+    assert (silent.rule, silent.profile, silent.state, silent.start_ts) == (
+        "device_silent",
+        "pharma",
+        "open",
+        T0 + 9 * MINUTE,
+    )
