@@ -73,9 +73,6 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     except BrokerRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ConfigError as exc:  # e.g. an unknown alerts profile
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
 
 
 def _register_sim_devices(settings: Settings, vehicles: int) -> None:
@@ -578,7 +575,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("COLDTRACE_RUN_DIR", str(settings.run_dir))
-    result: int = args.func(settings, args)
+    try:
+        result: int = args.func(settings, args)
+    except ConfigError as exc:  # one only this command checks: signing key, profiles
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

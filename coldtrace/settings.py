@@ -143,7 +143,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secrets_required_in_production(self) -> Settings:
         if self.env == "production":
-            for name in ("mqtt_username", "mqtt_password", "certificate_signing_key"):
+            # The certificate signing key is checked by the API, the one process that signs:
+            # ingest and the other commands never hold it (see certificate_key).
+            for name in ("mqtt_username", "mqtt_password"):
                 if getattr(self, name) is None:
                     raise ValueError(f"{ENV_PREFIX}{name.upper()} is required in production")
         return self

@@ -170,6 +170,7 @@ def test_production_without_the_signing_key_fails_at_start_up(tmp_path: Path) ->
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "configuration error: COLDTRACE_CERTIFICATE_SIGNING_KEY is required in production"
+        "configuration error: COLDTRACE_CERTIFICATE_SIGNING_KEY is not set: certificates cannot"
+        " be signed"
     )
     assert not (tmp_path / "secrets.env").exists()
