@@ -491,19 +491,17 @@ class RulesStage:
             self._emit(device, "", profile_id, list(events))
 
     def retire_idle(self) -> None:
-        """Drop the engines of devices with nothing inside the late-data horizon: memory stays
-        bounded by the active fleet; a device that comes back is primed again (store and
-        InfluxDB), so nothing it had open is lost or opened twice."""
+        """Drop the engines with nothing inside the late-data horizon (a device gone quiet,
+        or a probe's stretch of a delivery long over): memory stays bounded by the active
+        fleet; an engine needed again is primed again (store and InfluxDB), so nothing it
+        had open is lost or opened twice."""
         cutoff = int(self.clock() * 1000) - round(self.settings.alerts_late_horizon_h * HOUR_MS)
-        newest: dict[str, int] = defaultdict(int)
-        for (device, _), judges in self.engines.items():
-            for judge in judges.values():
-                newest[device] = max(newest[device], judge.engine.newest or 0)
-        for device, ts in newest.items():
-            if ts < cutoff:
-                for table in (self.engines, self.pieces):
-                    for key in [k for k in table if k[0] == device]:
-                        del table[key]
+        for key, judges in list(self.engines.items()):
+            for start in [s for s, j in judges.items() if (j.engine.newest or 0) < cutoff]:
+                del judges[start]
+            if not judges:
+                del self.engines[key]
+                self.pieces.pop(key, None)
 
     def check_silence(self) -> None:
         """Silence counts only for devices on a delivery in transit (alerts/silence.py)."""

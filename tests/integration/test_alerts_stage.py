@@ -397,3 +397,19 @@ def test_a_device_judged_by_its_delivery_alone_is_watched_for_silence(
         "open",
         T0 + 9 * MINUTE,
     )
+
+
+def test_the_engine_of_a_delivery_long_over_is_retired(
+    settings, influx, prefix, database_url
+) -> None:
+    """A device that never goes quiet keeps only the engines of its recent stretches."""
+    device = f"{prefix}-van"
+    pharma_delivery_in_a_chilled_compartment(database_url, device)
+    clock = Clock(T0 + 240 * MINUTE)
+    stage = make_stage(settings, database_url, clock, alerts_late_horizon_h=1.0)
+    stage.evaluate(store(influx, readings(device, range(0, 240), lambda m: 3.0)))
+    before, during, after = T0, T0 + 60 * MINUTE, T0 + 180 * MINUTE + 1
+    assert sorted(stage.engines[(device, "product")]) == [before, during, after]
+    clock.ms = T0 + 241 * MINUTE  # the delivery's newest reading is now past the horizon
+    stage.retire_idle()
+    assert sorted(stage.engines[(device, "product")]) == [after]
