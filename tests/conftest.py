@@ -3,7 +3,10 @@ the project's own `LocalServices` on free loopback ports, and ingest as a real p
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +25,29 @@ from ingest.process import IngestProcess
 from simulators.publish import DeviceConnection
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No COLDTRACE_* from the caller's shell, and no stray files in the working directory."""
+    for name in list(os.environ):
+        if name.startswith("COLDTRACE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def run_coldtrace(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`coldtrace ARGS` as a user runs it, in a process of its own: only the COLDTRACE_
+    settings given here, none inherited from the test run."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "coldtrace.cli", *args],
+        env={**clean, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coldtrace import signing
-from tests.conftest import REPO, Api
+from tests.conftest import Api, run_coldtrace
 from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
     MIN,
     T0,
@@ -39,15 +37,8 @@ def verifies(published: dict[str, Any], certificate: dict[str, Any]) -> bool:
 
 def coldtrace_verify(api: Api, file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`coldtrace certificates verify` with the API's settings (its run dir's signing key)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")}
-    env["COLDTRACE_RUN_DIR"] = str(api.settings.run_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "coldtrace.cli", "certificates", "verify", str(file), *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return run_coldtrace(
+        "certificates", "verify", str(file), *args, COLDTRACE_RUN_DIR=str(api.settings.run_dir)
     )
 
 

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from coldtrace import signing
 from coldtrace.settings import ConfigError, load_settings
+from tests.conftest import run_coldtrace
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No COLDTRACE_* from the caller's shell, and no stray files in the working directory."""
-    for name in list(os.environ):
-        if name.startswith("COLDTRACE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def secrets_of(run_dir: Path) -> dict[str, str]:
@@ -189,16 +178,8 @@ def test_overrides_are_validated_too(tmp_path: Path) -> None:
 
 
 def test_cli_reports_a_bad_setting_in_one_line_and_exits_2(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")}
-    env.update(COLDTRACE_MQTT_PORT="abc", COLDTRACE_RUN_DIR=str(tmp_path / "run"))
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "coldtrace.cli", "ingest"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_coldtrace(
+        "ingest", COLDTRACE_MQTT_PORT="abc", COLDTRACE_RUN_DIR=str(tmp_path / "run")
     )
 
     assert proc.returncode == 2

@@ -4,9 +4,6 @@ in the settings: generated in development, required in production, a bad one nam
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coldtrace import signing
 from coldtrace.settings import ConfigError, Settings, load_settings
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import run_coldtrace
 
 BODY: dict[str, Any] = {
     "delivery_id": 7,
@@ -29,12 +25,7 @@ BODY: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("COLDTRACE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def pem(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> str:
@@ -153,20 +144,12 @@ def test_settings_without_a_key_cannot_sign() -> None:
 
 
 def test_production_without_the_signing_key_fails_at_start_up(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")}
-    env.update(
+    proc = run_coldtrace(
+        "api",
         COLDTRACE_ENV="production",
         COLDTRACE_RUN_DIR=str(tmp_path),
         COLDTRACE_MQTT_USERNAME="ingest",
         COLDTRACE_MQTT_PASSWORD="s3cret",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "coldtrace.cli", "api"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
