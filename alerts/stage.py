@@ -152,8 +152,8 @@ class RulesStage:
     @classmethod
     def from_settings(cls, settings: Settings) -> RulesStage | None:
         """The stage, or None when no probe has a profile (rules off): the settings name
-        none and no probe is assigned to a compartment (whose deliveries name one). The
-        store is asked once, here: a first assignment ever takes an ingest restart."""
+        none and no probe is assigned to a compartment (whose deliveries name one). Ingest
+        asks again every minute while it is off (IngestService.switch_rules_on)."""
         if settings.alerts_default_profile is None and not settings.alerts_device_profiles:
             engine = make_engine(settings.sqlalchemy_url)
             try:

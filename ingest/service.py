@@ -83,7 +83,7 @@ class IngestService:
         gc.freeze()
         gc.set_threshold(1_000_000, 50, 100)
         self.start()
-        last_report = last_collect = time.monotonic()
+        last_report = last_minute = time.monotonic()
         while not self.stop_event.wait(1.0):
             if not self.consumer.alive():
                 self.failure = RuntimeError("MQTT network loop died")
@@ -96,11 +96,24 @@ class IngestService:
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
                 log.info("ingest totals: %s", dict(self.pipeline.totals))
-            if time.monotonic() - last_collect >= 60:
-                last_collect = time.monotonic()
+            if time.monotonic() - last_minute >= 60:
+                last_minute = time.monotonic()
                 gc.collect(1)
+                self.switch_rules_on()
         self.shutdown()
         return 1 if self.failure else 0
+
+    def switch_rules_on(self) -> bool:
+        """Start the rules stage if it is off and now has something to judge by: the first
+        probe assigned to a compartment while ingest runs (asked once a minute by run())."""
+        if self.rules is None:
+            rules = RulesStage.from_settings(self.settings)
+            if rules is None:
+                return False
+            rules.start()
+            self.rules = rules
+            log.info("rules stage started: probes are now assigned to compartments")
+        return True
 
     def shutdown(self) -> None:
         self.stop_event.set()
