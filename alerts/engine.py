@@ -60,10 +60,23 @@ class ProbeEngine:
         self.settled: dict[Key, BreachRecord] = {}  # last word on breaches of compacted samples
         self.view: dict[Key, BreachRecord] = {b.key: b for b in known}
         self.too_late = 0
+        self.until: int | None = None  # where the stretch it judges ended (close_at)
 
     @property
     def newest(self) -> int | None:
         return self.order[-1][0] if self.order else None
+
+    def close_at(self, end: int) -> list[Event]:
+        """The stretch it judges ended at ``end`` (another profile judges the probe from
+        then on): breaches still open close there, now and whenever late samples re-derive
+        them, so a late sample never reopens them."""
+        self.until = end
+        changes: list[Event] = []
+        for key, b in list(self.view.items()):
+            if b.end is None:
+                self.view[key] = replace(b, end=end)
+                changes.append(BreachClosed(self.view[key], end))
+        return changes
 
     def add(self, samples: Iterable[Sample]) -> list[Event]:
         """Merge samples in, re-evaluate what they affect, return the changes of the view."""
@@ -112,7 +125,8 @@ class ProbeEngine:
             self.ck_states.append(ck_state)
         self.since_ck = (self.since_ck + len(tail)) % CHECKPOINT_EVERY
         self.state = state
-        changes = self._changes(old_events, self.events[pos:], late)
+        # After its stretch ended every sample is late, and open breaches are closed there.
+        changes = self._changes(old_events, self.events[pos:], late or self.until is not None)
         self._compact()
         return changes
 
@@ -130,7 +144,8 @@ class ProbeEngine:
         ]
         for key in dict.fromkeys(affected):
             before = self.view.get(key)
-            after = self._latest(key)
+            derived = self._latest(key)
+            after = derived if derived is None else self._clipped(derived)
             if after == before:
                 continue
             if after is None:
@@ -142,6 +157,8 @@ class ProbeEngine:
             if before is None:  # new to the view: report its own transitions in order
                 for ev in new:
                     changes.extend(replace(e, late=True) for e in ev if e.breach.key == key)
+                if after is not derived:  # still open where its stretch ended
+                    changes.append(BreachClosed(after, after.end or at, late=True))
                 continue
             alarms = before.suppressed and not after.suppressed
             escalated = SEVERITY_RANK[after.severity] > SEVERITY_RANK[before.severity]
@@ -155,6 +172,9 @@ class ProbeEngine:
             if not (alarms or escalated or closed):  # end moved, reopened, peak or dm changed
                 changes.append(BreachRevised(after, at))
         return changes
+
+    def _clipped(self, b: BreachRecord) -> BreachRecord:
+        return b if self.until is None or b.end is not None else replace(b, end=self.until)
 
     def _latest(self, key: Key) -> BreachRecord | None:
         """The breach as the events now say it is (None: no event names it any more)."""

@@ -7,7 +7,10 @@ compartment's default; deliveries.attach), and by the settings' profile while it
 compartment. One engine per (device, probe, stretch of one profile): on its creation it is
 rebuilt from InfluxDB's readings and the store's breaches of its stretch, so a restart in the
 middle of an excursion neither loses it nor opens it twice; a breach still open where its
-stretch ends (the delivery starts or ends) is closed there.
+stretch ends (the delivery starts or ends) is closed there, and late readings of a stretch
+that is over never reopen it. Breaches stored under a profile their stretch no longer has
+(a delivery's profile edited, or judged before the stage asked the store again) are judged
+again by the stretch's profile: found again, or withdrawn.
 Every change is upserted in the store (with its notifications queued in the outbox) and
 written to InfluxDB measurement ``breach``.
 """
@@ -21,7 +24,7 @@ import time
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -33,7 +36,7 @@ from alerts.profiles import Profile, ProfileError, load_profiles
 from alerts.rules import (
     HOUR_MS,
     MINUTE_MS,
-    BreachClosed,
+    BreachWithdrawn,
     Event,
     ProbeRules,
     Sample,
@@ -357,25 +360,39 @@ class RulesStage:
         rules = door_rules(profile) if key == DOOR else ProbeRules(profile)
         if rules is None:
             return None
-        mine = [
+        horizon = round(self.settings.alerts_late_horizon_h * HOUR_MS)
+        stretch = [
             b
             for b in self.store.known(device)
-            if b.probe == key
-            and b.rule != SILENT_RULE
-            and b.profile == profile.id
-            and start <= b.start_ts < end
+            if b.probe == key and b.rule != SILENT_RULE and start <= b.start_ts < end
         ]
-        horizon = round(self.settings.alerts_late_horizon_h * HOUR_MS)
+        mine = [b for b in stretch if b.profile == profile.id]
+        # Judged by another profile: the stretch's profile changed since (the delivery's
+        # profile was edited, or the stage judged by what it knew before asking the store
+        # again). Judged again here; withdrawn unless this profile finds them too.
+        stale = [
+            b
+            for b in stretch
+            if key != DOOR
+            and b.profile != profile.id
+            and (b.end_ts is None or b.end_ts >= oldest - horizon)
+        ]
         engine = ProbeEngine(rules, horizon, known=[record_of(b) for b in mine])
         judge = Judge(profile, end, engine)
         self.engines.setdefault((device, key), {})[start] = judge
-        opened = [b.start_ts for b in mine if b.state == "open"]
-        since = max(start, min([*opened, oldest]) - lookback_ms(profile))
+        if key != DOOR and end < FAR_FUTURE_MS and self._heard_since(device, key, end):
+            engine.close_at(end)  # over (e.g. after a restart): late samples reopen nothing
+        redo = [b.start_ts for b in mine if b.state == "open"] + [b.start_ts for b in stale]
+        since = max(start, min([*redo, oldest]) - lookback_ms(profile))
         until = None if end >= FAR_FUTURE_MS else end - 1
         probe = None if key == DOOR else key
         events = engine.add(self._history(device, since, until, probe).get(key, []))
         if events:
             self._emit(device, key, profile.id, events)
+        for b in stale:
+            if (b.rule, b.start_ts) not in engine.view:
+                at = max(b.start_ts, engine.newest or b.start_ts)
+                self._emit(device, key, b.profile, [BreachWithdrawn(record_of(b), at)])
         return judge
 
     def _close_ended(self, device: str, probe: str) -> None:
@@ -391,14 +408,25 @@ class RulesStage:
             judge.end = min(judge.end, after)
             if judge.end > newest:
                 continue
-            view = judge.engine.view
-            events: list[Event] = []
-            for k, b in list(view.items()):
-                if b.end is None:
-                    view[k] = replace(b, end=judge.end)
-                    events.append(BreachClosed(view[k], judge.end))
+            if (judge.engine.newest or 0) >= judge.end:
+                # It judged readings past its end, its stretch as known before the store was
+                # asked again: rebuilt from its stretch alone (the next judge has those).
+                oldest = judge.engine.samples[0].ts if judge.engine.samples else start
+                piece = (start, judge.end, judge.profile.id)
+                self._new_judge(device, probe, piece, judge.profile, oldest)
+                continue
+            events = judge.engine.close_at(judge.end)
             if events:
                 self._emit(device, probe, judge.profile.id, events)
+
+    def _heard_since(self, device: str, probe: str, since: int) -> bool:
+        """Whether InfluxDB holds readings of the probe from ``since`` on."""
+        return bool(
+            self.influx.rows(
+                f"SELECT last(seq) FROM temperature WHERE device = {quote_string(device)}"
+                f" AND probe = {quote_string(probe)} AND time >= {since}ms"
+            )
+        )
 
     def _history(
         self, device: str, since: int, until: int | None = None, probe: str | None = None

@@ -207,6 +207,8 @@ class BreachStore:
                         detected_at=now_ms,
                     )
                     s.add(row)
+                if transition == "opened":  # found again under another profile (stage)
+                    row.profile = profile
                 row.end_ts, row.severity, row.peak = b.end, b.severity, b.peak
                 row.degree_minutes, row.limit_c, row.updated_at = (
                     b.degree_minutes,

@@ -413,3 +413,138 @@ def test_the_engine_of_a_delivery_long_over_is_retired(
     clock.ms = T0 + 241 * MINUTE  # the delivery's newest reading is now past the horizon
     stage.retire_idle()
     assert sorted(stage.engines[(device, "product")]) == [after]
+
+
+def judged(stage: RulesStage, device: str) -> list[tuple[object, ...]]:
+    """What a quality manager reads of each breach (and when it was last changed)."""
+    return [
+        (
+            *(b.probe, b.rule, b.profile, b.start_ts, b.end_ts, b.state, b.severity, b.peak),
+            b.degree_minutes,
+            b.updated_at,
+        )
+        for b in breaches(stage, device)
+    ]
+
+
+def transitions(influx: InfluxClient, device: str) -> list[tuple[str, int, str]]:
+    rows = influx.rows(f"SELECT * FROM breach WHERE device = {quote_string(device)}")
+    return sorted((r["rule"], int(r["start"]), r["transition"]) for r in rows)
+
+
+def hot_in_the_pharma_window(m: int) -> float:
+    """10 C (above pharma's 8 C) from minute 12 to 23 and from minute 30 until the delivery
+    is delivered at minute 60; 5 C otherwise, 3 C (fine for chilled) after it."""
+    if m > 60:
+        return 3.0
+    return 10.0 if 12 <= m < 24 or m >= 30 else 5.0
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+def test_a_backlog_into_a_delivery_already_delivered_gives_the_on_time_breaches(
+    settings, influx, prefix, database_url, restarted
+) -> None:
+    """The van spools minutes 10-29 of a pharma delivery and sends them after it was
+    delivered (and its breach open then closed at the delivery's end): the breaches are
+    those of a van that sent everything on time, the one closed at the delivery's end is not
+    reopened, and replaying the backlog, or everything, changes nothing."""
+    on_time, spooled = f"{prefix}-on-time", f"{prefix}-spooled"
+    clock = Clock(T0 + 60 * MINUTE)
+    stage = make_stage(settings, database_url, clock)
+    for device in (on_time, spooled):
+        delivery = put_on_delivery(database_url, device, T0, "start", profile="pharma")
+        live = range(0, 61) if device == on_time else [*range(0, 10), *range(30, 61)]
+        stage.evaluate(store(influx, readings(device, live, hot_in_the_pharma_window)))
+        act_on_delivery(database_url, delivery, "deliver", T0 + 60 * MINUTE)
+    clock.ms = T0 + 90 * MINUTE
+    for device in (on_time, spooled):
+        stage.evaluate(store(influx, readings(device, range(61, 90), hot_in_the_pharma_window)))
+    assert excursions(stage, spooled) == [
+        ("product", "pharma", T0 + 30 * MINUTE, T0 + 60 * MINUTE + 1, "closed")
+    ]
+    clock.ms = T0 + 100 * MINUTE
+    if restarted:
+        stage = make_stage(settings, database_url, clock)
+    backlog = store(influx, readings(spooled, range(10, 30), hot_in_the_pharma_window))
+    stage.evaluate(backlog)
+    expected = [b[:-1] for b in judged(stage, on_time)]
+    assert excursions(stage, on_time) == [
+        ("product", "pharma", T0 + 12 * MINUTE, T0 + 24 * MINUTE, "closed"),
+        ("product", "pharma", T0 + 30 * MINUTE, T0 + 60 * MINUTE + 1, "closed"),
+    ]
+    assert [b[:-1] for b in judged(stage, spooled)] == expected
+    late = [b for b in breaches(stage, spooled) if b.start_ts == T0 + 12 * MINUTE]
+    assert late and all(b.detected_late for b in late)
+    # in InfluxDB (Grafana) too: each breach opened and closed once, none revised or reopened
+    assert transitions(influx, spooled) == transitions(influx, on_time)
+    points = f"SELECT count(id) FROM breach WHERE device = {quote_string(spooled)}"
+    before = judged(stage, spooled), influx.rows(points)
+    clock.ms = T0 + 110 * MINUTE
+    stage.evaluate(backlog)
+    stage.evaluate(readings(spooled, range(0, 90), hot_in_the_pharma_window))
+    assert (judged(stage, spooled), influx.rows(points)) == before
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        (10.0, [("product", "chilled", T0 + 61 * MINUTE, None, "open")]),  # too warm for both
+        (1.0, []),  # too cold for pharma (2..8 C), fine for chilled (0..4 C)
+    ],
+)
+def test_readings_judged_before_the_stage_learns_of_a_delivery_end_are_judged_again(
+    settings, influx, prefix, database_url, after, expected
+) -> None:
+    """The stage asks the store which profile applies at most every 10 s: readings of the
+    minutes after the delivery was delivered that arrive within those 10 s are judged by the
+    pharma delivery's profile at first. Once it asks again, the breaches are those of a stage
+    that knew of the delivery's end (chilled from then on), and no pharma breach is left."""
+    stale, fresh = f"{prefix}-stale", f"{prefix}-fresh"
+    warm_after = lambda m: after if m > 60 else 5.0  # noqa: E731
+    clock = Clock(T0 + 60 * MINUTE)
+    stage = make_stage(settings, database_url, clock)
+    for device in (stale, fresh):
+        delivery = put_on_delivery(database_url, device, T0, "start", profile="pharma")
+        if device == stale:
+            stage.evaluate(store(influx, readings(device, range(0, 61), warm_after)))
+        act_on_delivery(database_url, delivery, "deliver", T0 + 60 * MINUTE)
+    clock.ms += 5_000  # the store not asked again yet: still "in transit" for the stage
+    stage.evaluate(store(influx, readings(stale, range(61, 76), warm_after)))
+    clock.ms = T0 + 90 * MINUTE
+    stage.evaluate(store(influx, readings(stale, range(76, 90), warm_after)))
+    assert [e for e in excursions(stage, stale) if e[2] > T0 + 60 * MINUTE] == expected
+    assert not [b for b in breaches(stage, stale) if b.profile == "pharma" and b.end_ts is None]
+    knew = make_stage(settings, database_url, clock)
+    knew.evaluate(store(influx, readings(fresh, range(0, 90), warm_after)))
+    assert [b[:-1] for b in judged(stage, stale)] == [b[:-1] for b in judged(knew, fresh)]
+
+
+def test_editing_a_delivery_s_profile_judges_its_breaches_again(
+    settings, influx, prefix, database_url
+) -> None:
+    """A chilled delivery entered as pharma by mistake, corrected in the store while in
+    transit: its breaches are then those of a delivery entered as chilled; the pharma ones
+    (1 C is too cold for pharma, not for chilled) are withdrawn, none is left open."""
+    from sqlalchemy.orm import Session
+
+    from coldtrace.db import make_engine
+    from deliveries.models import Delivery
+
+    mistaken, right = f"{prefix}-mistaken", f"{prefix}-right"
+    cold_then_warm = lambda m: 1.0 if m < 20 else 10.0  # noqa: E731
+    clock = Clock(T0 + 40 * MINUTE)
+    stage = make_stage(settings, database_url, clock)
+    delivery = put_on_delivery(database_url, mistaken, T0, "start", profile="pharma")
+    stage.evaluate(store(influx, readings(mistaken, range(0, 40), cold_then_warm)))
+    assert {b.profile for b in breaches(stage, mistaken)} == {"pharma"}
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        session.get_one(Delivery, delivery).profile = "chilled"
+        session.commit()
+    engine.dispose()
+    clock.ms = T0 + 60 * MINUTE
+    stage.evaluate(store(influx, readings(mistaken, range(40, 60), cold_then_warm)))
+    put_on_delivery(database_url, right, T0, "start", profile="chilled")
+    stage.evaluate(store(influx, readings(right, range(0, 60), cold_then_warm)))
+    assert excursions(stage, mistaken) == [("product", "chilled", T0 + 20 * MINUTE, None, "open")]
+    assert [b[:-1] for b in judged(stage, mistaken)] == [b[:-1] for b in judged(stage, right)]
