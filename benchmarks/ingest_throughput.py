@@ -18,7 +18,8 @@ run directory) and measures, per run, on the same generated readings:
 Every run and phase uses device ids of its own, so nothing collides in InfluxDB.
 
     .venv/bin/python benchmarks/ingest_throughput.py [--devices 10]
-        [--messages-per-device 2000] [--readings-per-message 10] [--runs 3] [--json]
+        [--messages-per-device 2000] [--readings-per-message 10] [--runs 3] [--rules chilled]
+        [--json]
 """
 
 from __future__ import annotations
@@ -368,14 +369,19 @@ def discard_session(settings: Settings, client_id: str) -> None:
 # -- ingest as a process -----------------------------------------------------------------------
 
 
-def bench_ingest(settings: Settings, workdir: Path, client_id: str) -> IngestProcess:
-    """`coldtrace ingest` with its own client id, health port and sqlite db."""
+def bench_ingest(
+    settings: Settings, workdir: Path, client_id: str, profile: str | None
+) -> IngestProcess:
+    """`coldtrace ingest` with its own client id, health port and sqlite db; with a profile,
+    every device's readings are judged by the rules stage too."""
+    rules = {} if profile is None else {"COLDTRACE_ALERTS_DEFAULT_PROFILE": profile}
     return IngestProcess(
         settings,
         workdir / "ingest.log",
         COLDTRACE_MQTT_CLIENT_ID=client_id,
         COLDTRACE_INGEST_HEALTH_PORT=str(free_port()),
         COLDTRACE_DATABASE_URL=f"sqlite:///{workdir / 'ingest.db'}",
+        **rules,
     )
 
 
@@ -675,7 +681,7 @@ def run_once(
     broker = measure_mqtt_ceiling(settings, data.live, workdir / "payloads", procs)
     say(f"  {broker['messages_per_s']:,.0f} msg/s = {broker['readings_per_s']:,.0f} readings/s")
     client_id = f"bench-ingest-{token}-r{run}"
-    ingest = bench_ingest(settings, workdir, client_id)
+    ingest = bench_ingest(settings, workdir, client_id, args.rules)
     try:
         say(f"run {run}: e2e live ({readings} readings)")
         live = measure_live(settings, services, ingest, data.live, procs)
@@ -824,7 +830,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"{c['readings_per_message']} readings = {c['readings_per_phase']:,} readings per phase,"
         f" {c['points_per_reading']:.0f} points per reading; ingest batch "
         f"{c['ingest_batch_messages']} msgs / {c['ingest_batch_delay_ms']} ms, "
-        f"max inflight {c['ingest_max_inflight']}"
+        f"max inflight {c['ingest_max_inflight']}; rules {c['rules_profile'] or 'off'}"
     )
     print()
     print_table(report)
@@ -855,6 +861,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--messages-per-device", type=int, default=2000)
     p.add_argument("--readings-per-message", type=int, default=10)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--rules",
+        metavar="PROFILE",
+        help="judge every reading by this profile's rules in ingest too (default: rules off)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = p.parse_args()
     if min(args.devices, args.messages_per_device, args.readings_per_message, args.runs) < 1:
@@ -877,6 +888,7 @@ def config(
         "ingest_batch_messages": settings.ingest_batch_messages,
         "ingest_batch_delay_ms": settings.ingest_batch_delay_ms,
         "ingest_max_inflight": settings.ingest_max_inflight,
+        "rules_profile": args.rules,
         "poll_interval_ms": int(POLL_INTERVAL_S * 1000),
     }
 
