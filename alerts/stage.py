@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from alerts.engine import ProbeEngine
@@ -323,11 +323,7 @@ class RulesStage:
         for piece in known:
             if piece[0] <= ts < piece[1]:
                 return piece
-        try:
-            with Session(self.store.engine) as session:
-                piece = profile_piece_at(session, device, probe, ts)
-        except OperationalError as exc:
-            raise StoreUnavailable(str(exc).splitlines()[0]) from exc
+        piece = self.store.ask(lambda session: profile_piece_at(session, device, probe, ts))
         self.pieces[(device, probe)] = (asked, [*known, piece])
         return piece
 
@@ -544,16 +540,12 @@ class RulesStage:
         if asked is not None and 0 <= now_ms - asked < ON_DELIVERY_REFRESH_MS:
             return self.on_delivery_since
         try:
-            with Session(self.store.engine) as session:
-                self.on_delivery_since = self.on_delivery(session, now_ms)
+            self.on_delivery_since = self.store.ask(lambda s: self.on_delivery(s, now_ms))
             self.on_delivery_asked = now_ms
-        except OperationalError as exc:
+        except StoreUnavailable as exc:
             # keep the last answer: a store outage must neither end nor invent silences
-            reason = str(exc).splitlines()[0]
-            log.warning(
-                "rules: store unavailable (%s); deliveries in transit as last known", reason
-            )
-            self._failed(f"store unavailable: {reason}")
+            log.warning("rules: store unavailable (%s); deliveries in transit as last known", exc)
+            self._failed(f"store unavailable: {exc}")
         return self.on_delivery_since
 
     def _reread_overflow(self) -> None:

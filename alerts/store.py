@@ -8,10 +8,10 @@ Times are epoch milliseconds: ``start_ts``/``end_ts`` on the device clock (event
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -152,6 +152,9 @@ def payload_of(row: Breach, transition: str) -> str:
     )
 
 
+T = TypeVar("T")
+
+
 class StoreUnavailable(Exception):
     """The relational store cannot be written now (down, locked): retry later."""
 
@@ -161,6 +164,12 @@ class BreachStore:
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)  # tables: migrations/ (coldtrace.db.upgrade)
+
+    def ask(self, query: Callable[[Session], T]) -> T:
+        """Run a read of the relational store (e.g. the deliveries' queries the rules need);
+        StoreUnavailable when it is down or locked."""
+        with _unavailable(), Session(self.engine) as session:
+            return query(session)
 
     def known(self, device: str) -> list[Breach]:
         """The device's breaches that may still change: open ones, and closed ones of the
