@@ -112,10 +112,17 @@ def simulate(
         for conn in conns.values():
             conn.close()
         if state_file is not None:
-            last_ts = start_ms + int((readings - 1) * interval_s * 1000)
-            state = {van.device: {"boot": van.boot, "seq": van.seq, "ts": last_ts} for van in fleet}
-            state_file.write_text(json.dumps(state, indent=1))
+            _save(fleet, state_file, start_ms + int((readings - 1) * interval_s * 1000))
     return sent
+
+
+def _save(fleet: list[Van], state_file: Path, last_ts: int) -> None:
+    """Record this run's vans in the state file, keeping the vans of other runs: a run of
+    fewer vans must not send the others back to boot 1, seq 1 (their next readings would
+    then be conflicting duplicates of what they already sent)."""
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    state.update({van.device: {"boot": van.boot, "seq": van.seq, "ts": last_ts} for van in fleet})
+    state_file.write_text(json.dumps(state, indent=1))
 
 
 def _resume(fleet: list[Van], state_file: Path) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections import Counter
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -91,6 +93,31 @@ def test_simulated_fleet_is_stored_exactly_once_with_duplicates_and_replay(
     # received = stored + duplicates + rejected (+ held, none here)
     assert totals["coldtrace_ingest_stored_total"] == 180
     assert "coldtrace_ingest_rejected_total" not in totals
+
+
+def test_a_simulator_run_of_fewer_vans_keeps_the_other_vans_state(
+    settings: Settings, influx: InfluxClient, start_ingest, prefix: str, tmp_path: Path
+) -> None:
+    """A demo-like run of three vans, one of a single van (`coldtrace simulate --vehicles 1`),
+    then three again: vans 2 and 3 carry on (next boot, seqs continuing), none restarts at
+    seq 1 to be rejected as a conflicting duplicate."""
+    start_ingest()
+    LocalServices(settings).register_devices(f"{prefix}-{i:02d}" for i in (1, 2, 3))
+    run = partial(
+        simulate,
+        settings,
+        partial(device_password, settings),
+        readings=10,
+        speedup=0,
+        per_batch=2,
+        prefix=prefix,
+        state_file=tmp_path / "simulator-state.json",
+    )
+    sent = run(vehicles=3) + run(vehicles=1) + run(vehicles=3)
+    assert sent == Counter({f"{prefix}-01": 30, f"{prefix}-02": 20, f"{prefix}-03": 20})
+    wait_for(lambda: stored_count(influx, f"^{prefix}") == 70, what="70 stored readings")
+    assert influx.rows(f"SELECT * FROM rejected WHERE device =~ /^{prefix}/") == []
+    assert stored_seqs(influx, f"{prefix}-02") == list(range(1, 21))
 
 
 def test_sigkill_with_messages_in_flight_loses_nothing_and_stores_once(
