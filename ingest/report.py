@@ -20,12 +20,18 @@ class Landed:
 
 
 def landed(influx: InfluxClient) -> Landed:
+    """Everything InfluxDB holds so far (the demo subtracts what was there before its run)."""
     out = Landed()
     for row in influx.rows("SELECT count(seq) FROM device_health GROUP BY device"):
         out.stored[row["device"]] = int(row["count"])
     for row in influx.rows("SELECT sum(readings), count(readings) FROM rejected GROUP BY reason"):
         out.rejected[row["reason"]] = int(row["sum"])
         out.dead_letters += int(row["count"])
+    # `device` is a field of a dead letter, not a tag (a bad payload may name any string):
+    # summed here rather than grouped by InfluxDB.
+    for row in influx.rows("SELECT device, readings FROM rejected"):
+        if row.get("device") and row.get("readings"):
+            out.rejected_by_device[str(row["device"])] += int(row["readings"])
     # The last value of each gap point is its current state (a filled gap is re-written).
     for row in influx.rows("SELECT sum(missing) FROM seq_gap GROUP BY device"):
         out.gap_missing[row["device"]] = int(row["sum"])

@@ -15,6 +15,7 @@ import httpx
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
+from ingest.report import landed
 from simulators.fleet import batches, make_fleet
 from simulators.publish import simulate
 from tests.conftest import (
@@ -216,6 +217,14 @@ def test_seq_gaps_are_reported_and_the_count_identity_holds(
     # The device generated seqs 1..50: stored + rejected + reported gaps accounts for all.
     missing = sum(g["missing"] for g in gaps)
     assert stored_count(influx, device) + len(rejections(influx, device)) + missing == 50
+
+    # A tampered replay of seq 5 is the 51st reading sent: dead-lettered, and the demo's
+    # report (ingest/report.py) counts it in the device's REJECTED column.
+    devices.publish(device, [payload(device, [reading(5, probes={"air": -30.0})])])
+    wait_for(lambda: rejections(influx, device), what="the dead letter")
+    books = landed(influx)
+    assert (books.stored[device], books.rejected_by_device[device]) == (35, 1)
+    assert books.gap_missing[device] == 15
 
 
 def test_unsynced_clock_readings_are_held_then_placed_even_across_a_restart(
