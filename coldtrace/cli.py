@@ -65,14 +65,22 @@ def cmd_services(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest import lock
     from ingest.consumer import BrokerRefused
     from ingest.service import IngestService
 
+    try:
+        held = lock.take(settings)  # before connecting: the broker session is the other's
+    except lock.AlreadyRunning as exc:
+        print(f"error: {exc}: stop it first (kill {exc.pid or '<pid>'})", file=sys.stderr)
+        return 2
     try:
         return IngestService(settings).run()
     except BrokerRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        held.close()
 
 
 def _register_sim_devices(settings: Settings, vehicles: int) -> None:
@@ -147,10 +155,19 @@ def _progress_printer(label: str) -> Callable[[int, int], None]:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from coldtrace.influx import InfluxClient
     from coldtrace.services import LocalServices, device_password
+    from ingest import lock
     from ingest.process import IngestFailed, IngestProcess
     from ingest.report import landed
     from simulators.publish import simulate
 
+    running = lock.holder(settings)
+    if running is not None:
+        print(
+            f"error: ingest already running (pid {running}): the demo runs its own ingest; "
+            f"stop that one (kill {running}), then run the demo again",
+            file=sys.stderr,
+        )
+        return 2
     print("1/4 starting Mosquitto and InfluxDB on 127.0.0.1 ...")
     LocalServices(settings).up()
     influx = InfluxClient(settings)

@@ -15,12 +15,14 @@ import httpx
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
+from ingest import lock
 from ingest.report import landed
 from simulators.fleet import batches, make_fleet
 from simulators.publish import simulate
 from tests.conftest import (
     Devices,
     rejections,
+    run_coldtrace,
     stored_count,
     stored_seqs,
     wait_for,
@@ -300,6 +302,30 @@ def test_health_and_metrics_report_the_running_ingest(
     wait_for(lambda: ingest.metrics().get("coldtrace_ingest_stored_total") == 2)
     assert ingest.metrics()["coldtrace_ingest_up"] == 1
     assert httpx.get(f"http://127.0.0.1:{ingest.health_port}/nope").status_code == 404
+
+
+def test_a_second_ingest_on_the_same_session_says_so_and_leaves_the_first_running(
+    settings: Settings, influx: InfluxClient, start_ingest, devices: Devices, prefix: str
+) -> None:
+    """Two real processes: the second `coldtrace ingest` (same run dir, same client id) exits
+    2 with one line before it connects; the first keeps its session and goes on storing."""
+    first = start_ingest()
+    own = {k: v for k, v in first.env.items() if k.startswith("COLDTRACE_")}
+    second = run_coldtrace("ingest", **own)
+    assert (second.returncode, second.stdout) == (2, "")
+    assert second.stderr == (
+        f"error: ingest already running (pid {first.pid}): stop it first (kill {first.pid})\n"
+    )
+    assert first.health()[0] == 200
+    device = f"{prefix}-01"
+    devices.publish(device, [payload(device, [reading(1), reading(2)])])
+    wait_for(lambda: stored_count(influx, device) == 2, what="2 readings stored by the first")
+    # What the demo asks before it starts its own; once the first has stopped, the lock is
+    # free again (never stale).
+    session = settings.model_copy(update={"mqtt_client_id": own["COLDTRACE_MQTT_CLIENT_ID"]})
+    assert lock.holder(session) == first.pid
+    first.stop()
+    assert lock.holder(session) is None
 
 
 def test_conflicts_are_caught_after_an_ingest_restart(
