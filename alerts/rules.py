@@ -113,6 +113,25 @@ def in_windows(windows: list[Window], ts: int) -> bool:
     return any(start <= ts < end for start, end in windows)
 
 
+# -- suppression windows ---------------------------------------------------------------------
+# A temperature rule records, but does not alarm on, what happens inside a suppression window:
+# a configured one (defrost, loading: ``Sample.suppress``) or, when the profile sets a loading
+# grace, while the door is open and within the grace after it closed. Probe-health rules
+# (fault, stuck, jump) are never suppressed: a failed probe during a defrost is still failed.
+
+
+def door_seen(grace_ms: int | None, door_open_at: int | None, x: Sample) -> int | None:
+    """The device time the door was last seen open (only tracked with a loading grace)."""
+    return x.ts if grace_ms is not None and x.door else door_open_at
+
+
+def quiet(grace_ms: int | None, door_open_at: int | None, x: Sample) -> bool:
+    """Whether ``x`` falls in a suppression window; ``door_open_at`` already counts ``x``."""
+    return x.suppress or (
+        grace_ms is not None and door_open_at is not None and x.ts - door_open_at <= grace_ms
+    )
+
+
 class Rule(Protocol):
     @property
     def name(self) -> str: ...
@@ -167,9 +186,7 @@ class Excursion:
         if x.celsius is None:
             return s, NO_EVENTS
         excess = self.sign * (x.celsius - self.limit)
-        door_open_at = s.door_open_at
-        if self.grace_ms is not None and x.door:
-            door_open_at = x.ts
+        door_open_at = door_seen(self.grace_ms, s.door_open_at, x)
         if s.run_start is None:
             if excess <= 0:
                 if door_open_at == s.door_open_at:
@@ -192,9 +209,7 @@ class Excursion:
                 closed = self._record(breach.start, end, breach.severity, peak, dm, breach)
                 return idle, (BreachClosed(closed, x.ts),)
         if excess > 0 and not alarming:
-            alarming = not x.suppress and (
-                self.grace_ms is None or door_open_at is None or x.ts - door_open_at > self.grace_ms
-            )
+            alarming = not quiet(self.grace_ms, door_open_at, x)
         critical = (self.critical_excess is not None and peak > self.critical_excess) or (
             self.critical_after_ms is not None and x.ts - run_start >= self.critical_after_ms
         )
@@ -240,22 +255,30 @@ class Excursion:
 class CumulativeState(NamedTuple):
     prev_ts: int = 0
     prev_out: bool = False
-    spans: tuple[tuple[int, int], ...] = ()  # out-of-range time still inside the window
+    prev_quiet: bool = False  # the previous reading fell in a suppression window
+    # Out-of-range time still inside the window: (start, end, alarms), ``alarms`` False for
+    # time charged to a reading in a suppression window.
+    spans: tuple[tuple[int, int, bool], ...] = ()
     total: int = 0  # ms in spans
+    loud: int = 0  # ms in spans that alarm
     breach: BreachRecord | None = None
+    door_open_at: int | None = None  # last reading with the door open (loading)
 
 
 @dataclass(frozen=True, slots=True)
 class Cumulative:
     """Total time beyond the limits within a rolling window exceeds a budget. Coming back in
     range does not reset it: only time leaving the window does. The breach starts at the
-    reading that found the budget exceeded and ends at the one that found it within again."""
+    reading that found the budget exceeded and ends at the one that found it within again.
+    It is recorded as suppressed while the time outside suppression windows alone stays
+    within the budget, and opened again, alarming, once that time exceeds it too."""
 
     name: str
     above: float | None
     below: float | None
     budget_ms: int
     window_ms: int
+    grace_ms: int | None = None
 
     def initial(self) -> CumulativeState:
         return CumulativeState()
@@ -264,42 +287,53 @@ class Cumulative:
         v = x.celsius
         if v is None:
             return s, NO_EVENTS
+        door_open_at = door_seen(self.grace_ms, s.door_open_at, x)
         out = (self.above is not None and v > self.above) or (
             self.below is not None and v < self.below
         )
-        spans, total = s.spans, s.total
+        spans, total, loud = s.spans, s.total, s.loud
         cutoff = x.ts - self.window_ms
         expiring = bool(spans) and spans[0][0] < cutoff
         if not out and not s.prev_out and not expiring:
-            return s, NO_EVENTS  # nothing moves: prev_ts only matters after an out reading
+            # nothing moves: prev_ts only matters after an out reading
+            if door_open_at == s.door_open_at:
+                return s, NO_EVENTS
+            return s._replace(door_open_at=door_open_at), NO_EVENTS
         if s.prev_out:
-            total += x.ts - s.prev_ts
-            if spans and spans[-1][1] == s.prev_ts:
-                spans = (*spans[:-1], (spans[-1][0], x.ts))
+            dt, alarms = x.ts - s.prev_ts, not s.prev_quiet
+            total += dt
+            loud += dt if alarms else 0
+            if spans and spans[-1][1] == s.prev_ts and spans[-1][2] == alarms:
+                spans = (*spans[:-1], (spans[-1][0], x.ts, alarms))
             else:
-                spans = (*spans, (s.prev_ts, x.ts))
+                spans = (*spans, (s.prev_ts, x.ts, alarms))
         if expiring:
             kept = []
-            for a, b in spans:
-                if b <= cutoff:
-                    total -= b - a
-                elif a < cutoff:
-                    total -= cutoff - a
-                    kept.append((cutoff, b))
-                else:
-                    kept.append((a, b))
+            for a, b, alarms in spans:
+                gone = b - a if b <= cutoff else max(cutoff - a, 0)
+                total -= gone
+                loud -= gone if alarms else 0
+                if b > cutoff:
+                    kept.append((max(a, cutoff), b, alarms))
             spans = tuple(kept)
         breach, events = s.breach, NO_EVENTS
+        suppressed = loud <= self.budget_ms
         if breach is None and total > self.budget_ms:
-            breach = BreachRecord(self.name, x.ts, None, "major", None, 0.0, self._limit())
+            breach = self._record(x.ts, None, suppressed)
             events = (BreachOpened(breach, x.ts),)
         elif breach is not None and total <= self.budget_ms:
-            closed = BreachRecord(self.name, breach.start, x.ts, "major", None, 0.0, self._limit())
+            closed = self._record(breach.start, x.ts, breach.suppressed)
             breach, events = None, (BreachClosed(closed, x.ts),)
-        return CumulativeState(x.ts, out, spans, total, breach), events
+        elif breach is not None and breach.suppressed and not suppressed:
+            breach = self._record(breach.start, None, False)
+            events = (BreachOpened(breach, x.ts),)
+        now_quiet = quiet(self.grace_ms, door_open_at, x)
+        state = CumulativeState(x.ts, out, now_quiet, spans, total, loud, breach, door_open_at)
+        return state, events
 
-    def _limit(self) -> float | None:
-        return self.above if self.above is not None else self.below
+    def _record(self, start: int, end: int | None, suppressed: bool) -> BreachRecord:
+        limit = self.above if self.above is not None else self.below
+        return BreachRecord(self.name, start, end, "major", None, 0.0, limit, suppressed)
 
 
 # -- mean kinetic temperature ----------------------------------------------------------------
@@ -317,25 +351,40 @@ def mkt_celsius(pairs: list[tuple[float, float]]) -> float:
 class MktState(NamedTuple):
     prev_ts: int | None = None
     prev_term: float = 0.0
-    # The bucket being filled: its index, covered ms and sum of ms * exp(-dH/RT); then the
-    # earlier buckets still inside the window, and their totals (kept, not re-summed).
+    prev_quiet: bool = False  # the previous reading fell in a suppression window
+    # The bucket being filled: its index, covered ms and sum of ms * exp(-dH/RT), each also
+    # for the time outside suppression windows alone ("loud"); then the earlier buckets still
+    # inside the window, and their totals (kept, not re-summed).
     bucket: int = 0
     weight: int = 0
     terms: float = 0.0
-    closed: tuple[tuple[int, int, float], ...] = ()
+    loud_weight: int = 0
+    loud_terms: float = 0.0
+    closed: tuple[tuple[int, int, float, int, float], ...] = ()
     closed_weight: int = 0
     closed_terms: float = 0.0
+    closed_loud_weight: int = 0
+    closed_loud_terms: float = 0.0
     peak: float = -KELVIN
     breach: BreachRecord | None = None
+    door_open_at: int | None = None  # last reading with the door open (loading)
+
+
+def _mkt_of(terms: float, weight: int) -> float:
+    return H_OVER_R / -math.log(terms / weight) - KELVIN
 
 
 @dataclass(frozen=True, slots=True)
 class Mkt:
-    """MKT over a rolling window (kept in MKT_BUCKETS buckets) above the profile's limit."""
+    """MKT over a rolling window (kept in MKT_BUCKETS buckets) above the profile's limit.
+    The breach is recorded as suppressed while the MKT of the time outside suppression
+    windows alone (judged once it covers a bucket too) stays within the limit, and opened
+    again, alarming, once it does not."""
 
     name: str
     limit: float
     window_ms: int
+    grace_ms: int | None = None
 
     def initial(self) -> MktState:
         return MktState()
@@ -344,56 +393,94 @@ class Mkt:
         if x.celsius is None:
             return s, NO_EVENTS
         term = math.exp(-H_OVER_R / (x.celsius + KELVIN))
+        door_open_at = door_seen(self.grace_ms, s.door_open_at, x)
+        now_quiet = quiet(self.grace_ms, door_open_at, x)
         if s.prev_ts is None:
-            return s._replace(prev_ts=x.ts, prev_term=term), NO_EVENTS
+            first = s._replace(
+                prev_ts=x.ts, prev_term=term, prev_quiet=now_quiet, door_open_at=door_open_at
+            )
+            return first, NO_EVENTS
         size = self.window_ms // MKT_BUCKETS
         idx, dt = s.prev_ts // size, x.ts - s.prev_ts
-        bucket, weight, terms = s.bucket, s.weight, s.terms
-        closed, closed_weight, closed_terms = s.closed, s.closed_weight, s.closed_terms
+        bucket, weight, terms, loud_weight, loud_terms = (
+            s.bucket,
+            s.weight,
+            s.terms,
+            s.loud_weight,
+            s.loud_terms,
+        )
+        closed = s.closed
+        closed_weight, closed_terms = s.closed_weight, s.closed_terms
+        closed_loud_weight, closed_loud_terms = s.closed_loud_weight, s.closed_loud_terms
         if idx != bucket:
             if weight:
-                closed = (*closed, (bucket, weight, terms))
+                closed = (*closed, (bucket, weight, terms, loud_weight, loud_terms))
                 closed_weight, closed_terms = closed_weight + weight, closed_terms + terms
-            bucket, weight, terms = idx, 0, 0.0
+                closed_loud_weight += loud_weight
+                closed_loud_terms += loud_terms
+            bucket, weight, terms, loud_weight, loud_terms = idx, 0, 0.0, 0, 0.0
         weight += dt
         terms += dt * s.prev_term
+        if not s.prev_quiet:
+            loud_weight += dt
+            loud_terms += dt * s.prev_term
         oldest = x.ts // size - MKT_BUCKETS
         if closed and closed[0][0] <= oldest:
             closed = tuple(b for b in closed if b[0] > oldest)
             closed_weight = sum(b[1] for b in closed)
             closed_terms = sum(b[2] for b in closed)
+            closed_loud_weight = sum(b[3] for b in closed)
+            closed_loud_terms = sum(b[4] for b in closed)
         if bucket <= oldest:  # a gap longer than the window
-            weight, terms = 0, 0.0
+            weight, terms, loud_weight, loud_terms = 0, 0.0, 0, 0.0
         total = closed_weight + weight
         peak, breach, events = s.peak, s.breach, NO_EVENTS
         if total >= size:
-            mkt = H_OVER_R / -math.log((closed_terms + terms) / total) - KELVIN
+            mkt = _mkt_of(closed_terms + terms, total)
+            loud_total = closed_loud_weight + loud_weight
+            # the MKT of the time outside suppression windows, needed only near a breach
+            alarms = (
+                (breach is None and mkt > self.limit) or (breach is not None and breach.suppressed)
+            ) and (
+                loud_total >= size
+                and _mkt_of(closed_loud_terms + loud_terms, loud_total) > self.limit
+            )
             if breach is None and mkt > self.limit:
                 peak = mkt
-                breach = BreachRecord(
-                    self.name, x.ts, None, "major", round(mkt, 3), 0.0, self.limit
-                )
+                breach = self._record(x.ts, None, mkt, not alarms)
                 events = (BreachOpened(breach, x.ts),)
             elif breach is not None:
                 peak = max(peak, mkt)
                 if mkt <= self.limit:
-                    closed_breach = BreachRecord(
-                        self.name, breach.start, x.ts, "major", round(peak, 3), 0.0, self.limit
-                    )
+                    closed_breach = self._record(breach.start, x.ts, peak, breach.suppressed)
                     breach, events = None, (BreachClosed(closed_breach, x.ts),)
+                elif breach.suppressed and alarms:
+                    breach = self._record(breach.start, None, peak, False)
+                    events = (BreachOpened(breach, x.ts),)
         state = MktState(
             x.ts,
             term,
+            now_quiet,
             bucket,
             weight,
             terms,
+            loud_weight,
+            loud_terms,
             closed,
             closed_weight,
             closed_terms,
+            closed_loud_weight,
+            closed_loud_terms,
             peak,
             breach,
+            door_open_at,
         )
         return state, events
+
+    def _record(self, start: int, end: int | None, peak: float, suppressed: bool) -> BreachRecord:
+        return BreachRecord(
+            self.name, start, end, "major", round(peak, 3), 0.0, self.limit, suppressed
+        )
 
 
 # -- probe health ----------------------------------------------------------------------------
@@ -517,6 +604,7 @@ def _ms(minutes: float) -> int:
 
 def rules_for(profile: Profile) -> list[Rule]:
     after = None if profile.critical_after_min is None else _ms(profile.critical_after_min)
+    grace = None if profile.loading_grace_min is None else _ms(profile.loading_grace_min)
     rules: list[Rule] = []
     for name, limit, sign, critical in (
         ("excursion_high", profile.high_c, 1.0, profile.critical_high_c),
@@ -533,17 +621,22 @@ def rules_for(profile: Profile) -> list[Rule]:
                     _ms(profile.delay_min),
                     crit_excess,
                     after,
-                    None if profile.loading_grace_min is None else _ms(profile.loading_grace_min),
+                    grace,
                 )
             )
     if (c := profile.cumulative) is not None:
         rules.append(
             Cumulative(
-                "cumulative", c.above_c, c.below_c, _ms(c.budget_min), round(c.window_h * HOUR_MS)
+                "cumulative",
+                c.above_c,
+                c.below_c,
+                _ms(c.budget_min),
+                round(c.window_h * HOUR_MS),
+                grace,
             )
         )
     if (m := profile.mkt) is not None:
-        rules.append(Mkt("mkt", m.limit_c, round(m.window_h * HOUR_MS)))
+        rules.append(Mkt("mkt", m.limit_c, round(m.window_h * HOUR_MS), grace))
     rules.append(ConditionRun("probe_fault", _ms(profile.fault_delay_min), no_temperature))
     rules.append(StuckProbe("probe_stuck", _ms(profile.stuck_min)))
     if profile.max_rate_c_per_min is not None:

@@ -93,8 +93,8 @@ class Settings(BaseSettings):
     alerts_default_profile: str | None = None
     alerts_device_profiles: dict[str, str] = Field(default_factory=dict)
     # Configured suppression windows (defrost, loading) per device, as a JSON object
-    # device -> [[start, end], ...] of ISO 8601 times with offsets: excursions inside
-    # are recorded, not alarmed (unless critical).
+    # device -> [[start, end], ...] of ISO 8601 times with offsets: temperature breaches
+    # (excursion, cumulative, MKT) inside are recorded, not alarmed (unless critical).
     alerts_suppress_windows: dict[str, list[tuple[AwareDatetime, AwareDatetime]]] = Field(
         default_factory=dict
     )

@@ -10,8 +10,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from alerts.engine import ProbeEngine
 from alerts.notify import SIGNATURE_HEADER, Notifier, Webhook
-from alerts.rules import BreachClosed, BreachOpened, BreachRecord
+from alerts.rules import (
+    BreachClosed,
+    BreachOpened,
+    BreachRecord,
+    Cumulative,
+    Excursion,
+    Mkt,
+    RuleSet,
+    Sample,
+)
 from alerts.store import BreachStore
 from tests.conftest import WebhookReceiver
 
@@ -99,3 +109,39 @@ def test_a_channel_no_longer_configured_does_not_hold_up_the_others(database_url
     b = BreachRecord("excursion_high", T0 + 200 * 60_000, None, "major", 6.0, 0.0, 4.0)
     store.apply("van-1", "product", "chilled", [BreachOpened(b, b.start)], T0, 1, ["email"])
     assert [n.channel for n in store.due(T0 + 1, ["email"])] == ["email"]
+
+
+WINDOW_RULES = {
+    "excursion_high": (Excursion("excursion_high", 4.0, 1.0, 0.2, 15 * 60_000, 4.0, None), 6.0),
+    "excursion_low": (Excursion("excursion_low", 0.0, -1.0, 0.2, 15 * 60_000, None, None), -1.0),
+    "cumulative": (Cumulative("cumulative", 4.0, None, 30 * 60_000, 24 * 3600_000), 5.5),
+    "mkt": (Mkt("mkt", 8.0, 24 * 3600_000), 10.0),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(WINDOW_RULES))
+def test_each_temperature_rule_in_a_configured_window_is_stored_suppressed_and_not_sent(
+    database_url, rule
+) -> None:
+    judge, warm = WINDOW_RULES[rule]
+    engine = ProbeEngine(RuleSet([judge]))
+    # warm for 3 h, read every 5 min, all inside a configured window (defrost)
+    events = engine.add([Sample(T0 + m * 60_000, m, warm, None, True) for m in range(0, 181, 5)])
+    store = BreachStore(database_url)
+    store.apply("van-1", "product", "chilled", events, T0 + 4 * 3600_000, 1, ["webhook"])
+    (row,) = store.known("van-1")
+    assert (row.rule, row.state, row.suppressed) == (rule, "open", True)
+    assert store.due(T0 + 5 * 3600_000, ["webhook"]) == []
+
+
+def test_critical_in_a_configured_window_is_sent(database_url) -> None:
+    judge, _ = WINDOW_RULES["excursion_high"]  # critical 4 C above the limit: 8 C
+    events = ProbeEngine(RuleSet([judge])).add(
+        [Sample(T0 + m * 60_000, m, 9.0, None, True) for m in range(0, 3)]
+    )
+    store = BreachStore(database_url)
+    store.apply("van-1", "product", "chilled", events, T0 + 3 * 60_000, 1, ["webhook"])
+    (row,) = store.known("van-1")
+    assert (row.severity, row.suppressed) == ("critical", False)
+    due = store.due(T0 + 4 * 60_000, ["webhook"])
+    assert [(n.breach_id, n.transition) for n in due] == [(row.id, "opened")]

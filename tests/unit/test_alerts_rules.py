@@ -281,3 +281,116 @@ def test_impossible_jump_from_a_spike_to_the_first_plausible_reading() -> None:
     assert events[3][0].breach.peak == 15.0
     # readings seconds apart are judged over a minute: 4 C in 10 s is not a jump
     assert flat(run(rule, [(0, 3.0), (1 / 6, 7.0)])) == []
+
+
+# -- suppression windows, rule by rule: recorded as suppressed, alarming only outside -----
+
+
+def run_samples(rule: Rule, samples: list[Sample]) -> list[tuple[str, int, int | None, bool]]:
+    state, out = rule.initial(), []
+    for x in samples:
+        state, events = rule.update(state, x)
+        out.extend(
+            (type(e).__name__, e.breach.start, e.breach.end, e.breach.suppressed) for e in events
+        )
+    return out
+
+
+def test_issue_example_every_chilled_rule_records_a_defrost_as_suppressed() -> None:
+    # chilled (0..4 C, cumulative 30 min over 4 C in 24 h), a configured window 16:00-17:00
+    # (minutes 0..60 here), 5.5 C from minute 5 to 45, read every minute
+    samples = [Sample(at(m), m, 5.5 if 5 <= m <= 45 else 3.0, None, 0 <= m < 60) for m in range(90)]
+    found = {
+        rule.name: run_samples(rule, samples) for rule in rules_for(load_profiles()["chilled"])
+    }
+    assert found["excursion_high"] == [
+        ("BreachOpened", at(5), None, True),
+        ("BreachClosed", at(5), at(46), True),
+    ]
+    # 31 min out by minute 36 (the value at 5 holds until 6, ...): over the 30 min budget
+    assert found["cumulative"] == [("BreachOpened", at(36), None, True)]
+    assert all(
+        events == []
+        for name, events in found.items()
+        if name not in ("excursion_high", "cumulative")
+    )
+
+
+def test_excursion_low_in_a_configured_window_is_suppressed() -> None:
+    rule = Excursion("excursion_low", 0.0, -1.0, 0.2, 15 * MINUTE_MS, None, None)
+    samples = [Sample(at(m), m, -1.0 if 5 <= m < 30 else 2.0, None, m < 40) for m in range(45)]
+    assert run_samples(rule, samples) == [
+        ("BreachOpened", at(5), None, True),
+        ("BreachClosed", at(5), at(30), True),
+    ]
+
+
+CUMULATIVE_8 = Cumulative("cumulative", 8.0, None, 30 * MINUTE_MS, 24 * 60 * MINUTE_MS)
+
+
+def test_cumulative_alarms_once_time_outside_the_window_alone_exceeds_the_budget() -> None:
+    # 9 C from minute 0 to 80; minutes 0..40 in a configured window: 40 min out by minute 40
+    # (recorded, suppressed); the time outside the window passes 30 min at minute 71
+    samples = [Sample(at(m), m, 9.0 if m < 80 else 5.0, None, m < 40) for m in range(0, 90)]
+    assert run_samples(CUMULATIVE_8, samples) == [
+        ("BreachOpened", at(31), None, True),
+        ("BreachOpened", at(31), None, False),  # the same breach, now alarming, at minute 71
+    ]
+    state = CUMULATIVE_8.initial()
+    for x in samples[:72]:
+        state, _ = CUMULATIVE_8.update(state, x)
+    assert (state.total, state.loud) == (71 * MINUTE_MS, 31 * MINUTE_MS)
+
+
+def test_cumulative_while_loading_is_suppressed_and_alarms_past_the_grace() -> None:
+    rule = Cumulative(
+        "cumulative", -18.0, None, 30 * MINUTE_MS, 24 * 60 * MINUTE_MS, 10 * MINUTE_MS
+    )
+    # door open minutes 0..30, -16 C minutes 0..40: within the grace (closed at 31, grace 10)
+    loading = [(m, -16.0 if m <= 40 else -19.0, m <= 30) for m in range(0, 50)]
+    events = [e for ev in run_door(rule, loading) for e in ev]
+    assert [
+        (type(e).__name__, e.breach.start, e.breach.end, e.breach.suppressed) for e in events
+    ] == [
+        ("BreachOpened", at(31), None, True),
+    ]
+    # the same, still warm an hour after the door closed: 30 min past the grace by minute 71
+    late = [(m, -16.0, m <= 30) for m in range(0, 80)]
+    events = [e for ev in run_door(rule, late) for e in ev]
+    assert [(type(e).__name__, e.breach.start, e.breach.suppressed, e.at) for e in events] == [
+        ("BreachOpened", at(31), True, at(31)),
+        ("BreachOpened", at(31), False, at(72)),
+    ]
+
+
+MKT_8 = Mkt("mkt", 8.0, 24 * 60 * MINUTE_MS, 10 * MINUTE_MS)
+
+
+def test_mkt_of_a_configured_window_is_recorded_suppressed() -> None:
+    # 10 C for 2.5 h in a configured window, then 5 C outside it: the MKT is over 8 C from
+    # the first covered bucket (minute 60) until it falls back, and never counts as an alarm
+    samples = [
+        Sample(at(m), m, 10.0 if m <= 150 else 5.0, None, m <= 150) for m in range(0, 601, 30)
+    ]
+    found = run_samples(MKT_8, samples)
+    assert [(name, start, suppressed) for name, start, _, suppressed in found] == [
+        ("BreachOpened", at(60), True),
+        ("BreachClosed", at(60), True),
+    ]
+    # the same temperatures without the window alarm
+    loud = [Sample(x.ts, x.seq, x.celsius) for x in samples]
+    assert [(n, s) for n, _, _, s in run_samples(MKT_8, loud)] == [
+        ("BreachOpened", False),
+        ("BreachClosed", False),
+    ]
+
+
+def test_mkt_while_loading_is_suppressed_until_the_time_past_the_grace_is_warm() -> None:
+    # door open minutes 0..150 at 10 C: suppressed; still 10 C after the 10 min grace, the
+    # time outside loading covers a bucket (60 min) at minute 221 and its MKT is 10 C
+    series = [(m, 10.0, m <= 150) for m in range(0, 241)]
+    events = [e for ev in run_door(MKT_8, series) for e in ev]
+    assert [(type(e).__name__, e.breach.start, e.breach.suppressed, e.at) for e in events] == [
+        ("BreachOpened", at(60), True, at(60)),
+        ("BreachOpened", at(60), False, at(221)),
+    ]
