@@ -1,120 +1,59 @@
-"""Offline analysis of a logger file with the live engine (``coldtrace analyze``)."""
+"""Offline analysis of a logger file (``coldtrace analyze``): the file's columns judged by
+``alerts.evaluation``, the one evaluation certificates use too."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
-from itertools import pairwise
+from datetime import datetime, tzinfo
 
-from alerts.engine import ProbeEngine
+from alerts.evaluation import (
+    INCOMPLETE,
+    NOT_COMPLIANT,
+    PROBE_RULES,
+    Breach,
+    Evaluation,
+    evaluate,
+    iso,
+    to_sample,
+)
 from alerts.logger_csv import LoggerSeries
 from alerts.profiles import Profile
-from alerts.rules import (
-    MINUTE_MS,
-    BreachRecord,
-    ProbeRules,
-    Sample,
-    Window,
-    in_windows,
-    mkt_celsius,
-)
+from alerts.rules import Window
 
-# Rules about the product's temperature: one breach of these makes a delivery not compliant.
-# Probe rules (fault, stuck) say the record cannot be trusted there, which is reported too.
-PROBE_RULES = frozenset({"probe_fault", "probe_stuck", "probe_jump"})
+__all__ = ["Analysis", "analyze", "as_json", "breach_verdict", "iso", "parse_window"]
 
-
-@dataclass(frozen=True)
-class ProbeSummary:
-    probe: str
-    readings: int
-    min_c: float | None
-    max_c: float | None
-    mean_c: float | None
-    in_range_pct: float | None
-    out_of_range_min: float
-    mkt_c: float | None
+# How the report words the evaluation's verdicts (kept from before it had three).
+VERDICT_WORDS = {NOT_COMPLIANT: "not compliant", INCOMPLETE: "incomplete"}
 
 
 @dataclass(frozen=True)
 class Analysis:
-    profile: Profile
-    readings: int
-    first: int
-    last: int
-    probes: list[ProbeSummary]
-    breaches: list[tuple[str, BreachRecord, float | None]]  # probe, breach, MKT over it
+    """A logger file's evaluation; ``rows``: the file's data rows."""
 
-    @property
-    def compliant(self) -> bool:
-        return all(b.suppressed for _, b, _ in self.breaches)
+    rows: int
+    evaluation: Evaluation
 
     @property
     def verdict(self) -> str:
-        return "compliant" if self.compliant else "not compliant"
-
-    @property
-    def mkt_c(self) -> float | None:
-        values = [p.mkt_c for p in self.probes if p.mkt_c is not None]
-        return max(values) if values else None
-
-
-def _held(points: list[tuple[int, float]], end: int | None = None) -> list[tuple[float, float]]:
-    """(value, minutes) pairs, each value holding until the next point (or ``end``)."""
-    pairs = [(v, (b - a) / MINUTE_MS) for (a, v), (b, _) in pairwise(points)]
-    if end is not None and points and end > points[-1][0]:
-        pairs.append((points[-1][1], (end - points[-1][0]) / MINUTE_MS))
-    return pairs
-
-
-def _mkt(points: list[tuple[int, float]], end: int | None = None) -> float | None:
-    if not points:
-        return None
-    pairs = _held(points, end)
-    if sum(w for _, w in pairs) <= 0:
-        return points[0][1]
-    return round(mkt_celsius(pairs), 2)
+        return VERDICT_WORDS.get(self.evaluation.verdict, self.evaluation.verdict)
 
 
 def analyze(
     series: LoggerSeries, profile: Profile, suppress: list[Window] | None = None
 ) -> Analysis:
     """``suppress``: configured windows (defrost, loading) whose excursions are recorded as
-    suppressed, not counted against the verdict (unless critical)."""
-    windows = suppress or []
-    summaries: list[ProbeSummary] = []
-    breaches: list[tuple[str, BreachRecord, float | None]] = []
-    for probe in series.probes:
-        samples = [
-            Sample(ts, line, v, None, in_windows(windows, ts))
+    suppressed, not counted against the verdict (unless critical). The file's first to last
+    row is the window; each column is one probe."""
+    samples = {
+        ("", probe): [
+            to_sample(ts, line, v, None, ())
             for ts, line, v in zip(series.times, series.lines, series.values[probe], strict=True)
         ]
-        engine = ProbeEngine(ProbeRules(profile))
-        engine.add(samples)
-        points = sorted((s.ts, s.celsius) for s in samples if s.celsius is not None)
-        values = [v for _, v in points]
-        held = _held(points)
-        total = sum(w for _, w in held)
-        out = sum(w for v, w in held if not profile.in_range(v))
-        summaries.append(
-            ProbeSummary(
-                probe,
-                len(values),
-                min(values, default=None),
-                max(values, default=None),
-                round(sum(values) / len(values), 2) if values else None,
-                round(100 * (total - out) / total, 2) if total > 0 else None,
-                round(out, 2),
-                _mkt(points),
-            )
-        )
-        for b in engine.breaches():
-            span = [(t, v) for t, v in points if b.start <= t < (b.end or points[-1][0] + 1)]
-            breaches.append((probe, b, _mkt(span, b.end)))
-    breaches.sort(key=lambda item: (item[1].start, item[0], item[1].rule))
-    return Analysis(
-        profile, len(series.times), min(series.times), max(series.times), summaries, breaches
-    )
+        for probe in series.probes
+    }
+    first, last = min(series.times), max(series.times)
+    evaluation = evaluate(samples, profile, {"": suppress or []}, first, last)
+    return Analysis(len(series.times), evaluation)
 
 
 def parse_window(text: str, tz: tzinfo) -> Window:
@@ -131,41 +70,53 @@ def parse_window(text: str, tz: tzinfo) -> Window:
     return round(start.timestamp() * 1000), round(end.timestamp() * 1000)
 
 
-def breach_verdict(b: BreachRecord) -> str:
-    if b.suppressed:
+def breach_verdict(b: Breach) -> str:
+    if b.record.suppressed:
         return "suppressed"
-    return "probe fault" if b.rule in PROBE_RULES else "not compliant"
-
-
-def iso(ts_ms: int | None) -> str | None:
-    if ts_ms is None:
-        return None
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    return "probe fault" if b.record.rule in PROBE_RULES else "not compliant"
 
 
 def as_json(a: Analysis) -> dict[str, object]:
+    e = a.evaluation
     return {
-        "profile": a.profile.id,
-        "readings": a.readings,
-        "first": iso(a.first),
-        "last": iso(a.last),
-        "mkt_c": a.mkt_c,
+        "profile": e.profile.id,
+        "readings": a.rows,
+        "first": iso(e.start),
+        "last": iso(e.end),
+        "mkt_c": e.mkt_c,
         "verdict": a.verdict,
-        "probes": [p.__dict__ for p in a.probes],
+        "probes": [
+            {
+                "probe": p.probe,
+                "readings": p.readings,
+                "min_c": p.min_c,
+                "max_c": p.max_c,
+                "mean_c": p.mean_c,
+                "in_range_pct": p.in_range_pct,
+                "out_of_range_min": p.out_of_range_min,
+                "mkt_c": p.mkt_c,
+            }
+            for p in e.probes
+        ],
         "breaches": [
             {
-                "probe": probe,
-                "rule": b.rule,
-                "start": iso(b.start),
-                "end": iso(b.end),
-                "duration_min": None if b.end is None else round((b.end - b.start) / MINUTE_MS, 2),
-                "peak_c": b.peak,
-                "degree_minutes": round(b.degree_minutes, 2),
-                "severity": b.severity,
-                "mkt_c": mkt,
-                "suppressed": b.suppressed,
+                "probe": b.probe,
+                "rule": b.record.rule,
+                "start": iso(b.record.start),
+                "end": iso(b.record.end),
+                "duration_min": b.duration_min,
+                "peak_c": b.record.peak,
+                "degree_minutes": round(b.record.degree_minutes, 2),
+                "severity": b.record.severity,
+                "mkt_c": b.mkt_c,
+                "suppressed": b.record.suppressed,
                 "verdict": breach_verdict(b),
             }
-            for probe, b, mkt in a.breaches
+            for b in e.breaches
         ],
+        "gaps": [
+            {"probe": g.probe, "start": iso(g.start), "end": iso(g.end), "minutes": g.minutes}
+            for g in e.gaps
+        ],
+        "reasons": e.reasons,
     }

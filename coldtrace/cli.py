@@ -464,6 +464,9 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
     print(table(report["probes"]))  # type: ignore[arg-type]
     print()
     print(table(report["breaches"]) if report["breaches"] else "no breach")  # type: ignore[arg-type]
+    if report["gaps"]:
+        print(f"\ndata gaps (no temperature for over {profile.fault_delay_min:g} min):")
+        print(table(report["gaps"]))  # type: ignore[arg-type]
     print(f"\nMKT {report['mkt_c']} C; verdict: {str(report['verdict']).upper()}")
     return 0
 
