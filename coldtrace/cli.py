@@ -261,22 +261,28 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import gc
+    import socket
 
     import uvicorn
 
     from api.app import create_app
+    from coldtrace.settings import port_taken
 
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+    # Bound here, before the app starts: a port taken is then one line, not uvicorn's log.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise port_taken("API_PORT", host, port, exc) from None
     app = create_app(settings)
     # A long trace allocates ~100,000 short-lived objects (and the API keeps finished ones):
     # with the default threshold (700) the collector's passes doubled a cold trace's time.
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    uvicorn.run(
-        app,
-        host=args.host or settings.api_host,
-        port=args.port or settings.api_port,
-        log_level="info",
-    )
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run([sock])
     return 0
 
 
@@ -597,10 +603,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("COLDTRACE_RUN_DIR", str(settings.run_dir))
     try:
         result: int = args.func(settings, args)
-    except ConfigError as exc:  # one only this command checks: signing key, profiles
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+    except ConfigError as exc:  # one only this command checks: signing key, profiles, ports
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`coldtrace ... | head -1`): nothing more to say to it, and
+        # nothing left for Python to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        unreachable = _database_unreachable(exc, settings)
+        if unreachable is None:
+            raise
+        print(unreachable, file=sys.stderr)
+        return 2
     return result
+
+
+def _database_unreachable(exc: Exception, settings: Settings) -> str | None:
+    """The one line for a relational store that cannot be reached or opened, else None."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(exc, OperationalError):
+        return None
+    url = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    return (
+        f"error: database {url}: {reason}: start it (local PostgreSQL: coldtrace services up "
+        "postgresql) or set COLDTRACE_DATABASE_URL"
+    )
 
 
 if __name__ == "__main__":

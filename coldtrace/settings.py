@@ -8,6 +8,7 @@ default: in development ``coldtrace services up`` generates them into
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -21,7 +22,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from coldtrace import signing
 
@@ -218,9 +219,40 @@ def load_settings(**overrides: object) -> Settings:
             _env_file=env_file,
             **overrides,  # type: ignore[arg-type]
         )
+    except SettingsError as exc:  # a complex setting (object, list) that is not JSON
+        raise ConfigError(_not_json(exc)) from None
     except ValidationError as exc:
         err = exc.errors()[0]
         if not err["loc"]:  # a model-level check; its message already names the setting
             raise ConfigError(err["msg"].removeprefix("Value error, ")) from None
         name = f"{ENV_PREFIX}{str(err['loc'][0]).upper()}"
         raise ConfigError(f"{name}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _not_json(exc: SettingsError) -> str:
+    """One line naming the setting whose value is not JSON, what it got and what it wants."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    if found is None:
+        return str(exc)
+    field = found.group(1)
+    name = f"{ENV_PREFIX}{field.upper()}"
+    wants = (
+        "a JSON object"
+        if str(Settings.model_fields[field].annotation).startswith("dict")
+        else "JSON"
+    )
+    got = os.environ.get(name)
+    return (
+        f"{name}: not valid JSON ({exc.__cause__ or exc})"
+        + (f" (got {got!r})" if got is not None else "")
+        + f": give {wants}, see README.md, Configuration"
+    )
+
+
+def port_taken(setting: str, host: str, port: int, exc: OSError) -> ConfigError:
+    """The one-line error for a port a server of ours cannot listen on (another process
+    holds it, or the host is not this machine's), naming the setting to change."""
+    return ConfigError(
+        f"{ENV_PREFIX}{setting}: cannot listen on {host}:{port} ({exc.strerror}): stop the "
+        "process that holds it, or set another port"
+    )

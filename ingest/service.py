@@ -23,7 +23,7 @@ from types import FrameType
 from alerts.stage import RulesStage
 from coldtrace.db import upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from coldtrace.settings import Settings
+from coldtrace.settings import Settings, port_taken
 from ingest.consumer import MqttConsumer
 from ingest.held import HeldReadings
 from ingest.pipeline import InboundMessage, Pipeline, Stopping, Work
@@ -58,13 +58,14 @@ class IngestService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        # The port first: taken, it stops ingest with one line before anything connects.
+        if self.settings.ingest_health_port:
+            self.health_server = _serve_health(self, self.settings.ingest_health_port)
         self._ensure_database()
         if self.rules is not None:
             self.rules.start()
         self.consumer.start()
         self.writer.start()
-        if self.settings.ingest_health_port:
-            self.health_server = _serve_health(self, self.settings.ingest_health_port)
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT or a dead loop; return the process exit status."""
@@ -268,6 +269,9 @@ def _serve_health(service: IngestService, port: int) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:
             pass  # health probes every few seconds would drown the log
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as exc:
+        raise port_taken("INGEST_HEALTH_PORT", "127.0.0.1", port, exc) from None
     threading.Thread(target=server.serve_forever, name="ingest-health", daemon=True).start()
     return server

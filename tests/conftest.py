@@ -36,15 +36,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def run_coldtrace(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_coldtrace(
+    *args: str, stdout: int = subprocess.PIPE, **env: str
+) -> subprocess.CompletedProcess[str]:
     """`coldtrace ARGS` as a user runs it, in a process of its own: only the COLDTRACE_
-    settings given here, none inherited from the test run."""
+    settings given here, none inherited from the test run. Its output is captured, unless
+    ``stdout`` gives another file descriptor (then ``.stdout`` is None)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")}
     return subprocess.run(
         [sys.executable, "-m", "coldtrace.cli", *args],
         env={**clean, **env},
         cwd=REPO,
-        capture_output=True,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
         text=True,
         timeout=120,
     )

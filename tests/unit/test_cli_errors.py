@@ -1,0 +1,93 @@
+"""Errors the project has one line for are one line, never a traceback: each command run as a
+user runs it, in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_coldtrace
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another process (here: this one) listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def one_line(stderr: str) -> str:
+    """The last line of stderr, after checking no traceback came before it."""
+    assert "Traceback" not in stderr, stderr
+    return stderr.splitlines()[-1]
+
+
+def test_the_api_port_taken(tmp_path: Path, taken_port: int) -> None:
+    proc = run_coldtrace("api", COLDTRACE_API_PORT=str(taken_port), COLDTRACE_RUN_DIR=str(tmp_path))
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        f"configuration error: COLDTRACE_API_PORT: cannot listen on 127.0.0.1:{taken_port} "
+        "(Address already in use): stop the process that holds it, or set another port"
+    )
+
+
+def test_the_ingest_health_port_taken(tmp_path: Path, taken_port: int) -> None:
+    """Found before ingest connects to anything (no broker runs here)."""
+    proc = run_coldtrace(
+        "ingest", COLDTRACE_INGEST_HEALTH_PORT=str(taken_port), COLDTRACE_RUN_DIR=str(tmp_path)
+    )
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        f"configuration error: COLDTRACE_INGEST_HEALTH_PORT: cannot listen on "
+        f"127.0.0.1:{taken_port} (Address already in use): stop the process that holds it, "
+        "or set another port"
+    )
+
+
+def test_an_unreachable_database(tmp_path: Path) -> None:
+    """A port that listens but is no PostgreSQL would hang; a closed one refuses at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    url = f"postgresql+psycopg://coldtrace:secret@127.0.0.1:{closed}/coldtrace"
+    proc = run_coldtrace(
+        "keys", "list", COLDTRACE_DATABASE_URL=url, COLDTRACE_RUN_DIR=str(tmp_path)
+    )
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        f"error: database postgresql+psycopg://coldtrace:***@127.0.0.1:{closed}/coldtrace: "
+        f'connection failed: connection to server at "127.0.0.1", port {closed} failed: '
+        "Connection refused: start it (local PostgreSQL: coldtrace services up postgresql) or "
+        "set COLDTRACE_DATABASE_URL"
+    )
+
+
+def test_a_json_setting_that_is_not_json(tmp_path: Path) -> None:
+    proc = run_coldtrace(
+        "ingest",
+        COLDTRACE_ALERTS_DEVICE_PROFILES="{van-01: chilled}",
+        COLDTRACE_RUN_DIR=str(tmp_path),
+    )
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        "configuration error: COLDTRACE_ALERTS_DEVICE_PROFILES: not valid JSON (Expecting "
+        "property name enclosed in double quotes: line 1 column 2 (char 1)) (got '{van-01: "
+        "chilled}'): give a JSON object, see README.md, Configuration\n",
+    )
+
+
+def test_a_closed_pipe(tmp_path: Path) -> None:
+    """`coldtrace schema | head -1`, with the reader gone before coldtrace writes a byte."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = run_coldtrace("schema", stdout=write_end, COLDTRACE_RUN_DIR=str(tmp_path))
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (1, "")
