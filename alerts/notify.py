@@ -2,7 +2,9 @@
 
 The outbox (alerts.store.Notification) holds one row per breach transition and channel, so
 a replay never notifies twice; this worker sends what is due on its own thread, retrying
-with exponential backoff, and never holds up ingest or the rules.
+with exponential backoff, and never holds up ingest or the rules. A breach's transitions
+reach each channel in the order they happened: a later one waits while an earlier one is
+being retried (alerts.store.BreachStore.due), also across restarts.
 """
 
 from __future__ import annotations
@@ -187,6 +189,13 @@ class Notifier:
             self.wake.clear()
 
     def send_due(self) -> None:
+        """Send what is due; again while that let a breach's next transition become due."""
+        while self._send_batch():
+            pass
+
+    def _send_batch(self) -> bool:
+        """One batch of due notifications; whether any was sent."""
+        sent = False
         for note in self.store.due(int(self.clock() * 1000), list(self.channels)):
             channel = self.channels[note.channel]
             device = str(json.loads(note.payload)["device"])
@@ -205,3 +214,5 @@ class Notifier:
                 self.store.failed(note.id, str(exc), int((self.clock() + delay) * 1000))
             else:
                 self.store.sent(note.id, int(self.clock() * 1000))
+                sent = True
+        return sent

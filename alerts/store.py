@@ -23,13 +23,15 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    exists,
+    inspect,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from alerts.analysis import iso
 from alerts.rules import (
@@ -192,7 +194,10 @@ class BreachStore:
         channels: list[str],
     ) -> list[StoredChange]:
         """Upsert each event's breach and queue its notifications, in one transaction; the
-        unique keys make this idempotent when the same events come again (replay, restart)."""
+        unique keys make this idempotent when the same events come again (replay, restart).
+        Returns the changes that changed a stored breach, each with the breach as it stood
+        right after it: a transition already stored (re-derived after a restart) is no change,
+        so it is logged, counted and written to InfluxDB once."""
         changes: list[StoredChange] = []
         with _unavailable(), Session(self.engine, expire_on_commit=False) as s, s.begin():
             for e in events:
@@ -205,6 +210,9 @@ class BreachStore:
                         Breach.start_ts == b.start,
                     )
                 ).one_or_none()
+                before = None if row is None else _content(row)
+                if row is not None and transition == "opened" and _known_opening(row, b, profile):
+                    continue
                 if row is None:
                     row = Breach(
                         device=device,
@@ -219,17 +227,16 @@ class BreachStore:
                 if transition == "opened":  # found again under another profile (stage)
                     row.profile = profile
                 row.end_ts, row.severity, row.peak = b.end, b.severity, b.peak
-                row.degree_minutes, row.limit_c, row.updated_at = (
-                    b.degree_minutes,
-                    b.limit_c,
-                    now_ms,
-                )
+                row.degree_minutes, row.limit_c = b.degree_minutes, b.limit_c
                 row.state = (
                     "withdrawn"
                     if transition == "withdrawn"
                     else ("open" if b.end is None else "closed")
                 )
                 row.suppressed = b.suppressed
+                if before == _content(row):
+                    continue
+                row.updated_at = now_ms
                 s.flush()
                 if transition in NOTIFIED and not b.suppressed:
                     payload = payload_of(row, transition)
@@ -246,11 +253,14 @@ class BreachStore:
                             )
                             .on_conflict_do_nothing()
                         )
-                changes.append(StoredChange(row, transition, e.at))
+                changes.append(StoredChange(_snapshot(row), transition, e.at))
         return changes
 
     def due(self, now_ms: int, channels: list[str], limit: int = 100) -> list[Notification]:
-        """Notifications to send now on these channels (others wait for their channel)."""
+        """Notifications to send now on these channels (others wait for their channel); one
+        waits while an earlier transition of its breach on its channel is unsent (retried,
+        even by an earlier process), so a receiver gets each breach's transitions in order."""
+        earlier = aliased(Notification)
         with Session(self.engine, expire_on_commit=False) as s:
             return list(
                 s.scalars(
@@ -259,6 +269,12 @@ class BreachStore:
                         Notification.sent_at.is_(None),
                         Notification.next_attempt_at <= now_ms,
                         Notification.channel.in_(channels),
+                        ~exists().where(
+                            earlier.breach_id == Notification.breach_id,
+                            earlier.channel == Notification.channel,
+                            earlier.sent_at.is_(None),
+                            earlier.id < Notification.id,
+                        ),
                     )
                     .order_by(Notification.id)
                     .limit(limit)
@@ -275,6 +291,35 @@ class BreachStore:
             row = s.get_one(Notification, note_id)
             row.attempts += 1
             row.last_error, row.next_attempt_at = error[:1000], retry_at_ms
+
+
+def _content(row: Breach) -> tuple[object, ...]:
+    return (
+        row.profile,
+        row.state,
+        row.end_ts,
+        row.severity,
+        row.peak,
+        row.degree_minutes,
+        row.limit_c,
+        row.suppressed,
+    )
+
+
+def _known_opening(row: Breach, b: BreachRecord, profile: str) -> bool:
+    """An opening of a stored breach says nothing new (it was re-derived from readings after
+    a restart; it must not reopen what closed) unless the breach was withdrawn, alarms now
+    after being suppressed, or is found again under another profile."""
+    return (
+        row.state != "withdrawn"
+        and row.profile == profile
+        and not (row.suppressed and not b.suppressed)
+    )
+
+
+def _snapshot(row: Breach) -> Breach:
+    """A detached copy: later events of the same batch change the row, not the copy."""
+    return Breach(**{a.key: getattr(row, a.key) for a in inspect(Breach).column_attrs})
 
 
 @contextmanager

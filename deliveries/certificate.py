@@ -9,15 +9,23 @@ from deliveries.trace import BreachMark, iso
 
 COMPLIANT = "compliant"
 NOT_COMPLIANT = "not_compliant"
+INCOMPLETE = "incomplete"
+# The device went quiet on the delivery for longer than COLDTRACE_ALERTS_SILENT_AFTER_S
+# (alerts/silence.py): the record cannot vouch for the goods then.
+SILENCE_RULE = "device_silent"
 
 
 def certificate_body(
     delivery: Mapping[str, Any], start: int, end: int, breaches: Sequence[BreachMark]
 ) -> tuple[str, dict[str, Any]]:
-    """(verdict, body): compliant unless a breach that was not suppressed (defrost, loading)
-    overlaps the delivery."""
+    """(verdict, body): not compliant when a breach that was not suppressed (defrost,
+    loading) overlaps the delivery, a door left open past the profile's limit included;
+    else incomplete when its device was silent then; else compliant."""
     counted = [b for b in breaches if not b.extra.get("suppressed")]
-    verdict = NOT_COMPLIANT if counted else COMPLIANT
+    if any(b.rule != SILENCE_RULE for b in counted):
+        verdict = NOT_COMPLIANT
+    else:
+        verdict = INCOMPLETE if counted else COMPLIANT
     return verdict, {
         **delivery,
         "start": iso(start),

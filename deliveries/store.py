@@ -335,31 +335,30 @@ def window_end(d: type[Delivery] = Delivery) -> ColumnElement[int]:
 
 
 def breach_links(withdrawn: bool = False) -> Select[Breach, int, str]:
-    """(breach, delivery id, customer id) for every breach of a probe assigned to a delivery's
-    compartment, overlapping both the assignment and the delivery window (pairwise overlap of
-    three intervals is a common overlap). Withdrawn breaches (late readings showed they never
-    happened) only when asked for."""
+    """(breach, delivery id, customer id) for every breach overlapping a delivery's window
+    and the assignment of one of its device's probes to the delivery's compartment (pairwise
+    overlap of three intervals is a common overlap): a probe's breaches through that probe's
+    assignment, the device's own (probe "": device_silent, door_open) through any of its
+    probes'. One row per breach and delivery. Withdrawn breaches (late readings showed they
+    never happened) only when asked for."""
     breach_end = func.coalesce(Breach.end_ts, FAR_FUTURE_MS)
+    assigned_to = func.coalesce(Assignment.valid_to_ms, FAR_FUTURE_MS)
+    measured = (
+        select(Assignment.id)
+        .where(
+            Assignment.compartment_id == Delivery.compartment_id,
+            Assignment.device_id == Breach.device,
+            or_(Assignment.probe == Breach.probe, Breach.probe == ""),
+            Breach.start_ts < assigned_to,
+            breach_end >= Assignment.valid_from_ms,
+            Assignment.valid_from_ms <= window_end(),
+            assigned_to > window_start(),
+        )
+        .exists()
+    )
     links = (
         select(Breach, Delivery.id, Delivery.customer_id)
-        .join(
-            Assignment,
-            and_(
-                Assignment.device_id == Breach.device,
-                Assignment.probe == Breach.probe,
-                Breach.start_ts < func.coalesce(Assignment.valid_to_ms, FAR_FUTURE_MS),
-                breach_end >= Assignment.valid_from_ms,
-            ),
-        )
-        .join(
-            Delivery,
-            and_(
-                Delivery.compartment_id == Assignment.compartment_id,
-                Breach.start_ts <= window_end(),
-                breach_end >= window_start(),
-                Assignment.valid_from_ms <= window_end(),
-                func.coalesce(Assignment.valid_to_ms, FAR_FUTURE_MS) > window_start(),
-            ),
-        )
+        .join(Delivery, and_(Breach.start_ts <= window_end(), breach_end >= window_start()))
+        .where(measured)
     )
     return links if withdrawn else links.where(Breach.state != "withdrawn")

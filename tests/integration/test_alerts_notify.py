@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,7 @@ from alerts.engine import ProbeEngine
 from alerts.notify import SIGNATURE_HEADER, Notifier, Webhook
 from alerts.rules import (
     BreachClosed,
+    BreachEscalated,
     BreachOpened,
     BreachRecord,
     Cumulative,
@@ -145,3 +147,66 @@ def test_critical_in_a_configured_window_is_sent(database_url) -> None:
     assert (row.severity, row.suppressed) == ("critical", False)
     due = store.due(T0 + 4 * 60_000, ["webhook"])
     assert [(n.breach_id, n.transition) for n in due] == [(row.id, "opened")]
+
+
+def test_a_breachs_transitions_reach_the_receiver_in_order_across_retries_and_a_restart(
+    receiver, database_url
+) -> None:
+    state, url = receiver
+    clock = Clock(T0 + 90 * 60_000)
+    opened = BreachRecord("excursion_high", T0, None, "major", 6.0, 0.0, 4.0)
+    escalated = BreachRecord("excursion_high", T0, None, "critical", 9.0, 80.0, 4.0)
+    closed = BreachRecord("excursion_high", T0, T0 + 80 * 60_000, "critical", 9.0, 90.0, 4.0)
+    other = BreachRecord("excursion_high", T0, None, "major", 5.0, 0.0, 4.0)
+    store = BreachStore(database_url)
+    store.apply("van-1", "product", "chilled", [BreachOpened(opened, T0)], clock.ms, 1, ["webhook"])
+    notifier = Notifier(store, [Webhook(url, b"s")], retry_max_s=300, clock=clock)
+    state.fail_next = 2  # the outage: "opened" fails twice, backing off 2 s then 4 s
+    notifier.send_due()
+    clock.ms += 2_000
+    store.apply(
+        "van-1",
+        "product",
+        "chilled",
+        [BreachEscalated(escalated, T0 + 60 * 60_000), BreachClosed(closed, T0 + 80 * 60_000)],
+        clock.ms,
+        1,
+        ["webhook"],
+    )
+    store.apply("van-2", "product", "chilled", [BreachOpened(other, T0)], clock.ms, 1, ["webhook"])
+    notifier.send_due()  # "opened" fails again; its later transitions wait, van-2's does not
+    assert [json.loads(r["body"])["device"] for r in state.received] == ["van-2"]
+    assert [n.transition for n in store.due(clock.ms + 10_000, ["webhook"])] == ["opened"]
+
+    # a restart: a new store and notifier on the same outbox, once the outage is over
+    clock.ms += 4_000
+    restarted = Notifier(BreachStore(database_url), [Webhook(url, b"s")], 300, clock=clock)
+    restarted.send_due()
+    sent = [json.loads(r["body"]) for r in state.received]
+    assert [(b["device"], b["transition"]) for b in sent] == [
+        ("van-2", "opened"),
+        ("van-1", "opened"),
+        ("van-1", "escalated"),
+        ("van-1", "closed"),
+    ]
+
+
+def test_a_transition_stored_already_is_no_change(database_url) -> None:
+    opened = BreachRecord("excursion_high", T0, None, "major", 6.0, 0.0, 4.0)
+    closed = BreachRecord("excursion_high", T0, T0 + 30 * 60_000, "major", 6.0, 40.0, 4.0)
+    both = [BreachOpened(opened, T0 + 20 * 60_000), BreachClosed(closed, T0 + 30 * 60_000)]
+    store = BreachStore(database_url)
+    changes = store.apply("van-1", "product", "chilled", both, T0 + 31 * 60_000, 1, ["mqtt"])
+    # each change carries the breach as that transition left it (the InfluxDB point's state)
+    assert [(c.transition, c.breach.state, c.breach.end_ts) for c in changes] == [
+        ("opened", "open", None),
+        ("closed", "closed", T0 + 30 * 60_000),
+    ]
+    # re-derived after a restart, in one batch or one at a time: nothing to log or count,
+    # and the opening does not reopen what closed
+    assert store.apply("van-1", "product", "chilled", both, T0 + 90 * 60_000, 1, ["mqtt"]) == []
+    for e in both:
+        assert store.apply("van-1", "product", "chilled", [e], T0 + 90 * 60_000, 1, []) == []
+    (row,) = store.known("van-1")
+    assert (row.state, row.end_ts, row.updated_at) == ("closed", T0 + 30 * 60_000, T0 + 31 * 60_000)
+    assert [n.transition for n in store.due(T0 + 91 * 60_000, ["mqtt"])] == ["opened"]

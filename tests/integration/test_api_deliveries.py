@@ -238,6 +238,31 @@ def test_late_breach_supersedes_the_certificate(
     assert certs[1]["body"]["breaches"] == [], "the issued version was not edited"
 
 
+def test_device_level_breaches_are_the_deliverys_and_count_for_its_verdict(
+    api: Api, fleet: tuple[str, str], closed_delivery: int
+) -> None:
+    _, device = fleet
+    d = closed_delivery  # T0 to minute 40; both of the logger's probes measure its compartment
+    silent = add_breach(api, device, T0 + 10 * MIN, T0 + 25 * MIN, probe="", rule="device_silent")
+    add_breach(api, device, T0 + 50 * MIN, T0 + 70 * MIN, probe="", rule="device_silent")  # after
+    add_breach(api, "another-logger", T0 + 10 * MIN, None, probe="", rule="device_silent")
+    listed = api.ok("GET", f"/deliveries/{d}/breaches")
+    assert [(b["id"], b["probe"], b["rule"], b["delivery_id"]) for b in listed] == [
+        (silent, "", "device_silent", d)  # once, though two of its probes are assigned
+    ]
+    assert api.ok("GET", f"/breaches/{silent}")["delivery_id"] == d
+    certs = api.ok("POST", f"/deliveries/{d}/reevaluate")
+    assert [(c["version"], c["verdict"]) for c in certs] == [(2, "incomplete"), (1, "compliant")]
+    assert [(b["id"], b["probe"], b["rule"]) for b in certs[0]["body"]["breaches"]] == [
+        (silent, "", "device_silent")
+    ]
+    # the door left open past the profile's limit: a breach of the profile, not a gap
+    door = add_breach(api, device, T0 + 30 * MIN, T0 + 39 * MIN, probe="", rule="door_open")
+    certs = api.ok("POST", f"/deliveries/{d}/reevaluate")
+    assert (certs[0]["version"], certs[0]["verdict"]) == (3, "not_compliant")
+    assert [b["id"] for b in certs[0]["body"]["breaches"]] == [silent, door]
+
+
 def test_sweep_recertifies_when_breaches_change_late(
     api: Api, fleet: tuple[str, str], closed_delivery: int
 ) -> None:
