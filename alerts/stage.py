@@ -13,6 +13,15 @@ that is over never reopen it. Breaches stored under a profile their stretch no l
 again by the stretch's profile: found again, or withdrawn.
 Every change is upserted in the store (with its notifications queued in the outbox) and
 written to InfluxDB measurement ``breach``.
+
+Failures stay local and loud. An error while judging one probe (or a device's door or
+silence) quarantines that (device, probe): logged once at ERROR with its traceback, counted,
+its later readings counted as unjudged, and ingest's /health red while it lasts (until
+ingest restarts, when its engines are rebuilt from InfluxDB). Other probes, devices and
+batches are judged as usual. A batch that fails as a whole (InfluxDB or the store away)
+turns /health red until a later batch succeeds. The certificate judges each delivery again
+from the stored readings (deliveries/), so readings the stage never judged are not lost to
+the verdict.
 """
 
 from __future__ import annotations
@@ -66,6 +75,17 @@ OnDelivery = Callable[[Session, int], dict[str, int]]
 # the store again about a probe at most this often (rules share the cores with ingest).
 PIECE_REFRESH_MS = 10_000
 Piece = tuple[int, int, str | None]  # [start, end) of device time, the profile there
+SILENCE = "(silence)"  # the quarantine key of a device's silence watch
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """A (device, probe) the stage stopped judging after an error while judging it."""
+
+    device: str
+    probe: str  # a probe's name, "" for the door rules, SILENCE for the silence watch
+    error: str  # "ExceptionType: message", at most 500 characters
+    since_ms: int  # wall clock when it was quarantined
 
 
 @dataclass
@@ -149,6 +169,14 @@ class RulesStage:
         self.transitions: Counter[tuple[str, str]] = Counter()  # (rule, transition) stored
         self.errors = 0
         self.last_error: str | None = None
+        # What is failing as a whole now, and why: "start" (watching the devices known
+        # before the start), "batch" (an error lost a batch's judging; cleared by the next
+        # batch judged), "outage" (InfluxDB or the store away: what waits is retried;
+        # cleared by the next pass that works), "deliveries" (which devices are on a
+        # delivery; cleared by the next answer).
+        self.failing: dict[str, str] = {}
+        self.quarantined: dict[tuple[str, str], Quarantine] = {}
+        self.unjudged = 0  # readings of quarantined probes, counted per probe value
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="alerts-rules", daemon=True)
 
@@ -219,10 +247,24 @@ class RulesStage:
                 j.engine.too_late for judges in self.engines.values() for j in judges.values()
             ),
             "alerts_errors_total": self.errors,
+            "alerts_failing": len(self.failing),
+            "alerts_quarantined_probes": len(self.quarantined),
+            "alerts_readings_unjudged_total": self.unjudged,
         }
         for (rule, transition), n in sorted(self.transitions.items()):
             figures[f'alerts_breaches_total{{rule="{rule}",transition="{transition}"}}'] = n
         return figures
+
+    def problems(self) -> list[str]:
+        """Why the running stage is not judging everything now, one line each ([] when it
+        is): for ingest's /health, which is red while this is not empty (and while the stage's
+        threads are not alive, ``alive``)."""
+        out = [f"rules: {what} failed: {why}" for what, why in sorted(self.failing.items())]
+        out.extend(
+            f"rules: {q.device}/{q.probe or '(door)'} quarantined: {q.error}"
+            for q in self.quarantined.values()
+        )
+        return out
 
     def _run(self) -> None:
         while not self.stopping.is_set():
@@ -234,7 +276,7 @@ class RulesStage:
                 self.stopping.wait(1.0)
             except Exception as exc:
                 log.exception("rules: devices known before the start not watched for silence")
-                self._failed(f"{type(exc).__name__}: {exc}")
+                self._failed("start", f"{type(exc).__name__}: {exc}")
                 break
         last_tick = 0.0
         while not self.stopping.is_set():
@@ -250,20 +292,44 @@ class RulesStage:
                     last_tick = time.monotonic()
                     self.check_silence()
                     self.retire_idle()
+                self.failing.pop("outage", None)  # whatever waited for it is judged now
+                if batch is not None:
+                    self.failing.pop("batch", None)
             except (InfluxUnavailable, StoreUnavailable) as exc:
                 what = "InfluxDB" if isinstance(exc, InfluxUnavailable) else "store"
                 log.warning("rules: %s unavailable (%s); retrying", what, exc)
-                self._failed(f"{what} unavailable: {exc}")
+                self._failed("outage", f"{what} unavailable: {exc}")
                 if batch is not None:  # judged again whole: engines ignore repeats
                     self.observe(batch)
                 self.stopping.wait(1.0)
             except Exception as exc:
                 log.exception("rules stage: batch failed; continuing")
-                self._failed(f"{type(exc).__name__}: {exc}")
+                self._failed("batch", f"{type(exc).__name__}: {exc}")
 
-    def _failed(self, error: str) -> None:
+    def _failed(self, what: str, error: str) -> None:
         self.errors += 1
-        self.last_error = error[:500]
+        self.last_error = self.failing[what] = error[:500]
+
+    def _contained(self, device: str, key: str, work: Callable[..., object], *args: object) -> None:
+        """Run the judging of one (device, probe): an error there quarantines that probe
+        alone; the outage of InfluxDB or the store is the batch's and propagates."""
+        if (device, key) in self.quarantined:
+            return
+        try:
+            work(*args)
+        except (InfluxUnavailable, StoreUnavailable):
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            log.exception("rules: %s/%s quarantined: not judged until ingest restarts", device, key)
+            self.errors += 1
+            self.last_error = error
+            self.quarantined[(device, key)] = Quarantine(
+                device, key, error, int(self.clock() * 1000)
+            )
+            # half-built state must not be used again (a restart rebuilds it from InfluxDB)
+            self.engines.pop((device, key), None)
+            self.pieces.pop((device, key), None)
 
     # -- the work --------------------------------------------------------------------------
 
@@ -291,9 +357,16 @@ class RulesStage:
             by_device[p.device].append(p)
         for device, readings in by_device.items():
             for key, samples in _samples(readings, self.windows.get(device, [])).items():
-                self._judge(device, key, samples)
-            self._heard(device, max(p.ts for p in readings))
+                self._judge_contained(device, key, samples)
+            newest = max(p.ts for p in readings)
+            self._contained(device, SILENCE, self._heard, device, newest)
             self.readings_evaluated += len(readings)
+
+    def _judge_contained(self, device: str, key: str, samples: list[Sample]) -> None:
+        if (device, key) in self.quarantined:
+            self.unjudged += len(samples)
+            return
+        self._contained(device, key, self._judge, device, key, samples)
 
     def _judge(self, device: str, key: str, samples: list[Sample]) -> None:
         """Each sample to the engine of the stretch of one profile it falls in."""
@@ -394,7 +467,9 @@ class RulesStage:
     def _close_ended(self, device: str, probe: str) -> None:
         """Breaches still open where their stretch ended (the probe has readings past it)
         close there: from then on the probe is judged by another profile."""
-        judges = self.engines.get((device, probe), {})
+        judges = self.engines.get((device, probe))
+        if not judges:  # no profile judges it (e.g. on no compartment, no settings profile)
+            return
         newest = max((j.engine.newest or 0 for j in judges.values()), default=0)
         starts = sorted(judges)
         for start, after in zip(starts, [*starts[1:], FAR_FUTURE_MS], strict=True):
@@ -530,10 +605,15 @@ class RulesStage:
     def check_silence(self) -> None:
         """Silence counts only for devices on a delivery in transit (alerts/silence.py)."""
         now_ms = int(self.clock() * 1000)
-        gap_ms = round(self.settings.alerts_silent_after_s * 1000)
         on_delivery = self._devices_on_delivery(now_ms)
         for device, state in list(self.silence.items()):
-            self._silence(device, tick(state, now_ms, gap_ms, on_delivery.get(device)))
+            self._contained(device, SILENCE, self._tick, device, state, now_ms, on_delivery)
+
+    def _tick(
+        self, device: str, state: SilenceState, now_ms: int, on_delivery: dict[str, int]
+    ) -> None:
+        gap_ms = round(self.settings.alerts_silent_after_s * 1000)
+        self._silence(device, tick(state, now_ms, gap_ms, on_delivery.get(device)))
 
     def _devices_on_delivery(self, now_ms: int) -> dict[str, int]:
         asked = self.on_delivery_asked
@@ -542,10 +622,11 @@ class RulesStage:
         try:
             self.on_delivery_since = self.store.ask(lambda s: self.on_delivery(s, now_ms))
             self.on_delivery_asked = now_ms
+            self.failing.pop("deliveries", None)
         except StoreUnavailable as exc:
             # keep the last answer: a store outage must neither end nor invent silences
             log.warning("rules: store unavailable (%s); deliveries in transit as last known", exc)
-            self._failed(f"store unavailable: {exc}")
+            self._failed("deliveries", f"store unavailable: {exc}")
         return self.on_delivery_since
 
     def _reread_overflow(self) -> None:
@@ -561,8 +642,8 @@ class RulesStage:
                         self._remember(d, a, b)
                 raise
             for key, samples in history.items():
-                self._judge(device, key, samples)
-            self._heard(device, hi)
+                self._judge_contained(device, key, samples)
+            self._contained(device, SILENCE, self._heard, device, hi)
 
     def _remember(self, device: str, lo: int, hi: int) -> None:
         with self.lock:

@@ -19,7 +19,8 @@ from sqlalchemy.orm import sessionmaker
 from alerts.profiles import load_profiles
 from alerts.store import Breach
 from api import problems
-from api.deps import DbSession, Influx
+from api.deps import AppSettings, DbSession, Influx
+from api.pipeline import ingest_state
 from api.routes import breaches, deliveries, fleet_data, oversight
 from api.schemas import Health
 from coldtrace import signing
@@ -102,8 +103,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router, prefix=PREFIX)
 
     @app.get(f"{PREFIX}/health", tags=["health"], responses={503: {"model": Health}})
-    def health(session: DbSession, influx: Influx, response: Response) -> Health:
-        """No key needed: for load balancers and supervisors."""
+    def health(
+        session: DbSession, influx: Influx, settings: AppSettings, response: Response
+    ) -> Health:
+        """No key needed: for load balancers and supervisors. With COLDTRACE_INGEST_HEALTH_URL,
+        ingest's state too: failing while ingest is, e.g. while its rules stage does not judge
+        a probe (``reasons`` says which)."""
         try:
             session.execute(text("SELECT 1"))
             database = True
@@ -111,9 +116,19 @@ def create_app(settings: Settings) -> FastAPI:
             log.exception("database health check failed")
             database = False
         influx_up = influx.ping()
-        ok = database and influx_up
+        ingest = ingest_state(settings.ingest_health_url)
+        reasons = [] if database else ["database unreachable"]
+        reasons += [] if influx_up else ["InfluxDB unreachable"]
+        reasons += [] if ingest is None else ingest.reasons
+        ok = database and influx_up and (ingest is None or ingest.status == "ok")
         response.status_code = 200 if ok else 503
-        return Health(status="ok" if ok else "failing", database=database, influx=influx_up)
+        return Health(
+            status="ok" if ok else "failing",
+            database=database,
+            influx=influx_up,
+            ingest=None if ingest is None else ingest.status,
+            reasons=reasons,
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["health"])
     def metrics(session: DbSession, influx: Influx) -> str:

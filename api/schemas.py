@@ -204,6 +204,9 @@ class FleetVehicle(BaseModel):
     temperatures: dict[str, float]
     open_breaches: int
     active_delivery_id: int | None
+    # "device/probe" of its devices' probes the rules stage stopped judging after an error
+    # (ingest's /health; empty when the API is not told where ingest is)
+    unjudged_probes: list[str] = []
 
 
 class AuditOut(Out):
@@ -221,6 +224,9 @@ class Health(BaseModel):
     status: Literal["ok", "failing"]
     database: bool
     influx: bool
+    # ingest's own state (None: COLDTRACE_INGEST_HEALTH_URL unset, not asked)
+    ingest: Literal["ok", "failing", "unreachable"] | None = None
+    reasons: list[str] = []  # one line per failing part, e.g. a probe the rules don't judge
 
 
 class GeoJson(BaseModel):

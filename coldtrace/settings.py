@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     ingest_max_payload_bytes: int = Field(256 * 1024, ge=1024)
     ingest_dedup_window_h: int = Field(24, ge=1)
     ingest_health_port: int = Field(8081, ge=0, le=65535)
+    # Loopback by default; a container serves it to its network (the API asks it).
+    ingest_health_host: str = Field("127.0.0.1", min_length=1)
+    # Where the API asks ingest's /health, to show the pipeline's state (rules stage
+    # quarantines) in its own /health and fleet view; unset: the API does not report on it.
+    ingest_health_url: str | None = Field(None, pattern=r"^https?://[^/\s]+/?$")
     # /health fails once InfluxDB has refused to take writes for this long.
     ingest_unhealthy_after_s: float = Field(60.0, gt=0)
 

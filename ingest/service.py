@@ -60,7 +60,9 @@ class IngestService:
     def start(self) -> None:
         # The port first: taken, it stops ingest with one line before anything connects.
         if self.settings.ingest_health_port:
-            self.health_server = _serve_health(self, self.settings.ingest_health_port)
+            self.health_server = _serve_health(
+                self, self.settings.ingest_health_host, self.settings.ingest_health_port
+            )
         self._ensure_database()
         if self.rules is not None:
             self.rules.start()
@@ -219,11 +221,15 @@ class IngestService:
             "writer_alive": self.writer.is_alive() and self.failure is None,
             "influx_writable": retry_s < self.settings.ingest_unhealthy_after_s,
         }
+        rules_problems = [] if self.rules is None else self.rules.problems()
         if self.rules is not None:
             checks["rules_alive"] = self.rules.alive()
+            checks["rules_judging"] = not rules_problems
         ok = all(checks.values())
         body: dict[str, object] = {
             "status": "ok" if ok else "failing",
+            # one line per failing check, naming what and why
+            "reasons": [name for name, passed in checks.items() if not passed] + rules_problems,
             **checks,
             "influx_retrying_s": round(retry_s, 1),
             "inbox": self.inbox.qsize(),
@@ -231,6 +237,7 @@ class IngestService:
         }
         if self.rules is not None:
             body["rules_last_error"] = self.rules.last_error
+            body["rules_quarantined"] = [q.__dict__ for q in self.rules.quarantined.values()]
         return ok, body
 
     def metrics(self) -> str:
@@ -247,7 +254,7 @@ class IngestService:
         return "\n".join(lines) + "\n"
 
 
-def _serve_health(service: IngestService, port: int) -> ThreadingHTTPServer:
+def _serve_health(service: IngestService, host: str, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/health":
@@ -270,8 +277,8 @@ def _serve_health(service: IngestService, port: int) -> ThreadingHTTPServer:
             pass  # health probes every few seconds would drown the log
 
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server = ThreadingHTTPServer((host, port), Handler)
     except OSError as exc:
-        raise port_taken("INGEST_HEALTH_PORT", "127.0.0.1", port, exc) from None
+        raise port_taken("INGEST_HEALTH_PORT", host, port, exc) from None
     threading.Thread(target=server.serve_forever, name="ingest-health", daemon=True).start()
     return server

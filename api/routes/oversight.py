@@ -13,6 +13,7 @@ from sqlalchemy import select
 from alerts.store import Breach
 from api.auth import Anyone, Operators, Staff
 from api.deps import AppSettings, DbSession, Influx
+from api.pipeline import ingest_state
 from api.routes.common import Limit, Offset, page, visible_delivery
 from api.routes.deliveries import certificate_out
 from api.schemas import (
@@ -82,9 +83,14 @@ def _live(
 
 
 @router.get("/fleet", tags=["fleet"])
-def fleet(session: DbSession, who: Staff, influx: Influx) -> list[FleetVehicle]:
+def fleet(
+    session: DbSession, who: Staff, influx: Influx, settings: AppSettings
+) -> list[FleetVehicle]:
     """Per vehicle: the devices in it now, its last reading and position, the newest value of
-    each probe, its open breaches and the delivery it is on."""
+    each probe, its open breaches, the delivery it is on, and the probes the rules stage
+    does not judge (ingest's quarantine)."""
+    ingest = ingest_state(settings.ingest_health_url)
+    unjudged = set() if ingest is None else set(ingest.quarantined)
     current = session.execute(
         select(Assignment, Compartment.vehicle_id)
         .join(Compartment)
@@ -131,6 +137,7 @@ def fleet(session: DbSession, who: Staff, influx: Influx) -> list[FleetVehicle]:
                 temperatures={p: t[1] for p, t in sorted(probe_values.items())},
                 open_breaches=open_breaches[v.id],
                 active_delivery_id=active.get(v.id),
+                unjudged_probes=sorted(p for p in unjudged if p.split("/")[0] in devices),
             )
         )
     return out

@@ -548,3 +548,118 @@ def test_editing_a_delivery_s_profile_judges_its_breaches_again(
     stage.evaluate(store(influx, readings(right, range(0, 60), cold_then_warm)))
     assert excursions(stage, mistaken) == [("product", "chilled", T0 + 20 * MINUTE, None, "open")]
     assert [b[:-1] for b in judged(stage, mistaken)] == [b[:-1] for b in judged(stage, right)]
+
+
+def test_a_probe_on_no_compartment_first_in_the_payload_leaves_the_others_judged(
+    settings, influx, prefix, database_url
+) -> None:
+    """The usual wiring: ``air`` watches the cabin and belongs to no compartment, ``product``
+    measures the chilled compartment; no settings profile, so nothing judges ``air``. The
+    product at 6.5 C from minute 10 to 39 is one breach; nothing is quarantined."""
+    device = f"{prefix}-van"
+    put_on_delivery(database_url, device, T0, "start")
+    stage = make_stage(settings, database_url, Clock(T0 + 60 * MINUTE), alerts_default_profile=None)
+    warm = lambda m: 6.5 if 10 <= m < 40 else 3.0  # noqa: E731
+    for first in range(0, 60, 10):  # live, ten minutes a batch, ``air`` first in each reading
+        stage.evaluate(
+            store(influx, readings(device, range(first, first + 10), warm, ("air", "product")))
+        )
+    assert excursions(stage, device) == [
+        ("product", "chilled", T0 + 10 * MINUTE, T0 + 40 * MINUTE, "closed")
+    ]
+    assert (stage.quarantined, stage.errors, stage.problems()) == ({}, 0, [])
+
+
+def test_an_error_judging_one_probe_quarantines_that_probe_alone(
+    settings, influx, prefix, database_url, monkeypatch, caplog
+) -> None:
+    """An exception while judging van A's ``air``: A's ``product`` and van B are judged all
+    the same, in this batch and the next; ``air`` is quarantined, logged once, counted, and
+    named in the stage's problems (ingest's /health)."""
+    a, b = f"{prefix}-a", f"{prefix}-b"
+    clock = Clock(T0 + 60 * MINUTE)
+    stage = make_stage(settings, database_url, clock)
+    judge = stage._judge
+
+    def broken(device: str, key: str, samples: list[object]) -> None:
+        if (device, key) == (a, "air"):
+            raise RuntimeError("injected")
+        judge(device, key, samples)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stage, "_judge", broken)
+    warm = lambda m: 6.5 if 10 <= m < 40 else 3.0  # noqa: E731
+    with caplog.at_level("ERROR", logger="alerts.stage"):
+        for first in range(0, 60, 30):
+            batch = readings(a, range(first, first + 30), warm, ("air", "product"))
+            batch += readings(b, range(first, first + 30), warm)
+            stage.evaluate(store(influx, batch))
+    span = (T0 + 10 * MINUTE, T0 + 40 * MINUTE, "closed")
+    assert excursions(stage, a) == [("product", "chilled", *span)]
+    assert excursions(stage, b) == [("product", "chilled", *span)]
+    assert list(stage.quarantined) == [(a, "air")]
+    assert stage.quarantined[(a, "air")].error == "RuntimeError: injected"
+    assert stage.problems() == [f"rules: {a}/air quarantined: RuntimeError: injected"]
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
+        f"rules: {a}/air quarantined: not judged until ingest restarts"
+    ]
+    figures = stage.metrics()
+    assert (
+        figures["alerts_quarantined_probes"],
+        figures["alerts_errors_total"],
+        figures["alerts_readings_unjudged_total"],
+    ) == (1, 1, 30)  # the second batch's 30 air readings
+
+
+def test_a_probe_appearing_and_disappearing_mid_delivery_is_judged_while_it_reports(
+    settings, influx, prefix, database_url
+) -> None:
+    """``product`` reports from minute 20 to 49 only (plugged in late, then unplugged), warm
+    from 30 to 49: its breach opens and stays open (its last reading is out of range); the
+    always-present ``air`` (settings' chilled) is judged throughout with no breach."""
+    device = f"{prefix}-van"
+    put_on_delivery(database_url, device, T0, "start")
+    stage = make_stage(settings, database_url, Clock(T0 + 80 * MINUTE))
+    batches = [
+        readings(device, range(0, 20), lambda m: 3.0, ("air",)),
+        readings(device, range(20, 30), lambda m: 3.0, ("air", "product")),
+        [  # the product warm, the air not
+            p._replace(
+                reading=p.reading.model_copy(update={"probes": {**p.reading.probes, "air": 3.0}})
+            )
+            for p in readings(device, range(30, 50), lambda m: 6.5, ("product",))
+        ],
+        readings(device, range(50, 80), lambda m: 3.0, ("air",)),
+    ]
+    for placed in batches:
+        stage.evaluate(store(influx, placed))
+    assert excursions(stage, device) == [("product", "chilled", T0 + 30 * MINUTE, None, "open")]
+    assert stage.quarantined == {}
+
+
+def test_a_device_moved_to_another_vehicle_is_judged_by_its_new_compartment(
+    settings, influx, prefix, database_url
+) -> None:
+    """The logger measures van 1's chilled compartment (0..4 C), then from minute 60 van 2's
+    deep-frozen one (<= -18 C): -10 C after the move breaches deep-frozen at once (past its
+    -15 C critical limit); the 3 C before it was in range for chilled."""
+    device = f"{prefix}-van"
+    put_on_delivery(database_url, device, T0)  # van 1: chilled, from T0
+    from sqlalchemy.orm import Session
+
+    from coldtrace.db import make_engine
+    from deliveries.store import Store
+
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        s = Store(session, "test", clock=lambda: T0 + 60 * MINUTE)
+        s.create_vehicle(f"{device}-van2", "Van 2", {"freezer": "deep-frozen"})
+        s.assign(device, "product", f"{device}-van2", "freezer", T0 + 60 * MINUTE)
+        session.commit()
+    engine.dispose()
+    stage = make_stage(
+        settings, database_url, Clock(T0 + 120 * MINUTE), alerts_default_profile=None
+    )
+    cold = lambda m: 3.0 if m < 60 else -10.0  # noqa: E731
+    stage.evaluate(store(influx, readings(device, range(0, 120), cold)))
+    judged = [(b.probe, b.profile, b.rule, b.start_ts, b.state) for b in breaches(stage, device)]
+    assert judged == [("product", "deep-frozen", "excursion_high", T0 + 60 * MINUTE, "open")]

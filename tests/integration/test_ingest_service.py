@@ -3,15 +3,18 @@ the real Mosquitto and InfluxDB."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from coldtrace.services import free_port
 from coldtrace.settings import Settings
 from ingest.service import IngestService
-from tests.conftest import put_on_delivery, wait_for
+from tests.conftest import Api, Devices, put_on_delivery, wait_for
 
 
 def test_health_fails_when_the_rules_stage_thread_ends(settings: Settings, tmp_path: Path) -> None:
@@ -78,3 +81,96 @@ def test_the_rules_stage_starts_once_a_probe_is_assigned(
         assert (body["status"], body["rules_alive"]) == ("ok", True)
     finally:
         service.shutdown()
+
+
+def test_health_names_a_probe_the_rules_stage_quarantined(
+    settings: Settings, tmp_path: Path, devices: Devices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error injected into the judging of one probe: ingest's /health answers 503 naming
+    it, the metrics count it, the device's other probe is judged all the same, and the API
+    told where ingest is shows it in its /health and its fleet view."""
+    port = free_port()
+    database_url = f"sqlite:///{tmp_path / 'ingest.db'}"
+    service = IngestService(
+        settings.model_copy(
+            update={
+                "mqtt_client_id": f"ingest-{uuid.uuid4().hex[:8]}",
+                "ingest_health_port": port,
+                "database_url": database_url,
+                "alerts_default_profile": "chilled",
+            }
+        )
+    )
+    assert service.rules is not None
+    judge = service.rules._judge
+
+    def broken(device: str, key: str, samples: list[object]) -> None:
+        if key == "air":
+            raise RuntimeError("injected")
+        judge(device, key, samples)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service.rules, "_judge", broken)
+    device = f"van-{uuid.uuid4().hex[:6]}"
+    put_on_delivery(database_url, device, 1_790_000_000_000)  # product on the van's compartment
+    now = int(time.time() * 1000)
+    readings = [
+        {"seq": i, "ts": now - (10 - i) * 60_000, "up": i, "probes": {"air": 3.0, "product": 3.0}}
+        for i in range(10)
+    ]
+    service.start()
+    try:
+        health = f"http://127.0.0.1:{port}/health"
+        wait_for(lambda: httpx.get(health).status_code == 200, what="healthy ingest")
+        devices.publish(
+            device, [json.dumps({"device": device, "boot": 1, "readings": readings}).encode()]
+        )
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        evaluated = "coldtrace_alerts_readings_evaluated_total 10\n"
+        wait_for(lambda: evaluated in httpx.get(metrics).text, what="the batch judged")
+        body = httpx.get(health).json()
+        assert (body["status"], body["rules_judging"]) == ("failing", False)
+        assert body["reasons"] == [
+            "rules_judging",
+            f"rules: {device}/air quarantined: RuntimeError: injected",
+        ]
+        assert httpx.get(health).status_code == 503
+        assert "coldtrace_alerts_quarantined_probes 1\n" in httpx.get(metrics).text
+        assert service.rules.engines.keys() == {(device, "product")}
+
+        api = Api(
+            settings.model_copy(
+                update={
+                    "database_url": database_url,
+                    "ingest_health_url": f"http://127.0.0.1:{port}",
+                }
+            )
+        )
+        try:
+            r = api.client.get("/api/v1/health")
+            assert (r.status_code, r.json()["ingest"], r.json()["reasons"]) == (
+                503,
+                "failing",
+                ["rules_judging", f"rules: {device}/air quarantined: RuntimeError: injected"],
+            )
+            (van,) = api.ok("GET", "/fleet")
+            assert (van["vehicle_id"], van["unjudged_probes"]) == (
+                f"{device}-vehicle",
+                [f"{device}/air"],
+            )
+        finally:
+            api.close()
+    finally:
+        service.shutdown()
+    api = Api(
+        settings.model_copy(
+            update={"database_url": database_url, "ingest_health_url": f"http://127.0.0.1:{port}"}
+        )
+    )
+    try:  # ingest gone: the API says so
+        r = api.client.get("/api/v1/health")
+        assert (r.status_code, r.json()["ingest"]) == (503, "unreachable")
+        assert r.json()["reasons"][0].startswith(
+            f"ingest unreachable at http://127.0.0.1:{port}/health"
+        )
+    finally:
+        api.close()
