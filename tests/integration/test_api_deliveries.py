@@ -573,7 +573,14 @@ def test_health_and_metrics(api: Api, fleet: tuple[str, str], influx: InfluxClie
     api.ok("POST", "/deliveries", json=plan(vehicle))
     add_breach(api, device, T0, None)
     r = api.client.get("/api/v1/health")
-    assert r.status_code == 200 and r.json() == {"status": "ok", "database": True, "influx": True}
+    assert r.status_code == 200
+    assert r.json() == {
+        "status": "ok",
+        "database": True,
+        "influx": True,
+        "ingest": None,  # COLDTRACE_INGEST_HEALTH_URL unset: not asked
+        "reasons": [],
+    }
     metrics = api.client.get("/metrics").text
     values = dict(line.rsplit(" ", 1) for line in metrics.splitlines())
     assert values["coldtrace_breaches_open"] == "1"
@@ -590,7 +597,13 @@ def test_influxdb_down_fails_health_and_answers_503(
     try:
         r = down.client.get("/api/v1/health")
         assert r.status_code == 503
-        assert r.json() == {"status": "failing", "database": True, "influx": False}
+        assert r.json() == {
+            "status": "failing",
+            "database": True,
+            "influx": False,
+            "ingest": None,
+            "reasons": ["InfluxDB unreachable"],
+        }
         setup_fleet(down, f"{prefix}-van", f"{prefix}-logger")
         d = down.ok("POST", "/deliveries", json=plan(f"{prefix}-van"))
         r = down.client.get(f"/api/v1/deliveries/{d['id']}/trace", headers=down.admin)
