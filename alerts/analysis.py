@@ -14,11 +14,10 @@ from alerts.evaluation import (
     Evaluation,
     evaluate,
     iso,
-    to_sample,
 )
 from alerts.logger_csv import LoggerSeries
 from alerts.profiles import Profile
-from alerts.rules import Window
+from alerts.rules import Sample, Window
 
 __all__ = ["Analysis", "analyze", "as_json", "breach_verdict", "iso", "parse_window"]
 
@@ -46,7 +45,7 @@ def analyze(
     row is the window; each column is one probe."""
     samples = {
         ("", probe): [
-            to_sample(ts, line, v, None, ())
+            Sample(ts, line, v)
             for ts, line, v in zip(series.times, series.lines, series.values[probe], strict=True)
         ]
         for probe in series.probes

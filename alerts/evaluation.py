@@ -3,10 +3,10 @@ implementation behind ``coldtrace analyze`` (a logger file) and a delivery's cer
 (its compartment probes' readings, read back from InfluxDB). Pure: no clock, no I/O.
 
 Each probe's samples run through the same ``ProbeEngine`` and ``ProbeRules`` the live rules
-stage uses, after the same conversion: an impossible value (85.0, -127.0, out of the
-plausible range: ``coldtrace.contract.probe_fault``) is a probe fault, not a temperature, and
-a reading inside a configured suppression window (defrost, loading) is flagged as such
-(``alerts.rules.in_windows``).
+stage uses, after the same conversion (``evaluate`` applies it to whatever it is given): an
+impossible value (85.0, -127.0, out of the plausible range: ``coldtrace.contract.probe_fault``)
+is a probe fault, not a temperature, and a reading inside a configured suppression window
+(defrost, loading) is flagged as such (``alerts.rules.in_windows``).
 
 Figures are time-weighted on the rules' sample-and-hold basis (alerts/rules.py): a
 temperature holds from its reading until the next one, the last one until the end of the
@@ -49,9 +49,10 @@ INCOMPLETE: Final = "incomplete"
 TEMPERATURE_RULES: Final = frozenset({"excursion_high", "excursion_low", "cumulative", "mkt"})
 PROBE_RULES: Final = frozenset({"probe_fault", "probe_stuck", "probe_jump"})
 # Device-level live breaches (probe ""): a door left open past the profile's limit breaks
-# the profile's rules (counted when the profile sets door_open_max_min); a silence is a
-# real-time alarm only: whether readings are missing is what the stored readings say (gaps).
+# the profile's rules (counted when the profile sets door_open_max_min); a device silent on
+# the delivery (alerts/silence.py) means the record could not vouch for the goods then.
 DOOR_RULE: Final = "door_open"
+SILENCE_RULE: Final = "device_silent"
 # When a probe has fewer than two readings there is no interval to take the median of.
 DEFAULT_INTERVAL_MS: Final = MINUTE_MS
 
@@ -113,6 +114,7 @@ class ProbeFigures:
     in_range_pct: float | None  # of the covered time
     mkt_c: float | None  # over the covered time (USP <1160> / WHO TRS 961 formula)
     interval_ms: int  # median time between its samples: the sampling interval
+    covered_min: float  # time its temperatures vouch for (its span less gaps and lead-in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,15 @@ class Evaluation:
         return max((p.max_c for p in self.probes if p.max_c is not None), default=None)
 
     @property
+    def mean_c(self) -> float | None:
+        """Time-weighted over every probe's covered time."""
+        weighted = [(p.mean_c, p.covered_min) for p in self.probes if p.mean_c is not None]
+        total = sum(w for _, w in weighted)
+        if total <= 0:
+            return weighted[0][0] if weighted else None
+        return round(sum(m * w for m, w in weighted) / total, 2)
+
+    @property
     def mkt_c(self) -> float | None:
         """The worst probe's: the product that saw the most heat."""
         return max((p.mkt_c for p in self.probes if p.mkt_c is not None), default=None)
@@ -204,15 +215,6 @@ def iso(ts_ms: int | None) -> str | None:
     if ts_ms is None:
         return None
     return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
-def to_sample(
-    ts: int, seq: int, value: float | None, door: bool | None, windows: Sequence[Window]
-) -> Sample:
-    """A stored or logged probe value as the rules judge it, the conversion the live stage
-    applies: an impossible value is a fault (celsius None), suppression windows flag it."""
-    celsius = None if probe_fault(value) else value
-    return Sample(ts, seq, celsius, door, in_windows(list(windows), ts))
 
 
 def _held(
@@ -258,7 +260,6 @@ def _probe(
     profile: Profile,
     span: tuple[int, int],
     max_hold_ms: int,
-    positions: Sequence[Position],
 ) -> tuple[ProbeFigures, list[Breach], list[Gap]]:
     device, probe = key
     lo, hi = span
@@ -290,12 +291,13 @@ def _probe(
         round(100 * (total - out) / total, 2) if total > 0 else None,
         _mkt(pairs, points),
         _interval(samples),
+        round(total, 2),
     )
     breaches = []
     for b in sorted(engine.view.values(), key=lambda r: (r.start, r.rule)):
         inside = [(t, v) for t, v in points if b.start <= t < (b.end if b.end else hi + 1)]
         own, _ = _held(inside, b.end if b.end is not None else hi, max_hold_ms)
-        breaches.append(Breach(device, probe, b, _mkt(own, inside), _where(positions, b.start)))
+        breaches.append(Breach(device, probe, b, _mkt(own, inside), None))
     return figures, breaches, [Gap(device, probe, a, b) for a, b in holes]
 
 
@@ -341,7 +343,8 @@ def _verdict(
 ) -> tuple[Verdict, list[str]]:
     """not_compliant on evidence the product left its range (a temperature breach, or the door
     open past the profile's limit); else incomplete when the record cannot vouch for the
-    whole window (gaps, a silent probe, probe faults) or disagrees with the live alarms; else
+    whole window (gaps, a silent probe or device, probe faults) or disagrees with the live
+    alarms; else
     compliant. Evidence of a breach outranks a hole in the record."""
     name = {"": "device"}
 
@@ -363,6 +366,11 @@ def _verdict(
         f"no temperature from {who(g.device, g.probe)} {iso(g.start)}..{iso(g.end)}" for g in gaps
     ]
     unsure += [f"{who(*k)} never reported" for k in silent]
+    unsure += [
+        f"{x.device} silent on the delivery from {iso(x.start)}"
+        for x in live
+        if not x.probe and x.rule == SILENCE_RULE and not x.suppressed
+    ]
     unsure += [
         f"{b.record.rule} on {who(b.device, b.probe)} from {iso(b.record.start)}"
         for b in breaches
@@ -388,7 +396,6 @@ def evaluate(
     end: int,
     *,
     spans: Mapping[ProbeKey, tuple[int, int]] | None = None,
-    positions: Sequence[Position] = (),
     live: Sequence[LiveBreach] | None = None,
 ) -> Evaluation:
     """Judge every probe's samples in ``[start, end]`` (epoch ms, device time) by ``profile``.
@@ -396,11 +403,10 @@ def evaluate(
     ``samples``: per (device, probe), the readings (any order; a repeated (ts, seq) counts
     once); every probe named is expected to report (one that gave nothing is ``silent``).
     ``windows``: suppression windows per device. ``spans``: a probe's own ``[start, end]``
-    when it measured only part of the window (a device moved between vehicles). ``positions``:
-    the vehicle's GPS fixes, sorted, for where each breach began. ``live``: the breaches the
-    live rules stage stored over the window, compared with the evaluation's (probe ones) or
-    counted as they are (device-level ones, probe ""); None when there is no live side (a
-    logger file)."""
+    when it measured only part of the window (a device moved between vehicles). ``live``:
+    the breaches the live rules stage stored over the window, compared with the
+    evaluation's (probe ones) or counted as they are (device-level ones, probe ""); None
+    when there is no live side (a logger file)."""
     max_hold_ms = round(profile.fault_delay_min * MINUTE_MS)
     probes: list[ProbeFigures] = []
     breaches: list[Breach] = []
@@ -422,9 +428,7 @@ def evaluate(
         )
         if not mine:
             silent.append(key)
-        figures, found, holes = _probe(
-            key, [s for _, s in mine], profile, (lo, hi), max_hold_ms, positions
-        )
+        figures, found, holes = _probe(key, [s for _, s in mine], profile, (lo, hi), max_hold_ms)
         probes.append(figures)
         breaches += found
         gaps += holes
@@ -448,3 +452,13 @@ def evaluate(
         reasons,
         matched,
     )
+
+
+def locate(e: Evaluation, fixes: Mapping[str, Sequence[Position]]) -> Evaluation:
+    """The evaluation with where each breach began: its device's last fix at or before the
+    breach's start (else the first one after it). ``fixes``: per device, sorted by time;
+    a caller may pass only the fixes around the breaches' starts."""
+    located = [
+        replace(b, where=_where(fixes.get(b.device, ()), b.record.start)) for b in e.breaches
+    ]
+    return replace(e, breaches=located)

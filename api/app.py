@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from alerts.profiles import load_profiles
 from alerts.store import Breach
@@ -28,7 +28,7 @@ from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings
 from deliveries.automation import sweep
-from deliveries.models import Delivery
+from deliveries.models import Certificate, Delivery
 from deliveries.source import ReadingSource
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,8 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> Health:
         """No key needed: for load balancers and supervisors. With COLDTRACE_INGEST_HEALTH_URL,
         ingest's state too: failing while ingest is, e.g. while its rules stage does not judge
-        a probe (``reasons`` says which)."""
+        a probe (``reasons`` says which). Failing too while a current certificate disagrees
+        with the live rules stage on a breach (docs/certificates.md)."""
         try:
             session.execute(text("SELECT 1"))
             database = True
@@ -120,7 +121,11 @@ def create_app(settings: Settings) -> FastAPI:
         reasons = [] if database else ["database unreachable"]
         reasons += [] if influx_up else ["InfluxDB unreachable"]
         reasons += [] if ingest is None else ingest.reasons
-        ok = database and influx_up and (ingest is None or ingest.status == "ok")
+        disagreeing = _disagreeing_certificates(session) if database else []
+        reasons += disagreeing
+        ok = (
+            database and influx_up and (ingest is None or ingest.status == "ok") and not disagreeing
+        )
         response.status_code = 200 if ok else 503
         return Health(
             status="ok" if ok else "failing",
@@ -148,6 +153,12 @@ def create_app(settings: Settings) -> FastAPI:
         )
         open_breaches = session.scalar(select(func.count()).where(Breach.state == "open"))
         lines.append(f"coldtrace_breaches_open {open_breaches}")
+        # Versions are never edited nor deleted: the sum over all of them only ever grows.
+        found = session.scalar(select(func.coalesce(func.sum(Certificate.disagreements), 0)))
+        lines.append(f"coldtrace_certificate_disagreements_total {found}")
+        lines.append(
+            f"coldtrace_certificates_disagreeing {len(_disagreeing_certificates(session))}"
+        )
         for state, n in session.execute(
             select(Delivery.state, func.count()).group_by(Delivery.state).order_by(Delivery.state)
         ):
@@ -157,6 +168,21 @@ def create_app(settings: Settings) -> FastAPI:
         return "\n".join(lines) + "\n"
 
     return app
+
+
+def _disagreeing_certificates(session: Session) -> list[str]:
+    """One line per current certificate whose evaluation and the live rules stage disagree on
+    a breach (docs/certificates.md): unresolved until a newer version agrees."""
+    rows = session.execute(
+        select(Certificate.delivery_id, Certificate.version, Certificate.disagreements)
+        .where(Certificate.superseded_ms.is_(None), Certificate.disagreements > 0)
+        .order_by(Certificate.delivery_id)
+    )
+    return [
+        f"delivery {delivery}: certificate version {version} has {n} breach(es) found by only "
+        "one of the evaluation of the stored readings and the live rules stage"
+        for delivery, version, n in rows
+    ]
 
 
 def _sweep_loop(app: FastAPI, interval_s: float, stop: threading.Event) -> None:

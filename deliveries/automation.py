@@ -8,20 +8,21 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts.store import Breach
 from coldtrace.settings import Settings
 from deliveries import geo
-from deliveries.attach import breach_mark, delivery_breaches, delivery_segments, window
+from deliveries.attach import delivery_segments, window
 from deliveries.certificate import certificate_body
+from deliveries.judge import judge
 from deliveries.lifecycle import Action, State, close_due
 from deliveries.models import Certificate, Delivery
 from deliveries.source import ReadingSource
 from deliveries.store import Conflict, Store, breach_links, wall_ms
 from deliveries.trace import iso
+from deliveries.window import Segment
 
 log = logging.getLogger(__name__)
 
@@ -92,42 +93,89 @@ def close(
         if why_not:
             raise Conflict(why_not)
     store.transition(d, Action.close, at, "api")  # refused with its reason unless delivered
-    issue_certificate(store, d, settings.certificate_key)
+    issue_certificate(store, d, source, settings)
 
 
-def issue_certificate(store: Store, d: Delivery, key: Ed25519PrivateKey) -> Certificate | None:
-    """Issue a version signed with `key` if the breaches say something else than the current
-    one (or there is none)."""
+def issue_certificate(
+    store: Store, d: Delivery, source: ReadingSource, settings: Settings
+) -> Certificate | None:
+    """Judge the delivery from its stored readings (deliveries.judge) and issue a version
+    signed with the settings' key if that says something else than the current one (or there
+    is none). A version on which the evaluation and the live rules stage disagree is logged
+    at ERROR when issued (once: an unchanged body issues nothing)."""
     start, end = window(d, store.clock())
-    marks = [breach_mark(b) for b in delivery_breaches(store.session, d)]
-    verdict, body = certificate_body(trace_properties(d, start, end), start, end, marks)
-    current = store.session.scalars(
+    evaluation, device_breaches = judge(store.session, d, source, settings, store.clock())
+    verdict, body = certificate_body(trace_properties(d, start, end), evaluation, device_breaches)
+    current = current_certificate(store, d)
+    if current is not None and current.body == body:
+        return None
+    issued = store.issue_certificate(
+        d, verdict, body, settings.certificate_key, len(evaluation.disagreements)
+    )
+    if evaluation.disagreements:
+        log.error(
+            "delivery %s certificate version %d (%s): %d breach(es) found by only one of the "
+            "evaluation of the stored readings and the live rules stage: %s",
+            d.id,
+            issued.version,
+            verdict,
+            len(evaluation.disagreements),
+            "; ".join(r for r in evaluation.reasons if r.endswith(" only")),
+        )
+    return issued
+
+
+def current_certificate(store: Store, d: Delivery) -> Certificate | None:
+    return store.session.scalars(
         select(Certificate).where(
             Certificate.delivery_id == d.id, Certificate.superseded_ms.is_(None)
         )
     ).first()
-    if current is not None and current.body == body:
-        return None
-    return store.issue_certificate(d, verdict, body, key)
 
 
-def recertify(store: Store, key: Ed25519PrivateKey) -> int:
+def _segments(store: Store, d: Delivery) -> list[Segment]:
+    start, end = window(d, store.clock())
+    return delivery_segments(store.session, d, start, end)
+
+
+def recertify(store: Store, source: ReadingSource, settings: Settings) -> int:
     """New certificate versions for closed deliveries whose breaches changed (opened late,
-    ended, withdrawn) after their current certificate was issued; returns how many."""
+    ended, withdrawn) after their current certificate was issued, or whose compartment
+    probes' readings in InfluxDB are not the ones it counted (a backlog that arrived after
+    the close), for certificates issued within the late-data horizon
+    (COLDTRACE_ALERTS_LATE_HORIZON_H); returns how many."""
     current = (
         select(Certificate.delivery_id, Certificate.issued_ms)
         .where(Certificate.superseded_ms.is_(None))
         .subquery()
     )
-    changed = store.session.execute(
-        breach_links(withdrawn=True)
-        .join(current, current.c.delivery_id == Delivery.id)
-        .where(Delivery.state == State.closed.value, Breach.updated_at > current.c.issued_ms)
+    changed = {
+        row[1]
+        for row in store.session.execute(
+            breach_links(withdrawn=True)
+            .join(current, current.c.delivery_id == Delivery.id)
+            .where(Delivery.state == State.closed.value, Breach.updated_at > current.c.issued_ms)
+        ).all()
+    }
+    horizon_ms = round(settings.alerts_late_horizon_h * 3_600_000)
+    recent = store.session.execute(
+        select(Delivery, Certificate.body)
+        .join(Certificate, Certificate.delivery_id == Delivery.id)
+        .where(
+            Delivery.state == State.closed.value,
+            Certificate.superseded_ms.is_(None),
+            Certificate.issued_ms >= store.clock() - horizon_ms,
+        )
     ).all()
+    for d, body in recent:
+        if d.id not in changed and source.temperature_count(_segments(store, d)) != body.get(
+            "readings"
+        ):
+            changed.add(d.id)
     issued = 0
-    for delivery_id in sorted({row[1] for row in changed}):
+    for delivery_id in sorted(changed):
         d = store.session.get(Delivery, delivery_id)
-        if d is not None and issue_certificate(store, d, key) is not None:
+        if d is not None and issue_certificate(store, d, source, settings) is not None:
             issued += 1
     return issued
 
@@ -166,6 +214,6 @@ def sweep(
                 log.exception("delivery %s: automatic transition failed", d.id)
                 continue
             changed += d.state != before
-        changed += recertify(store, settings.certificate_key)
+        changed += recertify(store, source, settings)
         session.commit()
     return changed

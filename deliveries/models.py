@@ -110,6 +110,9 @@ class Certificate(Base):
     # key's id; None only on versions issued before certificates were signed.
     signature: Mapped[str | None] = mapped_column(String(88))
     key_id: Mapped[str | None] = mapped_column(String(16))
+    # Breaches found by the evaluation of the stored readings or by the live rules stage but
+    # not both (the body lists them): counted for /metrics and /health without reading bodies.
+    disagreements: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class ApiKey(Base):

@@ -8,6 +8,9 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from alerts.evaluation import Position as Fix
+from alerts.evaluation import ProbeKey
+from alerts.rules import Sample as RuleSample
 from coldtrace.influx import InfluxClient, quote_string
 from deliveries.geo import Position
 from deliveries.trace import Readings, Sample
@@ -108,6 +111,66 @@ class ReadingSource:
             for samples in temperatures.values():
                 samples.sort()
         return Readings(positions, dict(temperatures), door_open)
+
+    def probe_samples(self, segs: Iterable[Segment]) -> dict[ProbeKey, list[RuleSample]]:
+        """Every stored reading of each segment's probe, as the rules judge them: a probe
+        fault (stored without ``celsius``) has no temperature, and a reading taken with the
+        door open carries it (for the loading grace). Per (device, probe), in time order."""
+        segs = list(segs)
+        doors = [
+            (
+                device,
+                self._ask(
+                    f"SELECT seq FROM device_health WHERE {_between(device, lo, hi)} "
+                    "AND door = true"
+                ),
+            )
+            for device, lo, hi in device_spans(segs)
+        ]
+        temps = [
+            (
+                (seg.device, seg.probe),
+                self._ask(
+                    f"SELECT celsius, seq FROM temperature WHERE "
+                    f"{_between(seg.device, seg.start, seg.end)} "
+                    f"AND probe = {quote_string(seg.probe)}"
+                ),
+            )
+            for seg in segs
+        ]
+        open_at = {(device, t) for device, f in doors for s in f.result() for t, _ in s["values"]}
+        out: dict[ProbeKey, list[RuleSample]] = defaultdict(list)
+        for key, f in temps:
+            device = key[0]
+            for s in f.result():
+                out[key].extend(
+                    RuleSample(t, seq, c, True if (device, t) in open_at else None)
+                    for t, c, seq in s["values"]
+                )
+        for samples in out.values():
+            samples.sort(key=lambda x: (x.ts, x.seq))
+        return {(seg.device, seg.probe): out.get((seg.device, seg.probe), []) for seg in segs}
+
+    def fix_at(self, device: str, ts: int) -> Fix | None:
+        """The device's last GPS fix at or before ``ts`` (epoch ms), if any."""
+        for s in self.influx.query(
+            f"SELECT lat, lon FROM position WHERE device = {quote_string(device)} "
+            f"AND time <= {ts}ms ORDER BY time DESC LIMIT 1"
+        ):
+            t, lat, lon = s["values"][0]
+            return Fix(int(t), float(lat), float(lon))
+        return None
+
+    def temperature_count(self, segs: Iterable[Segment]) -> int:
+        """How many temperature points (faults included) InfluxDB holds for the segments."""
+        futures = [
+            self._ask(
+                f"SELECT count(seq) FROM temperature WHERE "
+                f"{_between(seg.device, seg.start, seg.end)} AND probe = {quote_string(seg.probe)}"
+            )
+            for seg in segs
+        ]
+        return sum(int(s["values"][0][1]) for f in futures for s in f.result())
 
     def last_reading_ms(self, devices: Iterable[str]) -> int | None:
         """Device time of the newest reading stored for any of the devices."""

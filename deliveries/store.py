@@ -278,10 +278,16 @@ class Store:
         return delivery
 
     def issue_certificate(
-        self, delivery: Delivery, verdict: str, body: dict[str, Any], key: Ed25519PrivateKey
+        self,
+        delivery: Delivery,
+        verdict: str,
+        body: dict[str, Any],
+        key: Ed25519PrivateKey,
+        disagreements: int = 0,
     ) -> Certificate:
         """A new version, signed with `key`; the one before it (if any) is marked superseded,
-        never edited."""
+        never edited. ``disagreements``: breaches its evaluation and the live rules stage do
+        not agree on (the body lists them)."""
         previous = self.session.scalars(
             select(Certificate)
             .where(Certificate.delivery_id == delivery.id, Certificate.superseded_ms.is_(None))
@@ -305,6 +311,7 @@ class Store:
             body=body,
             signature=signing.sign(key, body),
             key_id=signing.key_id(key.public_key()),
+            disagreements=disagreements,
         )
         self.session.add(row)
         self.session.flush()

@@ -129,14 +129,15 @@ def transition(
 
 @router.post("/{delivery_id}/reevaluate")
 def reevaluate(
-    delivery_id: int, session: DbSession, who: Operators, settings: AppSettings
+    delivery_id: int, session: DbSession, who: Operators, source: Source, settings: AppSettings
 ) -> list[CertificateOut]:
-    """After late readings: a closed delivery whose breaches changed gets a new certificate
-    version that supersedes the previous one (issued ones are never edited)."""
+    """Judge a closed delivery again from its stored readings (late readings, breaches the
+    live stage changed): a different outcome is a new certificate version that supersedes
+    the previous one (issued ones are never edited)."""
     d = visible_delivery(session, who, delivery_id)
     if d.state != State.closed:
         raise Conflict(f"only a closed delivery has a certificate to re-evaluate ({d.state})")
-    automation.issue_certificate(Store(session, who.actor), d, settings.certificate_key)
+    automation.issue_certificate(Store(session, who.actor), d, source, settings)
     session.commit()
     return certificates(delivery_id, session, who)
 

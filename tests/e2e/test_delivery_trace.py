@@ -170,6 +170,9 @@ def test_delivery_trace_shows_the_rule_engines_breach(
     certificate = ok("GET", f"/deliveries/{delivery}/certificates")[0]
     assert certificate["verdict"] == "not_compliant"
     assert {b["id"] for b in certificate["body"]["breaches"]} == {b["id"] for b in breaches}
+    # judged again from the stored readings, the delivery shows the breaches the live rules
+    # stage found, and no other
+    assert certificate["body"]["disagreements"] == []
 
     trace = ok("GET", f"/deliveries/{delivery}/trace")
     route = trace["features"][0]

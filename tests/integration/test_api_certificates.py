@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coldtrace import signing
+from coldtrace.influx import InfluxClient
+from deliveries.automation import sweep
+from deliveries.store import wall_ms
 from tests.conftest import Api, run_coldtrace
 from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
     MIN,
@@ -22,6 +27,9 @@ from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
     add_breach,
     closed_delivery,
     fleet,
+    iso,
+    plan,
+    run,
 )
 
 
@@ -73,10 +81,10 @@ def test_a_superseded_version_stays_signed(
     closed_delivery: int,  # noqa: F811
 ) -> None:
     _, device = fleet
-    add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)  # found late
+    add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)  # found late, live only
     certs = api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
     assert [(c["version"], c["verdict"], c["superseded"] is None) for c in certs] == [
-        (2, "not_compliant", True),
+        (2, "incomplete", True),
         (1, "compliant", False),
     ]
     published = public_key_of(api)
@@ -149,3 +157,219 @@ def test_cli_verifies_what_the_api_returns_and_refuses_a_tampered_file(
 
     done = coldtrace_verify(api, public)
     assert done.returncode == 2 and "error:" in done.stderr
+
+
+# -- the certificate judges the delivery from its stored readings ----------------------------
+
+
+def warm(minute: float) -> float | None:
+    """The product at 6.5 C from minute 10 to 40 (30 min above +4 C), else 3.0 C."""
+    return 6.5 if 10 <= minute < 40 else 3.0
+
+
+def write_readings(
+    influx: InfluxClient,
+    device: str,
+    product: Callable[[float], float | None],
+    halves: Iterable[int] = range(121),
+    air: bool = True,
+) -> None:
+    """Readings every 30 s (half-minute ``i`` at T0 + i x 30 s, seq i) as ingest stores them:
+    a GPS fix moving 0.001 degree a minute, the product (None: not written) and the air at
+    2.5 C (unless ``air`` is False)."""
+    lines = []
+    for i in halves:
+        ts, minute = T0 + i * 30_000, i / 2
+        lines += [
+            f"position,device={device} lat={48.75 + minute / 1000},lon=2.35,seq={i}i {ts}",
+            f"device_health,device={device} seq={i}i,door=false {ts}",
+        ]
+        if (c := product(minute)) is not None:
+            lines.append(f"temperature,device={device},probe=product celsius={c},seq={i}i {ts}")
+        if air:
+            lines.append(f"temperature,device={device},probe=air celsius=2.5,seq={i}i {ts}")
+    influx.write("\n".join(lines).encode())
+
+
+def delivered(api: Api, vehicle: str, minutes: int = 60) -> int:
+    """A delivery from T0 to T0 + ``minutes``, closed (its first certificate issued)."""
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + minutes * MIN)
+    run(api, d["id"], "close")
+    return int(d["id"])
+
+
+def health(api: Api) -> tuple[int, list[str]]:
+    r = api.client.get("/api/v1/health")
+    return r.status_code, r.json()["reasons"]
+
+
+def metric(api: Api, name: str) -> str:
+    values = dict(line.rsplit(" ", 1) for line in api.client.get("/metrics").text.splitlines())
+    return values[name]
+
+
+def test_warm_product_is_not_compliant_even_without_a_live_breach(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+    influx: InfluxClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    vehicle, device = fleet
+    write_readings(influx, device, warm)
+    with caplog.at_level(logging.ERROR, logger="deliveries.automation"):
+        delivery = delivered(api, vehicle)
+    [cert] = api.ok("GET", f"/deliveries/{delivery}/certificates")
+    body = cert["body"]
+    assert (cert["verdict"], body["verdict"]) == ("not_compliant", "not_compliant")
+    assert body["breaches"] == [
+        {
+            "id": None,  # the live rules stage stored none
+            "device": device,
+            "probe": "product",
+            "rule": "excursion_high",
+            "severity": "major",
+            "start": iso(T0 + 10 * MIN),
+            "end": iso(T0 + 40 * MIN),
+            "duration_min": 30.0,
+            "peak_c": 6.5,
+            "limit_c": 4.0,
+            "degree_minutes": 75.0,  # 2.5 C above the limit for 30 min
+            "mkt_c": 6.5,
+            "suppressed": False,
+            "where": {"lat": 48.76, "lon": 2.35},  # the fix of minute 10
+        }
+    ]
+    product = next(p for p in body["probes"] if p["probe"] == "product")
+    # 121 readings, each holding 30 s until minute 60 (the end: holds nothing):
+    # 30 min at 3.0 C and 30 min at 6.5 C
+    assert product == {
+        "device": device,
+        "probe": "product",
+        "readings": 121,
+        "faults": 0,
+        "first_reading": iso(T0),
+        "last_reading": iso(T0 + 60 * MIN),
+        "min_c": 3.0,
+        "max_c": 6.5,
+        "mean_c": 4.75,
+        "in_range_min": 30.0,
+        "out_of_range_min": 30.0,
+        "in_range_pct": 50.0,
+        "mkt_c": 4.94,
+        "interval_s": 30.0,
+    }
+    assert (body["readings"], body["min_c"], body["max_c"]) == (242, 2.5, 6.5)
+    assert (body["out_of_range_min"], body["mkt_c"], body["gaps"]) == (30.0, 4.94, [])
+    # ... and the disagreement with the live rules stage is reported, counted and shown
+    assert body["disagreements"] == [
+        {
+            "found_by": "evaluation",
+            "device": device,
+            "probe": "product",
+            "rule": "excursion_high",
+            "start": iso(T0 + 10 * MIN),
+            "live_breach_id": None,
+        }
+    ]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "found by the evaluation only" in errors[0].getMessage()
+    assert metric(api, "coldtrace_certificate_disagreements_total") == "1"
+    assert metric(api, "coldtrace_certificates_disagreeing") == "1"
+    status, reasons = health(api)
+    assert (status, len(reasons)) == (503, 1)
+    assert reasons[0].startswith(f"delivery {delivery}: certificate version 1 has 1 breach(es)")
+
+    # The live stage stores its breach (late): the next sweep's version agrees again.
+    live = add_breach(
+        api, device, T0 + 10 * MIN, T0 + 40 * MIN, rule="excursion_high", updated_at=wall_ms() + 1
+    )
+    state = api.app.state
+    assert sweep(state.sessions, state.source, state.settings) == 1
+    certs = api.ok("GET", f"/deliveries/{delivery}/certificates")
+    assert [(c["version"], c["verdict"]) for c in certs] == [
+        (2, "not_compliant"),
+        (1, "not_compliant"),
+    ]
+    assert [b["id"] for b in certs[0]["body"]["breaches"]] == [live]
+    assert certs[0]["body"]["disagreements"] == []
+    assert health(api) == (200, [])
+    assert metric(api, "coldtrace_certificate_disagreements_total") == "1"  # found once
+    assert metric(api, "coldtrace_certificates_disagreeing") == "0"
+
+
+def test_a_compartment_probe_that_never_reported_is_incomplete(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+    influx: InfluxClient,
+) -> None:
+    vehicle, device = fleet
+    write_readings(influx, device, lambda minute: 3.0, air=False)
+    [cert] = api.ok("GET", f"/deliveries/{delivered(api, vehicle)}/certificates")
+    assert cert["verdict"] == "incomplete"
+    assert cert["body"]["silent_probes"] == [{"device": device, "probe": "air"}]
+    assert cert["body"]["reasons"] == [f"{device}/air never reported"]
+
+
+def test_a_gap_longer_than_the_profile_allows_is_incomplete(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+    influx: InfluxClient,
+) -> None:
+    vehicle, device = fleet
+    # no product temperature from minute 20 to 31 (11 min; chilled allows 10)
+    write_readings(influx, device, lambda minute: None if 20 < minute < 31 else 3.0)
+    [cert] = api.ok("GET", f"/deliveries/{delivered(api, vehicle)}/certificates")
+    assert cert["verdict"] == "incomplete"
+    assert cert["body"]["gaps"] == [
+        {
+            "device": device,
+            "probe": "product",
+            "start": iso(T0 + 20 * MIN),
+            "end": iso(T0 + 31 * MIN),
+            "minutes": 11.0,
+        }
+    ]
+
+
+def test_late_readings_after_close_supersede_the_certificate(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+    influx: InfluxClient,
+) -> None:
+    """A tunnel: the readings of minutes 20.5..44.5 arrive after the close; the product was
+    at 6.5 C from minute 25 to 55."""
+    vehicle, device = fleet
+    tunnel = range(41, 90)  # half-minutes 20.5 .. 44.5
+
+    def late_warm(minute: float) -> float:
+        return 6.5 if 25 <= minute < 55 else 3.0
+
+    write_readings(influx, device, late_warm, [i for i in range(121) if i not in tunnel])
+    delivery = delivered(api, vehicle)
+    [first] = api.ok("GET", f"/deliveries/{delivery}/certificates")
+    assert first["verdict"] == "incomplete"
+    assert [(g["probe"], g["start"], g["end"]) for g in first["body"]["gaps"]] == [
+        (probe, iso(T0 + 20 * MIN), iso(T0 + 45 * MIN)) for probe in ("air", "product")
+    ]
+    # 6.5 C from minute 45 to 55 is 10 min: no breach (chilled: after 15 min)
+    assert first["body"]["breaches"] == []
+
+    state = api.app.state
+    assert sweep(state.sessions, state.source, state.settings) == 0  # nothing new
+    write_readings(influx, device, late_warm, tunnel)  # the backlog lands
+    assert sweep(state.sessions, state.source, state.settings) == 1
+    assert sweep(state.sessions, state.source, state.settings) == 0
+    certs = api.ok("GET", f"/deliveries/{delivery}/certificates")
+    assert [(c["version"], c["verdict"], c["superseded"] is None) for c in certs] == [
+        (2, "not_compliant", True),
+        (1, "incomplete", False),
+    ]
+    body = certs[0]["body"]
+    assert body["gaps"] == [] and body["readings"] == 242
+    assert [(b["rule"], b["start"], b["end"]) for b in body["breaches"]] == [
+        ("excursion_high", iso(T0 + 25 * MIN), iso(T0 + 55 * MIN))
+    ]
+    published = public_key_of(api)
+    assert all(verifies(published, c) for c in certs)

@@ -230,12 +230,23 @@ def test_late_breach_supersedes_the_certificate(
     _, device = fleet
     again = api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
     assert len(again) == 1, "nothing changed: no new version"
-    breach = add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)  # found late
+    # found late by the live stage, but the stored readings (6.0 C for 10 min) show no breach
+    breach = add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN, rule="excursion_high")
     certs = api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
-    assert [(c["version"], c["verdict"]) for c in certs] == [(2, "not_compliant"), (1, "compliant")]
+    assert [(c["version"], c["verdict"]) for c in certs] == [(2, "incomplete"), (1, "compliant")]
     assert certs[0]["superseded"] is None and certs[1]["superseded"] is not None
-    assert [b["id"] for b in certs[0]["body"]["breaches"]] == [breach]
-    assert certs[1]["body"]["breaches"] == [], "the issued version was not edited"
+    assert certs[0]["body"]["breaches"] == []
+    assert certs[0]["body"]["disagreements"] == [
+        {
+            "found_by": "live",
+            "device": device,
+            "probe": "product",
+            "rule": "excursion_high",
+            "start": iso(T0 + 15 * MIN),
+            "live_breach_id": breach,
+        }
+    ]
+    assert certs[1]["body"]["disagreements"] == [], "the issued version was not edited"
 
 
 def test_device_level_breaches_are_the_deliverys_and_count_for_its_verdict(
@@ -269,7 +280,9 @@ def test_sweep_recertifies_when_breaches_change_late(
     _, device = fleet
     state = api.app.state
     assert sweep(state.sessions, state.source, state.settings) == 0
-    breach = add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN, updated_at=wall_ms() + 1)
+    breach = add_breach(
+        api, device, T0 + 15 * MIN, T0 + 25 * MIN, rule="excursion_high", updated_at=wall_ms() + 1
+    )
     assert sweep(state.sessions, state.source, state.settings) == 1
     assert sweep(state.sessions, state.source, state.settings) == 0
     with state.sessions() as session:  # late readings showed it never happened
@@ -279,9 +292,11 @@ def test_sweep_recertifies_when_breaches_change_late(
         session.commit()
     assert sweep(state.sessions, state.source, state.settings) == 1
     certs = api.ok("GET", f"/deliveries/{closed_delivery}/certificates")
+    # version 2: the live stage's breach is not in the stored readings (a disagreement);
+    # version 3: withdrawn, the two agree again
     assert [(c["version"], c["verdict"]) for c in certs] == [
         (3, "compliant"),
-        (2, "not_compliant"),
+        (2, "incomplete"),
         (1, "compliant"),
     ]
 
@@ -584,6 +599,8 @@ def test_health_and_metrics(api: Api, fleet: tuple[str, str], influx: InfluxClie
     metrics = api.client.get("/metrics").text
     values = dict(line.rsplit(" ", 1) for line in metrics.splitlines())
     assert values["coldtrace_breaches_open"] == "1"
+    assert values["coldtrace_certificate_disagreements_total"] == "0"
+    assert values["coldtrace_certificates_disagreeing"] == "0"
     assert values['coldtrace_deliveries{state="planned"}'] == "1"
     assert "coldtrace_readings_stored_5m" in values
     assert float(values['coldtrace_api_requests_total{method="POST",status="201"}']) >= 1

@@ -14,7 +14,7 @@ from alerts.evaluation import (
     LiveBreach,
     Position,
     evaluate,
-    to_sample,
+    locate,
 )
 from alerts.profiles import load_profiles
 from alerts.rules import Sample
@@ -27,7 +27,7 @@ A, B, C = ("van", "a"), ("van", "b"), ("van", "c")
 
 def minutes(values: dict[int, float | None]) -> list[Sample]:
     """One sample at T0 + each minute, seq = the minute."""
-    return [to_sample(T0 + m * MIN, m, v, None, ()) for m, v in values.items()]
+    return [Sample(T0 + m * MIN, m, v) for m, v in values.items()]
 
 
 def probe_a() -> list[Sample]:
@@ -112,7 +112,7 @@ def test_impossible_values_are_faults_and_a_silent_probe_is_incomplete() -> None
 def test_suppression_windows_and_where_a_breach_began() -> None:
     fixes = [Position(T0, 48.75, 2.35), Position(T0 + 25 * MIN, 48.8, 2.4)]
     window = {"van": [(T0 + 25 * MIN, T0 + 55 * MIN)]}
-    e = evaluate({A: probe_a()}, CHILLED, window, T0, T0 + 60 * MIN, positions=fixes)
+    e = locate(evaluate({A: probe_a()}, CHILLED, window, T0, T0 + 60 * MIN), {"van": fixes})
     [b] = e.breaches
     assert b.record.suppressed and b.where == fixes[1]
     assert e.verdict == "compliant"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from alerts.evaluation import LiveBreach, evaluate
+from alerts.profiles import load_profiles
+from alerts.rules import Sample
 from deliveries.certificate import COMPLIANT, NOT_COMPLIANT, certificate_body
 from deliveries.importer import COLUMNS, BadRow, parse_plans
 from deliveries.trace import BreachMark
@@ -42,15 +45,23 @@ def test_missing_columns() -> None:
 
 
 def mark(suppressed: bool) -> BreachMark:
-    return BreachMark(
-        1, "d", "air", "excursion_high", 0, 60_000, "major", {"suppressed": suppressed}
-    )
+    return BreachMark(1, "d", "", "door_open", 0, 60_000, "major", {"suppressed": suppressed})
 
 
 def test_certificate_verdict() -> None:
-    verdict, body = certificate_body({"delivery_id": 4}, 0, 3_600_000, [])
+    readings = {("d", "air"): [Sample(m * 60_000, m, 3.0 + (m % 2) / 10) for m in range(61)]}
+    chilled = load_profiles()["chilled"]
+    e = evaluate(readings, chilled, {}, 0, 3_600_000, live=[])
+    verdict, body = certificate_body({"delivery_id": 4}, e)
     assert verdict == COMPLIANT and body["end"] == "1970-01-01T01:00:00Z"
-    verdict, body = certificate_body({"delivery_id": 4}, 0, 1, [mark(suppressed=True)])
+    assert (body["readings"], body["mean_c"], body["breaches"]) == (61, 3.05, [])
+    live = [LiveBreach("d", "", "door_open", 0, True, 1)]
+    e = evaluate(readings, chilled, {}, 0, 3_600_000, live=live)
+    verdict, body = certificate_body({"delivery_id": 4}, e, [mark(suppressed=True)])
     assert verdict == COMPLIANT and body["breaches"][0]["suppressed"] is True
-    verdict, body = certificate_body({"delivery_id": 4}, 0, 1, [mark(False), mark(True)])
-    assert verdict == NOT_COMPLIANT and len(body["breaches"]) == 2
+    live = [LiveBreach("d", "", "door_open", 0, False, 1)]
+    e = evaluate(readings, chilled, {}, 0, 3_600_000, live=live)
+    verdict, body = certificate_body({"delivery_id": 4}, e, [mark(False)])
+    assert verdict == NOT_COMPLIANT and body["reasons"] == [
+        "door_open on d from 1970-01-01T00:00:00Z"
+    ]
