@@ -117,6 +117,18 @@ class DeliveryIn(BaseModel):
     planned_end: AwareDatetime
 
 
+class CertificateSummary(BaseModel):
+    """A delivery's current certificate version in brief (the whole: its certificates)."""
+
+    id: int
+    version: int
+    verdict: str
+    disagreements: int = Field(
+        description="breaches found by only one of the evaluation of the stored readings and "
+        "the live rules stage (listed in the body; docs/certificates.md)"
+    )
+
+
 class DeliveryOut(BaseModel):
     id: int
     reference: str | None
@@ -136,6 +148,9 @@ class DeliveryOut(BaseModel):
     closed: datetime | None
     cancelled: datetime | None
     created: datetime
+    certificate: CertificateSummary | None = Field(
+        None, description="its current certificate (only in GET /deliveries/{id})"
+    )
 
 
 class TransitionIn(BaseModel):

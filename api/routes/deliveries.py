@@ -18,6 +18,7 @@ from api.routes.common import Limit, Offset, delivery_out, page, visible_deliver
 from api.schemas import (
     BreachOut,
     CertificateOut,
+    CertificateSummary,
     DeliveryIn,
     DeliveryOut,
     GeoJson,
@@ -103,7 +104,24 @@ def list_deliveries(
 
 @router.get("/{delivery_id}")
 def get_delivery(delivery_id: int, session: DbSession, who: Anyone) -> DeliveryOut:
-    return delivery_out(visible_delivery(session, who, delivery_id))
+    """With its current certificate in brief: verdict and disagreements."""
+    d = visible_delivery(session, who, delivery_id)
+    current = session.scalars(
+        select(Certificate).where(
+            Certificate.delivery_id == d.id, Certificate.superseded_ms.is_(None)
+        )
+    ).first()
+    summary = (
+        None
+        if current is None
+        else CertificateSummary(
+            id=current.id,
+            version=current.version,
+            verdict=current.verdict,
+            disagreements=current.disagreements,
+        )
+    )
+    return delivery_out(d).model_copy(update={"certificate": summary})
 
 
 @router.post("/{delivery_id}/transitions")

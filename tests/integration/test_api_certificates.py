@@ -277,6 +277,12 @@ def test_warm_product_is_not_compliant_even_without_a_live_breach(
     assert len(errors) == 1 and "found by the evaluation only" in errors[0].getMessage()
     assert metric(api, "coldtrace_certificate_disagreements_total") == "1"
     assert metric(api, "coldtrace_certificates_disagreeing") == "1"
+    assert api.ok("GET", f"/deliveries/{delivery}")["certificate"] == {
+        "id": cert["id"],
+        "version": 1,
+        "verdict": "not_compliant",
+        "disagreements": 1,
+    }
     status, reasons = health(api)
     assert (status, len(reasons)) == (503, 1)
     assert reasons[0].startswith(f"delivery {delivery}: certificate version 1 has 1 breach(es)")
@@ -294,6 +300,7 @@ def test_warm_product_is_not_compliant_even_without_a_live_breach(
     ]
     assert [b["id"] for b in certs[0]["body"]["breaches"]] == [live]
     assert certs[0]["body"]["disagreements"] == []
+    assert api.ok("GET", f"/deliveries/{delivery}")["certificate"]["disagreements"] == 0
     assert health(api) == (200, [])
     assert metric(api, "coldtrace_certificate_disagreements_total") == "1"  # found once
     assert metric(api, "coldtrace_certificates_disagreeing") == "0"
