@@ -21,7 +21,7 @@ from alerts.store import Breach
 from api import problems
 from api.deps import AppSettings, DbSession, Influx
 from api.pipeline import ingest_state
-from api.routes import breaches, deliveries, fleet_data, oversight
+from api.routes import breaches, deliveries, fleet_data, oversight, verification
 from api.schemas import Health
 from coldtrace import signing
 from coldtrace.db import make_engine, upgrade
@@ -99,7 +99,13 @@ def create_app(settings: Settings) -> FastAPI:
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response
 
-    for router in (fleet_data.router, deliveries.router, breaches.router, oversight.router):
+    for router in (
+        fleet_data.router,
+        deliveries.router,
+        breaches.router,
+        oversight.router,
+        verification.router,
+    ):
         app.include_router(router, prefix=PREFIX)
 
     @app.get(f"{PREFIX}/health", tags=["health"], responses={503: {"model": Health}})

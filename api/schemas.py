@@ -195,6 +195,16 @@ class CertificateOut(BaseModel):
     key_id: str | None = Field(description="first 16 hex digits of SHA-256(raw public key)")
 
 
+class VerificationOut(BaseModel):
+    """Whether one certificate verifies (POST /api/v1/certificates/verify)."""
+
+    certificate: int | None = Field(description="its id, as the input gives it")
+    delivery: int | None = Field(description="the signed body's delivery_id")
+    version: int | None = Field(description="the signed body's version")
+    valid: bool
+    why: str = Field(description="why not, one reason; empty when valid")
+
+
 class PublicKeyOut(BaseModel):
     """The key certificates are verified with (offline: nothing else is needed)."""
 

@@ -376,8 +376,8 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 0 when every certificate in the file is validly signed, 1 when one is not, 2 when
-    the file or the key cannot be read."""
+    """Exit 0 when every certificate in the file verifies (signing.check_all), 1 when one does
+    not or there is none, 2 when the file or the key cannot be read."""
     from coldtrace import signing
 
     try:
@@ -390,41 +390,24 @@ def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: --public-key {args.public_key}: {exc}", file=sys.stderr)
         return 2
     try:
-        loaded = json.loads(args.file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        certificates = signing.read_certificates(args.file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # signing.Unreadable, not UTF-8
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 2
-    certificates = loaded if isinstance(loaded, list) else [loaded]
-    if not all(isinstance(c, dict) and isinstance(c.get("body"), dict) for c in certificates):
-        print(
-            f"error: {args.file}: not a certificate (or list of them) as GET "
-            "/api/v1/certificates/{id} or /api/v1/deliveries/{id}/certificates returns it",
-            file=sys.stderr,
-        )
-        return 2
-    expected = signing.key_id(public)
-    rows: list[dict[str, object]] = []
-    for c in certificates:
-        signature = c.get("signature")
-        valid = isinstance(signature, str) and signing.verify(public, c["body"], signature)
-        if valid:
-            why = ""
-        elif signature is None:
-            why = "not signed (issued before certificates were signed)"
-        elif c.get("key_id") != expected:
-            why = f"signed with key {c.get('key_id')}, not {expected}: pass its --public-key"
-        else:
-            why = "the signature does not match the body: changed after signing"
-        rows.append(
-            {
-                "certificate": c.get("id"),
-                "delivery": c.get("delivery_id"),
-                "version": c.get("version"),
-                "key_id": c.get("key_id"),
-                "valid": valid,
-                "why": why,
-            }
-        )
+    if not certificates:
+        print(f"error: {args.file}: no certificate in it: nothing verified", file=sys.stderr)
+        return 1
+    rows: list[dict[str, object]] = [
+        {
+            "certificate": c.get("id"),
+            "delivery": c.get("delivery_id"),
+            "version": c.get("version"),
+            "key_id": c.get("key_id"),
+            "valid": not why,
+            "why": why,
+        }
+        for c, why in zip(certificates, signing.check_all(public, certificates), strict=True)
+    ]
     _emit(rows, args.json)
     return 0 if all(r["valid"] for r in rows) else 1
 

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 ALGORITHM = "Ed25519"
 RAW_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
 
 
 def canonical(body: Mapping[str, Any]) -> bytes:
@@ -91,8 +93,142 @@ def sign(key: Ed25519PrivateKey, body: Mapping[str, Any]) -> str:
 
 
 def verify(key: Ed25519PublicKey, body: Mapping[str, Any], signature: str) -> bool:
+    """Whether `signature` is the key's over the body's canonical form (the signature alone:
+    `check` is what decides whether a certificate verifies)."""
     try:
         key.verify(base64.b64decode(signature, validate=True), canonical(body))
     except (InvalidSignature, ValueError):  # ValueError: not base64, or NaN in the body
         return False
     return True
+
+
+# -- strict verification of certificates as the API returns them -------------------------------
+
+# Envelope fields the signature does not cover: the server's bookkeeping and the signature's
+# own description. Every other envelope field (verdict, delivery_id, version, ...) must be in
+# the signed body with the same value, or a forger could show one thing beside a body saying
+# another.
+BOOKKEEPING = frozenset({"id", "issued", "superseded", "body", "algorithm", "signature", "key_id"})
+
+
+class Unreadable(ValueError):
+    """The input is no certificate at all (not JSON, or not the API's shape): exit 2."""
+
+
+class _Object(dict[str, Any]):
+    """A JSON object that remembers the keys it held more than once (json keeps the last,
+    another parser may keep the first: a forged "verdict" before the genuine one)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    if len(obj) != len(pairs):
+        obj.duplicates = tuple(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+    return obj
+
+
+def _constant(name: str) -> None:
+    raise Unreadable(f"{name} is not JSON")
+
+
+def read_certificates(text: str) -> list[dict[str, Any]]:
+    """The certificates of a JSON text holding one certificate or a list of them (as
+    GET /api/v1/certificates/{id} and /api/v1/deliveries/{id}/certificates return them),
+    remembering duplicate keys for `check`. Unreadable if it is not JSON or not that shape;
+    an empty list is returned as such (it verifies nothing: the caller says so)."""
+    try:
+        loaded = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
+    except ValueError as exc:  # json.JSONDecodeError, Unreadable
+        raise Unreadable(f"not JSON: {exc}") from None
+    certificates = loaded if isinstance(loaded, list) else [loaded]
+    if not all(isinstance(c, dict) and isinstance(c.get("body"), dict) for c in certificates):
+        raise Unreadable(
+            "not a certificate (or list of them) as GET /api/v1/certificates/{id} or "
+            "/api/v1/deliveries/{id}/certificates returns it"
+        )
+    return certificates
+
+
+def _duplicates(value: Any, path: str) -> str | None:
+    """The first duplicate key at any depth, as a path (``body.verdict``), or None."""
+    if isinstance(value, _Object) and value.duplicates:
+        return f"{path}.{value.duplicates[0]}" if path else value.duplicates[0]
+    if isinstance(value, dict):
+        children = [(f"{path}.{k}" if path else k, v) for k, v in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for where, child in children:
+        found = _duplicates(child, where)
+        if found:
+            return found
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON (``1`` is not ``true``, ``1`` is not ``"1"``)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def check(key: Ed25519PublicKey, certificate: Mapping[str, Any]) -> str:
+    """Why the certificate does not verify with `key`, or "" when it does: no duplicate key
+    at any depth, signed, algorithm Ed25519, a signature that is base64 of 64 bytes, valid
+    over the canonical body, a key_id naming `key`, and every envelope field outside
+    BOOKKEEPING present in the body with the same value. One reason, the first that fails."""
+    duplicate = _duplicates(certificate, "")
+    if duplicate:
+        return f"duplicate key {duplicate}: the JSON can be read two ways"
+    signature, algorithm = certificate.get("signature"), certificate.get("algorithm")
+    if signature is None:
+        return "not signed (issued before certificates were signed)"
+    if algorithm != ALGORITHM:
+        return f"algorithm {json.dumps(algorithm)}, not {ALGORITHM}"
+    try:
+        raw = base64.b64decode(signature, validate=True) if isinstance(signature, str) else b""
+    except binascii.Error:
+        raw = b""
+    if len(raw) != SIGNATURE_BYTES:
+        return f"the signature is not base64 of the {SIGNATURE_BYTES} bytes of an Ed25519 one"
+    body = certificate["body"]
+    expected, named = key_id(key), certificate.get("key_id")
+    try:
+        key.verify(raw, canonical(body))
+    except InvalidSignature:
+        if named != expected:
+            return f"signed with key {named}, not {expected}: pass its --public-key"
+        return "the signature does not match the body: changed after signing"
+    if named != expected:
+        return f"key_id {json.dumps(named)} does not name the key that signed it ({expected})"
+    for field, value in certificate.items():
+        if field in BOOKKEEPING:
+            continue
+        if field not in body:
+            return f"the envelope's {field} is not in the signed body"
+        if not _same(value, body[field]):
+            return (
+                f"the envelope's {field} {json.dumps(value)} differs from the signed body's "
+                f"{json.dumps(body[field])}"
+            )
+    return ""
+
+
+def check_all(key: Ed25519PublicKey, certificates: list[dict[str, Any]]) -> list[str]:
+    """`check` for each, plus what only the list can tell: a version that says it is current
+    (superseded null) while a later version of its delivery, valid, is in the same list."""
+    why = [check(key, c) for c in certificates]
+    latest: dict[Any, int] = {}
+    for c, w in zip(certificates, why, strict=True):
+        version = c["body"].get("version")
+        if not w and isinstance(version, int):
+            d = json.dumps(c["body"].get("delivery_id"))
+            latest[d] = max(latest.get(d, version), version)
+    for i, c in enumerate(certificates):
+        version = c["body"].get("version")
+        newer = latest.get(json.dumps(c["body"].get("delivery_id")))
+        current = c.get("superseded") is None
+        if not why[i] and current and isinstance(version, int) and newer and newer > version:
+            why[i] = f"says it is current, but version {newer} of its delivery is in the input"
+    return why

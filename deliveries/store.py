@@ -285,8 +285,8 @@ class Store:
         key: Ed25519PrivateKey,
         disagreements: int = 0,
     ) -> Certificate:
-        """A new version, signed with `key`; the one before it (if any) is marked superseded,
-        never edited. ``disagreements``: breaches its evaluation and the live rules stage do
+        """A new version, signed with `key` (its body gains the version number); the one
+        before it (if any) is marked superseded, never edited. ``disagreements``: breaches its evaluation and the live rules stage do
         not agree on (the body lists them)."""
         previous = self.session.scalars(
             select(Certificate)
@@ -303,9 +303,12 @@ class Store:
                 {"superseded_ms": None},
                 {"superseded_ms": now},
             )
+        version = 1 if previous is None else previous.version + 1
+        # The version is signed too: another version's body cannot pass for this one.
+        body = {**body, "version": version}
         row = Certificate(
             delivery_id=delivery.id,
-            version=1 if previous is None else previous.version + 1,
+            version=version,
             issued_ms=now,
             verdict=verdict,
             body=body,

@@ -4,6 +4,8 @@ in the settings: generated in development, required in production, a bad one nam
 from __future__ import annotations
 
 import base64
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +159,146 @@ def test_production_without_the_signing_key_fails_at_start_up(tmp_path: Path) ->
         " be signed"
     )
     assert not (tmp_path / "secrets.env").exists()
+
+
+# -- strict verification of a certificate as the API returns it ---------------------------------
+
+SIGNER = Ed25519PrivateKey.generate()
+SIGNED_BODY: dict[str, Any] = BODY | {"version": 2}
+
+
+def envelope(body: dict[str, Any] = SIGNED_BODY, **change: Any) -> dict[str, Any]:
+    """A certificate as GET /api/v1/certificates/{id} returns it, signed by SIGNER."""
+    return {
+        "id": 11,
+        "delivery_id": body["delivery_id"],
+        "version": body["version"],
+        "issued": "2026-01-05T10:00:00Z",
+        "superseded": None,
+        "verdict": body["verdict"],
+        "body": body,
+        "algorithm": "Ed25519",
+        "signature": signing.sign(SIGNER, body),
+        "key_id": signing.key_id(SIGNER.public_key()),
+    } | change
+
+
+def reasons(text: str) -> list[str]:
+    return signing.check_all(SIGNER.public_key(), signing.read_certificates(text))
+
+
+def test_a_genuine_certificate_verifies_also_with_its_keys_reordered() -> None:
+    genuine = envelope()
+    assert reasons(json.dumps(genuine)) == [""]
+    reordered = dict(reversed(list(genuine.items())))
+    reordered["body"] = dict(reversed(list(SIGNED_BODY.items())))
+    assert list(reordered["body"]) != list(SIGNED_BODY)
+    assert reasons(json.dumps([reordered, genuine])) == ["", ""]
+
+
+OTHER_BODY: dict[str, Any] = SIGNED_BODY | {"delivery_id": 8, "verdict": "compliant"}
+OTHER = envelope(OTHER_BODY)
+
+
+@pytest.mark.parametrize(
+    ("forged", "why"),
+    [
+        (
+            envelope(key_id="0123456789abcdef"),
+            f'key_id "0123456789abcdef" does not name the key that signed it '
+            f"({signing.key_id(SIGNER.public_key())})",
+        ),
+        (envelope(algorithm="none"), 'algorithm "none", not Ed25519'),
+        (envelope(algorithm=None), "algorithm null, not Ed25519"),
+        (
+            envelope(verdict="compliant"),
+            'the envelope\'s verdict "compliant" differs from the signed body\'s "not_compliant"',
+        ),
+        (envelope(delivery_id=9), "the envelope's delivery_id 9 differs from the signed body's 7"),
+        (
+            envelope(delivery_id=True),
+            "the envelope's delivery_id true differs from the signed body's 7",
+        ),
+        (envelope(version=3), "the envelope's version 3 differs from the signed body's 2"),
+        (envelope(profile="frozen"), "the envelope's profile is not in the signed body"),
+        # A's envelope carrying B's body and signature.
+        (
+            envelope() | {"body": OTHER_BODY, "signature": OTHER["signature"]},
+            "the envelope's delivery_id 7 differs from the signed body's 8",
+        ),
+        (
+            envelope(signature="not base64!"),
+            "the signature is not base64 of the 64 bytes of an Ed25519 one",
+        ),
+        (
+            envelope(signature="AAAA"),
+            "the signature is not base64 of the 64 bytes of an Ed25519 one",
+        ),
+        (envelope(signature=64), "the signature is not base64 of the 64 bytes of an Ed25519 one"),
+        (envelope(signature=None), "not signed (issued before certificates were signed)"),
+        (
+            envelope(
+                body=SIGNED_BODY | {"verdict": "compliant"},
+                signature=envelope()["signature"],
+                verdict="compliant",
+            ),
+            "the signature does not match the body: changed after signing",
+        ),
+    ],
+)
+def test_a_forged_certificate_is_refused_with_its_reason(forged: dict[str, Any], why: str) -> None:
+    assert reasons(json.dumps(forged)) == [why]
+
+
+def test_another_keys_signature_is_named() -> None:
+    stranger = Ed25519PrivateKey.generate()
+    foreign = envelope(signature=signing.sign(stranger, SIGNED_BODY))
+    foreign["key_id"] = signing.key_id(stranger.public_key())
+    expected = signing.key_id(SIGNER.public_key())
+    assert reasons(json.dumps(foreign)) == [
+        f"signed with key {foreign['key_id']}, not {expected}: pass its --public-key"
+    ]
+
+
+def test_a_duplicate_key_is_refused_at_any_depth() -> None:
+    genuine = json.dumps(envelope())
+    # A forged "verdict" before the genuine one: Python keeps the last, another reader the first.
+    forged = genuine.replace('"body": {', '"body": {"verdict": "compliant", ', 1)
+    assert json.loads(forged)["body"]["verdict"] == "not_compliant"
+    assert reasons(forged) == ["duplicate key body.verdict: the JSON can be read two ways"]
+    nested = genuine.replace('"rule": "excursion"', '"rule": "x", "rule": "excursion"')
+    assert reasons(nested) == ["duplicate key body.breaches[0].rule: the JSON can be read two ways"]
+    outer = genuine.replace('{"id": 11', '{"id": 12, "id": 11')
+    assert reasons(f"[{genuine}, {outer}]") == [
+        "",
+        "duplicate key id: the JSON can be read two ways",
+    ]
+
+
+def test_a_version_saying_it_is_current_beside_a_later_one_is_refused() -> None:
+    v1 = envelope(SIGNED_BODY | {"version": 1}, id=10)
+    v2 = envelope()
+    assert reasons(json.dumps([v2, v1 | {"superseded": "2026-01-05T10:00:00Z"}])) == ["", ""]
+    assert reasons(json.dumps([v2, v1])) == [
+        "",
+        "says it is current, but version 2 of its delivery is in the input",
+    ]
+    assert reasons(json.dumps([OTHER, v1])) == ["", ""]  # another delivery's version 2
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{", "not JSON: Expecting property name"),
+        ('{"body": NaN}', "not JSON: NaN is not JSON"),
+        ("[1]", "not a certificate (or list of them)"),
+        ('{"body": []}', "not a certificate (or list of them)"),
+    ],
+)
+def test_unusable_input_is_unreadable(text: str, why: str) -> None:
+    with pytest.raises(signing.Unreadable, match=re.escape(why)):
+        signing.read_certificates(text)
+
+
+def test_an_empty_list_holds_no_certificate() -> None:
+    assert signing.read_certificates("[]") == []
