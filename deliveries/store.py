@@ -286,8 +286,8 @@ class Store:
         disagreements: int = 0,
     ) -> Certificate:
         """A new version, signed with `key` (its body gains the version number); the one
-        before it (if any) is marked superseded, never edited. ``disagreements``: breaches its evaluation and the live rules stage do
-        not agree on (the body lists them)."""
+        before it (if any) is marked superseded, never edited. ``disagreements``: breaches
+        its evaluation and the live rules stage do not agree on (the body lists them)."""
         previous = self.session.scalars(
             select(Certificate)
             .where(Certificate.delivery_id == delivery.id, Certificate.superseded_ms.is_(None))

@@ -33,13 +33,14 @@ def reordered(value: Any) -> Any:
 
 @pytest.fixture
 def versions(api: Api, fleet: tuple[str, str], closed_delivery: int) -> list[dict[str, Any]]:  # noqa: F811
-    """Versions 2 (not compliant, current) and 1 (compliant, superseded) of a delivery."""
+    """Versions 2 (current, not compliant: a breach found late) and 1 (compliant, superseded)
+    of a delivery."""
     _, device = fleet
     add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)
     certs: list[dict[str, Any]] = api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
-    assert [(c["version"], c["body"]["version"], c["verdict"]) for c in certs] == [
-        (2, 2, "not_compliant"),
-        (1, 1, "compliant"),
+    assert [(c["version"], c["body"]["version"], c["verdict"] == "compliant") for c in certs] == [
+        (2, 2, False),
+        (1, 1, True),
     ]
     return certs
 
@@ -58,7 +59,8 @@ def forgeries(
         (json.dumps(v2 | {"algorithm": "none"}), 'algorithm "none", not Ed25519'),
         (
             json.dumps(v2 | {"verdict": "compliant"}),
-            'the envelope\'s verdict "compliant" differs from the signed body\'s "not_compliant"',
+            f"the envelope's verdict \"compliant\" differs from the signed body's "
+            f"{json.dumps(v2['verdict'])}",
         ),
         (
             json.dumps(v2 | {"delivery_id": other["delivery_id"]}),
