@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,11 @@ from coldtrace.contract import DEVICE_ID_PATTERN, json_schema
 from coldtrace.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from coldtrace import demo
+    from coldtrace.influx import InfluxClient
     from deliveries.store import Store
+    from ingest.process import IngestProcess
+    from ingest.report import Landed
 
 
 def table(rows: Sequence[dict[str, object]]) -> str:
@@ -153,13 +158,20 @@ def _progress_printer(label: str) -> Callable[[int, int], None]:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """The story of coldtrace/demo.py, told in six steps; exit 0 when nothing was lost and
+    every delivery closed with its certificate."""
+    from alerts.profiles import load_profiles
+    from api.process import ApiFailed, ApiProcess
+    from coldtrace import demo
     from coldtrace.influx import InfluxClient
-    from coldtrace.services import LocalServices, device_password
+    from coldtrace.services import LocalServices, ServiceError, device_password, free_port
     from ingest import lock
     from ingest.process import IngestFailed, IngestProcess
     from ingest.report import landed
-    from simulators.publish import simulate
 
+    if not 1 <= args.vehicles <= 99 or args.speedup <= 0:
+        print("error: --vehicles takes 1 to 99 vans, --speedup a positive factor", file=sys.stderr)
+        return 2
     running = lock.holder(settings)
     if running is not None:
         print(
@@ -168,82 +180,166 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    print("1/4 starting Mosquitto and InfluxDB on 127.0.0.1 ...")
-    LocalServices(settings).up()
+    print("1/6 starting Mosquitto and InfluxDB on 127.0.0.1 ...", flush=True)
+    try:
+        LocalServices(settings).up()
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    round_no = demo.next_round(settings.run_dir)
+    vans = demo.simulate_round(
+        round_no,
+        load_profiles(settings.alerts_profiles_file),
+        args.vehicles,
+        int(time.time() * 1000),
+    )
+    env = {
+        **os.environ,
+        "COLDTRACE_RUN_DIR": str(settings.run_dir.resolve()),
+        "COLDTRACE_MQTT_HOST": settings.mqtt_host,
+        "COLDTRACE_MQTT_PORT": str(settings.mqtt_port),
+        "COLDTRACE_INFLUX_URL": settings.influx_url,
+        "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
+        "COLDTRACE_DATABASE_URL": settings.sqlalchemy_url,
+        "COLDTRACE_DELIVERY_SWEEP_S": "1",  # the round lasts a minute here, not a morning
+    }
+    print("2/6 starting the API with its delivery sweep (log: run/api.log) ...", flush=True)
+    api = ApiProcess(env, settings.run_dir / "api.log")
+    # The round is replayed after the fact, compressed: a logger's readings reach ingest up
+    # to the round's length after their device time, which the silence watch (wall time)
+    # would take for a silent logger. A logger is silent here only past that lag.
+    lag_s = max(v.run.duration_ms for v in vans) // 1000 + settings.alerts_silent_after_s
+    ingest = IngestProcess(
+        settings,
+        settings.run_dir / "ingest.log",
+        COLDTRACE_INGEST_HEALTH_PORT=str(free_port()),  # the demo's own: 8081 may be in use
+        COLDTRACE_ALERTS_SILENT_AFTER_S=str(lag_s),
+    )
     influx = InfluxClient(settings)
-    before = landed(influx)  # a second demo run counts only what it adds
-    print("2/4 starting ingest (log: run/ingest.log) ...")
-    ingest = IngestProcess(settings, settings.run_dir / "ingest.log")
     try:
-        ingest.start()
-    except IngestFailed as exc:
-        raise SystemExit(f"{exc}\n(see {ingest.log})") from None
-    try:
-        _register_sim_devices(settings, args.vehicles)
+        api.start()
+        call = demo.api_client(api.base, api.key)
         print(
-            f"3/4 {args.vehicles} vans publish {args.readings} readings each "
-            f"({args.readings} simulated minutes, compressed) ..."
+            f"3/6 round {round_no}: {len(vans)} vans, their loggers and deliveries for "
+            f"{len(demo.CUSTOMERS)} customers, entered through the API ...",
+            flush=True,
         )
-        sent = simulate(
+        vans = demo.register(call, vans)
+        LocalServices(settings).register_devices(v.device for v in vans)
+        print("4/6 starting ingest with its rules stage (log: run/ingest.log) ...", flush=True)
+        ingest.start()
+        before = landed(influx)
+        minutes = max(v.run.duration_ms for v in vans) // 60_000
+        print(
+            f"5/6 the vans drive their round ({minutes} simulated minutes, {args.speedup:g}x "
+            f"faster){demo.faults_told(len(vans))} ...",
+            flush=True,
+        )
+        sent = demo.publish(
             settings,
             lambda d: device_password(settings, d),
-            vehicles=args.vehicles,
-            readings=args.readings,
-            interval_s=60,
-            speedup=args.speedup,
-            per_batch=2,
-            state_file=settings.run_dir / "simulator-state.json",
-            progress=_progress_printer("published"),
+            vans,
+            args.speedup,
+            _progress_printer("published"),
         )
-        print("4/4 waiting for ingest to store everything ...")
-        deadline = time.monotonic() + 60
-        while True:
-            got = landed(influx)
-            stored = got.stored - before.stored
-            gaps = got.gap_missing - before.gap_missing
-            rejected = got.rejected_by_device - before.rejected_by_device
-            if all(stored[d] + rejected[d] + gaps[d] >= n for d, n in sent.items()):
-                break
-            if time.monotonic() > deadline:
-                print("    gave up waiting after 60 s: see run/ingest.log", file=sys.stderr)
-                break
-            time.sleep(0.5)
+        print("6/6 waiting for ingest to store it and the sweep to close each delivery ...")
+        after = _wait_for_the_round(influx, ingest, call, vans, sent, before)
+        books = demo.books(sent, before, after)
+        rows, breaches = demo.deliveries(call, vans)
+    except (ApiFailed, IngestFailed, demo.DemoFailed) as exc:
+        print(
+            f"error: {str(exc).splitlines()[0]} (see run/api.log, run/ingest.log)", file=sys.stderr
+        )
+        return 1
     finally:
         ingest.stop()
-    rows: list[dict[str, object]] = []
-    for device, n in sorted(sent.items()):
-        lo, hi = got.probe_range.get(device, (float("nan"), float("nan")))
-        rows.append(
-            {
-                "device": device,
-                "sent": n,
-                "stored": stored[device],
-                "rejected": rejected[device],
-                "seq_gaps": gaps[device],
-                "lost": n - stored[device] - rejected[device] - gaps[device],
-                "product_min_c": f"{lo:.1f}",
-                "product_max_c": f"{hi:.1f}",
-            }
-        )
-    print()
-    print(table(rows))
+        api.stop()
+        influx.close()
+    _tell(settings, books, rows, breaches, api.key)
+    lost = sum(int(str(r["lost"])) for r in books)
+    return 0 if lost == 0 and all(r["verdict"] != demo.NO_CERTIFICATE for r in rows) else 1
+
+
+def _wait_for_the_round(
+    influx: InfluxClient,
+    ingest: IngestProcess,
+    call: demo.Call,
+    vans: Sequence[demo.Van],
+    sent: Counter[str],
+    before: Landed,
+    timeout_s: float = 90,
+) -> Landed:
+    """Wait until every reading sent is accounted for, the rules stage has judged them all
+    and every delivery is closed with a certificate (or the timeout passed); print the
+    progress every few seconds. Returns what landed."""
+    from coldtrace import demo
+    from ingest.report import landed
+
+    deadline = time.monotonic() + timeout_s
+    shown = 0.0
+    while True:
+        got = landed(influx)
+        unaccounted = sum(int(str(r["lost"])) for r in demo.books(sent, before, got))
+        queued = ingest.metrics().get("coldtrace_alerts_queue_batches", 0)
+        states = Counter(call("GET", f"/deliveries/{v.delivery_id}")["state"] for v in vans)
+        done = unaccounted == 0 and queued == 0 and states["closed"] == len(vans)
+        if done or time.monotonic() > deadline or time.monotonic() - shown >= 3:
+            shown = time.monotonic()
+            summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+            print(f"    readings not yet stored: {unaccounted}; deliveries: {summary}", flush=True)
+        if done:
+            return got
+        if time.monotonic() > deadline:
+            print(
+                f"    gave up waiting after {timeout_s:.0f} s: see run/ingest.log and run/api.log"
+            )
+            return got
+        time.sleep(0.5)
+
+
+def _tell(
+    settings: Settings,
+    van_books: list[dict[str, object]],
+    rows: list[dict[str, object]],
+    breaches: list[dict[str, object]],
+    key: str,
+) -> None:
+    """The story's ending: the books per van, the deliveries with their verdicts and
+    breaches, where the certificates are and how to open the API."""
+    print("\nWhat each van sent and what became of it (sent = stored + rejected + missing):\n")
+    print(table(van_books))
     total = {
-        k: sum(int(str(r[k])) for r in rows)
-        for k in ("sent", "stored", "rejected", "seq_gaps", "lost")
+        k: sum(int(str(r[k])) for r in van_books)
+        for k in ("sent", "stored", "rejected", "missing", "lost")
     }
     print(
         f"\nsent {total['sent']} readings = stored {total['stored']} + rejected "
-        f"{total['rejected']} + seq gaps {total['seq_gaps']}; lost {total['lost']}"
+        f"{total['rejected']} + missing {total['missing']}; lost {total['lost']}"
     )
+    print("\nThe deliveries (times UTC), each judged by its product's profile:\n")
+    print(table(rows))
+    print("\nTheir breaches:\n")
+    print(table(breaches) if breaches else "(none)")
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    verdicts = Counter(str(r["verdict"]) for r in rows)
+    print("\nverdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())))
+    warm = [r["delivery"] for r in rows if r["verdict"] == "not_compliant"]
+    first = warm[0] if warm else rows[0]["delivery"] if rows else 1
+    device = van_books[0]["van"] if van_books else "van-01"
     print(f"""
+Each certificate is signed (check one with `coldtrace certificates verify FILE.json`).
+Open the API with the admin key this demo created; it is shown only now (coldtrace keeps
+its hash):
+  {key}
+  .venv/bin/coldtrace api        # in another terminal; OpenAPI at {base}/docs
+  curl -H "Authorization: Bearer {key}" {base}/api/v1/deliveries/{first}/certificates
+
 Where to look next:
+  logs        run/ingest.log, run/api.log
+  ingest      while `coldtrace ingest` runs: curl 127.0.0.1:{settings.ingest_health_port}/health
   InfluxDB    curl -G {settings.influx_url}/query --data-urlencode db={settings.influx_database} \\
-                --data-urlencode "q=SELECT * FROM temperature WHERE device='van-01' LIMIT 5"
-  ingest      run/ingest.log; while `coldtrace ingest` runs:
-              curl 127.0.0.1:{settings.ingest_health_port}/health   and   /metrics
-  services    coldtrace services status   (stop them: coldtrace services down)
-  contract    docs/wire-format.md""")
-    return 0 if total["lost"] == 0 else 1
+                --data-urlencode "q=SELECT * FROM temperature WHERE device='{device}' LIMIT 5"
+  services    .venv/bin/coldtrace services status   (stop them: coldtrace services down)""")
 
 
 def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
@@ -499,10 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("demo", help="services up, ingest, a simulated fleet, then what landed")
-    p.add_argument("--vehicles", type=int, default=12)
-    p.add_argument("--readings", type=int, default=180)
-    p.add_argument("--speedup", type=float, default=900.0)
+    p = sub.add_parser(
+        "demo", help="a simulated fleet's round through every part: what landed, each verdict"
+    )
+    p.add_argument("--vehicles", type=int, default=12, help="vans in the round (3 or more)")
+    p.add_argument(
+        "--speedup", type=float, default=150.0, help="simulated time runs this much faster"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("analyze", help="judge a temperature-logger CSV export against a profile")
