@@ -350,7 +350,7 @@ def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from coldtrace.db import upgrade
 
-    upgrade(settings.sqlalchemy_url)
+    upgrade(settings.migration_url, settings.app_role)
     print(f"database at head: {settings.sqlalchemy_url.split('@')[-1]}")
     return 0
 
@@ -695,22 +695,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:
-        said = _one_line(exc, settings)
-        if said is None:
+        unreachable = _database_unreachable(exc, settings)
+        if unreachable is None:
             raise
-        print(said, file=sys.stderr)
+        print(unreachable, file=sys.stderr)
         return 2
     return result
-
-
-def _one_line(exc: Exception, settings: Settings) -> str | None:
-    """The one line for an error that already says what to do (a local service that cannot
-    start, its port taken) or a relational store that cannot be reached; else None."""
-    from coldtrace.services import ServiceError
-
-    if isinstance(exc, ServiceError):
-        return f"error: {exc}"
-    return _database_unreachable(exc, settings)
 
 
 def _database_unreachable(exc: Exception, settings: Settings) -> str | None:

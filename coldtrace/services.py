@@ -98,6 +98,12 @@ SERVICES = {
 }
 DEFAULT_SERVICES = ("mosquitto", "influxdb")
 POSTGRES_USER = "postgres"  # the server refuses to run as root: as root, run it as this user
+# The local cluster's roles (docs/deploy.md): the bootstrap superuser creates the others and
+# the database; the owner owns the database and its schema and runs the migrations; the
+# application connects as a role that owns nothing and is no superuser.
+PG_SUPERUSER = "postgres"
+PG_OWNER = "coldtrace_owner"
+PG_APP = "coldtrace"
 
 
 def free_port() -> int:
@@ -426,7 +432,7 @@ class LocalServices:
                 "-D",
                 str(home / "data"),
                 "-U",
-                "coldtrace",
+                PG_SUPERUSER,
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--locale=C",
@@ -441,14 +447,34 @@ class LocalServices:
             raise ServiceError(f"postgresql: initdb failed: {result.stderr.strip()[-500:]}")
 
     def _create_postgres_database(self) -> None:
+        """The database coldtrace, owned by the owner role, migrated by it, and the
+        application's role granted its rights (docs/deploy.md does the same by hand)."""
         import psycopg
 
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=self.port("postgresql"),
-            user="coldtrace",
-            dbname="postgres",
-            autocommit=True,
-        ) as conn:
+        from coldtrace.db import upgrade
+
+        try:
+            conn = psycopg.connect(
+                host="127.0.0.1",
+                port=self.port("postgresql"),
+                user=PG_SUPERUSER,
+                dbname="postgres",
+                autocommit=True,
+            )
+        except psycopg.OperationalError as exc:
+            if f'role "{PG_SUPERUSER}" does not exist' not in str(exc):
+                raise
+            raise ServiceError(
+                f"postgresql: the cluster in {self._dir('postgresql') / 'data'} predates the "
+                "separate owner and application roles: stop it (coldtrace services down "
+                "postgresql), remove that directory, and start it again"
+            ) from None
+        with conn:
+            for role in (PG_OWNER, PG_APP):
+                if not conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
+                ).fetchone():
+                    conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'coldtrace'").fetchone():
-                conn.execute("CREATE DATABASE coldtrace")
+                conn.execute(f"CREATE DATABASE coldtrace OWNER {PG_OWNER}")
+        upgrade(self.settings.local_postgres_owner_url, PG_APP)

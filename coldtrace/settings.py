@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from coldtrace import signing
 
@@ -53,6 +55,10 @@ class Settings(BaseSettings):
     influx_password: SecretStr | None = None
 
     database_url: str | None = None
+    # PostgreSQL with separate roles (docs/deploy.md): DATABASE_URL names the application's
+    # role, which owns nothing; this names the owner role of the same database, used by the
+    # migrations alone (`coldtrace db upgrade`), which then grant the application its rights.
+    migration_database_url: SecretStr | None = None
     # The local PostgreSQL that `coldtrace services up postgresql` runs (development, tests).
     postgres_port: int = Field(5432, ge=1, le=65535)
 
@@ -147,6 +153,41 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _migration_role_of_the_same_database(self) -> Settings:
+        if self.migration_database_url is None:
+            return self
+        name = f"{ENV_PREFIX}MIGRATION_DATABASE_URL"
+        if self.database_url is None:
+            raise ValueError(
+                f"{name} needs {ENV_PREFIX}DATABASE_URL too, naming the application's role on "
+                "the same database (docs/deploy.md)"
+            )
+        try:
+            owner = make_url(self.migration_database_url.get_secret_value())
+            app = make_url(self.database_url)
+        except ArgumentError:
+            raise ValueError(
+                f"{name} and {ENV_PREFIX}DATABASE_URL must both be PostgreSQL URLs "
+                "(postgresql+psycopg://ROLE:PASSWORD@HOST:PORT/DATABASE)"
+            ) from None
+        if owner.get_backend_name() != "postgresql" or app.get_backend_name() != "postgresql":
+            raise ValueError(
+                f"{name} is for PostgreSQL only, with {ENV_PREFIX}DATABASE_URL on the same "
+                "database (a SQLite file has no roles): unset it"
+            )
+        if (owner.host, owner.port, owner.database) != (app.host, app.port, app.database):
+            raise ValueError(
+                f"{name} must name the database of {ENV_PREFIX}DATABASE_URL "
+                f"({app.host}:{app.port}/{app.database}), as its owner role"
+            )
+        if owner.username == app.username:
+            raise ValueError(
+                f"{name} must name the owner role, not {ENV_PREFIX}DATABASE_URL's "
+                f"{app.username!r}: the application's role owns nothing (docs/deploy.md)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _secrets_required_in_production(self) -> Settings:
         if self.env == "production":
             # The certificate signing key is checked by the API, the one process that signs:
@@ -186,9 +227,30 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.run_dir.resolve() / 'coldtrace.db'}"
 
     @property
+    def migration_url(self) -> str:
+        """Where the migrations run: the owner role's URL if set, else the store's."""
+        if self.migration_database_url is not None:
+            return self.migration_database_url.get_secret_value()
+        return self.sqlalchemy_url
+
+    @property
+    def app_role(self) -> str | None:
+        """The application's PostgreSQL role, granted its rights after each migration; None
+        when the migrations run as the application (SQLite, or a single role)."""
+        if self.migration_database_url is None:
+            return None
+        return make_url(self.sqlalchemy_url).username
+
+    @property
     def local_postgres_url(self) -> str:
-        """The database of the local PostgreSQL started by `coldtrace services`."""
+        """The database of the local PostgreSQL started by `coldtrace services`, as the
+        application's role (coldtrace.services creates it and the owner role)."""
         return f"postgresql+psycopg://coldtrace@127.0.0.1:{self.postgres_port}/coldtrace"
+
+    @property
+    def local_postgres_owner_url(self) -> str:
+        """The same database as its owner role: COLDTRACE_MIGRATION_DATABASE_URL's value."""
+        return f"postgresql+psycopg://coldtrace_owner@127.0.0.1:{self.postgres_port}/coldtrace"
 
 
 def ensure_dev_secrets(run_dir: Path) -> Path:

@@ -27,15 +27,19 @@ def _url() -> str:
 
 def run_migrations_online() -> None:
     engine = make_engine(_url())
-    with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            # The API and ingest may start together: one migrates, the other waits for it.
-            conn.execute(text("SELECT pg_advisory_lock(7405361)"))
-            conn.commit()
-        context.configure(connection=conn, target_metadata=Base.metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # The API and ingest may start together: one migrates, the other waits for it.
+                conn.execute(text("SELECT pg_advisory_lock(7405361)"))
+                conn.commit()
+            context.configure(connection=conn, target_metadata=Base.metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        # Closing the connection releases the session's lock, also when a migration failed
+        # (back in the pool it would hold it as long as this process lives).
+        engine.dispose()
 
 
 run_migrations_online()

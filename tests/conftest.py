@@ -19,7 +19,14 @@ import pytest
 
 from coldtrace.contract import telemetry_topic
 from coldtrace.influx import InfluxClient, quote_string
-from coldtrace.services import LocalServices, device_password, free_port
+from coldtrace.services import (
+    PG_APP,
+    PG_OWNER,
+    PG_SUPERUSER,
+    LocalServices,
+    device_password,
+    free_port,
+)
 from coldtrace.settings import Settings, load_settings
 from ingest.process import IngestProcess
 from simulators.publish import DeviceConnection
@@ -179,15 +186,18 @@ def rejections(influx: InfluxClient, device: str) -> list[dict[str, Any]]:
 # -- the relational store: SQLite and PostgreSQL ---------------------------------------------
 
 
-def pg_url(pg: Settings, database: str, flavour: str = "sqlalchemy") -> str:
-    """URL of a database on the session's PostgreSQL (for SQLAlchemy, or plain libpq)."""
+def pg_url(pg: Settings, database: str, flavour: str = "sqlalchemy", role: str = PG_APP) -> str:
+    """URL of a database on the session's PostgreSQL (for SQLAlchemy, or plain libpq), as
+    the application's role unless another is named (coldtrace.services: PG_*)."""
     url = pg.local_postgres_url.rsplit("/", 1)[0] + "/" + database
+    url = url.replace(f"//{PG_APP}@", f"//{role}@")
     return url.replace("+psycopg", "") if flavour == "libpq" else url
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Settings]:
-    """The session's PostgreSQL, on a free port, with a migrated template database."""
+    """The session's PostgreSQL, on a free port, with a template database owned and migrated
+    by the owner role, the application's role granted its rights (as in production)."""
     import shutil
     import tempfile
 
@@ -202,9 +212,9 @@ def postgres() -> Iterator[Settings]:
     services = LocalServices(s)
     try:
         services.up(["postgresql"])
-        with psycopg.connect(pg_url(s, "coldtrace", "libpq"), autocommit=True) as c:
-            c.execute("CREATE DATABASE coldtrace_template")
-        upgrade(pg_url(s, "coldtrace_template"))
+        with psycopg.connect(pg_url(s, "postgres", "libpq", PG_SUPERUSER), autocommit=True) as c:
+            c.execute(f"CREATE DATABASE coldtrace_template OWNER {PG_OWNER}")
+        upgrade(pg_url(s, "coldtrace_template", role=PG_OWNER), PG_APP)
         yield s
     finally:
         services.down()
@@ -213,7 +223,8 @@ def postgres() -> Iterator[Settings]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated store of the test's own, on SQLite and on PostgreSQL."""
+    """A fresh, migrated store of the test's own, on SQLite and on PostgreSQL (as the
+    application's role, which owns nothing)."""
     if request.param == "sqlite":
         from coldtrace.db import upgrade
 
@@ -225,9 +236,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
     pg: Settings = request.getfixturevalue("postgres")
     name = "t" + uuid.uuid4().hex[:12]
-    admin = pg_url(pg, "coldtrace", "libpq")
+    admin = pg_url(pg, "postgres", "libpq", PG_SUPERUSER)
     with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name} TEMPLATE coldtrace_template")
+        c.execute(f"CREATE DATABASE {name} TEMPLATE coldtrace_template OWNER {PG_OWNER}")
     yield pg_url(pg, name)
     with psycopg.connect(admin, autocommit=True) as c:
         c.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -35,6 +35,8 @@ from coldtrace.db import make_engine
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.services import free_port
 from coldtrace.settings import Settings
+from deliveries.attach import breach_mark, delivery_breaches
+from deliveries.models import Delivery
 from tests.conftest import Devices, WebhookReceiver, put_on_delivery, stored_count, wait_for
 
 MINUTE = 60_000
@@ -285,7 +287,7 @@ def test_silent_device_is_reported_and_closed_when_it_speaks_again(
     db, device, t0, hooks, _ = van
     parked = f"{device}-parked"
     alerting_ingest(COLDTRACE_ALERTS_SILENT_AFTER_S="2")  # it migrates its store
-    put_on_delivery(f"sqlite:///{db}", device, t0, "start")
+    delivery = put_on_delivery(f"sqlite:///{db}", device, t0, "start")
 
     def send(to: str, seq: int) -> int:
         ts = int(time.time() * 1000)
@@ -306,11 +308,18 @@ def test_silent_device_is_reported_and_closed_when_it_speaks_again(
     (b,) = breaches(db, device)
     assert (b.start_ts, b.end_ts) == (last, back)
     wait_for(lambda: len(hooks) == 2, what="two webhook calls")
-    bodies = sorted((json.loads(h["body"]) for h in hooks), key=lambda x: x["transition"])
+    bodies = [json.loads(h["body"]) for h in hooks]  # in the order they happened
     assert [(x["rule"], x["transition"], x["probe"]) for x in bodies] == [
-        ("device_silent", "closed", None),
         ("device_silent", "opened", None),
+        ("device_silent", "closed", None),
     ]
+    # the silence is the delivery's: its device's own breach (probe "")
+    engine = make_engine(f"sqlite:///{db}")
+    with Session(engine) as session:
+        d = session.get_one(Delivery, delivery)
+        marks = [breach_mark(x) for x in delivery_breaches(session, d)]
+    engine.dispose()
+    assert [(m.id, m.probe, m.rule) for m in marks] == [(b.id, "", "device_silent")]
 
 
 def test_readings_of_a_refused_batch_stored_one_by_one_are_judged(

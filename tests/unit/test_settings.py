@@ -188,3 +188,51 @@ def test_cli_reports_a_bad_setting_in_one_line_and_exits_2(tmp_path: Path) -> No
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("configuration error: COLDTRACE_MQTT_PORT: ")
     assert lines[0].endswith("(got 'abc')")
+
+
+APP_URL = "postgresql+psycopg://coldtrace:app-pw@db.example:5432/coldtrace"
+
+
+@pytest.mark.parametrize(
+    ("database_url", "migration_url", "says"),
+    [
+        (None, "postgresql+psycopg://owner@db.example:5432/coldtrace", "needs COLDTRACE_DATA"),
+        ("sqlite:///x.db", "sqlite:///x.db", "PostgreSQL only"),
+        (APP_URL, "not a url", "must both be PostgreSQL URLs"),
+        (APP_URL, "postgresql+psycopg://owner@db.example:5432/other", "db.example:5432/coldtrace"),
+        (APP_URL, "postgresql+psycopg://coldtrace:pw@db.example:5432/coldtrace", "owner role"),
+    ],
+)
+def test_migration_database_url_names_the_owner_of_the_same_database(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str | None,
+    migration_url: str,
+    says: str,
+) -> None:
+    if database_url is not None:
+        monkeypatch.setenv("COLDTRACE_DATABASE_URL", database_url)
+    monkeypatch.setenv("COLDTRACE_MIGRATION_DATABASE_URL", migration_url)
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path)
+    message = str(info.value)
+    assert message.startswith("COLDTRACE_MIGRATION_DATABASE_URL") and says in message
+    assert "app-pw" not in message and "\n" not in message
+
+
+def test_migrations_run_as_the_owner_and_grant_the_applications_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        load_settings(run_dir=tmp_path).app_role,
+        load_settings(run_dir=tmp_path).migration_url,
+    ) == (
+        None,
+        f"sqlite:///{tmp_path.resolve() / 'coldtrace.db'}",
+    )
+    owner = "postgresql+psycopg://coldtrace_owner:owner-pw@db.example:5432/coldtrace"
+    monkeypatch.setenv("COLDTRACE_DATABASE_URL", APP_URL)
+    monkeypatch.setenv("COLDTRACE_MIGRATION_DATABASE_URL", owner)
+    s = load_settings(run_dir=tmp_path)
+    assert (s.sqlalchemy_url, s.migration_url, s.app_role) == (APP_URL, owner, "coldtrace")
+    assert "owner-pw" not in repr(s)

@@ -1,0 +1,197 @@
+"""The audit log cannot be rewritten, by any statement, on SQLite and PostgreSQL; on
+PostgreSQL the application's role is no superuser and owns nothing, so it can neither turn
+the triggers off nor take the migrations' place (migrations run as the owner role)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from coldtrace.db import make_engine, upgrade
+from coldtrace.services import PG_OWNER, PG_SUPERUSER
+from coldtrace.settings import ConfigError, Settings
+from deliveries.store import Store
+from tests.conftest import REPO, pg_url, run_coldtrace
+
+COLUMNS = "(id, at_ms, actor, action, entity, entity_id)"
+FORGED = "VALUES ({id}, 0, 'me', 'device.delete', 'device', 'x')"
+
+
+def rewrites(dialect: str, entry: int) -> list[str]:
+    values = FORGED.format(id=entry)
+    statements = [
+        "UPDATE audit_log SET actor = 'me'",
+        f"DELETE FROM audit_log WHERE id = {entry}",
+        "DELETE FROM audit_log",  # SQLite's TRUNCATE (its truncate optimisation)
+        f"INSERT INTO audit_log {COLUMNS} {values} ON CONFLICT (id) DO UPDATE SET actor = 'me'",
+    ]
+    if dialect == "sqlite":
+        return [
+            *statements,
+            f"INSERT OR REPLACE INTO audit_log {COLUMNS} {values}",
+            f"REPLACE INTO audit_log {COLUMNS} {values}",
+            f"INSERT INTO audit_log {COLUMNS} {FORGED.format(id=-1)}",  # would block later ones
+        ]
+    return [*statements, "TRUNCATE audit_log"]
+
+
+def entries(conn: Connection) -> list[tuple[int, str, str]]:
+    return [tuple(r) for r in conn.execute(text("SELECT id, actor, action FROM audit_log"))]  # type: ignore[misc]
+
+
+def test_no_statement_rewrites_the_audit_log(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        Store(session, "ops").create_customer("acme", "ACME")
+        session.commit()
+    with engine.connect() as conn:
+        before = entries(conn)
+        ((entry, _, _),) = before
+        for statement in rewrites(engine.dialect.name, entry):
+            with pytest.raises(DBAPIError, match=r"append-only|permission denied"):
+                conn.execute(text(statement))
+            conn.rollback()
+        assert entries(conn) == before == [(entry, "ops", "customer.create")]
+    with Session(engine) as session:  # appending still works, with the next id
+        Store(session, "ops").create_customer("bistro", "Bistro")
+        session.commit()
+    with engine.connect() as conn:
+        assert [e[0] for e in entries(conn)] == [entry, entry + 1]
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_database_url(database_url: str) -> str:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("roles are PostgreSQL's")
+    return database_url
+
+
+def test_the_applications_role_is_no_superuser_and_owns_nothing(pg_database_url: str) -> None:
+    engine = make_engine(pg_database_url)
+    with engine.connect() as conn:
+        role = conn.execute(text("SELECT current_user")).scalar_one()
+        assert role == "coldtrace"
+        flags = conn.execute(
+            text("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = :r"),
+            {"r": role},
+        ).one()
+        assert tuple(flags) == (False, False, False)
+        owned = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM pg_class WHERE relowner = r.oid)"
+                " + (SELECT count(*) FROM pg_proc WHERE proowner = r.oid)"
+                " + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid)"
+                " + (SELECT count(*) FROM pg_type WHERE typowner = r.oid)"
+                " + (SELECT count(*) FROM pg_database WHERE datdba = r.oid)"
+                " FROM pg_roles r WHERE r.rolname = current_user"
+            )
+        ).scalar_one()
+        assert owned == 0
+        for statement in (
+            "SET session_replication_role = replica",  # would skip the triggers
+            "SET LOCAL session_replication_role = replica",
+            "ALTER TABLE audit_log DISABLE TRIGGER ALL",
+            "DROP TRIGGER audit_log_append_only_row ON audit_log",
+            "DROP TABLE audit_log",
+            "CREATE TABLE mine (id int)",
+        ):
+            with pytest.raises(DBAPIError, match=r"permission denied|must be owner"):
+                conn.execute(text(statement))
+            conn.rollback()
+        # the rest of the store is the application's to write
+        conn.execute(text("INSERT INTO customer (id, name, created_ms) VALUES ('a', 'A', 0)"))
+        conn.execute(text("UPDATE customer SET name = 'B'"))
+        conn.execute(text("DELETE FROM customer"))
+        conn.rollback()
+    engine.dispose()
+
+
+def test_migrations_run_as_the_owner_not_as_the_application(postgres: Settings) -> None:
+    name = "t" + uuid.uuid4().hex[:12]
+    admin = pg_url(postgres, "postgres", "libpq", PG_SUPERUSER)
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name} OWNER {PG_OWNER}")
+    app, owner = pg_url(postgres, name), pg_url(postgres, name, role=PG_OWNER)
+    try:
+        with pytest.raises(ConfigError, match="coldtrace db upgrade"):
+            upgrade(app)  # an empty database: the application's role may not create tables
+        done = run_coldtrace(
+            "db",
+            "upgrade",
+            COLDTRACE_DATABASE_URL=app,
+            COLDTRACE_MIGRATION_DATABASE_URL=owner,
+            COLDTRACE_RUN_DIR=str(postgres.run_dir),
+        )
+        assert done.returncode == 0, done.stderr
+        upgrade(app)  # at head: nothing for the application's role to do
+        engine = make_engine(app)
+        with Session(engine) as session:
+            Store(session, "ops").create_customer("acme", "ACME")
+            session.commit()
+        engine.dispose()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_deploy_roles_script_then_migrate_as_owner(postgres: Settings) -> None:
+    """docs/deploy.md's path (and docker-compose's): roles.sh as the superuser, the
+    migrations as the owner, the application as its role, which cannot turn triggers off."""
+    tag = uuid.uuid4().hex[:8]
+    db, owner, app = f"d{tag}", f"o{tag}", f"a{tag}"
+    made = subprocess.run(
+        ["sh", str(REPO / "deploy" / "postgresql" / "roles.sh")],
+        env={
+            "PATH": os.environ["PATH"],
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(postgres.postgres_port),
+            "POSTGRES_USER": PG_SUPERUSER,
+            "COLDTRACE_DB_OWNER_PASSWORD": "owner-pw",
+            "COLDTRACE_DB_APP_PASSWORD": "app-pw",
+            "COLDTRACE_DB_NAME": db,
+            "COLDTRACE_DB_OWNER": owner,
+            "COLDTRACE_DB_APP": app,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    base = f"postgresql+psycopg://{{}}@127.0.0.1:{postgres.postgres_port}/{db}"
+    try:
+        done = run_coldtrace(
+            "db",
+            "upgrade",
+            COLDTRACE_DATABASE_URL=base.format(app),
+            COLDTRACE_MIGRATION_DATABASE_URL=base.format(owner),
+            COLDTRACE_RUN_DIR=str(postgres.run_dir),
+        )
+        assert done.returncode == 0, done.stderr
+        engine = make_engine(base.format(app))
+        with Session(engine) as session:
+            Store(session, "ops").create_customer("acme", "ACME")
+            session.commit()
+        with engine.connect() as conn:
+            for statement in (
+                "SET session_replication_role = replica",
+                "DELETE FROM audit_log",
+                "CREATE TABLE mine (id int)",
+            ):
+                with pytest.raises(DBAPIError, match=r"permission denied"):
+                    conn.execute(text(statement))
+                conn.rollback()
+        engine.dispose()
+    finally:
+        with psycopg.connect(pg_url(postgres, "postgres", "libpq", PG_SUPERUSER)) as c:
+            c.autocommit = True
+            c.execute(f"DROP DATABASE {db} WITH (FORCE)")
+            c.execute(f"DROP ROLE {app}")
+            c.execute(f"DROP ROLE {owner}")
