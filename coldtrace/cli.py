@@ -695,12 +695,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:
-        unreachable = _database_unreachable(exc, settings)
-        if unreachable is None:
+        said = _one_line(exc, settings)
+        if said is None:
             raise
-        print(unreachable, file=sys.stderr)
+        print(said, file=sys.stderr)
         return 2
     return result
+
+
+def _one_line(exc: Exception, settings: Settings) -> str | None:
+    """The one line for an error that already says what to do (a local service that cannot
+    start, its port taken) or a relational store that cannot be reached; else None."""
+    from coldtrace.services import ServiceError
+
+    if isinstance(exc, ServiceError):
+        return f"error: {exc}"
+    return _database_unreachable(exc, settings)
 
 
 def _database_unreachable(exc: Exception, settings: Settings) -> str | None:

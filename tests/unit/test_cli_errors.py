@@ -50,6 +50,21 @@ def test_the_ingest_health_port_taken(tmp_path: Path, taken_port: int) -> None:
     )
 
 
+def test_the_broker_port_taken(tmp_path: Path, taken_port: int) -> None:
+    proc = run_coldtrace(
+        "services",
+        "up",
+        "mosquitto",
+        COLDTRACE_MQTT_PORT=str(taken_port),
+        COLDTRACE_RUN_DIR=str(tmp_path),
+    )
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        f"error: mosquitto: port {taken_port} on 127.0.0.1 is taken by another process; stop "
+        "it, or pick another port (COLDTRACE_MQTT_PORT)"
+    )
+
+
 def test_an_unreachable_database(tmp_path: Path) -> None:
     """A port that listens but is no PostgreSQL would hang; a closed one refuses at once."""
     with socket.socket() as sock:
