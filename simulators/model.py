@@ -301,13 +301,18 @@ def route_of(spec: VanSpec, seed: int) -> routes.Route:
     return routes.plan(city, stops, spec.loading_min, rng)
 
 
+def end_ms(spec: VanSpec, route: routes.Route) -> int:
+    """When the van's readings stop: ``tail_min`` after it left its last stop."""
+    return round((route.visits[-1].depart_s + spec.tail_min * 60) * 1000)
+
+
 def simulate(
     spec: VanSpec, device: str, profiles: dict[str, Profile], epoch_ms: int, seed: int
 ) -> VanRun:
     """The van's round: every reading and every message, in order."""
     rng = random.Random(f"{seed}:{spec.id}")
     route = route_of(spec, seed)
-    end = round((route.visits[-1].depart_s + spec.tail_min * 60) * 1000)
+    end = end_ms(spec, route)
     sched = _schedule(spec, route, end)
     comps = {c.name: _physics(c, profiles[c.profile]) for c in spec.compartments}
 

@@ -33,7 +33,7 @@ INSULATION_TAU_MIN: Final = {"normal": 60.0, "reinforced": 110.0}
 DOOR_TAU_MIN: Final = 5.0  # the air of an open body is replaced in minutes
 UNIT_TAU_MIN: Final = 4.0  # a running unit pulls the air to its supply temperature
 UNIT_OFFSET_C: Final = 8.0  # supply air this far beyond the set-point
-DEFROST_AIR_C: Final = 12.0  # the coil heater warms the air towards this during a defrost
+DEFROST_AIR_C: Final = 7.0  # the coil heater warms the air at the probes towards this
 DEFROST_TAU_MIN: Final = 10.0
 
 Mode = Literal["cool", "heat"]
