@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from alerts.profiles import load_profiles
 from coldtrace.contract import TelemetryBatch, probe_fault
-from simulators import routes, thermal
+from coldtrace.settings import load_settings
+from simulators import routes, scenario, thermal
 from simulators.firmware import Firmware
 from simulators.model import VanRun, VanSpec, simulate
+from tests.conftest import run_coldtrace
 
 PROFILES = load_profiles()
 EPOCH = 1_780_000_000_000  # the wall-clock time of t=0
@@ -265,3 +269,67 @@ def test_clock_skew_duplicates_replays_and_probe_order() -> None:
     assert all(m.at_ms == 50 * MIN for m in replayed)
     orders = {tuple(p["readings"][0]["probes"]) for p in payloads(r)}
     assert len(orders) > 1 and all(set(o) == {"air", "product", "cab"} for o in orders)
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+def test_every_scenario_loads_and_ends_before_now() -> None:
+    now = 1_790_000_000_000
+    for name in scenario.names():
+        placed = scenario.place(scenario.load(name), "p", PROFILES, now, 3600_000)
+        assert placed.epoch_ms + placed.duration_ms <= now - MIN
+        for run in placed.runs.values():
+            assert all(x.ts is None or x.ts < now for x in run.readings)
+
+
+def test_a_delivery_closed_before_its_last_readings_was_delivered_a_grace_period_ago() -> None:
+    now = 1_790_000_000_000
+    placed = scenario.place(scenario.load("tunnel-backlog"), "p", PROFILES, now, 3600_000)
+    [d] = placed.deliveries
+    assert d.deliver_ms <= now - 3600_000 - MIN
+    assert d.close_at == 90 * MIN
+
+
+def test_the_settings_a_scenario_needs(clean_env: None) -> None:
+    placed = scenario.place(scenario.load("defrost-suppressed"), "p", PROFILES, EPOCH, 0, EPOCH)
+    need = scenario.missing_settings(placed, load_settings())
+    assert json.loads(need["COLDTRACE_ALERTS_SUPPRESS_WINDOWS"]) == {
+        "p-van-d": [["2026-05-28T21:09:40Z", "2026-05-28T21:38:40Z"]]  # t+43 .. t+72
+    }
+    given = load_settings(alerts_suppress_windows=json.loads(need.popitem()[1]))
+    assert scenario.missing_settings(placed, given) == {}
+
+
+def test_a_scenario_with_an_error_says_where() -> None:
+    with pytest.raises(scenario.ScenarioError, match="no scenario 'nope'; known: blip-under"):
+        scenario.load("nope")
+    bad = scenario.SCENARIOS_DIR / "compressor-failure.yaml"
+    text = bad.read_text().replace("stop: 3}", "stop: 9}")
+    with pytest.raises(ValueError, match="delivery CH-1: van van-a has no stop 9"):
+        scenario.Scenario.model_validate(yaml.safe_load(text))
+
+
+def test_simulate_scenario_says_what_it_needs_in_one_line(tmp_path: Path) -> None:
+    run_dir = str(tmp_path)
+    no_key = run_coldtrace("simulate", "--scenario", "blip-under-delay", COLDTRACE_RUN_DIR=run_dir)
+    assert no_key.returncode == 2
+    assert no_key.stderr.strip().endswith("(`coldtrace keys create --role admin`)")
+    unknown = run_coldtrace(
+        "simulate", "--scenario", "nope", "--api-key", "k", COLDTRACE_RUN_DIR=run_dir
+    )
+    assert (unknown.returncode, unknown.stderr.count("\n")) == (2, 1)
+    assert "no scenario 'nope'" in unknown.stderr
+    door = run_coldtrace(
+        "simulate",
+        "--scenario",
+        "door-left-open",
+        "--api-key",
+        "k",
+        "--prefix",
+        "x",
+        COLDTRACE_RUN_DIR=run_dir,
+    )
+    assert (door.returncode, door.stderr.count("\n")) == (2, 1)
+    assert 'COLDTRACE_ALERTS_DEVICE_PROFILES=\'{"x-van-b": "chilled"}\'' in door.stderr
+    assert "--prefix x --start " in door.stderr
