@@ -241,6 +241,14 @@ def _mkt(pairs: list[tuple[float, float]], points: Sequence[tuple[int, float]]) 
     return round(_mkt_of_pairs(pairs), 2)
 
 
+def _mean(pairs: list[tuple[float, float]], values: list[float]) -> float | None:
+    """Time-weighted over the (value, minutes) held; a lone reading is its own mean."""
+    total = sum(w for _, w in pairs)
+    if total <= 0:
+        return values[0] if values else None
+    return round(sum(v * w for v, w in pairs) / total, 2)
+
+
 def _interval(samples: Sequence[Sample]) -> int:
     steps = [b.ts - a.ts for a, b in pairwise(samples) if b.ts > a.ts]
     return round(statistics.median(steps)) if steps else DEFAULT_INTERVAL_MS
@@ -283,9 +291,7 @@ def _probe(
         samples[-1].ts if samples else None,
         min(values, default=None),
         max(values, default=None),
-        (round(sum(v * w for v, w in pairs) / total, 2) if total > 0 else values[0])
-        if values
-        else None,
+        _mean(pairs, values),
         round(total - out, 2),
         round(out, 2),
         round(100 * (total - out) / total, 2) if total > 0 else None,
