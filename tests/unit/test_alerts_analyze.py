@@ -119,3 +119,28 @@ def test_a_configured_defrost_window_suppresses_the_excursion(capsys) -> None:
 def test_a_bad_suppression_window_is_refused(capsys) -> None:
     assert main(["analyze", "--profile", "chilled", "--suppress", "08:00", str(ISO)]) == 2
     assert "--suppress '08:00': use START/END" in capsys.readouterr().err
+
+
+def test_impossible_values_are_probe_faults_as_in_the_live_stage(capsys, tmp_path: Path) -> None:
+    # one reading a minute; the probe reads -127 (DS18B20 disconnected) for minutes 20..31
+    rows = [
+        f"{1784007600 + 60 * i},{-127.0 if 20 <= i < 32 else 3.0 + (i % 3) / 10}" for i in range(60)
+    ]
+    path = tmp_path / "disconnected.csv"
+    path.write_text("time,product\n" + "\n".join(rows) + "\n")
+    report = analyze_json(capsys, "--profile", "chilled", str(path))
+    [probe] = report["probes"]
+    assert (probe["readings"], probe["min_c"]) == (48, 3.0)  # -127 is no temperature
+    assert [(b["rule"], b["start"], b["end"], b["verdict"]) for b in report["breaches"]] == [
+        ("probe_fault", "2026-07-14T06:00:00Z", "2026-07-14T06:12:00Z", "probe fault")
+    ]
+    # no temperature from minute 19 to 32: 13 min, longer than the 10 the profile allows
+    assert report["gaps"] == [
+        {
+            "probe": "product",
+            "start": "2026-07-14T05:59:00Z",
+            "end": "2026-07-14T06:12:00Z",
+            "minutes": 13.0,
+        }
+    ]
+    assert report["verdict"] == "incomplete"
