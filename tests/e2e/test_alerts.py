@@ -280,6 +280,37 @@ def test_restart_mid_excursion_keeps_the_breach_open_and_closes_it_once(
     assert len({h["headers"]["X-Coldtrace-Notification"] for h in hooks}) == 2
 
 
+def test_a_restart_logs_counts_and_sends_no_transition_of_a_closed_breach_again(
+    alerting_ingest, devices: Devices, influx: InfluxClient, van: Van
+) -> None:
+    db, device, t0, hooks, _ = van
+    first = alerting_ingest()
+    devices.publish(device, [batch(device, t0, range(m, m + 5)) for m in range(0, 40, 5)])
+    wait_for(lambda: [b.state for b in breaches(db, device)] == ["closed"], what="a closed breach")
+    wait_for(lambda: len(hooks) == 2, what="the two webhook calls")
+    assert [json.loads(h["body"])["transition"] for h in hooks] == ["opened", "closed"]
+    first.stop()
+
+    again = alerting_ingest()  # judges the device again from InfluxDB on its next readings
+    devices.publish(device, [batch(device, t0, range(40, 43))])
+    wait_for(
+        lambda: again.metrics().get("coldtrace_alerts_readings_evaluated_total", 0) >= 3,
+        what="the new readings judged",
+    )
+    time.sleep(2)  # the notifier polls every second: give a repeat the chance to appear
+    check_one_breach(db, device, t0)
+    counted = {k: v for k, v in again.metrics().items() if "alerts_breaches_total" in k}
+    assert counted == {}
+    log = again.logtext()  # both processes' (one log file): each transition logged once
+    assert (log.count("breach opened: "), log.count("breach closed: ")) == (1, 1)
+    assert len(hooks) == 2
+    points = influx.rows(f"SELECT * FROM breach WHERE device = {quote_string(device)}")
+    assert [(p["transition"], p["state"]) for p in points] == [
+        ("opened", "open"),  # the point of the opening says what was true then
+        ("closed", "closed"),
+    ]
+
+
 def test_silent_device_is_reported_and_closed_when_it_speaks_again(
     alerting_ingest, devices: Devices, influx: InfluxClient, van: Van
 ) -> None:
