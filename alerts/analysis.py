@@ -19,7 +19,15 @@ from alerts.logger_csv import LoggerSeries
 from alerts.profiles import Profile
 from alerts.rules import Sample, Window
 
-__all__ = ["Analysis", "analyze", "as_json", "breach_verdict", "iso", "parse_window"]
+__all__ = [
+    "Analysis",
+    "analyze",
+    "as_json",
+    "breach_verdict",
+    "iso",
+    "local_iso",
+    "parse_window",
+]
 
 # How the report words the evaluation's verdicts (kept from before it had three).
 VERDICT_WORDS = {NOT_COMPLIANT: "not compliant", INCOMPLETE: "incomplete"}
@@ -27,10 +35,12 @@ VERDICT_WORDS = {NOT_COMPLIANT: "not compliant", INCOMPLETE: "incomplete"}
 
 @dataclass(frozen=True)
 class Analysis:
-    """A logger file's evaluation; ``rows``: the file's data rows."""
+    """A logger file's evaluation; ``rows``: the file's data rows; ``series``: the file as
+    read (its zone, units, skipped columns)."""
 
     rows: int
     evaluation: Evaluation
+    series: LoggerSeries
 
     @property
     def verdict(self) -> str:
@@ -52,7 +62,7 @@ def analyze(
     }
     first, last = min(series.times), max(series.times)
     evaluation = evaluate(samples, profile, {"": suppress or []}, first, last)
-    return Analysis(len(series.times), evaluation)
+    return Analysis(len(series.times), evaluation, series)
 
 
 def parse_window(text: str, tz: tzinfo) -> Window:
@@ -69,6 +79,13 @@ def parse_window(text: str, tz: tzinfo) -> Window:
     return round(start.timestamp() * 1000), round(end.timestamp() * 1000)
 
 
+def local_iso(ts_ms: int | None, zone: tzinfo) -> str | None:
+    """Epoch ms as ISO 8601 in ``zone`` with its offset (2026-07-14T07:40:00+02:00)."""
+    if ts_ms is None:
+        return None
+    return datetime.fromtimestamp(ts_ms / 1000, zone).isoformat()
+
+
 def breach_verdict(b: Breach) -> str:
     if b.record.suppressed:
         return "suppressed"
@@ -76,33 +93,43 @@ def breach_verdict(b: Breach) -> str:
 
 
 def as_json(a: Analysis) -> dict[str, object]:
-    e = a.evaluation
+    """The report: times in ISO 8601 with the offset of the file's zone, temperatures in C,
+    durations in minutes."""
+    e, zone = a.evaluation, a.series.zone
+
+    def t(ts: int | None) -> str | None:
+        return local_iso(ts, zone)
+
     return {
         "profile": e.profile.id,
         "readings": a.rows,
-        "first": iso(e.start),
-        "last": iso(e.end),
+        "first": t(e.start),
+        "last": t(e.end),
+        "zone": str(zone),
         "mkt_c": e.mkt_c,
         "verdict": a.verdict,
         "probes": [
             {
                 "probe": p.probe,
+                "unit": a.series.units.get(p.probe),
                 "readings": p.readings,
                 "min_c": p.min_c,
                 "max_c": p.max_c,
                 "mean_c": p.mean_c,
                 "in_range_pct": p.in_range_pct,
+                "in_range_min": p.in_range_min,
                 "out_of_range_min": p.out_of_range_min,
                 "mkt_c": p.mkt_c,
             }
             for p in e.probes
         ],
+        "skipped": [{"column": name, "kind": kind} for name, kind in a.series.skipped],
         "breaches": [
             {
                 "probe": b.probe,
                 "rule": b.record.rule,
-                "start": iso(b.record.start),
-                "end": iso(b.record.end),
+                "start": t(b.record.start),
+                "end": t(b.record.end),
                 "duration_min": b.duration_min,
                 "peak_c": b.record.peak,
                 "degree_minutes": round(b.record.degree_minutes, 2),
@@ -114,8 +141,9 @@ def as_json(a: Analysis) -> dict[str, object]:
             for b in e.breaches
         ],
         "gaps": [
-            {"probe": g.probe, "start": iso(g.start), "end": iso(g.end), "minutes": g.minutes}
+            {"probe": g.probe, "start": t(g.start), "end": t(g.end), "minutes": g.minutes}
             for g in e.gaps
         ],
+        "footer_lines": list(a.series.footer) if a.series.footer else None,
         "reasons": e.reasons,
     }

@@ -14,8 +14,11 @@ probe's span. A hold longer than the profile's ``fault_delay_min`` is a **data g
 counts for none of the figures: ``fault_delay_min`` is how long the profile lets a probe go
 without a temperature before the rules call it a fault, so the record vouches for the product
 no longer than that after a reading (the same bound for a probe that gave faults and for one
-whose readings are missing). The time before a probe's first reading in its span is a gap
-when it is longer than that bound, and uncovered either way (no value is known yet).
+whose readings are missing), or one and a half logging intervals for a probe that logs less
+often (``_hold_bound``). The rules run afresh after each data gap, so no rule counts the
+time of a gap as in or out of range either. The time before a probe's first reading in its
+span is a gap when it is longer than that bound, and uncovered either way (no value is
+known yet).
 
 Windows are ``[start, end]`` in epoch ms, both included, as delivery windows are everywhere
 in deliveries/ (``deliveries.window.Segment``).
@@ -262,6 +265,44 @@ def _where(positions: Sequence[Position], ts: int) -> Position | None:
     return positions[i - 1] if i else positions[0]
 
 
+def _hold_bound(samples: Sequence[Sample], max_hold_ms: int) -> int:
+    """How long a temperature may hold before the rest is a data gap: the profile's
+    ``fault_delay_min``, or one and a half of the probe's logging interval when it samples
+    less often than that (a logger recording every 15 min vouches for those 15 min). The
+    logging interval is the 90th percentile of its steps, so a logger's faster alarm
+    sampling, or a few gaps, do not change it."""
+    steps = sorted(b.ts - a.ts for a, b in pairwise(samples) if b.ts > a.ts)
+    if not steps:
+        return max_hold_ms
+    return max(max_hold_ms, steps[int(0.9 * (len(steps) - 1))] * 3 // 2)
+
+
+def _judged(samples: list[Sample], profile: Profile, cuts: list[int]) -> list[BreachRecord]:
+    """The rules' breaches over ``samples``, run afresh after each data gap (``cuts``: the
+    last reading before each gap): time the record does not cover is neither in nor out of
+    range for any rule. A breach still open where a gap begins ends there; one open at the
+    end carries its peak and degree-minutes up to the last reading."""
+    records: list[BreachRecord] = []
+    bounds = [*cuts, None]
+    begin = 0
+    for cut in bounds:
+        stop = len(samples) if cut is None else bisect_right([s.ts for s in samples], cut)
+        part = samples[begin:stop]
+        begin = stop
+        if not part:
+            continue
+        engine = ProbeEngine(ProbeRules(profile))
+        engine.add(part)
+        now = {b.key: b for b in engine.rules.current(engine.state)}
+        for b in engine.view.values():
+            if b.end is None:
+                b = now.get(b.key, b)
+                if cut is not None:
+                    b = replace(b, end=part[-1].ts)
+            records.append(b)
+    return sorted(records, key=lambda r: (r.start, r.rule))
+
+
 def _probe(
     key: ProbeKey,
     samples: list[Sample],
@@ -271,10 +312,10 @@ def _probe(
 ) -> tuple[ProbeFigures, list[Breach], list[Gap]]:
     device, probe = key
     lo, hi = span
-    engine = ProbeEngine(ProbeRules(profile))
-    engine.add(samples)
+    max_hold_ms = _hold_bound(samples, max_hold_ms)
     points = [(s.ts, s.celsius) for s in samples if s.celsius is not None]
     pairs, holes = _held(points, hi, max_hold_ms)
+    records = _judged(samples, profile, [a for a, _ in holes if a < points[-1][0]])
     if points and points[0][0] - lo > max_hold_ms:
         holes.insert(0, (lo, points[0][0]))
     if samples and not points:  # faults only: nothing vouches for the product in its span
@@ -300,7 +341,7 @@ def _probe(
         round(total, 2),
     )
     breaches = []
-    for b in sorted(engine.view.values(), key=lambda r: (r.start, r.rule)):
+    for b in records:
         inside = [(t, v) for t, v in points if b.start <= t < (b.end if b.end else hi + 1)]
         own, _ = _held(inside, b.end if b.end is not None else hi, max_hold_ms)
         breaches.append(Breach(device, probe, b, _mkt(own, inside), None))

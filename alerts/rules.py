@@ -140,6 +140,8 @@ class Rule(Protocol):
 
     def update(self, state: Any, sample: Sample) -> tuple[Any, Events]: ...
 
+    def current(self, state: Any) -> BreachRecord | None: ...
+
 
 # -- single excursion ------------------------------------------------------------------------
 
@@ -230,6 +232,14 @@ class Excursion:
             run_start, x.ts, excess, peak, dm, back_at, breach, door_open_at, alarming
         )
         return state, events
+
+    def current(self, s: ExcursionState) -> BreachRecord | None:
+        """The open breach as it stands at the last reading: its peak and degree-minutes
+        so far (the events carry them as they were when it opened or escalated)."""
+        b = s.breach
+        if b is None:
+            return None
+        return self._record(b.start, None, b.severity, s.peak_excess, s.degree_minutes, b)
 
     def _record(
         self,
@@ -330,6 +340,9 @@ class Cumulative:
         now_quiet = quiet(self.grace_ms, door_open_at, x)
         state = CumulativeState(x.ts, out, now_quiet, spans, total, loud, breach, door_open_at)
         return state, events
+
+    def current(self, s: CumulativeState) -> BreachRecord | None:
+        return s.breach
 
     def _record(self, start: int, end: int | None, suppressed: bool) -> BreachRecord:
         limit = self.above if self.above is not None else self.below
@@ -477,6 +490,11 @@ class Mkt:
         )
         return state, events
 
+    def current(self, s: MktState) -> BreachRecord | None:
+        """The open breach with the highest MKT so far."""
+        b = s.breach
+        return None if b is None else self._record(b.start, None, s.peak, b.suppressed)
+
     def _record(self, start: int, end: int | None, peak: float, suppressed: bool) -> BreachRecord:
         return BreachRecord(
             self.name, start, end, "major", round(peak, 3), 0.0, self.limit, suppressed
@@ -531,6 +549,9 @@ class ConditionRun:
             return RunState(since, None, breach), (BreachOpened(breach, x.ts),)
         return (s if s.since is not None else RunState(since)), NO_EVENTS
 
+    def current(self, s: RunState) -> BreachRecord | None:
+        return s.breach
+
 
 @dataclass(frozen=True, slots=True)
 class StuckProbe:
@@ -555,6 +576,9 @@ class StuckProbe:
             breach = BreachRecord(self.name, s.since, None, "major", s.value, 0.0, None)
             return RunState(s.since, s.value, breach), (BreachOpened(breach, x.ts),)
         return s, NO_EVENTS
+
+    def current(self, s: RunState) -> BreachRecord | None:
+        return s.breach
 
 
 class LastState(NamedTuple):
@@ -593,6 +617,9 @@ class JumpingProbe:
             closed = BreachRecord(self.name, b.start, x.ts, "major", b.peak, 0.0, None)
             return LastState(x.ts, v), (BreachClosed(closed, x.ts),)
         return LastState(x.ts, v), NO_EVENTS
+
+    def current(self, s: LastState) -> BreachRecord | None:
+        return s.breach
 
 
 # -- a profile's rule set --------------------------------------------------------------------
@@ -668,6 +695,15 @@ class RuleSet:
             if ev:
                 events += ev
         return tuple(new_state), events
+
+    def current(self, state: ProbeState) -> list[BreachRecord]:
+        """The breaches open after the samples that led to ``state``, as they stand then
+        (peak and degree-minutes up to the last reading)."""
+        return [
+            b
+            for rule, st in zip(self.rules, state, strict=True)
+            if (b := rule.current(st)) is not None
+        ]
 
     def run(
         self, state: ProbeState, samples: list[Sample], marks: list[int]

@@ -597,23 +597,23 @@ def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     from alerts.analysis import analyze, as_json, parse_window
+    from alerts.evaluation import COMPLIANT
     from alerts.logger_csv import LoggerFileError, decode_logger_file, read_logger_csv
+    from alerts.logger_times import TimeError, parse_zone
     from alerts.profiles import ProfileError, get_profile, load_profiles
 
     try:
-        tz = ZoneInfo(args.tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        print(
-            f"error: unknown time zone {args.tz!r} (use an IANA name: Europe/Paris, UTC)",
-            file=sys.stderr,
-        )
+        tz = None if args.tz is None else parse_zone(args.tz)
+    except TimeError as exc:
+        print(f"error: --tz: {exc}", file=sys.stderr)
         return 2
     try:
         profile = get_profile(load_profiles(settings.alerts_profiles_file), args.profile)
-        series = read_logger_csv(decode_logger_file(args.file.read_bytes()), tz)
+        text, _ = decode_logger_file(args.file.read_bytes())
+        series = read_logger_csv(
+            text, tz, date_order=args.date_order, unit=args.unit, skip=args.skip
+        )
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -621,24 +621,51 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 2
     try:
-        windows = [parse_window(w, tz) for w in args.suppress]
+        windows = [parse_window(w, series.zone) for w in args.suppress]
     except ValueError as exc:
         print(f"error: --suppress {exc}", file=sys.stderr)
         return 2
-    report = as_json(analyze(series, profile, windows))
+    analysis = analyze(series, profile, windows)
+    if args.plot is not None:
+        from alerts.chart import ChartError, plot
+
+        try:
+            plot(analysis, args.plot)
+        except ChartError as exc:
+            print(f"error: --plot {exc}", file=sys.stderr)
+            return 2
+    report = as_json(analysis)
+    code = 0 if analysis.evaluation.verdict == COMPLIANT else 1
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
+        return code
     print(f"{args.file}: {report['readings']} readings, {report['first']} .. {report['last']}")
-    print(f"profile {profile.id} ({profile.name})\n")
+    print(f"profile {profile.id} ({profile.name}); times in {report['zone']}\n")
     print(table(report["probes"]))  # type: ignore[arg-type]
+    if series.skipped:
+        print("\nnot temperatures, skipped:")
+        print(table(report["skipped"]))  # type: ignore[arg-type]
+    if series.footer:
+        print(f"\nlines {series.footer[0]}..{series.footer[1]} after the data: footer, ignored")
     print()
     print(table(report["breaches"]) if report["breaches"] else "no breach")  # type: ignore[arg-type]
     if report["gaps"]:
-        print(f"\ndata gaps (no temperature for over {profile.fault_delay_min:g} min):")
+        print("\ndata gaps (no temperature for longer than the record vouches for):")
         print(table(report["gaps"]))  # type: ignore[arg-type]
+    if args.plot is not None:
+        print(f"\nchart: {args.plot}")
     print(f"\nMKT {report['mkt_c']} C; verdict: {str(report['verdict']).upper()}")
-    return 0
+    return code
+
+
+ANALYZE_EPILOG = """\
+exit status:
+  0  the file is compliant with the profile
+  1  not compliant, or incomplete (data gaps, probe faults: the record cannot vouch for
+     the whole trip)
+  2  unusable input: the file, a column, a time or an option cannot be read (the message
+     says which and what to pass)
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -701,11 +728,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("analyze", help="judge a temperature-logger CSV export against a profile")
+    p = sub.add_parser(
+        "analyze",
+        help="judge a temperature-logger export (CSV/TSV, any vendor) against a profile",
+        epilog=ANALYZE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--profile", required=True, help="profile id, e.g. chilled, pharma")
     p.add_argument(
-        "--tz", default="Europe/Paris", help="time zone of times without offset in the file"
+        "--tz",
+        default=None,
+        help="zone of times without an offset when the header names none: an IANA name "
+        "(Europe/Paris) or an offset (+01:00); required for such files",
+    )
+    p.add_argument(
+        "--date-order",
+        choices=["dmy", "mdy", "ymd"],
+        default=None,
+        help="order of day, month and year in dates like 07/08/2026, when the file cannot "
+        "tell (a field above 12, or rows weeks apart otherwise, decides it)",
+    )
+    p.add_argument(
+        "--unit",
+        choices=["C", "F", "K"],
+        default=None,
+        help="unit of temperature columns whose header states none",
+    )
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="a column (its header) that is not a temperature; repeatable",
     )
     p.add_argument(
         "--suppress",
@@ -714,6 +769,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="START/END",
         help="a defrost or loading window (ISO 8601): excursions inside are recorded, not "
         "counted (unless critical); repeatable",
+    )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write a chart of each probe against the profile's range, breaches shaded "
+        "(.png or .svg)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_analyze)

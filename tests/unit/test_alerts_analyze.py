@@ -16,23 +16,28 @@ FRENCH = LOGGERS / "chilled-delivery-door-excursion-fr-semicolon.csv"
 ISO = LOGGERS / "chilled-delivery-door-excursion-iso.csv"
 
 
-def analyze_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
-    assert main(["analyze", "--json", *args]) == 0
+def analyze_json(capsys: pytest.CaptureFixture[str], *args: str, code: int = 0) -> dict:
+    """The report; ``code``: the exit status expected (0 compliant, 1 not compliant or
+    incomplete)."""
+    assert main(["analyze", "--json", *args]) == code
     return json.loads(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("path", [FRENCH, ISO], ids=["french", "iso"])
 def test_door_excursion_is_one_breach_per_probe(capsys, path: Path) -> None:
-    report = analyze_json(capsys, "--profile", "chilled", str(path))
+    report = analyze_json(capsys, "--profile", "chilled", "--tz", "Europe/Paris", str(path), code=1)
     assert report["readings"] == 180
-    assert (report["first"], report["last"]) == ("2026-07-14T05:40:00Z", "2026-07-14T08:39:00Z")
+    assert (report["first"], report["last"]) == (
+        "2026-07-14T07:40:00+02:00",
+        "2026-07-14T10:39:00+02:00",
+    )
     assert report["verdict"] == "not compliant"
     breaches = report["breaches"]
     assert len(breaches) == 2
     for b in breaches:
         # first reading above +4 C at 08:45 local; first back in range at 09:04 local
         # (front 3.9, rear 4.0), confirmed by 09:05 being 0.2 C inside the limit
-        assert (b["start"], b["end"]) == ("2026-07-14T06:45:00Z", "2026-07-14T07:04:00Z")
+        assert (b["start"], b["end"]) == ("2026-07-14T08:45:00+02:00", "2026-07-14T09:04:00+02:00")
         assert b["rule"] == "excursion_high" and b["severity"] == "major"
         assert b["duration_min"] == 19.0
         assert isinstance(b["mkt_c"], float) and b["verdict"] == "not compliant"
@@ -44,7 +49,7 @@ def test_door_excursion_is_one_breach_per_probe(capsys, path: Path) -> None:
 
 
 def test_missing_value_is_not_a_reading(capsys) -> None:
-    report = analyze_json(capsys, "--profile", "chilled", str(ISO))
+    report = analyze_json(capsys, "--profile", "chilled", str(ISO), code=1)
     probes = {p["probe"]: p for p in report["probes"]}
     assert (probes["front_c"]["readings"], probes["rear_c"]["readings"]) == (179, 180)
     # 19 of 179 minutes above +4 C
@@ -53,29 +58,40 @@ def test_missing_value_is_not_a_reading(capsys) -> None:
 
 
 def test_naive_local_times_follow_tz(capsys) -> None:
-    report = analyze_json(capsys, "--profile", "chilled", "--tz", "UTC", str(FRENCH))
-    assert report["first"] == "2026-07-14T07:40:00Z"
+    report = analyze_json(capsys, "--profile", "chilled", "--tz", "UTC", str(FRENCH), code=1)
+    assert report["first"] == "2026-07-14T07:40:00+00:00"
+    report = analyze_json(capsys, "--profile", "chilled", "--tz", "+01:00", str(FRENCH), code=1)
+    assert report["first"] == "2026-07-14T07:40:00+01:00"
+
+
+def test_naive_local_times_without_tz_are_refused(capsys) -> None:
+    """No silent default zone: a file of local times with no zone in its header needs --tz."""
+    assert main(["analyze", "--profile", "chilled", str(FRENCH)]) == 2
+    assert "pass --tz" in capsys.readouterr().err
 
 
 def test_a_compliant_file(capsys, tmp_path: Path) -> None:
     path = tmp_path / "ok.csv"
     rows = [f"{1784007600 + 60 * i},{3.0 + (i % 3) / 10}" for i in range(60)]
     path.write_text("time,product\n" + "\n".join(rows) + "\n")
-    report = analyze_json(capsys, "--profile", "chilled", str(path))
+    report = analyze_json(capsys, "--profile", "chilled", "--unit", "C", str(path))
     assert (report["readings"], report["breaches"], report["verdict"]) == (60, [], "compliant")
 
 
 def test_table_output_shows_breaches_and_verdict(capsys) -> None:
-    assert main(["analyze", "--profile", "chilled", str(FRENCH)]) == 0
+    assert main(["analyze", "--profile", "chilled", "--tz", "Europe/Paris", str(FRENCH)]) == 1
     out = capsys.readouterr().out
-    assert "2026-07-14T06:45:00Z" in out and "NOT COMPLIANT" in out
+    assert "2026-07-14T08:45:00+02:00" in out and "NOT COMPLIANT" in out
     assert "Température avant [°C]" in out
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("timestamp,a\n2026-07-14T07:40:00Z,3.0\nyesterday,3.1\n", "line 3: cannot read the time"),
+        (
+            "timestamp,a\n2026-07-14T07:40:00Z,3.0\nyesterday,3.1\n2026-07-14T07:42:00Z,3.0\n",
+            "line 3: cannot read the time",
+        ),
         ("timestamp,a\n2026-07-14T07:40:00Z,3.0\n2026-07-14T07:41:00Z,warm\n", "line 3: 'warm'"),
         ("timestamp,a,b\n2026-07-14T07:40:00Z,3.0\n", "line 2: 2 columns"),
         ("temperature\n3.0\n", "no header line found"),
@@ -84,7 +100,7 @@ def test_table_output_shows_breaches_and_verdict(capsys) -> None:
 def test_bad_files_get_an_error_naming_the_line(capsys, tmp_path, content, message) -> None:
     path = tmp_path / "bad.csv"
     path.write_text(content)
-    assert main(["analyze", "--profile", "chilled", str(path)]) == 2
+    assert main(["analyze", "--profile", "chilled", "--unit", "C", str(path)]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -104,7 +120,9 @@ def test_user_profiles_file_adds_a_profile(capsys, tmp_path, monkeypatch) -> Non
 def test_a_configured_defrost_window_suppresses_the_excursion(capsys) -> None:
     # local times (Europe/Paris) around the door excursion of 08:45..09:03
     window = "2026-07-14T08:40/2026-07-14T09:10"
-    report = analyze_json(capsys, "--profile", "chilled", "--suppress", window, str(FRENCH))
+    report = analyze_json(
+        capsys, "--profile", "chilled", "--tz", "Europe/Paris", "--suppress", window, str(FRENCH)
+    )
     assert report["verdict"] == "compliant"
     assert [(b["suppressed"], b["verdict"]) for b in report["breaches"]] == [
         (True, "suppressed"),
@@ -112,7 +130,17 @@ def test_a_configured_defrost_window_suppresses_the_excursion(capsys) -> None:
     ]
     # a window that ends before the excursion does: it alarms
     early = "2026-07-14T08:40/2026-07-14T08:50"
-    report = analyze_json(capsys, "--profile", "chilled", "--suppress", early, str(FRENCH))
+    report = analyze_json(
+        capsys,
+        "--profile",
+        "chilled",
+        "--tz",
+        "Europe/Paris",
+        "--suppress",
+        early,
+        str(FRENCH),
+        code=1,
+    )
     assert report["verdict"] == "not compliant"
 
 

@@ -25,20 +25,22 @@ T0 = 1_784_007_600_000  # 2026-07-14T05:40:00Z = 07:40 in Paris
     ids=["tab-epoch-ms", "german-dots", "iso-z", "bom-naive-local"],
 )
 def test_shapes_of_exports(text: str) -> None:
-    series = read_logger_csv(decode_logger_file(text.encode()), PARIS)
+    series = read_logger_csv(decode_logger_file(text.encode())[0], PARIS, unit="C")
     assert series.times == [T0, T0 + 60_000]
     assert list(series.values.values()) == [[2.5, 2.6]]
 
 
 def test_cp1252_export_is_read() -> None:
     data = "Date;Heure;Temp\xe9rature [\xb0C]\n14/07/2026;07:40:00;2,5\n".encode("cp1252")
-    series = read_logger_csv(decode_logger_file(data), PARIS)
+    text, encoding = decode_logger_file(data)
+    series = read_logger_csv(text, PARIS)
+    assert encoding == "cp1252"
     assert series.probes == ["Température [°C]"] and series.times == [T0]
 
 
 def test_a_file_with_only_a_header_is_refused() -> None:
     with pytest.raises(LoggerFileError, match=r"no readings after the header \(line 1\)"):
-        read_logger_csv("timestamp,probe\n", PARIS)
+        read_logger_csv("timestamp,probe\n", PARIS, unit="C")
 
 
 def test_user_profile_errors_name_the_file_profile_and_field(tmp_path: Path) -> None:
