@@ -156,18 +156,18 @@ def test_impossible_values_are_probe_faults_as_in_the_live_stage(capsys, tmp_pat
     ]
     path = tmp_path / "disconnected.csv"
     path.write_text("time,product\n" + "\n".join(rows) + "\n")
-    report = analyze_json(capsys, "--profile", "chilled", str(path))
+    report = analyze_json(capsys, "--profile", "chilled", "--unit", "C", str(path), code=1)
     [probe] = report["probes"]
     assert (probe["readings"], probe["min_c"]) == (48, 3.0)  # -127 is no temperature
     assert [(b["rule"], b["start"], b["end"], b["verdict"]) for b in report["breaches"]] == [
-        ("probe_fault", "2026-07-14T06:00:00Z", "2026-07-14T06:12:00Z", "probe fault")
+        ("probe_fault", "2026-07-14T06:00:00+00:00", "2026-07-14T06:12:00+00:00", "probe fault")
     ]
     # no temperature from minute 19 to 32: 13 min, longer than the 10 the profile allows
     assert report["gaps"] == [
         {
             "probe": "product",
-            "start": "2026-07-14T05:59:00Z",
-            "end": "2026-07-14T06:12:00Z",
+            "start": "2026-07-14T05:59:00+00:00",
+            "end": "2026-07-14T06:12:00+00:00",
             "minutes": 13.0,
         }
     ]
