@@ -297,7 +297,6 @@ class Cumulative:
         v = x.celsius
         if v is None:
             return s, NO_EVENTS
-        door_open_at = door_seen(self.grace_ms, s.door_open_at, x)
         out = (self.above is not None and v > self.above) or (
             self.below is not None and v < self.below
         )
@@ -305,14 +304,17 @@ class Cumulative:
         cutoff = x.ts - self.window_ms
         expiring = bool(spans) and spans[0][0] < cutoff
         if not out and not s.prev_out and not expiring:
-            # nothing moves: prev_ts only matters after an out reading
-            if door_open_at == s.door_open_at:
+            # nothing moves: prev_ts only matters after an out reading (the door may)
+            if self.grace_ms is None or not x.door:
                 return s, NO_EVENTS
-            return s._replace(door_open_at=door_open_at), NO_EVENTS
+            return s._replace(door_open_at=x.ts), NO_EVENTS
+        grace = self.grace_ms
+        door_open_at = s.door_open_at if grace is None else door_seen(grace, s.door_open_at, x)
         if s.prev_out:
             dt, alarms = x.ts - s.prev_ts, not s.prev_quiet
             total += dt
-            loud += dt if alarms else 0
+            if alarms:
+                loud += dt
             if spans and spans[-1][1] == s.prev_ts and spans[-1][2] == alarms:
                 spans = (*spans[:-1], (spans[-1][0], x.ts, alarms))
             else:
@@ -320,11 +322,17 @@ class Cumulative:
         if expiring:
             kept = []
             for a, b, alarms in spans:
-                gone = b - a if b <= cutoff else max(cutoff - a, 0)
+                if b <= cutoff:
+                    gone = b - a
+                elif a < cutoff:
+                    gone = cutoff - a
+                    kept.append((cutoff, b, alarms))
+                else:
+                    kept.append((a, b, alarms))
+                    continue
                 total -= gone
-                loud -= gone if alarms else 0
-                if b > cutoff:
-                    kept.append((max(a, cutoff), b, alarms))
+                if alarms:
+                    loud -= gone
             spans = tuple(kept)
         breach, events = s.breach, NO_EVENTS
         suppressed = loud <= self.budget_ms
@@ -337,7 +345,7 @@ class Cumulative:
         elif breach is not None and breach.suppressed and not suppressed:
             breach = self._record(breach.start, None, False)
             events = (BreachOpened(breach, x.ts),)
-        now_quiet = quiet(self.grace_ms, door_open_at, x)
+        now_quiet = x.suppress if grace is None else quiet(grace, door_open_at, x)
         state = CumulativeState(x.ts, out, now_quiet, spans, total, loud, breach, door_open_at)
         return state, events
 
@@ -406,8 +414,12 @@ class Mkt:
         if x.celsius is None:
             return s, NO_EVENTS
         term = math.exp(-H_OVER_R / (x.celsius + KELVIN))
-        door_open_at = door_seen(self.grace_ms, s.door_open_at, x)
-        now_quiet = quiet(self.grace_ms, door_open_at, x)
+        grace = self.grace_ms
+        if grace is None:
+            door_open_at, now_quiet = None, x.suppress
+        else:
+            door_open_at = door_seen(grace, s.door_open_at, x)
+            now_quiet = quiet(grace, door_open_at, x)
         if s.prev_ts is None:
             first = s._replace(
                 prev_ts=x.ts, prev_term=term, prev_quiet=now_quiet, door_open_at=door_open_at
@@ -449,7 +461,7 @@ class Mkt:
         total = closed_weight + weight
         peak, breach, events = s.peak, s.breach, NO_EVENTS
         if total >= size:
-            mkt = _mkt_of(closed_terms + terms, total)
+            mkt = H_OVER_R / -math.log((closed_terms + terms) / total) - KELVIN
             loud_total = closed_loud_weight + loud_weight
             # the MKT of the time outside suppression windows, needed only near a breach
             alarms = (
