@@ -19,11 +19,8 @@ from coldtrace.contract import DEVICE_ID_PATTERN, json_schema
 from coldtrace.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from coldtrace import demo
-    from coldtrace.influx import InfluxClient
     from deliveries.store import Store
-    from ingest.process import IngestProcess
-    from ingest.report import Landed
+    from simulators.runner import Report
 
 
 def table(rows: Sequence[dict[str, object]]) -> str:
@@ -243,8 +240,8 @@ def _progress_printer(label: str) -> Callable[[int, int], None]:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    """The story of coldtrace/demo.py, told in six steps; exit 0 when nothing was lost and
-    every delivery closed with its certificate."""
+    """The `demo` scenario told in five steps (coldtrace/demo.py); exit 0 when nothing was
+    lost, every delivery closed with its certificate and all was as the scenario expects."""
     from alerts.profiles import load_profiles
     from api.process import ApiFailed, ApiProcess
     from coldtrace import demo
@@ -253,10 +250,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from ingest import lock
     from ingest.process import IngestFailed, IngestProcess
     from ingest.report import landed
+    from simulators import scenario as scenarios
+    from simulators.runner import RunFailed, Runner
 
-    if not 1 <= args.vehicles <= 99 or args.speedup <= 0:
-        print("error: --vehicles takes 1 to 99 vans, --speedup a positive factor", file=sys.stderr)
-        return 2
     running = lock.holder(settings)
     if running is not None:
         print(
@@ -265,18 +261,19 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    print("1/6 starting Mosquitto and InfluxDB on 127.0.0.1 ...", flush=True)
+    print("1/5 starting Mosquitto and InfluxDB on 127.0.0.1 ...", flush=True)
     try:
         LocalServices(settings).up()
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    round_no = demo.next_round(settings.run_dir)
-    vans = demo.simulate_round(
-        round_no,
+    sc = scenarios.load(demo.SCENARIO)
+    placed = scenarios.place(
+        sc,
+        f"demo{demo.next_round(settings.run_dir)}",
         load_profiles(settings.alerts_profiles_file),
-        args.vehicles,
         int(time.time() * 1000),
+        settings.close_grace_s * 1000,
     )
     env = {
         **os.environ,
@@ -286,52 +283,50 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         "COLDTRACE_INFLUX_URL": settings.influx_url,
         "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
         "COLDTRACE_DATABASE_URL": settings.sqlalchemy_url,
-        "COLDTRACE_DELIVERY_SWEEP_S": "1",  # the round lasts a minute here, not a morning
     }
-    print("2/6 starting the API with its delivery sweep (log: run/api.log) ...", flush=True)
-    api = ApiProcess(env, settings.run_dir / "api.log")
-    # The round is replayed after the fact, compressed: a logger's readings reach ingest up
-    # to the round's length after their device time, which the silence watch (wall time)
-    # would take for a silent logger. A logger is silent here only past that lag.
-    lag_s = max(v.run.duration_ms for v in vans) // 1000 + settings.alerts_silent_after_s
+    # The scenario's rules settings (a van whose door is judged by its own profile), the
+    # same for ingest and the API: the API judges the certificates by them.
+    alerts = scenarios.ingest_settings([placed])
+    print("2/5 starting the API with its delivery sweep (log: run/api.log) ...", flush=True)
+    api = ApiProcess({**env, **alerts}, settings.run_dir / "api.log")
+    health = free_port()  # the demo's own: 8081 may be taken
     ingest = IngestProcess(
         settings,
         settings.run_dir / "ingest.log",
-        COLDTRACE_INGEST_HEALTH_PORT=str(free_port()),  # the demo's own: 8081 may be in use
-        COLDTRACE_ALERTS_SILENT_AFTER_S=str(lag_s),
+        COLDTRACE_INGEST_HEALTH_PORT=str(health),
+        **alerts,
     )
     influx = InfluxClient(settings)
+
+    def progress(line: str) -> None:
+        print(f"    {line}", flush=True)
+
     try:
         api.start()
-        call = demo.api_client(api.base, api.key)
-        print(
-            f"3/6 round {round_no}: {len(vans)} vans, their loggers and deliveries for "
-            f"{len(demo.CUSTOMERS)} customers, entered through the API ...",
-            flush=True,
-        )
-        vans = demo.register(call, vans)
-        LocalServices(settings).register_devices(v.device for v in vans)
-        print("4/6 starting ingest with its rules stage (log: run/ingest.log) ...", flush=True)
+        print("3/5 starting ingest with its rules stage (log: run/ingest.log) ...", flush=True)
         ingest.start()
         before = landed(influx)
-        minutes = max(v.run.duration_ms for v in vans) // 60_000
+        minutes = placed.duration_ms // 60_000
         print(
-            f"5/6 the vans drive their round ({minutes} simulated minutes, {args.speedup:g}x "
-            f"faster){demo.faults_told(len(vans))} ...",
+            f"4/5 {sc.title} ({minutes} simulated minutes; boxes {placed.prefix}-van-NN) ...",
             flush=True,
         )
-        sent = demo.publish(
-            settings,
+        runner = Runner(
+            settings.model_copy(update={"ingest_health_port": health}),
+            api.base,
+            api.key,
             lambda d: device_password(settings, d),
-            vans,
-            args.speedup,
-            _progress_printer("published"),
+            progress,
         )
-        print("6/6 waiting for ingest to store it and the sweep to close each delivery ...")
-        after = _wait_for_the_round(influx, ingest, call, vans, sent, before)
-        books = demo.books(sent, before, after)
-        rows, breaches = demo.deliveries(call, vans)
-    except (ApiFailed, IngestFailed, demo.DemoFailed) as exc:
+        try:
+            report = runner.run(placed)
+        finally:
+            runner.close()
+        print("5/5 reading back what the pipeline made of it ...", flush=True)
+        call = demo.api_client(api.base, api.key)
+        books = demo.books(demo.sent(placed), before, landed(influx))
+        rows, breaches = demo.deliveries(call, placed)
+    except (ApiFailed, IngestFailed, RunFailed, demo.DemoFailed) as exc:
         print(
             f"error: {str(exc).splitlines()[0]} (see run/api.log, run/ingest.log)", file=sys.stderr
         )
@@ -340,46 +335,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         ingest.stop()
         api.stop()
         influx.close()
-    _tell(settings, books, rows, breaches, api.key)
+    _tell(settings, books, rows, breaches, report, api.key)
+    bad = report.mismatches
     lost = sum(int(str(r["lost"])) for r in books)
-    return 0 if lost == 0 and all(r["verdict"] != demo.NO_CERTIFICATE for r in rows) else 1
-
-
-def _wait_for_the_round(
-    influx: InfluxClient,
-    ingest: IngestProcess,
-    call: demo.Call,
-    vans: Sequence[demo.Van],
-    sent: Counter[str],
-    before: Landed,
-    timeout_s: float = 90,
-) -> Landed:
-    """Wait until every reading sent is accounted for, the rules stage has judged them all
-    and every delivery is closed with a certificate (or the timeout passed); print the
-    progress every few seconds. Returns what landed."""
-    from coldtrace import demo
-    from ingest.report import landed
-
-    deadline = time.monotonic() + timeout_s
-    shown = 0.0
-    while True:
-        got = landed(influx)
-        unaccounted = sum(int(str(r["lost"])) for r in demo.books(sent, before, got))
-        queued = ingest.metrics().get("coldtrace_alerts_queue_batches", 0)
-        states = Counter(call("GET", f"/deliveries/{v.delivery_id}")["state"] for v in vans)
-        done = unaccounted == 0 and queued == 0 and states["closed"] == len(vans)
-        if done or time.monotonic() > deadline or time.monotonic() - shown >= 3:
-            shown = time.monotonic()
-            summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-            print(f"    readings not yet stored: {unaccounted}; deliveries: {summary}", flush=True)
-        if done:
-            return got
-        if time.monotonic() > deadline:
-            print(
-                f"    gave up waiting after {timeout_s:.0f} s: see run/ingest.log and run/api.log"
-            )
-            return got
-        time.sleep(0.5)
+    closed = all(r["verdict"] != demo.NO_CERTIFICATE for r in rows)
+    return 0 if lost == 0 and closed and not bad else 1
 
 
 def _tell(
@@ -387,6 +347,7 @@ def _tell(
     van_books: list[dict[str, object]],
     rows: list[dict[str, object]],
     breaches: list[dict[str, object]],
+    report: Report,
     key: str,
 ) -> None:
     """The story's ending: the books per van, the deliveries with their verdicts and
@@ -408,6 +369,14 @@ def _tell(
     base = f"http://{settings.api_host}:{settings.api_port}"
     verdicts = Counter(str(r["verdict"]) for r in rows)
     print("\nverdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())))
+    bad = report.mismatches
+    print(
+        f"against the scenario's ground truth (every breach, verdict, and live against "
+        f"certificate): {len(report.checks)} checks, "
+        + (f"{len(bad)} mismatched:" if bad else "all as expected")
+    )
+    if bad:
+        print(table([dataclasses.asdict(c) for c in bad]))
     warm = [r["delivery"] for r in rows if r["verdict"] == "not_compliant"]
     first = warm[0] if warm else rows[0]["delivery"] if rows else 1
     device = van_books[0]["van"] if van_books else "van-01"
@@ -720,11 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(
-        "demo", help="a simulated fleet's round through every part: what landed, each verdict"
-    )
-    p.add_argument("--vehicles", type=int, default=12, help="vans in the round (3 or more)")
-    p.add_argument(
-        "--speedup", type=float, default=150.0, help="simulated time runs this much faster"
+        "demo", help="the demo scenario through every part: what landed, each verdict"
     )
     p.set_defaults(func=cmd_demo)
 
