@@ -1,5 +1,6 @@
 """Play a placed scenario against a running pipeline (Mosquitto, ingest with its rules stage,
-InfluxDB, the store, the API) and compare what it found with what the scenario expects.
+InfluxDB, the store, the API), then fetch what it found and compare it with what the scenario
+expects (simulators.compare).
 
 What the ordering system and the drivers do goes through the HTTP API: customers, the vans
 with their compartments, the boxes and their probe assignments, the deliveries, then their
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -23,6 +22,7 @@ import httpx
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.settings import Settings
 from deliveries.trace import iso
+from simulators.compare import DeliveryFound, Found, Report, compare
 from simulators.firmware import Message
 from simulators.model import MINUTE_MS
 from simulators.publish import DeviceConnection, PublishFailed
@@ -33,48 +33,6 @@ Progress = Callable[[str], None]
 
 class RunFailed(Exception):
     """The pipeline could not be driven; the message says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One line of expected against found."""
-
-    check: str  # breach, gap, verdict, versions, agreement
-    subject: str
-    expected: str
-    found: str
-    result: str  # ok, MISSED, SPURIOUS, WRONG
-
-    @property
-    def ok(self) -> bool:
-        return self.result == "ok"
-
-
-@dataclass
-class Report:
-    scenario: str
-    prefix: str
-    start: str
-    checks: list[Check] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def mismatches(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario,
-            "prefix": self.prefix,
-            "start": self.start,
-            "mismatches": len(self.mismatches),
-            "checks": [asdict(c) for c in self.checks],
-            "notes": self.notes,
-        }
-
-
-def _ms(value: str | None) -> int | None:
-    return None if value is None else round(datetime.fromisoformat(value).timestamp() * 1000)
 
 
 class Runner:
@@ -154,7 +112,7 @@ class Runner:
             else:  # its last readings came after it closed
                 self.call("POST", f"/deliveries/{ids[d.spec.ref]}/reevaluate")
         self.progress(f"{sc.name}: comparing")
-        self._compare(placed, ids, report)
+        report.checks = compare(placed, self._found(placed, ids))
         return report
 
     def _check_rules_stage(self) -> None:
@@ -336,157 +294,18 @@ class Runner:
             if self.call("GET", f"/deliveries/{delivery_id}")["state"] != "closed":
                 raise
 
-    # -- expected against found ------------------------------------------------------------
+    # -- what the pipeline found -----------------------------------------------------------
 
-    def _compare(self, placed: Placed, ids: dict[str, int], report: Report) -> None:
-        sc = placed.scenario
-        t = _Clock(placed.epoch_ms)
-        tolerance = {van.id: round(van.interval_s * 1000) for van in sc.fleet}
-        found: list[dict[str, Any]] = []
-        for van in sc.fleet:
-            page = self.call("GET", "/breaches", device=placed.device(van.id), limit=500)
-            for b in page["items"]:
-                if b["state"] != "withdrawn":
-                    found.append({**b, "van": van.id})
-        expected = list(sc.expected.breaches)
-        for e in expected:
-            tol = tolerance[e.van]
-            start = placed.at(e.start_min)
-            same = [
-                b
-                for b in found
-                if (b["van"], b["probe"], b["rule"]) == (e.van, e.probe, e.rule)
-                and abs((_ms(b["start"]) or 0) - start) <= tol
-            ]
-            subject = f"{e.van}/{e.probe or 'device'} {e.rule}"
-            want = t.breach(
-                start, None if e.end_min is None else placed.at(e.end_min), e.severity, e.suppressed
+    def _found(self, placed: Placed, ids: dict[str, int]) -> Found:
+        breaches = []
+        for van in placed.runs:
+            page = self.call("GET", "/breaches", device=placed.device(van), limit=500)
+            breaches += [b for b in page["items"] if b["state"] != "withdrawn"]
+        deliveries = {
+            ref: DeliveryFound(
+                self.call("GET", f"/deliveries/{delivery_id}/certificates"),
+                self.call("GET", f"/deliveries/{delivery_id}/breaches"),
             )
-            if not same:
-                report.checks.append(Check("breach", subject, want, "-", "MISSED"))
-                continue
-            b = same[0]
-            found.remove(b)
-            end = _ms(b["end"])
-            good_end = (
-                end is None
-                if e.end_min is None
-                else end is not None and abs(end - placed.at(e.end_min)) <= tol
-            )
-            got = t.breach(_ms(b["start"]) or 0, end, b["severity"], b["suppressed"])
-            right = good_end and b["severity"] == e.severity and b["suppressed"] == e.suppressed
-            report.checks.append(Check("breach", subject, want, got, "ok" if right else "WRONG"))
-        for b in found:
-            subject = f"{b['van']}/{b['probe'] or 'device'} {b['rule']}"
-            got = t.breach(_ms(b["start"]) or 0, _ms(b["end"]), b["severity"], b["suppressed"])
-            report.checks.append(Check("breach", subject, "-", got, "SPURIOUS"))
-        for d in placed.deliveries:
-            self._compare_delivery(placed, d, ids[d.spec.ref], t, tolerance, report)
-
-    def _compare_delivery(
-        self,
-        placed: Placed,
-        d: DeliveryTimes,
-        delivery_id: int,
-        t: _Clock,
-        tolerance: dict[str, int],
-        report: Report,
-    ) -> None:
-        sc, ref = placed.scenario, d.spec.ref
-        tol = tolerance[d.spec.van]
-        certificates = self.call("GET", f"/deliveries/{delivery_id}/certificates")
-        newest = certificates[0] if certificates else None
-        verdict = sc.expected.verdicts[ref]
-        got = newest["verdict"] if newest else "(no certificate)"
-        report.checks.append(
-            Check("verdict", ref, verdict, got, "ok" if got == verdict else "WRONG")
-        )
-        versions = sc.expected.certificate_versions.get(ref)
-        if versions is not None:
-            n = len(certificates)
-            ok = "ok" if n == versions else "WRONG"
-            report.checks.append(Check("versions", ref, str(versions), str(n), ok))
-        body = newest["body"] if newest else {}
-        gaps = [g for g in body.get("gaps", []) if isinstance(g, dict)]
-        for e in (g for g in sc.expected.gaps if g.delivery == ref):
-            start, end = placed.at(e.start_min), placed.at(e.end_min)
-            device = placed.device(e.van)
-            same = [
-                g
-                for g in gaps
-                if (g.get("device"), g.get("probe")) == (device, e.probe)
-                and abs((_ms(g.get("start")) or 0) - start) <= tol
-                and abs((_ms(g.get("end")) or 0) - end) <= tol
-            ]
-            subject = f"{ref} {e.van}/{e.probe}"
-            if same:
-                gaps.remove(same[0])
-            report.checks.append(
-                Check(
-                    "gap",
-                    subject,
-                    t.span(start, end),
-                    t.span(_ms(same[0]["start"]) or 0, _ms(same[0]["end"])) if same else "-",
-                    "ok" if same else "MISSED",
-                )
-            )
-        for g in gaps:
-            subject = f"{ref} {g.get('device')}/{g.get('probe')}"
-            span = t.span(_ms(g.get("start")) or 0, _ms(g.get("end")))
-            report.checks.append(Check("gap", subject, "-", span, "SPURIOUS"))
-        live = self.call("GET", f"/deliveries/{delivery_id}/breaches")
-        report.checks.append(_agreement(ref, live, body, tol))
-
-
-def _agreement(ref: str, live: list[dict[str, Any]], body: dict[str, Any], tol: int) -> Check:
-    """Whether the live breaches of a delivery and its certificate's are the same ones (same
-    device, probe, rule, start within one sampling interval), and the certificate found no
-    disagreement itself."""
-    certified = [b for b in body.get("breaches", []) if isinstance(b, dict)]
-
-    def key(b: dict[str, Any]) -> tuple[str, str, str]:
-        return (b.get("device", ""), b.get("probe", ""), b.get("rule", ""))
-
-    rest = list(certified)
-    alone: list[str] = []
-    for b in live:
-        twin = next(
-            (
-                c
-                for c in rest
-                if key(c) == key(b)
-                and abs((_ms(c.get("start")) or 0) - (_ms(b["start"]) or 0)) <= tol
-            ),
-            None,
-        )
-        if twin is None:
-            alone.append(f"live {b['probe'] or 'device'} {b['rule']}")
-        else:
-            rest.remove(twin)
-    alone += [f"certificate {c.get('probe') or 'device'} {c.get('rule')}" for c in rest]
-    alone += [
-        f"certificate says {d.get('rule')} on {d.get('probe') or 'device'} found by "
-        f"{d.get('found_by')} only"
-        for d in body.get("disagreements", [])
-        if isinstance(d, dict)
-    ]
-    found = "; ".join(alone) if alone else f"{len(live)} the same"
-    return Check(
-        "agreement", ref, f"{len(live)} live = certificate", found, "WRONG" if alone else "ok"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Clock:
-    """Times as minutes from the scenario's start, for people reading the table."""
-
-    epoch_ms: int
-
-    def minutes(self, ms: int | None) -> str:
-        return "open" if ms is None else f"t+{(ms - self.epoch_ms) / MINUTE_MS:.1f}"
-
-    def span(self, start: int, end: int | None) -> str:
-        return f"{self.minutes(start)}..{self.minutes(end)}"
-
-    def breach(self, start: int, end: int | None, severity: str, suppressed: bool) -> str:
-        return f"{self.span(start, end)} {severity}{' suppressed' if suppressed else ''}"
+            for ref, delivery_id in ids.items()
+        }
+        return Found(breaches, deliveries)
