@@ -2,8 +2,12 @@
 # clock, unknown until NTP or the GPS has set it.
 import time
 
-# Device clocks before 2020 are unsynced garbage (as in the wire contract).
-_MIN_EPOCH_MS = 1577836800000
+# The date this firmware was built (a release sets it): a source saying earlier is a module
+# with an unset RTC or a rolled-over GPS week (1999 for 2019), not the time.
+BUILD_EPOCH_MS = 1767225600000  # 2026-01-01T00:00:00Z
+# Nor is a time more than this after the build: the device's service life (a bad year
+# such as 2099 from a two-digit year read wrongly is refused).
+MAX_AHEAD_MS = 10 * 366 * 86400000
 # Seconds from 1970 to the port's epoch (2000 on the ESP32, 1970 on the unix port).
 PORT_EPOCH_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 
@@ -35,7 +39,9 @@ class Clock:
 
     def set(self, epoch_ms, source, up_ms=None):
         """Set from a time source; `up_ms` is when that time was read (default: now)."""
-        if epoch_ms < _MIN_EPOCH_MS:
+        # GPS or NTP alike: False, the clock unchanged, for a time before the firmware's
+        # build or more than MAX_AHEAD_MS after it.
+        if not BUILD_EPOCH_MS <= epoch_ms <= BUILD_EPOCH_MS + MAX_AHEAD_MS:
             return False
         self._offset = epoch_ms - (self.uptime.ms() if up_ms is None else up_ms)
         self.source = source

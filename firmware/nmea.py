@@ -1,10 +1,12 @@
 # NMEA 0183 from the GPS module: RMC (position, speed, UTC date and time) and GGA (fix
-# quality, HDOP), talkers GP (GPS), GL (GLONASS) and GN (multi-GNSS). A sentence counts only
-# with a valid checksum; anything else on the line (noise, a cut-off sentence) is rejected.
-# Never raises: the GPS UART is a hostile input.
+# quality, HDOP) from every constellation's talker (NMEA 0183 4.11: GP GPS, GL GLONASS,
+# GA Galileo, GB BeiDou (BD before 4.11), GQ QZSS, GI NavIC, GN several at once). A sentence
+# counts only with a valid checksum; anything else on the line (noise, a cut-off sentence) is
+# rejected, and a valid sentence it does not use is counted. Never raises: the GPS UART is a
+# hostile input.
 from micropython import const
 
-_TALKERS = (b"GP", b"GN", b"GL")
+_TALKERS = (b"GP", b"GN", b"GL", b"GA", b"GB", b"BD", b"GQ", b"GI")
 _KNOTS_TO_KMH = 1.852
 _DAY_MS = const(86400000)
 
@@ -54,7 +56,7 @@ def parse(line):
 
     ("RMC", utc_ms or None, lat, lon, speed_kmh): lat/lon None when the fix is void;
     ("GGA", lat, lon, hdop): lat/lon None when there is no fix;
-    ("",) for any other valid sentence (GSA, GSV, other talkers).
+    ("",) for any other valid sentence (GSA, GSV, a talker that is no GNSS).
     """
     try:
         f = _fields(line)
@@ -67,7 +69,10 @@ def parse(line):
             t, d = f[1], f[9]
             utc = None
             if t and len(d) == 6:
-                day = days_from_civil(2000 + int(d[4:6]), int(d[2:4]), int(d[0:2]))
+                # Two-digit year: 80-99 is 19xx (GPS time began in 1980), 00-79 20xx. A module
+                # whose week counter rolled over says 99 for 2019: 1999, which the clock refuses.
+                y = int(d[4:6])
+                day = days_from_civil(y + (1900 if y >= 80 else 2000), int(d[2:4]), int(d[0:2]))
                 utc = day * _DAY_MS + _time_ms(t)
             if f[2] != b"A":
                 return ("RMC", utc, None, None, None)
@@ -92,13 +97,16 @@ class Gps:
         self.fix_up = None  # uptime ms when it arrived
         self.utc_ms = None  # UTC of the latest valid RMC
         self.utc_up = None
-        self.rejected = 0
+        self.rejected = 0  # damaged lines: bad checksum, cut off, noise
+        self.unsupported = 0  # valid sentences it does not use (GSA, GSV, VTG...)
         self._hdop = None
 
     def feed(self, line, up_ms):
         s = parse(line)
         if s is None:
             self.rejected += 1
+        elif s[0] == "":
+            self.unsupported += 1
         elif s[0] == "RMC":
             if s[2] is None or s[3] is None:
                 self.fix = None  # void: its time may be the module's own unset clock

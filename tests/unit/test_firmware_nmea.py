@@ -83,7 +83,7 @@ print(json.dumps([nmea.parse(line) for line in {[ln.encode() for ln in lines]!r}
     assert out[0][:2] == ["RMC", t0 + 500]
     assert out[0][2] == -(33 + 51 / 60) and out[0][3] == -(151 + 12.6 / 60)
     assert out[1] == ["GGA", -(33 + 51 / 60), -(151 + 12.6 / 60), 2.5]
-    assert out[2] == [""], "a Galileo-only talker is valid NMEA but not used"
+    assert out[2][:4] == ["RMC", t0 + 2000, -(33 + 51 / 60), -(151 + 12.6 / 60)], "Galileo"
     assert out[3] == ["RMC", t0 + 3000, None, None, None], "void: time, no position"
     assert out[4] == ["GGA", None, None, None]
     assert out[5] is None, "hour 25 is not a time"

@@ -1,5 +1,6 @@
 # Fake `ntptime`: the host's clock, once the scenario's `ntp_after_ms` has passed since start
-# (never when it is null: no NTP server reachable).
+# (never when it is null: no NTP server reachable), off by the scenario's `ntp_skew_s` (a
+# server that lies).
 
 from _hardware import elapsed_ms, scenario
 
@@ -10,4 +11,4 @@ def time():
         raise OSError(110)  # ETIMEDOUT, as when the NTP server does not answer
     import time as host
 
-    return int(host.time())
+    return int(host.time()) + scenario().get("ntp_skew_s", 0)
