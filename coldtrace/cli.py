@@ -290,10 +290,16 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     print("2/5 starting the API with its delivery sweep (log: run/api.log) ...", flush=True)
     api = ApiProcess({**env, **alerts}, settings.run_dir / "api.log")
     health = free_port()  # the demo's own: 8081 may be taken
+    # The round is replayed after the fact: a box's readings reach ingest up to the round's
+    # length after their device time, which the silence watch (wall time) would take for a
+    # silent box while it still believes a delivery is in transit (it asks the store every
+    # few seconds, and the runner starts and delivers each delivery before any reading).
+    silent_after_s = placed.duration_ms // 1000 + settings.alerts_silent_after_s
     ingest = IngestProcess(
         settings,
         settings.run_dir / "ingest.log",
         COLDTRACE_INGEST_HEALTH_PORT=str(health),
+        COLDTRACE_ALERTS_SILENT_AFTER_S=str(silent_after_s),
         **alerts,
     )
     influx = InfluxClient(settings)
