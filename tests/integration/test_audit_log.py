@@ -195,3 +195,23 @@ def test_deploy_roles_script_then_migrate_as_owner(postgres: Settings) -> None:
             c.execute(f"DROP DATABASE {db} WITH (FORCE)")
             c.execute(f"DROP ROLE {app}")
             c.execute(f"DROP ROLE {owner}")
+
+
+def test_the_triggers_refuse_rewrites_by_the_owner_role_too(pg_database_url: str) -> None:
+    """Privileges keep the application out; the triggers hold for the owner as well (who
+    would have to disable them first, a change the migrations never make)."""
+    app = make_engine(pg_database_url)
+    with Session(app) as session:
+        Store(session, "ops").create_customer("acme", "ACME")
+        session.commit()
+    app.dispose()
+    owner = make_engine(pg_database_url.replace("//coldtrace@", f"//{PG_OWNER}@"))
+    with owner.connect() as conn:
+        assert conn.execute(text("SELECT current_user")).scalar_one() == PG_OWNER
+        ((entry, _, _),) = entries(conn)
+        for statement in rewrites("postgresql", entry):
+            with pytest.raises(DBAPIError, match="audit_log is append-only"):
+                conn.execute(text(statement))
+            conn.rollback()
+        assert entries(conn) == [(entry, "ops", "customer.create")]
+    owner.dispose()
