@@ -20,7 +20,7 @@ from coldtrace.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from deliveries.store import Store
-    from simulators.runner import Report
+    from simulators.compare import Report
 
 
 def table(rows: Sequence[dict[str, object]]) -> str:

@@ -225,18 +225,21 @@ class Runner:
         if not batch:
             return
         before = self._metrics().get("alerts_readings_evaluated_total", 0.0)
+        readings = len({(van, s) for m, van in batch for s in m.seqs})
+        name = placed.scenario.name
+        self.progress(f"{name}: publishing {len(batch)} messages ({readings} readings)")
         infos = []
         for i, (m, van) in enumerate(batch):
             infos.append(conns[placed.device(van)].publish(m.payload))
             if i % 200 == 199:
-                self.progress(f"{placed.scenario.name}: published {i + 1}/{len(batch)} messages")
+                self.progress(f"{name}: published {i + 1}/{len(batch)} messages")
         for info in infos:
             info.wait_for_publish(timeout=30)
             if not info.is_published():
                 raise RunFailed(f"the broker did not acknowledge message {info.mid}")
         sent += batch
+        self.progress(f"{name}: waiting for ingest to store them and its rules to judge them")
         self._wait_stored(placed, sent)
-        readings = len({(van, s) for m, van in batch for s in m.seqs})
         self._wait_judged(placed, before + readings)
 
     def _wait_stored(self, placed: Placed, sent: list[tuple[Message, str]]) -> None:
