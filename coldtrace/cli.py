@@ -191,7 +191,7 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    missing = scenarios.missing_settings(placed, settings)
+    missing = scenarios.missing_settings(placed, settings, now_ms)
     if missing:
         setting = " ".join(f"{n}='{v}'" for n, v in missing.items())
         print(

@@ -238,30 +238,40 @@ def place(
     return Placed(scenario, prefix, epoch, runs, deliveries)
 
 
-def missing_settings(placed: Placed, settings: Settings) -> dict[str, str]:
+def missing_settings(placed: Placed, settings: Settings, now_ms: int) -> dict[str, str]:
     """The COLDTRACE_ALERTS_* settings the scenario needs that ``settings`` lack (the whole
-    value each should have), empty when it can run."""
+    value each should have), empty when it can run from ``now_ms``."""
     have = {
         d: {(round(a.timestamp() * 1000), round(b.timestamp() * 1000)) for a, b in w}
         for d, w in settings.alerts_suppress_windows.items()
     }
-    windows_ok = all(
-        {(placed.at(a), placed.at(b)) for a, b in spans} <= have.get(placed.device(v), set())
-        for v, spans in placed.scenario.ingest.suppress_windows.items()
-    )
-    profiles_ok = all(
-        settings.alerts_device_profiles.get(d) == p for d, p in placed.device_profiles().items()
-    )
-    needs = ingest_settings([placed])
-    return {
-        k: v
-        for k, v in needs.items()
-        if not (profiles_ok if k.endswith("DEVICE_PROFILES") else windows_ok)
+    ok = {
+        "COLDTRACE_ALERTS_DEVICE_PROFILES": all(
+            settings.alerts_device_profiles.get(d) == p for d, p in placed.device_profiles().items()
+        ),
+        "COLDTRACE_ALERTS_SUPPRESS_WINDOWS": all(
+            {(placed.at(a), placed.at(b)) for a, b in spans} <= have.get(placed.device(v), set())
+            for v, spans in placed.scenario.ingest.suppress_windows.items()
+        ),
+        # ten minutes for the run itself
+        "COLDTRACE_ALERTS_SILENT_AFTER_S": settings.alerts_silent_after_s * 1000
+        >= now_ms + 600_000 - placed.epoch_ms,
     }
+    return {k: v for k, v in ingest_settings([placed], now_ms).items() if not ok[k]}
 
 
-def ingest_settings(placed: list[Placed]) -> dict[str, str]:
-    """The COLDTRACE_ALERTS_* settings ingest needs to run these scenarios."""
+def silent_after_s(placed: list[Placed], now_ms: int) -> int:
+    """A silence (COLDTRACE_ALERTS_SILENT_AFTER_S) longer than any reading of these scenarios
+    lags behind the wall clock, and an hour for the run. The silence rule is the one rule on
+    wall time: it would take a box whose compressed readings arrive hours after their device
+    time for a silent one, were a delivery in transit in its view (the rules stage asks the
+    store every few seconds; the runner starts and delivers each delivery before any reading)."""
+    return (now_ms - min(p.epoch_ms for p in placed)) // 1000 + 3600
+
+
+def ingest_settings(placed: list[Placed], now_ms: int | None = None) -> dict[str, str]:
+    """The COLDTRACE_ALERTS_* settings ingest (and the API, which judges certificates by
+    them) needs to run these scenarios; the silence too when ``now_ms`` is given."""
     profiles: dict[str, str] = {}
     windows: dict[str, list[tuple[str, str]]] = {}
     for p in placed:
@@ -272,4 +282,6 @@ def ingest_settings(placed: list[Placed]) -> dict[str, str]:
         env["COLDTRACE_ALERTS_DEVICE_PROFILES"] = json.dumps(profiles)
     if windows:
         env["COLDTRACE_ALERTS_SUPPRESS_WINDOWS"] = json.dumps(windows)
+    if now_ms is not None:
+        env["COLDTRACE_ALERTS_SILENT_AFTER_S"] = str(silent_after_s(placed, now_ms))
     return env

@@ -61,8 +61,9 @@ def pipeline(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
         for i, name in enumerate(NAMES)
     }
     # The rules settings are the pipeline's, ingest's and the API's alike: the API judges
-    # certificates by them (a defrost window holds for both).
-    alerts = scenario.ingest_settings(list(placed.values()))
+    # certificates by them (a defrost window holds for both). The silence is set longer than
+    # the readings' lag behind the wall clock (simulators.scenario.silent_after_s).
+    alerts = scenario.ingest_settings(list(placed.values()), now_ms)
     ingest = ingest_process(settings, workdir, COLDTRACE_DATABASE_URL=store, **alerts).start()
     api_env = {**cli_env(settings, store), **alerts, "COLDTRACE_CLOSE_GRACE_S": str(CLOSE_GRACE_S)}
     api = ApiProcess(api_env, workdir / "api.log").start()
@@ -75,6 +76,8 @@ def pipeline(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
         "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
         "COLDTRACE_INGEST_HEALTH_PORT": str(ingest.health_port),
         "COLDTRACE_API_KEY": api.key,
+        # the settings it checks are the pipeline's
+        "COLDTRACE_ALERTS_SILENT_AFTER_S": alerts["COLDTRACE_ALERTS_SILENT_AFTER_S"],
     }
     try:
         yield Pipeline(runner, placed, {**cli, "api": api.base})

@@ -293,12 +293,18 @@ def test_a_delivery_closed_before_its_last_readings_was_delivered_a_grace_period
 
 def test_the_settings_a_scenario_needs(clean_env: None) -> None:
     placed = scenario.place(scenario.load("defrost-suppressed"), "p", PROFILES, EPOCH, 0, EPOCH)
-    need = scenario.missing_settings(placed, load_settings())
+    now = EPOCH + 3 * 3600_000
+    need = scenario.missing_settings(placed, load_settings(), now)
     assert json.loads(need["COLDTRACE_ALERTS_SUPPRESS_WINDOWS"]) == {
         "p-van-d": [["2026-05-28T21:09:40Z", "2026-05-28T21:38:40Z"]]  # t+43 .. t+72
     }
-    given = load_settings(alerts_suppress_windows=json.loads(need.popitem()[1]))
-    assert scenario.missing_settings(placed, given) == {}
+    # its readings are up to 3 hours old when they arrive: no box is silent before 4 hours
+    assert need["COLDTRACE_ALERTS_SILENT_AFTER_S"] == str(4 * 3600)
+    given = load_settings(
+        alerts_suppress_windows=json.loads(need["COLDTRACE_ALERTS_SUPPRESS_WINDOWS"]),
+        alerts_silent_after_s=4 * 3600,
+    )
+    assert scenario.missing_settings(placed, given, now) == {}
 
 
 def test_a_scenario_with_an_error_says_where() -> None:
