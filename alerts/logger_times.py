@@ -204,9 +204,10 @@ def resolve(
     order: DateOrder,
 ) -> list[int]:
     """Each row's epoch ms. ``zone``: where times without an offset are local (None: such a
-    time is an error saying to pass --tz). The repeated autumn hour is resolved in the
-    file's direction of time: of a wall time's two instants, the earliest one not before the
-    previous row's (so the second pass, where wall time went backwards, is the later one)."""
+    time is an error saying to pass --tz). The repeated autumn hour: of a wall time's two
+    instants, the earliest one not before the previous row's (so the second pass, where
+    wall time went backwards, is the later one). Rows are taken as oldest first, as
+    loggers write them."""
     walls: list[datetime | int] = [
         r.epoch_ms if r.epoch_ms is not None else _wall(r, order) for r in raws
     ]
@@ -216,30 +217,19 @@ def resolve(
             "the times have no UTC offset and the header names no zone: pass --tz with the "
             "logger's zone (e.g. --tz Europe/Paris, or --tz +01:00 for a fixed offset)"
         )
-    order_rows = list(range(len(walls)))
-    if _backwards(walls):
-        order_rows.reverse()
-    out: list[int] = [0] * len(walls)
+    out: list[int] = []
     previous: int | None = None
-    for i in order_rows:
-        w = walls[i]
+    for w, line in zip(walls, lines, strict=True):
         if isinstance(w, int):
             ms = w
         elif w.tzinfo is not None:
             ms = round(w.timestamp() * 1000)
         else:
             assert zone is not None
-            ms = _local(w, zone, previous, lines[i])
-        out[i] = ms
+            ms = _local(w, zone, previous, line)
+        out.append(ms)
         previous = ms
     return out
-
-
-def _backwards(walls: list[datetime | int]) -> bool:
-    """Whether the file runs newest first (most of its steps go back in time)."""
-    keys = [w if isinstance(w, int) else w.replace(tzinfo=None).timestamp() * 1000 for w in walls]
-    back = sum(1 for a, b in pairwise(keys) if b < a)
-    return back > (len(keys) - 1) / 2
 
 
 def _local(wall: datetime, zone: tzinfo, previous: int | None, line: int) -> int:

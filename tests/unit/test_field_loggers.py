@@ -309,3 +309,12 @@ def test_plot_to_an_unknown_format_is_refused(capsys, tmp_path) -> None:
         main(["analyze", "--profile", "chilled", "--plot", str(tmp_path / "c.gif"), str(path)]) == 2
     )
     assert "name a .png or .svg file" in capsys.readouterr().err
+
+
+def test_nan_and_no_value_markers_are_readings_without_a_temperature(capsys, tmp_path) -> None:
+    cells = ["3.0", "NaN", "3.1", "---", "3.0", "Err", "3.1", "85.0", "3.0"]
+    rows = "".join(f"2026-07-14T08:{5 * i:02d}:00+02:00,{c}\n" for i, c in enumerate(cells))
+    report = run(capsys, write(tmp_path, "timestamp,product_c\n" + rows))
+    [probe] = report["probes"]
+    assert (probe["readings"], probe["min_c"], probe["max_c"]) == (5, 3.0, 3.1)
+    assert (report["gaps"], report["verdict"]) == ([], "compliant")  # 10-min holds at most
