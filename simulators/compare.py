@@ -7,7 +7,9 @@ open), severity and suppression are the expected ones. What stays unmatched is M
 (expected only) or SPURIOUS (found only). Data gaps are matched the same way on the newest
 certificate, whose verdict and number of versions are compared as they are. For each
 delivery the live breaches (GET /deliveries/N/breaches) must be the certificate's, and the
-certificate must report no disagreement of its own.
+certificate must report no disagreement of its own. Last, ingest and the API must be healthy:
+a probe the rules stage could not judge, or a certificate disagreeing with the live rules,
+fails their /health.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class DeliveryFound:
 class Found:
     breaches: list[Body]  # every breach stored for the scenario's devices (not withdrawn)
     deliveries: dict[str, DeliveryFound]  # by the scenario's delivery ref
+    # what failing health checks said after the run, per part (ingest, api); [] when healthy
+    health: dict[str, list[str]] = field(default_factory=dict)
 
 
 def ms(value: str | None) -> int | None:
@@ -134,6 +138,9 @@ def compare(placed: Placed, found: Found) -> list[Check]:
         checks += _delivery(
             placed, d.spec.ref, found.deliveries[d.spec.ref], clock, tol[d.spec.van]
         )
+    for part, reasons in found.health.items():
+        said = "; ".join(reasons) if reasons else "ok"
+        checks.append(Check("health", part, "ok", said, _ok(not reasons)))
     return checks
 
 

@@ -311,4 +311,19 @@ class Runner:
             )
             for ref, delivery_id in ids.items()
         }
-        return Found(breaches, deliveries)
+        return Found(breaches, deliveries, {"ingest": self._ingest_health(), "api": self._health()})
+
+    def _ingest_health(self) -> list[str]:
+        url = f"http://127.0.0.1:{self.settings.ingest_health_port}/health"
+        return _reasons(httpx.get(url, timeout=10))
+
+    def _health(self) -> list[str]:
+        return _reasons(self.http.get("/health"))
+
+
+def _reasons(r: httpx.Response) -> list[str]:
+    """Why a /health answer is failing ([] when it is 200)."""
+    if r.status_code == 200:
+        return []
+    reasons = r.json().get("reasons") if "json" in r.headers.get("content-type", "") else None
+    return [str(x) for x in reasons] if reasons else [f"HTTP {r.status_code}"]

@@ -3,7 +3,8 @@ Mosquitto, ingest with its rules stage, InfluxDB, the store (SQLite) and `coldtr
 process, driven as `coldtrace simulate --scenario` drives them (simulators.runner). Each must
 find exactly the breaches the scenario expects (zero missed, zero spurious, the same start,
 end within one sampling interval, severity and suppression), its data gaps and the exact
-certificate verdicts, and the live breaches of each delivery must be its certificate's.
+certificate verdicts, the live breaches of each delivery must be its certificate's, and
+ingest and the API must be healthy after each.
 
 Scenarios are placed on the wall clock once (ending before now, time compressed: readings
 are published as fast as the broker takes them with past device times), so that ingest
@@ -135,4 +136,6 @@ def test_simulate_scenario_prints_expected_against_found_and_exits_1_on_a_mismat
         ("breach", "van-c/air excursion_high", "-", "MISSED"),
         ("verdict", "BL-1", "compliant", "WRONG"),
         ("agreement", "BL-1", "0 the same", "ok"),
+        ("health", "ingest", "ok", "ok"),
+        ("health", "api", "ok", "ok"),
     ]

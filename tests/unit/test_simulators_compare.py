@@ -121,3 +121,19 @@ def test_gaps_and_versions() -> None:
     one = {"verdict": "not_compliant", "body": {"breaches": [], "gaps": []}}
     checks = compare(tunnel, Found([], {"TU-1": DeliveryFound([one], [])}))
     assert ("versions", "TU-1", "WRONG") in results(checks)
+
+
+def test_an_unhealthy_pipeline_is_a_mismatch(mixed: scenario.Placed) -> None:
+    found = [
+        breach(mixed, "excursion_high", 37.2, 75.983),
+        breach(mixed, "cumulative", 67.983, 84.983),
+    ]
+    sick = Found(
+        found,
+        as_found(mixed, found).deliveries,
+        {"ingest": ["rules: van-i/air quarantined: ValueError"], "api": []},
+    )
+    assert results(compare(mixed, sick))[-2:] == [
+        ("health", "ingest", "WRONG"),
+        ("health", "api", "ok"),
+    ]
