@@ -39,6 +39,7 @@ from alerts.logger_times import (
     TimeError,
     decide_order,
     header_zone,
+    preamble_zone,
     read_time,
     resolve,
 )
@@ -84,6 +85,7 @@ BRACKETED = re.compile(r"[(\[{]\s*([^()\[\]{}]*?)\s*[)\]}]")
 SUFFIX = re.compile(r"_([cfk])$", re.I)
 NO_VALUE = re.compile(r"-+|err(or)?|n/?a|#n/a|none|null|--\.-+|ovf|ol|\?+", re.I)
 DECIMAL_COMMA = re.compile(r"[+\-\u2212]?\d*,\d+")
+CELL_UNIT = re.compile(r"\s*[°º˚]?\s*([CFK])$", re.I)  # a value written with its unit: 3.0 °C
 MINUS = "\u2212"
 
 
@@ -259,6 +261,12 @@ def _parse_value(cell: str, unit: Unit, column: str, line_no: int) -> float | No
     if not cell or NO_VALUE.fullmatch(cell):
         return None
     text = cell.replace(MINUS, "-")
+    if (written := CELL_UNIT.search(text)) is not None:
+        if written[1].upper() != unit:
+            raise LoggerFileError(
+                f"line {line_no}: {cell!r} in column {column!r} is not in its unit ({unit})"
+            )
+        text = text[: written.start()]
     if DECIMAL_COMMA.fullmatch(text):
         text = text.replace(",", ".")
     try:
@@ -322,7 +330,7 @@ def read_logger_csv(
             raise LoggerFileError(f"line {bad[0]}: {bad[1]}")
         raise LoggerFileError(f"no readings after the header (line {layout.head + 1})")
     names = [layout.header[j] for j in layout.time_cols]
-    zone = header_zone(names) or tz
+    zone = header_zone(names) or preamble_zone(lines[: layout.head]) or tz
     try:
         order = decide_order(raws, numbers, date_order)
         times = resolve(raws, numbers, zone, order)

@@ -35,15 +35,44 @@ WEEKS_APART: Final = timedelta(days=7)
 
 EPOCH = re.compile(r"\d{9,13}(?:\.\d+)?")
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]|$)")
-NUMERIC = re.compile(
-    r"(?P<a>\d{1,4})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<c>\d{1,4})"
+# European zone abbreviations loggers append to times (unambiguous ones only: CST or IST
+# mean different zones in different countries), hours east of UTC.
+ABBREVIATIONS: Final = {
+    "GMT": 0, "UTC": 0, "Z": 0, "WET": 0, "WEST": 1, "BST": 1, "CET": 1, "MEZ": 1,
+    "CEST": 2, "MESZ": 2, "EET": 2, "EEST": 3,
+}  # fmt: skip
+# Month names and abbreviations (English, French, German) in dates like 14-Jul-2026.
+MONTHS: Final = {
+    name: i + 1
+    for i, names in enumerate(
+        [
+            "jan january janv janvier januar", "feb february fév févr février fev fevr februar",
+            "mar march mars mär märz", "apr april avr avril", "may mai", "jun june juin juni",
+            "jul july juil juillet juli", "aug august aoû août aout", "sep sept september",
+            "oct october octobre okt oktober", "nov november novembre",
+            "dec december déc décembre dezember dez",
+        ]
+    )
+    for name in names.split()
+}  # fmt: skip
+_CLOCK = (
     r"(?:[T ,]+(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:[.,](?P<frac>\d{1,6}))?)?"
     r"\s*(?P<ampm>[AaPp]\.?[Mm]\.?)?)?"
-    r"\s*(?P<zone>Z|(?:GMT|UTC)?\s*[+\-\u2212]\d{1,2}(?::?\d{2})?|GMT|UTC)?"
+    r"\s*(?P<zone>(?:GMT|UTC)?\s*[+\-\u2212]\d{1,2}(?::?\d{2})?|[A-Z]{1,4})?"
+)
+NUMERIC = re.compile(r"(?P<a>\d{1,4})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<c>\d{1,4})" + _CLOCK)
+NAMED = re.compile(
+    r"(?:(?P<d>\d{1,2})[-. ](?P<mon>[^\W\d_]{3,9})\.?[-. ](?P<y>\d{2}|\d{4})"
+    r"|(?P<mon2>[^\W\d_]{3,9})\.? (?P<d2>\d{1,2}),? (?P<y2>\d{4}))" + _CLOCK
 )
 OFFSET = re.compile(r"(?:GMT|UTC)?\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?")
 HEADER_OFFSET = re.compile(
     r"\b(?:GMT|UTC)(?:\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?)?(?![A-Za-z])"
+)
+PREAMBLE_ZONE = re.compile(
+    r"^\W*(?:time\s*zone|fuseau(?:\s+horaire)?|zeitzone|zona\s+horaria|fuso\s+orario)"
+    r"\s*[:;=,\t]\s*(.+?)[\s;,\t]*$",
+    re.I,
 )
 IANA = re.compile(r"\b[A-Z][A-Za-z_]+(?:/[A-Za-z_\-+0-9]+)+")
 
@@ -86,6 +115,20 @@ def header_zone(names: Sequence[str]) -> tzinfo | None:
     return None
 
 
+def preamble_zone(lines: Sequence[str]) -> tzinfo | None:
+    """The zone a preamble line states (``Time zone: Europe/Paris``, ``Fuseau horaire;UTC``),
+    when it is a zone name or an offset and nothing else: a Windows-style
+    ``(UTC+01:00) Brussels, Paris`` names a zone with summer time by its winter offset, and
+    is not taken for a fixed offset."""
+    for line in lines:
+        if m := PREAMBLE_ZONE.match(line):
+            try:
+                return parse_zone(m[1].strip("\"' "))
+            except TimeError:
+                return None
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RawTime:
     """One row's time as written: epoch ms, or a wall time (date fields not yet ordered)
@@ -109,22 +152,41 @@ def read_time(text: str) -> RawTime:
         return RawTime(iso=datetime.fromisoformat(text.replace("Z", "+00:00")))
     m = NUMERIC.fullmatch(text)
     if m is None:
-        raise ValueError(text)
-    hour = int(m["h"] or 0)
-    if m["ampm"]:
-        if not 1 <= hour <= 12:
+        if (n := NAMED.fullmatch(text)) is None:
             raise ValueError(text)
-        hour = hour % 12 + (12 if m["ampm"][0] in "Pp" else 0)
-    clock = (hour, int(m["mi"] or 0), int(m["s"] or 0), int((m["frac"] or "0").ljust(6, "0")))
-    offset = None
-    if m["zone"]:
-        offset = UTC if m["zone"] in ("Z", "GMT", "UTC") else parse_zone(m["zone"])
+        month = MONTHS.get((n["mon"] or n["mon2"]).lower())
+        if month is None:
+            raise ValueError(text)
+        year, day = n["y"] or n["y2"], n["d"] or n["d2"]
+        clock, offset = _clock(n)
+        h, mi, sec, us = clock
+        wall = datetime(_year(int(year), len(year)), month, int(day), h, mi, sec, us, offset)
+        return RawTime(iso=wall)  # the month named: no order to decide
+    clock, offset = _clock(m)
     return RawTime(
         fields=(int(m["a"]), int(m["b"]), int(m["c"])),
         year_digits=(len(m["a"]), len(m["b"]), len(m["c"])),
         clock=clock,
         offset=offset,
     )
+
+
+def _clock(m: re.Match[str]) -> tuple[tuple[int, int, int, int], tzinfo | None]:
+    """(h, min, s, microseconds) and the offset a time states, from NUMERIC or NAMED."""
+    hour = int(m["h"] or 0)
+    if m["ampm"]:
+        if not 1 <= hour <= 12:
+            raise ValueError(m[0])
+        hour = hour % 12 + (12 if m["ampm"][0] in "Pp" else 0)
+    clock = (hour, int(m["mi"] or 0), int(m["s"] or 0), int((m["frac"] or "0").ljust(6, "0")))
+    zone = m["zone"]
+    if not zone:
+        return clock, None
+    if zone in ABBREVIATIONS:
+        return clock, timezone(timedelta(hours=ABBREVIATIONS[zone]))
+    if zone.isalpha():
+        raise ValueError(zone)
+    return clock, parse_zone(zone)
 
 
 def _year(value: int, digits: int) -> int:

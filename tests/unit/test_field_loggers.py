@@ -318,3 +318,28 @@ def test_nan_and_no_value_markers_are_readings_without_a_temperature(capsys, tmp
     [probe] = report["probes"]
     assert (probe["readings"], probe["min_c"], probe["max_c"]) == (5, 3.0, 3.1)
     assert (report["gaps"], report["verdict"]) == ([], "compliant")  # 10-min holds at most
+
+
+@pytest.mark.parametrize(
+    ("preamble", "cell", "first"),
+    [
+        ("Time zone: Europe/Paris\n", "14-Jul-2026 08:00", "2026-07-14T08:00:00+02:00"),
+        ("Fuseau horaire;UTC+01:00\n", "14 juil. 2026 08:00", "2026-07-14T08:00:00+01:00"),
+        ("", "Jul 14, 2026 08:00:00 AM CEST", "2026-07-14T08:00:00+02:00"),
+        ("", "14.07.2026 08:00 GMT+1", "2026-07-14T08:00:00+01:00"),
+    ],
+    ids=["preamble-iana", "preamble-offset-french-month", "named-month-cest", "gmt-offset"],
+)
+def test_zones_stated_in_the_preamble_or_the_times_and_named_months(
+    capsys, tmp_path, preamble, cell, first
+) -> None:
+    sep = ";" if "," in cell else ","
+    path = write(tmp_path, f"{preamble}Date{sep}Temp [°C]\n{cell}{sep}3.0 °C\n")
+    report = run(capsys, path)  # no --tz: the file says where its times are
+    assert report["first"] == first and report["probes"][0]["min_c"] == 3.0
+
+
+def test_a_windows_zone_name_in_the_preamble_is_not_a_fixed_offset(capsys, tmp_path) -> None:
+    text = "Time zone: (UTC+01:00) Brussels, Paris\nDate,Temp [°C]\n14/07/2026 08:00,3.0\n"
+    assert main(["analyze", "--profile", "chilled", str(write(tmp_path, text))]) == 2
+    assert "pass --tz" in capsys.readouterr().err
