@@ -85,6 +85,9 @@ BRACKETED = re.compile(r"[(\[{]\s*([^()\[\]{}]*?)\s*[)\]}]")
 SUFFIX = re.compile(r"_([cfk])$", re.I)
 NO_VALUE = re.compile(r"-+|err(or)?|n/?a|#n/a|none|null|--\.-+|ovf|ol|\?+", re.I)
 DECIMAL_COMMA = re.compile(r"[+\-\u2212]?\d*,\d+")
+UNIT_CELL = re.compile(
+    r"[\[(]?\s*(?:[°º˚*]?\s*[CFK]|%(?:\s*RH)?|V|mV|hPa|mbar|ppm|lux)\s*[\])]?", re.I
+)
 CELL_UNIT = re.compile(r"\s*[°º˚]?\s*([CFK])$", re.I)  # a value written with its unit: 3.0 °C
 MINUS = "\u2212"
 
@@ -159,6 +162,7 @@ class _Layout:
     delimiter: str
     header: list[str]
     time_cols: list[int]
+    data: int  # index of the first line after the header (and its units line)
 
 
 def _layout(lines: list[str]) -> _Layout:
@@ -170,15 +174,31 @@ def _layout(lines: list[str]) -> _Layout:
             time_cols = [j for j, name in enumerate(header) if TIME_HEADER.match(name)]
             if not time_cols or len(header) - len(time_cols) < 1 or len(time_cols) > 2:
                 continue
-            following = next((x for x in lines[i + 1 :] if x.strip()), None)
-            if following is None:
-                return _Layout(i, delimiter, header, time_cols)
-            row = _cells(following, delimiter)
+            at = next((k for k in range(i + 1, len(lines)) if lines[k].strip()), None)
+            if at is None:
+                return _Layout(i, delimiter, header, time_cols, i + 1)
+            row = _cells(lines[at], delimiter)
+            if _units_row(row, time_cols):  # units under the names: Temp / °C
+                header = [
+                    f"{name} [{row[j]}]" if j < len(row) and row[j] else name
+                    for j, name in enumerate(header)
+                ]
+                return _Layout(i, delimiter, header, time_cols, at + 1)
             if len(row) > max(time_cols) and _looks_like_time(row, time_cols):
-                return _Layout(i, delimiter, header, time_cols)
+                return _Layout(i, delimiter, header, time_cols, i + 1)
     raise LoggerFileError(
         "no header line found: expected a line naming a time column (timestamp, time, date, "
         "heure, datum...) and temperature columns, followed by a row of data"
+    )
+
+
+def _units_row(row: list[str], time_cols: list[int]) -> bool:
+    """A line of units under the header: nothing under the time, short units elsewhere."""
+    units = [c for j, c in enumerate(row) if j not in time_cols and c]
+    return (
+        bool(units)
+        and all(j >= len(row) or not row[j] for j in time_cols)
+        and all(UNIT_CELL.fullmatch(c) for c in units)
     )
 
 
@@ -298,8 +318,8 @@ def read_logger_csv(
     rows: list[list[str]] = []
     numbers: list[int] = []
     bad: tuple[int, str] | None = None  # the first line after the data that is not data
-    for offset, line in enumerate(lines[layout.head + 1 :]):
-        line_no = layout.head + 2 + offset
+    for offset, line in enumerate(lines[layout.data :]):
+        line_no = layout.data + 1 + offset
         if not line.strip():
             continue
         row = [c.strip() for c in next(csv.reader([line], delimiter=layout.delimiter))]

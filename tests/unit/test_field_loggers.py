@@ -343,3 +343,14 @@ def test_a_windows_zone_name_in_the_preamble_is_not_a_fixed_offset(capsys, tmp_p
     text = "Time zone: (UTC+01:00) Brussels, Paris\nDate,Temp [°C]\n14/07/2026 08:00,3.0\n"
     assert main(["analyze", "--profile", "chilled", str(write(tmp_path, text))]) == 2
     assert "pass --tz" in capsys.readouterr().err
+
+
+def test_units_on_a_line_of_their_own_under_the_header(capsys, tmp_path) -> None:
+    text = "Datum;Zeit;T1;T2;Feuchte\n;;°C;°F;%RH\n14.07.2026;08:00:00;3,0;37,4;60\n"
+    text += "14.07.2026;08:05:00;3,1;37,4;61\n"
+    report = run(capsys, write(tmp_path, text), "--tz", "Europe/Berlin")
+    assert [(p["probe"], p["unit"], p["max_c"]) for p in report["probes"]] == [
+        ("T1 [°C]", "C", 3.1),
+        ("T2 [°F]", "F", 3.0),
+    ]
+    assert report["skipped"] == [{"column": "Feuchte [%RH]", "kind": "humidity"}]
