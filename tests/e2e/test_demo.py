@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from coldtrace.settings import Settings
+from ingest.process import IngestProcess
 from tests.conftest import run_coldtrace
+
+CLIENT_ID = "COLDTRACE_MQTT_CLIENT_ID"
 
 
 def demo_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
@@ -20,7 +24,7 @@ def demo_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
         "COLDTRACE_INFLUX_URL": settings.influx_url,
         "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
         "COLDTRACE_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
-        "COLDTRACE_MQTT_CLIENT_ID": f"demo-{uuid.uuid4().hex[:8]}",
+        CLIENT_ID: f"demo-{uuid.uuid4().hex[:8]}",
     }
 
 
@@ -69,3 +73,17 @@ def test_the_demo_twice_and_after_a_one_van_simulation_loses_nothing(
         assert re.search(r'curl -H "Authorization: Bearer ct_\S+" http://127\.0\.0\.1:8000/', out)
     # Each round has boxes (and deliveries) of its own.
     assert "demo1-van-01" in rounds[0] and "demo2-van-01" in rounds[1]
+
+
+def test_the_demo_refuses_to_start_beside_a_running_ingest(
+    settings: Settings, tmp_path: Path, start_ingest: Callable[..., IngestProcess]
+) -> None:
+    """Its own ingest would take the running one's MQTT session: it says so, in one line."""
+    running = start_ingest()
+    env = {**demo_env(settings, tmp_path), "COLDTRACE_MQTT_CLIENT_ID": running.env[CLIENT_ID]}
+    proc = run_coldtrace("demo", **env)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        f"error: ingest already running (pid {running.pid}): the demo runs its own ingest; "
+        f"stop that one (kill {running.pid}), then run the demo again\n"
+    )
