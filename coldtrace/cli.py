@@ -268,11 +268,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sc = scenarios.load(demo.SCENARIO)
+    now_ms = int(time.time() * 1000)
     placed = scenarios.place(
         sc,
         f"demo{demo.next_round(settings.run_dir)}",
         load_profiles(settings.alerts_profiles_file),
-        int(time.time() * 1000),
+        now_ms,
         settings.close_grace_s * 1000,
     )
     env = {
@@ -284,22 +285,17 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
         "COLDTRACE_DATABASE_URL": settings.sqlalchemy_url,
     }
-    # The scenario's rules settings (a van whose door is judged by its own profile), the
-    # same for ingest and the API: the API judges the certificates by them.
-    alerts = scenarios.ingest_settings([placed])
+    # The scenario's rules settings (a van whose door is judged by its own profile; a
+    # silence longer than the replayed round's lag behind the wall clock), the same for
+    # ingest and the API: the API judges the certificates by them.
+    alerts = scenarios.ingest_settings([placed], now_ms)
     print("2/5 starting the API with its delivery sweep (log: run/api.log) ...", flush=True)
     api = ApiProcess({**env, **alerts}, settings.run_dir / "api.log")
     health = free_port()  # the demo's own: 8081 may be taken
-    # The round is replayed after the fact: a box's readings reach ingest up to the round's
-    # length after their device time, which the silence watch (wall time) would take for a
-    # silent box while it still believes a delivery is in transit (it asks the store every
-    # few seconds, and the runner starts and delivers each delivery before any reading).
-    silent_after_s = placed.duration_ms // 1000 + settings.alerts_silent_after_s
     ingest = IngestProcess(
         settings,
         settings.run_dir / "ingest.log",
         COLDTRACE_INGEST_HEALTH_PORT=str(health),
-        COLDTRACE_ALERTS_SILENT_AFTER_S=str(silent_after_s),
         **alerts,
     )
     influx = InfluxClient(settings)
