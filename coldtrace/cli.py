@@ -581,7 +581,7 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     try:
         profile = get_profile(load_profiles(settings.alerts_profiles_file), args.profile)
-        text, _ = decode_logger_file(args.file.read_bytes())
+        text, encoding = decode_logger_file(args.file.read_bytes())
         series = read_logger_csv(
             text, tz, date_order=args.date_order, unit=args.unit, skip=args.skip
         )
@@ -606,12 +606,22 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: --plot {exc}", file=sys.stderr)
             return 2
     report = as_json(analysis)
+    separator = {"\t": "tab", ";": "semicolon", ",": "comma"}[series.delimiter]
+    report["read_as"] = {
+        "encoding": encoding,
+        "separator": separator,
+        "date_order": series.date_order,
+    }
     code = 0 if analysis.evaluation.verdict == COMPLIANT else 1
     if args.json:
         print(json.dumps(report, indent=2))
         return code
     print(f"{args.file}: {report['readings']} readings, {report['first']} .. {report['last']}")
-    print(f"profile {profile.id} ({profile.name}); times in {report['zone']}\n")
+    print(
+        f"read as {encoding}, {separator}-separated, dates {series.date_order}, "
+        f"times in {report['zone']}"
+    )
+    print(f"profile {profile.id} ({profile.name})\n")
     print(table(report["probes"]))  # type: ignore[arg-type]
     if series.skipped:
         print("\nnot temperatures, skipped:")

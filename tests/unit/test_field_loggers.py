@@ -99,9 +99,17 @@ def test_case_10_utf16_unicode_text_reads_like_its_utf8_twin(capsys, tmp_path) -
     report = run(capsys, path, "--tz", "Europe/Paris")
     assert figures(report) == [("Température [°C]", 3.0, 3.2, 3.1, 55.0, 0, 100.0, 3.1)]
     assert report["verdict"] == "compliant"
+    assert report.pop("read_as") == {
+        "encoding": "utf-16",
+        "separator": "tab",
+        "date_order": "dmy",
+    }
     twin = tmp_path / "twin.csv"
     twin.write_bytes(path.read_bytes().decode("utf-16").encode("utf-8"))
-    assert run(capsys, twin, "--tz", "Europe/Paris") == report
+    assert run(capsys, twin, "--tz", "Europe/Paris") == {
+        **report,
+        "read_as": {"encoding": "utf-8", "separator": "tab", "date_order": "dmy"},
+    }
 
 
 def test_case_11_a_trailing_separator_is_no_probe(capsys) -> None:
