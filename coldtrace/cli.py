@@ -383,12 +383,12 @@ def _tell(
     first = warm[0] if warm else rows[0]["delivery"] if rows else 1
     device = van_books[0]["van"] if van_books else "van-01"
     print(f"""
-Each certificate is signed (check one with `coldtrace certificates verify FILE.json`).
 Open the API with the admin key this demo created; it is shown only now (coldtrace keeps
 its hash):
   {key}
   .venv/bin/coldtrace api        # in another terminal; OpenAPI at {base}/docs
-  curl -H "Authorization: Bearer {key}" {base}/api/v1/deliveries/{first}/certificates
+  curl -H "Authorization: Bearer {key}" {base}/api/v1/deliveries/{first}/certificates > cert.json
+  .venv/bin/coldtrace certificates verify cert.json   # each version is signed (Ed25519)
 
 Where to look next:
   logs        run/ingest.log, run/api.log
