@@ -283,10 +283,10 @@ def _judged(samples: list[Sample], profile: Profile, cuts: list[int]) -> list[Br
     range for any rule. A breach still open where a gap begins ends there; one open at the
     end carries its peak and degree-minutes up to the last reading."""
     records: list[BreachRecord] = []
-    bounds = [*cuts, None]
+    stamps = [s.ts for s in samples]
     begin = 0
-    for cut in bounds:
-        stop = len(samples) if cut is None else bisect_right([s.ts for s in samples], cut)
+    for cut in [*cuts, None]:
+        stop = len(samples) if cut is None else bisect_right(stamps, cut)
         part = samples[begin:stop]
         begin = stop
         if not part:
