@@ -135,6 +135,7 @@ class Device:
         door that opens or closes is sampled at once."""
         gps, clock = self.gps, self.clock
         pending = b""  # bytes of a sentence still arriving
+        refused = None  # the day (epoch days) of the last GPS time the clock refused
         while True:
             if self.gps_uart.any():
                 pending += self.gps_uart.read() or b""
@@ -146,6 +147,9 @@ class Device:
                     if not clock.synced() and gps.utc_ms is not None:
                         if clock.set(gps.utc_ms, "gps", gps.utc_up):
                             print("clock set from GPS")
+                        elif refused != gps.utc_ms // 86400000:  # once a day of GPS time
+                            refused = gps.utc_ms // 86400000
+                            print("GPS time refused, day", refused)
                 if len(pending) > _NMEA_MAX:
                     pending = b""  # noise without line ends
             if self.door.poll():

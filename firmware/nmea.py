@@ -6,7 +6,8 @@
 # hostile input.
 from micropython import const
 
-_TALKERS = (b"GP", b"GN", b"GL", b"GA", b"GB", b"BD", b"GQ", b"GI")
+# Two bytes each, in one object (a tuple of eight costs heap the device is short of).
+_TALKERS = b"GPGNGLGAGBBDGQGI"
 _KNOTS_TO_KMH = 1.852
 _DAY_MS = const(86400000)
 
@@ -62,7 +63,7 @@ def parse(line):
         f = _fields(line)
         if f is None:
             return None
-        if f[0][:2] not in _TALKERS:
+        if _TALKERS.find(f[0][:2]) % 2 or len(f[0]) != 5:  # -1 (absent) is odd too
             return ("",)
         kind = f[0][2:]
         if kind == b"RMC":
