@@ -166,6 +166,7 @@ class _Layout:
 
 
 def _layout(lines: list[str]) -> _Layout:
+    near: str | None = None  # a header whose next line's time cannot be read
     for i, line in enumerate(lines):
         for delimiter in DELIMITERS:
             if delimiter not in line:
@@ -186,6 +187,14 @@ def _layout(lines: list[str]) -> _Layout:
                 return _Layout(i, delimiter, header, time_cols, at + 1)
             if len(row) > max(time_cols) and _looks_like_time(row, time_cols):
                 return _Layout(i, delimiter, header, time_cols, i + 1)
+            if near is None and len(row) > max(time_cols):
+                cells = " ".join(row[j] for j in time_cols)
+                near = f"line {i + 1} looks like the header, but line {at + 1}'s time {cells!r}"
+    if near is not None:
+        raise LoggerFileError(
+            f"{near} cannot be read: use ISO 8601 (2026-07-14T07:40:00+02:00), epoch seconds "
+            "or ms, or a date and a clock (14/07/2026 07:40:00, 14-Jul-2026 07:40)"
+        )
     raise LoggerFileError(
         "no header line found: expected a line naming a time column (timestamp, time, date, "
         "heure, datum...) and temperature columns, followed by a row of data"

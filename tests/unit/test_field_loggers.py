@@ -362,3 +362,10 @@ def test_units_on_a_line_of_their_own_under_the_header(capsys, tmp_path) -> None
         ("T2 [°F]", "F", 3.0),
     ]
     assert report["skipped"] == [{"column": "Feuchte [%RH]", "kind": "humidity"}]
+
+
+def test_a_header_followed_by_an_unreadable_time_says_so(capsys, tmp_path) -> None:
+    path = write(tmp_path, "timestamp,t_c\n2026-13-45T00:00:00,3.0\n")
+    assert main(["analyze", "--profile", "chilled", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "line 1 looks like the header, but line 2's time '2026-13-45T00:00:00' cannot" in err
