@@ -267,7 +267,9 @@ def _classify(
                 f"column {name!r} states no unit: pass --unit C|F|K for its temperatures, "
                 f"or --skip {name!r} if it is not a temperature"
             )
-        temperatures.append((j, name, stated or unit))  # type: ignore[arg-type]
+        taken = {n for _, n, _ in temperatures}
+        probe = name if name not in taken else f"{name} (column {j + 1})"  # two alike
+        temperatures.append((j, probe, stated or unit))  # type: ignore[arg-type]
     if not temperatures:
         raise LoggerFileError(
             f"line {layout.head + 1}: no temperature column (skipped: "

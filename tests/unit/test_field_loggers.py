@@ -369,3 +369,12 @@ def test_a_header_followed_by_an_unreadable_time_says_so(capsys, tmp_path) -> No
     assert main(["analyze", "--profile", "chilled", str(path)]) == 2
     err = capsys.readouterr().err
     assert "line 1 looks like the header, but line 2's time '2026-13-45T00:00:00' cannot" in err
+
+
+def test_two_columns_with_the_same_header_are_two_probes(capsys, tmp_path) -> None:
+    rows = "".join(f"2026-07-14T08:{m:02d}:00Z,3.0,5.0\n" for m in range(0, 30, 5))
+    report = run(capsys, write(tmp_path, "timestamp,T (°C),T (°C)\n" + rows), code=1)
+    assert [(p["probe"], p["max_c"]) for p in report["probes"]] == [
+        ("T (°C)", 3.0),
+        ("T (°C) (column 3)", 5.0),
+    ]
