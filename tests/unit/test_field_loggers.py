@@ -378,3 +378,15 @@ def test_two_columns_with_the_same_header_are_two_probes(capsys, tmp_path) -> No
         ("T (°C)", 3.0),
         ("T (°C) (column 3)", 5.0),
     ]
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared is not beside the project")
+@pytest.mark.parametrize("kind", ["field", "loggers"])
+def test_the_copies_are_the_shared_files(kind: str) -> None:
+    """The suite's copies are the shared fixtures as they are (the figures above are theirs)."""
+    mine = FIELD.parent / kind
+    for path in sorted(mine.iterdir()):
+        assert path.read_bytes() == (SHARED / kind / path.name).read_bytes(), path.name
