@@ -64,6 +64,7 @@ class Report:
 class DeliveryFound:
     certificates: list[Body]  # every version, newest first
     live: list[Body]  # the live breaches attached to it
+    delivery: Body = field(default_factory=dict)  # the delivery itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,14 @@ def _delivery(
     verdict = sc.expected.verdicts[ref]
     got = newest["verdict"] if newest else "(no certificate)"
     checks = [Check("verdict", ref, verdict, got, _ok(got == verdict))]
+    times = sc.expected.detected.get(ref)
+    if times is not None:
+        want = (placed.at(times.start_min), placed.at(times.deliver_min))
+        got_times = (ms(found.delivery.get("started")), ms(found.delivery.get("delivered")))
+        right = all(
+            g is not None and abs(g - w) <= tol for g, w in zip(got_times, want, strict=True)
+        )
+        checks.append(Check("detected", ref, clock.span(*want), clock.span(*got_times), _ok(right)))
     versions = sc.expected.certificate_versions.get(ref)
     if versions is not None:
         n = len(found.certificates)

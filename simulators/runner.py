@@ -4,7 +4,8 @@ expects (simulators.compare).
 
 What the ordering system and the drivers do goes through the HTTP API: customers, the vans
 with their compartments, the boxes and their probe assignments, the deliveries, then their
-start and delivery at the scenario's times. The boxes publish over MQTT, each with its own
+start and delivery at the scenario's times (or, ``lifecycle: gps``, detected by the API from
+the GPS track once every reading is in). The boxes publish over MQTT, each with its own
 broker account, as fast as the broker takes it (the rules judge by device time). Before a
 delivery is closed, the runner waits until InfluxDB holds every reading sent so far and the
 rules stage has judged them (ingest's /metrics). A delivery closed before the last of its
@@ -107,6 +108,8 @@ class Runner:
             for conn in conns.values():
                 conn.close()
         for d in placed.deliveries:
+            if d.spec.lifecycle == "gps":
+                self._detect(ids[d.spec.ref])
             if d.close_at is None:
                 self._close(ids[d.spec.ref])
             else:  # its last readings came after it closed
@@ -187,6 +190,8 @@ class Runner:
         if d.spec.profile is not None:
             body["profile"] = d.spec.profile
         delivery_id: int = self.call("POST", "/deliveries", body)["id"]
+        if d.spec.lifecycle == "gps":
+            return delivery_id  # detected once the readings are in
         # The driver's app says when it left and when it was handed over; both before any
         # reading arrives, so the rules judge every reading by the delivery's profile.
         for action, at in (("start", d.start_ms), ("deliver", d.deliver_ms)):
@@ -285,6 +290,15 @@ class Runner:
                 )
             time.sleep(0.2)
 
+    def _detect(self, delivery_id: int) -> None:
+        """Start and hand-over from the GPS track the API holds now."""
+        d = self.call("POST", f"/deliveries/{delivery_id}/detect")
+        if d["state"] not in ("delivered", "closed"):
+            raise RunFailed(
+                f"delivery {delivery_id}: the API detected no "
+                f"{'departure' if d['state'] == 'planned' else 'arrival'} in its GPS track"
+            )
+
     def _close(self, delivery_id: int) -> None:
         d = self.call("GET", f"/deliveries/{delivery_id}")
         if d["state"] == "closed":  # the API's sweeper closed it already
@@ -308,6 +322,7 @@ class Runner:
             ref: DeliveryFound(
                 self.call("GET", f"/deliveries/{delivery_id}/certificates"),
                 self.call("GET", f"/deliveries/{delivery_id}/breaches"),
+                self.call("GET", f"/deliveries/{delivery_id}"),
             )
             for ref, delivery_id in ids.items()
         }

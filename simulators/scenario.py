@@ -49,6 +49,10 @@ class DeliverySpec(_Spec):
     start_min: Minutes | None = None
     deliver_min: Minutes | None = None
     close_min: Minutes | None = None
+    # driver: the driver's app says start and deliver at those times (before any reading);
+    # gps: they are the plan, and the API detects both from the GPS track (POST .../detect)
+    # once every reading is in.
+    lifecycle: Literal["driver", "gps"] = "driver"
 
 
 class ExpectedBreach(_Spec):
@@ -74,11 +78,19 @@ class ExpectedGap(_Spec):
 Verdict = Literal["compliant", "not_compliant", "incomplete"]
 
 
+class ExpectedTimes(_Spec):
+    """A delivery's start and hand-over as detected from its GPS track (device time)."""
+
+    start_min: float
+    deliver_min: float
+
+
 class Expected(_Spec):
     breaches: list[ExpectedBreach] = Field(default_factory=list)
     gaps: list[ExpectedGap] = Field(default_factory=list)
     verdicts: dict[str, Verdict]
     certificate_versions: dict[str, int] = Field(default_factory=dict)
+    detected: dict[str, ExpectedTimes] = Field(default_factory=dict)
 
 
 class IngestNeeds(_Spec):
@@ -120,6 +132,9 @@ class Scenario(_Spec):
         for van in named:
             if van not in vans:
                 raise ValueError(f"no van {van!r} in the fleet")
+        gps = {d.ref for d in self.deliveries if d.lifecycle == "gps"}
+        if set(self.expected.detected) != gps:
+            raise ValueError("expected.detected needs the times of each GPS-detected delivery")
         for ref in [*self.expected.verdicts, *(g.delivery for g in self.expected.gaps)]:
             if ref not in refs:
                 raise ValueError(f"no delivery {ref!r}")

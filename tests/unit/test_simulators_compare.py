@@ -137,3 +137,21 @@ def test_an_unhealthy_pipeline_is_a_mismatch(mixed: scenario.Placed) -> None:
         ("health", "ingest", "WRONG"),
         ("health", "api", "ok"),
     ]
+
+
+def test_times_detected_from_the_gps_track() -> None:
+    p = scenario.place(scenario.load("gps-detected"), "g", load_profiles(), NOW, 0)
+    certificate = {"verdict": "compliant", "body": {"breaches": [], "gaps": []}}
+
+    def detected(started: float, delivered: float | None) -> tuple[str, str, str]:
+        delivery = {
+            "started": iso(p.at(started)),
+            "delivered": None if delivered is None else iso(p.at(delivered)),
+        }
+        found = Found([], {"GP-1": DeliveryFound([certificate], [], delivery)})
+        [check] = [c for c in compare(p, found) if c.check == "detected"]
+        return (check.expected, check.found, check.result)
+
+    assert detected(16.5, 46.35) == ("t+16.0..t+46.4", "t+16.5..t+46.4", "ok")
+    assert detected(16.0, 47.5) == ("t+16.0..t+46.4", "t+16.0..t+47.5", "WRONG")
+    assert detected(16.0, None)[2] == "WRONG"
