@@ -349,13 +349,21 @@ def _probe(
 
 
 def _compare(
-    found: list[Breach], live: Sequence[LiveBreach], interval: Mapping[ProbeKey, int]
+    found: list[Breach],
+    live: Sequence[LiveBreach],
+    interval: Mapping[ProbeKey, int],
+    gaps: Sequence[Gap] = (),
 ) -> tuple[list[Disagreement], dict[tuple[str, str, str, int], int]]:
     """Pair each evaluation breach with a live one of the same probe and rule whose start is
-    within one sampling interval of it; what stays unpaired on either side disagrees."""
+    within one sampling interval of it; what stays unpaired on either side disagrees. The
+    evaluation runs the rules afresh after a data gap, the live stage does not: a breach
+    the evaluation cut at a gap and found again from the first reading after it is the live
+    breach's continuation, paired with it too."""
     unpaired = [b for b in live if b.probe]
     matched: dict[tuple[str, str, str, int], int] = {}
     disagreements: list[Disagreement] = []
+    cut = {(g.device, g.probe, g.start): g.end for g in gaps}
+    paired: dict[tuple[str, str, str], tuple[Breach, LiveBreach]] = {}
     for b in found:
         r = b.record
         tolerance = interval.get((b.device, b.probe), DEFAULT_INTERVAL_MS)
@@ -368,10 +376,17 @@ def _compare(
             ),
             None,
         )
+        before = paired.get((b.device, b.probe, r.rule))
+        if twin is None and before is not None:
+            end = before[0].record.end
+            if end is not None and cut.get((b.device, b.probe, end)) == r.start:
+                twin = before[1]  # (already out of unpaired)
         if twin is None:
             disagreements.append(Disagreement("evaluation", b.device, b.probe, r.rule, r.start))
             continue
-        unpaired.remove(twin)
+        if twin in unpaired:
+            unpaired.remove(twin)
+        paired[(b.device, b.probe, r.rule)] = (b, twin)
         if twin.id is not None:
             matched[(b.device, b.probe, r.rule, r.start)] = twin.id
     disagreements += [
@@ -484,7 +499,7 @@ def evaluate(
     matched: dict[tuple[str, str, str, int], int] = {}
     if live is not None:
         intervals = {(p.device, p.probe): p.interval_ms for p in probes}
-        disagreements, matched = _compare(breaches, live, intervals)
+        disagreements, matched = _compare(breaches, live, intervals, gaps)
     verdict, reasons = _verdict(profile, breaches, live or (), gaps, silent, disagreements)
     return Evaluation(
         profile,

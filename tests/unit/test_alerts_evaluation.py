@@ -155,3 +155,29 @@ def test_a_door_left_open_counts_where_the_profile_limits_it() -> None:
     crt = load_profiles()["crt"]  # no door limit: the door is no rule of it
     warm = minutes({m: 20.0 + (m % 2) / 10 for m in range(61)})
     assert evaluate({B: warm}, crt, {}, T0, T0 + 60 * MIN, live=door).verdict == "compliant"
+
+
+def test_a_live_breach_across_a_data_gap_pairs_with_both_pieces() -> None:
+    # 5.0 C from minute 30 to 49, nothing from 50 to 61 (13 min: a data gap), 5.0 C again
+    # from 62 to 80, 3.0 C after: the live stage saw one breach from 30; the evaluation ends
+    # it at 49 (where the record stops) and finds it again from 62 (the first reading after)
+    values = {m: 3.0 for m in range(30)}
+    values |= {m: 5.0 for m in [*range(30, 50), *range(62, 81)]}
+    values |= {m: 3.0 for m in range(81, 91)}
+    live = [LiveBreach("van", "a", "excursion_high", T0 + 30 * MIN, id=7)]
+    e = evaluate({A: minutes(values)}, CHILLED, {}, T0, T0 + 90 * MIN, live=live)
+    pieces = [(b.record.rule, b.record.start, b.record.end) for b in e.breaches]
+    assert pieces == [
+        ("excursion_high", T0 + 30 * MIN, T0 + 49 * MIN),
+        ("excursion_high", T0 + 62 * MIN, T0 + 81 * MIN),
+    ]
+    assert e.gaps == [Gap("van", "a", T0 + 49 * MIN, T0 + 62 * MIN)]
+    assert e.disagreements == []
+    assert e.matched == {
+        ("van", "a", "excursion_high", T0 + 30 * MIN): 7,
+        ("van", "a", "excursion_high", T0 + 62 * MIN): 7,
+    }
+    # a breach after a gap that does not begin at the first reading after it is a new one
+    values |= {62: 3.0, 63: 3.0}
+    e = evaluate({A: minutes(values)}, CHILLED, {}, T0, T0 + 90 * MIN, live=live)
+    assert [d.start for d in e.disagreements] == [T0 + 64 * MIN]
