@@ -598,6 +598,8 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     analysis = analyze(series, profile, windows)
     if args.plot is not None:
+        # matplotlib's one-time notice that it built its font cache is no news to the user
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
         from alerts.chart import ChartError, plot
 
         try:
