@@ -76,12 +76,14 @@ class MqttAlerts:
     name = "mqtt"
 
     def __init__(self, settings: Settings) -> None:
+        # Its own account (ingest's password): the broker makes a client's id its username, so
+        # publishing as ingest would take ingest's own session.
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"{settings.mqtt_client_id}-alerts"
+            CallbackAPIVersion.VERSION2, client_id=settings.mqtt_alerts_username
         )
-        if settings.mqtt_username and settings.mqtt_password:
+        if settings.mqtt_password:
             self.client.username_pw_set(
-                settings.mqtt_username, settings.mqtt_password.get_secret_value()
+                settings.mqtt_alerts_username, settings.mqtt_password.get_secret_value()
             )
         self.client.connect_async(settings.mqtt_host, settings.mqtt_port)
         self.client.loop_start()

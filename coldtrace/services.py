@@ -28,12 +28,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from coldtrace.influx import InfluxClient
-from coldtrace.settings import Settings
+from coldtrace.settings import INGEST_ACCOUNT, Settings
 
 log = logging.getLogger(__name__)
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-INGEST_MQTT_USER = "ingest"
+INGEST_MQTT_USER = INGEST_ACCOUNT
 
 
 class ServiceError(Exception):
@@ -318,8 +318,9 @@ class LocalServices:
     def _ensure_passwd(self) -> None:
         if self.settings.mqtt_username is None or self.settings.mqtt_password is None:
             raise ServiceError("COLDTRACE_MQTT_USERNAME/PASSWORD are not set")
+        password = self.settings.mqtt_password.get_secret_value()
         self._add_users(
-            {self.settings.mqtt_username: self.settings.mqtt_password.get_secret_value()},
+            {self.settings.mqtt_username: password, self.settings.mqtt_alerts_username: password},
             replace=True,
         )
 

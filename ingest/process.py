@@ -35,7 +35,6 @@ class IngestProcess:
             f"{ENV_PREFIX}MQTT_PORT": str(settings.mqtt_port),
             f"{ENV_PREFIX}INFLUX_URL": settings.influx_url,
             f"{ENV_PREFIX}INFLUX_DATABASE": settings.influx_database,
-            f"{ENV_PREFIX}MQTT_CLIENT_ID": settings.mqtt_client_id,
             f"{ENV_PREFIX}INGEST_HEALTH_PORT": str(settings.ingest_health_port),
             f"{ENV_PREFIX}DATABASE_URL": settings.sqlalchemy_url,
             **env,

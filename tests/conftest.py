@@ -106,10 +106,37 @@ def prefix() -> str:
     return "t" + uuid.uuid4().hex[:8]
 
 
+def discard_ingest_session(settings: Settings) -> None:
+    """Drop ingest's persistent session on the broker (a clean start, no expiry), so a test's
+    first ingest does not receive what earlier tests queued for it: the broker makes a client's
+    id its username, so every test's ingest has the one session of the ingest account."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    assert settings.mqtt_password is not None
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(settings.mqtt_client_id, settings.mqtt_password.get_secret_value())
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True)
+    client.loop_start()
+    try:
+        assert connected.wait(10), "could not connect as ingest to discard its session"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def monitor_login(settings: Settings) -> tuple[str, str]:
+    """(username, password) of the broker's read-only monitor account (deploy/mosquitto/acl),
+    for tests that watch what the broker hands out while ingest holds its own session."""
+    LocalServices(settings).register_devices(["monitor"])
+    return "monitor", device_password(settings, "monitor")
+
+
 def ingest_process(settings: Settings, workdir: Path, **env: str) -> IngestProcess:
-    """`coldtrace ingest` with its own client id, health port and held-readings db."""
+    """`coldtrace ingest` with its own health port and held-readings db."""
     own = {
-        "COLDTRACE_MQTT_CLIENT_ID": f"ingest-{uuid.uuid4().hex[:8]}",
         "COLDTRACE_INGEST_HEALTH_PORT": str(free_port()),
         "COLDTRACE_DATABASE_URL": f"sqlite:///{workdir / 'ingest.db'}",
         "COLDTRACE_INGEST_BATCH_DELAY_MS": "20",
@@ -122,6 +149,8 @@ def start_ingest(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., I
     started: list[IngestProcess] = []
 
     def start(**env: str) -> IngestProcess:
+        if not started:
+            discard_ingest_session(settings)
         proc = ingest_process(settings, tmp_path, **env)
         started.append(proc)  # before start(): a process that never gets healthy is killed too
         return proc.start()

@@ -17,7 +17,6 @@ import json
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,7 +36,14 @@ from coldtrace.services import free_port
 from coldtrace.settings import Settings
 from deliveries.attach import breach_mark, delivery_breaches
 from deliveries.models import Delivery
-from tests.conftest import Devices, WebhookReceiver, put_on_delivery, stored_count, wait_for
+from tests.conftest import (
+    Devices,
+    WebhookReceiver,
+    monitor_login,
+    put_on_delivery,
+    stored_count,
+    wait_for,
+)
 
 MINUTE = 60_000
 SECRET = "webhook-secret-for-this-test"
@@ -120,12 +126,11 @@ def transitions(mails: list[dict[str, Any]], device: str) -> list[str]:
 
 @pytest.fixture
 def alert_topic(settings: Settings) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """What the broker delivers on coldtrace/v1/alerts/#, read with the server account."""
+    """What the broker delivers on coldtrace/v1/alerts/#, read with the monitor account."""
     received: list[tuple[str, dict[str, Any]]] = []
     subscribed = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"alerts-{uuid.uuid4().hex[:8]}")
-    assert settings.mqtt_username and settings.mqtt_password
-    client.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set(*monitor_login(settings))
     client.on_connect = lambda c, *_: c.subscribe(f"{TOPIC_ROOT}/alerts/#", qos=1)
     client.on_subscribe = lambda *_: subscribed.set()
     client.on_message = lambda c, u, m: received.append((m.topic, json.loads(m.payload)))

@@ -14,12 +14,21 @@ import pytest
 from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
 from ingest.process import IngestProcess
-from tests.conftest import Devices, ingest_process, rejections, stored_count, stored_seqs, wait_for
+from tests.conftest import (
+    Devices,
+    discard_ingest_session,
+    ingest_process,
+    rejections,
+    stored_count,
+    stored_seqs,
+    wait_for,
+)
 from tests.e2e.test_ingest import payload, reading
 
 
 @pytest.fixture(scope="module")
 def ingest(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestProcess]:
+    discard_ingest_session(settings)
     proc = ingest_process(settings, tmp_path_factory.mktemp("ingest")).start()
     yield proc
     proc.stop(signal.SIGKILL)

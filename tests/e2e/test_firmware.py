@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -25,7 +24,7 @@ from coldtrace.contract import TelemetryBatch, config_topic, status_topic, telem
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.services import LocalServices, device_password, free_port
 from coldtrace.settings import Settings
-from tests.conftest import REPO, rejections, stored_seqs, wait_for
+from tests.conftest import REPO, monitor_login, rejections, stored_seqs, wait_for
 from tests.fakes.esp32.harness import NMEA_FIXTURE, Board, run
 
 AIR, PRODUCT = "28aa000000000001", "28aa000000000002"
@@ -33,21 +32,18 @@ AIR, PRODUCT = "28aa000000000001", "28aa000000000002"
 
 class Recorder:
     """Every telemetry batch of one device as the broker hands it out, in order (a persistent
-    session of the ingest account, so a broker restart loses nothing it had accepted)."""
+    session of the monitor account, so a broker restart loses nothing it had accepted)."""
 
     def __init__(self, settings: Settings, device: str) -> None:
         self.batches: list[TelemetryBatch] = []
         self.status: list[bytes] = []
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"rec-{uuid.uuid4().hex[:8]}",
+            client_id="monitor",
             clean_session=False,
             protocol=mqtt.MQTTv311,
         )
-        assert settings.mqtt_username and settings.mqtt_password
-        self.client.username_pw_set(
-            settings.mqtt_username, settings.mqtt_password.get_secret_value()
-        )
+        self.client.username_pw_set(*monitor_login(settings))
         self.client.on_message = self._message
         self.client.on_connect = lambda c, *_: c.subscribe(
             [(telemetry_topic(device), 1), (status_topic(device), 1)]
@@ -439,8 +435,7 @@ def test_tls_broker_is_verified_against_the_configured_ca(
 
     received: list[TelemetryBatch] = []
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    assert settings.mqtt_username and settings.mqtt_password
-    sub.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
+    sub.username_pw_set(*monitor_login(settings))
     sub.tls_set(ca_certs=str(ca.with_name("ca.pem")))
     sub.on_message = lambda c, u, m: received.append(TelemetryBatch.model_validate_json(m.payload))
     sub.on_connect = lambda c, *_: c.subscribe(telemetry_topic(device), 1)

@@ -322,10 +322,9 @@ def test_a_second_ingest_on_the_same_session_says_so_and_leaves_the_first_runnin
     wait_for(lambda: stored_count(influx, device) == 2, what="2 readings stored by the first")
     # What the demo asks before it starts its own; once the first has stopped, the lock is
     # free again (never stale).
-    session = settings.model_copy(update={"mqtt_client_id": own["COLDTRACE_MQTT_CLIENT_ID"]})
-    assert lock.holder(session) == first.pid
+    assert lock.holder(settings) == first.pid
     first.stop()
-    assert lock.holder(session) is None
+    assert lock.holder(settings) is None
 
 
 def test_conflicts_are_caught_after_an_ingest_restart(

@@ -22,7 +22,6 @@ def test_health_fails_when_the_rules_stage_thread_ends(settings: Settings, tmp_p
     service = IngestService(
         settings.model_copy(
             update={
-                "mqtt_client_id": f"ingest-{uuid.uuid4().hex[:8]}",
                 "ingest_health_port": port,
                 "database_url": f"sqlite:///{tmp_path / 'ingest.db'}",
                 "alerts_default_profile": "chilled",
@@ -59,7 +58,6 @@ def test_the_rules_stage_starts_once_a_probe_is_assigned(
     service = IngestService(
         settings.model_copy(
             update={
-                "mqtt_client_id": f"ingest-{uuid.uuid4().hex[:8]}",
                 "ingest_health_port": port,
                 "database_url": database_url,
                 "alerts_default_profile": None,
@@ -94,7 +92,6 @@ def test_health_names_a_probe_the_rules_stage_quarantined(
     service = IngestService(
         settings.model_copy(
             update={
-                "mqtt_client_id": f"ingest-{uuid.uuid4().hex[:8]}",
                 "ingest_health_port": port,
                 "database_url": database_url,
                 "alerts_default_profile": "chilled",
