@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deliveries.lifecycle import TransitionRefused
 from deliveries.store import Conflict, NotFound
+
+log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 TITLES = {
@@ -85,3 +90,31 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(request, exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database refuses (out of range, a NUL in text): the session is rolled
+        # back when the request ends, so nothing was committed.
+        log.warning(
+            "%s %s: the database refused a value: %s", request.method, request.url.path, exc.orig
+        )
+        return problem_response(request, 422, "a value the database cannot store")
+
+    @app.middleware("http")
+    async def _unexpected(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Any other exception: logged once with a request id, answered as a 500 problem
+        detail carrying that id, never a stack trace."""
+        try:
+            return await call_next(request)
+        except Exception:
+            request_id = uuid.uuid4().hex
+            log.exception("request %s: %s %s failed", request_id, request.method, request.url.path)
+            return problem_response(
+                request,
+                500,
+                f"internal error: quote request id {request_id}",
+                {"X-Request-ID": request_id},
+                request_id=request_id,
+            )

@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Annotated, Any, Generic, Literal, TypeVar, overload
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from coldtrace.contract import DEVICE_ID_PATTERN
 from deliveries.lifecycle import Action, State
 
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 T = TypeVar("T")
+
+
+# What every store can hold. Row ids: INTEGER columns, 32-bit signed in PostgreSQL. Offsets
+# (LIMIT/OFFSET): signed 64-bit in SQLite and PostgreSQL. Times: epoch ms in BIGINT, and
+# InfluxDB's signed 64-bit ns since 1970 (1677..2262), with room for the queries' windows and
+# margins (a window over 292 years overflows an InfluxQL duration); records begin in 1970.
+MAX_ID = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _storable(dt: datetime) -> datetime:
+    """Naive means UTC; refused (422) outside EARLIEST..LATEST."""
+    aware = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    if not EARLIEST <= aware < LATEST:
+        raise ValueError(f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)")
+    return aware
+
+
+# A time the stores can hold: with a time zone (request bodies) or naive as UTC (queries).
+Instant = Annotated[AwareDatetime, AfterValidator(_storable)]
+QueryInstant = Annotated[datetime, AfterValidator(_storable)]
 
 
 def to_ms(dt: datetime) -> int:
@@ -86,7 +109,7 @@ class AssignmentIn(BaseModel):
     probe: str = Field(min_length=1, max_length=64, examples=["product"])
     vehicle_id: str
     compartment: str
-    valid_from: AwareDatetime | None = Field(None, description="now when not given")
+    valid_from: Instant | None = Field(None, description="now when not given")
 
 
 class AssignmentOut(Out):
@@ -113,8 +136,8 @@ class DeliveryIn(BaseModel):
     compartment: str
     pickup: Place
     dropoff: Place
-    planned_start: AwareDatetime
-    planned_end: AwareDatetime
+    planned_start: Instant
+    planned_end: Instant
 
 
 class CertificateSummary(BaseModel):
@@ -155,7 +178,7 @@ class DeliveryOut(BaseModel):
 
 class TransitionIn(BaseModel):
     action: Action
-    at: AwareDatetime | None = Field(None, description="when it happened; now when not given")
+    at: Instant | None = Field(None, description="when it happened; now when not given")
     source: Literal["api", "driver"] = "api"
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from alerts.store import Breach
 from api.auth import Anyone
 from api.deps import DbSession
-from api.routes.common import Limit, Offset, page
+from api.routes.common import Limit, Offset, RowId, page
 from api.schemas import BreachOut, Page, from_ms
 from deliveries.models import Delivery
 from deliveries.store import NotFound, breach_links
@@ -71,7 +71,7 @@ def list_breaches(
 
 
 @router.get("/{breach_id}")
-def get_breach(breach_id: int, session: DbSession, who: Anyone) -> BreachOut:
+def get_breach(breach_id: RowId, session: DbSession, who: Anyone) -> BreachOut:
     query = breach_links().where(Breach.id == breach_id)
     if who.customer_id is not None:
         query = query.where(Delivery.customer_id == who.customer_id)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Path, Query
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.schemas import DeliveryOut, Place, from_ms
+from api.schemas import MAX_ID, MAX_OFFSET, DeliveryOut, Place, from_ms
 from deliveries.models import Delivery
 from deliveries.store import NotFound
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+# A row id in a path: what the stores can hold (a larger one answers 422, never 500).
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def page(

@@ -3,7 +3,6 @@ trace, readings, breaches and certificates."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import orjson
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from api.auth import Anyone, Operators, Staff
 from api.deps import AppSettings, DbSession, Profiles, Source
 from api.routes.breaches import breach_out
-from api.routes.common import Limit, Offset, delivery_out, page, visible_delivery
+from api.routes.common import Limit, Offset, RowId, delivery_out, page, visible_delivery
 from api.schemas import (
     BreachOut,
     CertificateOut,
@@ -23,6 +22,7 @@ from api.schemas import (
     DeliveryOut,
     GeoJson,
     Page,
+    QueryInstant,
     Series,
     TransitionIn,
     from_ms,
@@ -78,8 +78,12 @@ def list_deliveries(
     customer_id: str | None = None,
     vehicle_id: str | None = None,
     reference: str | None = None,
-    planned_after: Annotated[datetime | None, Query(description="planned start >= this")] = None,
-    planned_before: Annotated[datetime | None, Query(description="planned start before")] = None,
+    planned_after: Annotated[
+        QueryInstant | None, Query(description="planned start >= this (naive: UTC)")
+    ] = None,
+    planned_before: Annotated[
+        QueryInstant | None, Query(description="planned start before this (naive: UTC)")
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[DeliveryOut]:
@@ -103,7 +107,7 @@ def list_deliveries(
 
 
 @router.get("/{delivery_id}")
-def get_delivery(delivery_id: int, session: DbSession, who: Anyone) -> DeliveryOut:
+def get_delivery(delivery_id: RowId, session: DbSession, who: Anyone) -> DeliveryOut:
     """With its current certificate in brief: verdict and disagreements."""
     d = visible_delivery(session, who, delivery_id)
     current = session.scalars(
@@ -126,7 +130,7 @@ def get_delivery(delivery_id: int, session: DbSession, who: Anyone) -> DeliveryO
 
 @router.post("/{delivery_id}/transitions")
 def transition(
-    delivery_id: int,
+    delivery_id: RowId,
     body: TransitionIn,
     session: DbSession,
     who: Staff,
@@ -147,7 +151,7 @@ def transition(
 
 @router.post("/{delivery_id}/reevaluate")
 def reevaluate(
-    delivery_id: int, session: DbSession, who: Operators, source: Source, settings: AppSettings
+    delivery_id: RowId, session: DbSession, who: Operators, source: Source, settings: AppSettings
 ) -> list[CertificateOut]:
     """Judge a closed delivery again from its stored readings (late readings, breaches the
     live stage changed): a different outcome is a new certificate version that supersedes
@@ -162,7 +166,7 @@ def reevaluate(
 
 @router.post("/{delivery_id}/detect")
 def detect(
-    delivery_id: int, session: DbSession, who: Staff, source: Source, settings: AppSettings
+    delivery_id: RowId, session: DbSession, who: Staff, source: Source, settings: AppSettings
 ) -> DeliveryOut:
     """Start and end from the GPS track now (the API also does it every
     COLDTRACE_DELIVERY_SWEEP_S): leaving the pickup geofence, then stopping inside the
@@ -189,7 +193,7 @@ def delivery_readings(
     responses={200: {"content": {"application/geo+json": {}}}},
 )
 def get_trace(
-    delivery_id: int,
+    delivery_id: RowId,
     session: DbSession,
     who: Anyone,
     source: Source,
@@ -211,7 +215,7 @@ def get_trace(
 
 @router.get("/{delivery_id}/readings", response_model=Series)
 def get_readings(
-    delivery_id: int,
+    delivery_id: RowId,
     session: DbSession,
     who: Anyone,
     source: Source,
@@ -225,13 +229,13 @@ def get_readings(
 
 
 @router.get("/{delivery_id}/breaches")
-def list_delivery_breaches(delivery_id: int, session: DbSession, who: Anyone) -> list[BreachOut]:
+def list_delivery_breaches(delivery_id: RowId, session: DbSession, who: Anyone) -> list[BreachOut]:
     d = visible_delivery(session, who, delivery_id)
     return [breach_out(b, d.id) for b in delivery_breaches(session, d)]
 
 
 @router.get("/{delivery_id}/certificates")
-def certificates(delivery_id: int, session: DbSession, who: Anyone) -> list[CertificateOut]:
+def certificates(delivery_id: RowId, session: DbSession, who: Anyone) -> list[CertificateOut]:
     """Every version, newest first; only the newest is not superseded. Each is signed: check
     it with the key of GET /api/v1/certificates/public-key or `coldtrace certificates verify`."""
     visible_delivery(session, who, delivery_id)

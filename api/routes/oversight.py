@@ -14,7 +14,7 @@ from alerts.store import Breach
 from api.auth import Anyone, Operators, Staff
 from api.deps import AppSettings, DbSession, Influx
 from api.pipeline import ingest_state
-from api.routes.common import Limit, Offset, page, visible_delivery
+from api.routes.common import Limit, Offset, RowId, page, visible_delivery
 from api.routes.deliveries import certificate_out
 from api.schemas import (
     AuditOut,
@@ -43,7 +43,7 @@ def certificate_public_key(settings: AppSettings, who: Anyone) -> PublicKeyOut:
 
 
 @router.get("/certificates/{certificate_id}", tags=["certificates"])
-def get_certificate(certificate_id: int, session: DbSession, who: Anyone) -> CertificateOut:
+def get_certificate(certificate_id: RowId, session: DbSession, who: Anyone) -> CertificateOut:
     row = session.get(Certificate, certificate_id)
     if row is None:
         raise NotFound("certificate", certificate_id)

@@ -13,7 +13,7 @@ from api.auth import Anyone, Principal
 from api.deps import AppSettings, DbSession
 from api.problems import Problem
 from api.routes.common import visible_delivery
-from api.schemas import VerificationOut, from_ms
+from api.schemas import MAX_ID, VerificationOut, from_ms
 from coldtrace import signing
 from deliveries.models import Certificate
 from deliveries.store import NotFound
@@ -65,7 +65,7 @@ def _superseded(session: Session, who: Principal, certificate: dict[str, Any]) -
     """Why a validly signed certificate is still not to be relied on according to the store
     (a later version replaced it), or ""."""
     cid = certificate.get("id")
-    stored = session.get(Certificate, cid) if type(cid) is int and 0 < cid < 2**63 else None
+    stored = session.get(Certificate, cid) if type(cid) is int and 0 < cid <= MAX_ID else None
     if stored is None or stored.signature != certificate["signature"]:
         return ""
     try:
