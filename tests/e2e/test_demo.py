@@ -6,15 +6,12 @@ compliant, the ten others compliant, every check against the ground truth as exp
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from coldtrace.settings import Settings
 from ingest.process import IngestProcess
-from tests.conftest import run_coldtrace
-
-CLIENT_ID = "COLDTRACE_MQTT_CLIENT_ID"
+from tests.conftest import discard_ingest_session, run_coldtrace
 
 
 def demo_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
@@ -24,7 +21,6 @@ def demo_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
         "COLDTRACE_INFLUX_URL": settings.influx_url,
         "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
         "COLDTRACE_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
-        CLIENT_ID: f"demo-{uuid.uuid4().hex[:8]}",
     }
 
 
@@ -49,6 +45,7 @@ def test_the_demo_twice_and_after_a_one_van_simulation_loses_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
     env = demo_env(settings, tmp_path)
+    discard_ingest_session(settings)  # what earlier tests left queued is not the demo's
     rounds = [run_demo(env)]
     simulated = run_coldtrace(
         "simulate", "--vehicles", "1", "--readings", "5", "--speedup", "0", **env
@@ -80,7 +77,7 @@ def test_the_demo_refuses_to_start_beside_a_running_ingest(
 ) -> None:
     """Its own ingest would take the running one's MQTT session: it says so, in one line."""
     running = start_ingest()
-    env = {**demo_env(settings, tmp_path), "COLDTRACE_MQTT_CLIENT_ID": running.env[CLIENT_ID]}
+    env = demo_env(settings, tmp_path)  # the same account, so the same session
     proc = run_coldtrace("demo", **env)
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == (
