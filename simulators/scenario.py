@@ -54,6 +54,12 @@ class DeliverySpec(_Spec):
     # once every reading is in.
     lifecycle: Literal["driver", "gps"] = "driver"
 
+    @model_validator(mode="after")
+    def _closable(self) -> DeliverySpec:
+        if self.lifecycle == "gps" and self.close_min is not None:
+            raise ValueError("a GPS-detected delivery is closed once every reading is in")
+        return self
+
 
 class ExpectedBreach(_Spec):
     """``probe`` "" for a device-level breach (door); ``end_min`` None: still open."""

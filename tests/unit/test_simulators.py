@@ -314,6 +314,9 @@ def test_a_scenario_with_an_error_says_where() -> None:
     text = bad.read_text().replace("stop: 3}", "stop: 9}")
     with pytest.raises(ValueError, match="delivery CH-1: van van-a has no stop 9"):
         scenario.Scenario.model_validate(yaml.safe_load(text))
+    text = bad.read_text().replace("stop: 3}", "stop: 3, lifecycle: gps, close_min: 80}")
+    with pytest.raises(ValueError, match="GPS-detected delivery is closed once every reading"):
+        scenario.Scenario.model_validate(yaml.safe_load(text))
 
 
 def test_simulate_scenario_says_what_it_needs_in_one_line(tmp_path: Path) -> None:
