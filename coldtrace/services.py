@@ -29,6 +29,7 @@ import httpx
 
 from coldtrace.influx import InfluxClient
 from coldtrace.settings import INGEST_ACCOUNT, Settings
+from coldtrace.tls import ensure_development_ca
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +297,8 @@ class LocalServices:
             "repo_dir": str(REPO_DIR),
             "mqtt_host": "127.0.0.1",
             "mqtt_port": str(self.settings.mqtt_port),
+            "mqtt_tls_port": str(self.settings.mqtt_tls_port),
+            "tls_dir": str(self.tls_dir),
             # Mosquitto drops root to user `mosquitto`, who could not read our run directory.
             "user_line": "user root" if os.geteuid() == 0 else "",
             "influx_host": "127.0.0.1",
@@ -308,9 +311,15 @@ class LocalServices:
         if spec.name == "mosquitto":
             (self._dir(spec.name) / "data").mkdir(parents=True, exist_ok=True)
             self._ensure_passwd()
+            ensure_development_ca(self.tls_dir)
         conf = self._conf(spec)
         conf.write_text(template.format(**values))
         return conf
+
+    @property
+    def tls_dir(self) -> Path:
+        """The development CA and the broker's certificate (coldtrace/tls.py)."""
+        return self._dir("mosquitto") / "tls"
 
     def _passwd(self) -> Path:
         return self._dir("mosquitto") / "passwd"

@@ -6,8 +6,10 @@ only its own telemetry and status, reads only its own config, and writes no conf
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -18,6 +20,7 @@ from coldtrace.contract import config_topic, status_topic, telemetry_topic
 from coldtrace.influx import InfluxClient
 from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
+from coldtrace.tls import make_ca
 from tests.conftest import Devices, monitor_login, stored_count, wait_for
 from tests.e2e.test_ingest import payload, reading
 
@@ -28,8 +31,17 @@ class Probe:
     """One MQTT v5 connection, synchronous: CONNACK, SUBACK and PUBACK reason codes as text,
     and every message delivered to it."""
 
-    def __init__(self, settings: Settings, username: str | None, password: str | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        username: str | None,
+        password: str | None,
+        trusting: Path | None = None,
+    ) -> None:
+        """`trusting`: a CA (PEM) to connect over TLS with, to the broker's TLS listener."""
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if trusting is not None:
+            self.client.tls_set(ca_certs=str(trusting))
         if username is not None:
             self.client.username_pw_set(username, password)
         self.connack: str | None = None
@@ -40,7 +52,10 @@ class Probe:
         self.client.on_publish = self._on_ack
         self.client.on_subscribe = lambda c, u, mid, codes, p: self._on_ack(c, u, mid, codes[0], p)
         self.client.on_message = lambda c, u, m: self.received.append((m.topic, m.payload))
-        self.client.connect(settings.mqtt_host, settings.mqtt_port)
+        if trusting is None:
+            self.client.connect(settings.mqtt_host, settings.mqtt_port)
+        else:  # the name in the server certificate
+            self.client.connect("localhost", settings.mqtt_tls_port)
         self.client.loop_start()
         wait_for(lambda: self.connack, 10, "CONNACK")
 
@@ -226,3 +241,34 @@ def test_the_monitor_account_reads_telemetry_and_writes_nothing(
     finally:
         monitor.close()
         device.close()
+
+
+def test_tls_with_the_development_ca_and_not_with_another(
+    settings: Settings, services: LocalServices, accounts: tuple[str, str], tmp_path: Path
+) -> None:
+    """The TLS listener `coldtrace services` configures, with the CA it made: the right CA
+    logs in and publishes, anonymous is still refused; a client trusting another CA refuses
+    the broker's certificate before it sends anything."""
+    a, _ = accounts
+    ca = services.tls_dir / "ca.pem"
+    monitor = Probe(settings, *monitor_login(settings))
+    monitor.subscribe(telemetry_topic(a))
+    device = Probe(settings, a, device_password(settings, a), trusting=ca)
+    try:
+        assert device.connack == "Success"
+        body = payload(a, [reading(1)])
+        assert device.publish(telemetry_topic(a), body) == "Success"
+        assert device.publish(config_topic(a)) == DENIED  # the same ACL over TLS
+        wait_for(lambda: monitor.received, 10, "the reading, over TLS")
+        assert monitor.received == [(telemetry_topic(a), body)]
+    finally:
+        device.close()
+        monitor.close()
+    assert Probe(settings, None, None, trusting=ca).connack == "Not authorized"
+
+    from cryptography.hazmat.primitives import serialization
+
+    other = tmp_path / "other-ca.pem"
+    other.write_bytes(make_ca("someone else's CA")[1].public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        Probe(settings, a, device_password(settings, a), trusting=other)

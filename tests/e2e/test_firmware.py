@@ -3,15 +3,9 @@ the real Mosquitto with its per-device account -> ingest -> InfluxDB."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -22,9 +16,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.contract import TelemetryBatch, config_topic, status_topic, telemetry_topic
 from coldtrace.influx import InfluxClient, quote_string
-from coldtrace.services import LocalServices, device_password, free_port
+from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
-from tests.conftest import REPO, monitor_login, rejections, stored_seqs, wait_for
+from coldtrace.tls import make_ca
+from tests.conftest import monitor_login, rejections, stored_seqs, wait_for
 from tests.fakes.esp32.harness import NMEA_FIXTURE, Board, run
 
 AIR, PRODUCT = "28aa000000000001", "28aa000000000002"
@@ -336,101 +331,18 @@ print(json.dumps([r["seq"] for r in Outbox("data/outbox", 262144, 4096).peek(500
     assert waiting and waiting == list(range(len(waiting))), "every reading waits in the outbox"
 
 
-def make_ca(name: str) -> tuple[Any, Any]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-@pytest.fixture
-def tls_broker(
-    settings: Settings, tmp_path: Path
-) -> Iterator[tuple[int, Path, Path, subprocess.Popen[bytes]]]:
-    """A second real Mosquitto, TLS only, with the session broker's accounts and ACL: (port,
-    the right CA for the device, an unrelated CA, the process: SIGHUP re-reads accounts)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    ca_key, ca_cert = make_ca("coldtrace test CA")
-    _, other_ca = make_ca("someone else's CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    tls = tmp_path / "tls"
-    tls.mkdir()
-    (tls / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    (tls / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tls / "server.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (tls / "ca.der").write_bytes(ca_cert.public_bytes(serialization.Encoding.DER))
-    (tls / "other-ca.der").write_bytes(other_ca.public_bytes(serialization.Encoding.DER))
-    port = free_port()
-    conf = tls / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\n"
-        f"cafile {tls / 'ca.pem'}\ncertfile {tls / 'server.pem'}\nkeyfile {tls / 'server.key'}\n"
-        f"password_file {settings.run_dir.resolve() / 'mosquitto' / 'passwd'}\n"
-        f"acl_file {REPO / 'deploy' / 'mosquitto' / 'acl'}\n"
-        f"allow_anonymous false\nlog_dest file {tls / 'mosquitto.log'}\n"
-        + ("user root\n" if os.geteuid() == 0 else "")
-    )
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL)
-    try:
-
-        def listening() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                return True
-            return False
-
-        wait_for(listening, 30, "the TLS broker")
-        yield port, tls / "ca.der", tls / "other-ca.der", proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 def test_tls_broker_is_verified_against_the_configured_ca(
-    settings: Settings, board_factory, tls_broker: tuple[int, Path, Path, Any]
+    settings: Settings, services: LocalServices, board_factory
 ) -> None:
-    port, ca, other_ca, broker = tls_broker
+    """The firmware on the real MicroPython, over the TLS listener `coldtrace services`
+    configures on the session broker, trusting the CA it made (DER); then trusting another
+    CA, it refuses the broker."""
+    from cryptography.hazmat.primitives import serialization
+
+    port, ca = settings.mqtt_tls_port, services.tls_dir / "ca.der"
+    other_ca = make_ca("someone else's CA")[1].public_bytes(serialization.Encoding.DER)
     tls = {"host": "localhost", "port": port, "tls": True, "ca_file": "ca.der"}
     device, board, _ = board_factory({"mqtt": tls})
-    broker.send_signal(signal.SIGHUP)  # it re-reads the accounts, the device's new one too
-    time.sleep(0.3)
     (board.flash / "ca.der").write_bytes(ca.read_bytes())
 
     received: list[TelemetryBatch] = []
@@ -448,7 +360,7 @@ def test_tls_broker_is_verified_against_the_configured_ca(
         board.kill()
 
         # The same device trusting another CA refuses the broker: nothing is sent.
-        (board.flash / "ca.der").write_bytes(other_ca.read_bytes())
+        (board.flash / "ca.der").write_bytes(other_ca)
         before = len(received)
         board.start()
         wait_for(lambda: board.logtext().count("uplink down") >= 2, 30, "refused TLS handshakes")
