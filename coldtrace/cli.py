@@ -72,6 +72,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from ingest.consumer import BrokerRefused
     from ingest.service import IngestService
 
+    settings.mqtt_login  # noqa: B018 (its login, or ConfigError: before anything starts)
     try:
         held = lock.take(settings)  # before connecting: the broker session is the other's
     except lock.AlreadyRunning as exc:

@@ -205,16 +205,6 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _secrets_required_in_production(self) -> Settings:
-        if self.env == "production":
-            # The certificate signing key is checked by the API, the one process that signs:
-            # ingest and the other commands never hold it (see certificate_key).
-            for name in ("mqtt_username", "mqtt_password"):
-                if getattr(self, name) is None:
-                    raise ValueError(f"{ENV_PREFIX}{name.upper()} is required in production")
-        return self
-
-    @model_validator(mode="after")
     def _certificate_key_readable(self) -> Settings:
         # Read once here, and named in the message without echoing the secret.
         if self.certificate_signing_key is not None:
@@ -229,6 +219,18 @@ class Settings(BaseSettings):
                     "its 32 raw bytes)"
                 ) from None
         return self
+
+    @property
+    def mqtt_login(self) -> tuple[str, str]:
+        """(username, password) ingest logs in to the broker with; ConfigError when either is
+        not set. Only ingest asks: the API and the other commands never need them (the
+        certificate signing key likewise: certificate_key)."""
+        if self.mqtt_username is None or self.mqtt_password is None:
+            raise ConfigError(
+                f"{ENV_PREFIX}MQTT_USERNAME and {ENV_PREFIX}MQTT_PASSWORD must be set: ingest "
+                "logs in to the broker with them"
+            )
+        return self.mqtt_username, self.mqtt_password.get_secret_value()
 
     @property
     def certificate_key(self) -> Ed25519PrivateKey:

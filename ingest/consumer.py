@@ -49,10 +49,7 @@ class MqttConsumer:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if settings.mqtt_username and settings.mqtt_password:
-            client.username_pw_set(
-                settings.mqtt_username, settings.mqtt_password.get_secret_value()
-            )
+        client.username_pw_set(*settings.mqtt_login)  # ConfigError when not configured
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -108,28 +108,27 @@ def test_highest_mqtt_port_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert load_settings(run_dir=tmp_path).mqtt_port == 65535
 
 
-def test_production_needs_the_mqtt_username(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+LOGIN_MISSING = (
+    "COLDTRACE_MQTT_USERNAME and COLDTRACE_MQTT_PASSWORD must be set: ingest logs in to the "
+    "broker with them"
+)
+
+
+@pytest.mark.parametrize("env", [{}, {"COLDTRACE_MQTT_USERNAME": "ingest"}])
+def test_production_asks_for_the_mqtt_login_only_where_it_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> None:
+    """The API and the other commands load without it; ingest's login names what is missing."""
     monkeypatch.setenv("COLDTRACE_ENV", "production")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    s = load_settings(run_dir=tmp_path)
 
     with pytest.raises(ConfigError) as info:
-        load_settings(run_dir=tmp_path)
-
-    assert str(info.value) == "COLDTRACE_MQTT_USERNAME is required in production"
+        s.mqtt_login  # noqa: B018
+    assert str(info.value) == LOGIN_MISSING
     assert not (tmp_path / "secrets.env").exists()  # never generated in production
-
-
-def test_production_needs_the_mqtt_password(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("COLDTRACE_ENV", "production")
-    monkeypatch.setenv("COLDTRACE_MQTT_USERNAME", "ingest")
-
-    with pytest.raises(ConfigError) as info:
-        load_settings(run_dir=tmp_path)
-
-    assert str(info.value) == "COLDTRACE_MQTT_PASSWORD is required in production"
 
 
 def test_production_does_not_read_a_development_secrets_file(
@@ -138,8 +137,15 @@ def test_production_does_not_read_a_development_secrets_file(
     load_settings(run_dir=tmp_path)  # development: writes tmp_path/secrets.env
     monkeypatch.setenv("COLDTRACE_ENV", "production")
 
-    with pytest.raises(ConfigError, match=r"^COLDTRACE_MQTT_USERNAME is required in production$"):
-        load_settings(run_dir=tmp_path)
+    s = load_settings(run_dir=tmp_path)
+
+    assert (s.mqtt_username, s.mqtt_password, s.certificate_signing_key) == (None, None, None)
+
+
+def test_ingest_in_production_without_its_login_exits_2_naming_it(tmp_path: Path) -> None:
+    proc = run_coldtrace("ingest", COLDTRACE_ENV="production", COLDTRACE_RUN_DIR=str(tmp_path))
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == f"configuration error: {LOGIN_MISSING}\n"
 
 
 def test_production_with_its_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
