@@ -33,6 +33,7 @@ from deliveries.source import ReadingSource
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
+HSTS = "max-age=31536000"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -97,6 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.requests[(request.method, response.status_code)] += 1
         # How long the API itself took, for clients and benchmarks to tell from the network.
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        if request.url.scheme == "https":  # served over TLS: browsers keep to HTTPS for a year
+            response.headers["Strict-Transport-Security"] = HSTS
         return response
 
     for router in (

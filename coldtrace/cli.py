@@ -435,7 +435,15 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     # with the default threshold (700) the collector's passes doubled a cold trace's time.
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run([sock])
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        ssl_certfile=settings.api_tls_certfile,  # HTTPS when both are set
+        ssl_keyfile=settings.api_tls_keyfile,
+    )
+    uvicorn.Server(config).run([sock])
     return 0
 
 

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
 
     api_host: str = Field("127.0.0.1", min_length=1)
     api_port: int = Field(8000, ge=1, le=65535)
+    # HTTPS served by the API itself (PEM files; both or neither), with HSTS on every answer.
+    # Else terminate TLS in front of it (docs/security.md "TLS").
+    api_tls_certfile: Path | None = None
+    api_tls_keyfile: Path | None = None
     # Deliveries: a vehicle is at a pickup or drop-off within this radius; it has stopped
     # when slower than stop_speed_kmh for stop_min_dwell_s; a delivered delivery closes once
     # its logger's final readings arrived or after the grace period.
@@ -201,6 +205,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{name} must name the owner role, not {ENV_PREFIX}DATABASE_URL's "
                 f"{app.username!r}: the application's role owns nothing (docs/deploy.md)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _api_tls_pair(self) -> Settings:
+        if (self.api_tls_certfile is None) != (self.api_tls_keyfile is None):
+            raise ValueError(
+                f"{ENV_PREFIX}API_TLS_CERTFILE and {ENV_PREFIX}API_TLS_KEYFILE go together: "
+                "set both (HTTPS) or neither"
             )
         return self
 

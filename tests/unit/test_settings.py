@@ -242,3 +242,13 @@ def test_migrations_run_as_the_owner_and_grant_the_applications_role(
     s = load_settings(run_dir=tmp_path)
     assert (s.sqlalchemy_url, s.migration_url, s.app_role) == (APP_URL, owner, "coldtrace")
     assert "owner-pw" not in repr(s)
+
+
+def test_the_apis_tls_files_go_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLDTRACE_API_TLS_CERTFILE", str(tmp_path / "server.pem"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path)
+    assert str(info.value) == (
+        "COLDTRACE_API_TLS_CERTFILE and COLDTRACE_API_TLS_KEYFILE go together: set both (HTTPS)"
+        " or neither"
+    )
