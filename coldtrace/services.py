@@ -298,6 +298,7 @@ class LocalServices:
             "mqtt_host": "127.0.0.1",
             "mqtt_port": str(self.settings.mqtt_port),
             "mqtt_tls_port": str(self.settings.mqtt_tls_port),
+            "mqtt_mtls_port": str(self.settings.mqtt_mtls_port),
             "tls_dir": str(self.tls_dir),
             # Mosquitto drops root to user `mosquitto`, who could not read our run directory.
             "user_line": "user root" if os.geteuid() == 0 else "",

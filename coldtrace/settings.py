@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     mqtt_port: int = Field(1883, ge=1, le=65535)
     # The development broker's TLS listener (certificates from coldtrace/tls.py).
     mqtt_tls_port: int = Field(8883, ge=1, le=65535)
+    # The one where a client certificate signed by that CA is the login (its CN the username).
+    mqtt_mtls_port: int = Field(8884, ge=1, le=65535)
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
     # How long the broker keeps ingest's session (and queues its messages) while it is away.

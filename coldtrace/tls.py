@@ -61,32 +61,57 @@ def make_ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return key, cert
 
 
-def server_certificate(
-    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, host: str = "localhost"
+def _sign_leaf(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    name: str,
+    usage: x509.ObjectIdentifier,
+    alt_names: list[x509.GeneralName],
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A server certificate for `host` and 127.0.0.1, signed by the CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
-    names: list[x509.GeneralName] = [
-        x509.DNSName(host),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ]
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=VALID_DAYS))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
-    return key, cert
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def server_certificate(
+    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, host: str = "localhost"
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A server certificate for `host` and 127.0.0.1, signed by the CA."""
+    names: list[x509.GeneralName] = [
+        x509.DNSName(host),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    return _sign_leaf(ca_key, ca, host, x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, names)
+
+
+def issue_client_certificate(directory: Path, username: str, out: Path) -> tuple[Path, Path]:
+    """A client certificate for `username` (its common name: the broker's username on the
+    client-certificate listener), signed by the CA in `directory` (ensure_development_ca);
+    (certificate, key) written as PEM into `out`."""
+    ca = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{directory / 'ca.key'} is not the EC key ensure_development_ca makes")
+    key, cert = _sign_leaf(ca_key, ca, username, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    out.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = out / f"{username}.pem", out / f"{username}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(_pem_key(key))
+    key_path.chmod(0o600)
+    return cert_path, key_path
 
 
 def ensure_development_ca(directory: Path) -> Path:

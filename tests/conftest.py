@@ -80,6 +80,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         run_dir=run_dir,
         mqtt_port=free_port(),
         mqtt_tls_port=free_port(),
+        mqtt_mtls_port=free_port(),
         influx_url=f"http://127.0.0.1:{free_port()}",
         influx_database="coldtrace_test",
     )

@@ -6,6 +6,7 @@ only its own telemetry and status, reads only its own config, and writes no conf
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
 import threading
@@ -20,7 +21,7 @@ from coldtrace.contract import config_topic, status_topic, telemetry_topic
 from coldtrace.influx import InfluxClient
 from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
-from coldtrace.tls import make_ca
+from coldtrace.tls import ensure_development_ca, issue_client_certificate, make_ca
 from tests.conftest import Devices, monitor_login, stored_count, wait_for
 from tests.e2e.test_ingest import payload, reading
 
@@ -37,11 +38,18 @@ class Probe:
         username: str | None,
         password: str | None,
         trusting: Path | None = None,
+        certificate: tuple[Path, Path] | None = None,
     ) -> None:
-        """`trusting`: a CA (PEM) to connect over TLS with, to the broker's TLS listener."""
+        """`trusting`: a CA (PEM) to connect over TLS with, to the broker's TLS listener;
+        with a client `certificate` (certificate, key), to its client-certificate listener."""
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         if trusting is not None:
-            self.client.tls_set(ca_certs=str(trusting))
+            cert, key = certificate or (None, None)
+            self.client.tls_set(
+                ca_certs=str(trusting),
+                certfile=None if cert is None else str(cert),
+                keyfile=None if key is None else str(key),
+            )
         if username is not None:
             self.client.username_pw_set(username, password)
         self.connack: str | None = None
@@ -55,7 +63,8 @@ class Probe:
         if trusting is None:
             self.client.connect(settings.mqtt_host, settings.mqtt_port)
         else:  # the name in the server certificate
-            self.client.connect("localhost", settings.mqtt_tls_port)
+            port = settings.mqtt_tls_port if certificate is None else settings.mqtt_mtls_port
+            self.client.connect("localhost", port)
         self.client.loop_start()
         wait_for(lambda: self.connack, 10, "CONNACK")
 
@@ -272,3 +281,64 @@ def test_tls_with_the_development_ca_and_not_with_another(
     other.write_bytes(make_ca("someone else's CA")[1].public_bytes(serialization.Encoding.PEM))
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
         Probe(settings, a, device_password(settings, a), trusting=other)
+
+
+def test_a_client_certificate_logs_in_as_its_common_name(
+    settings: Settings, services: LocalServices, accounts: tuple[str, str], tmp_path: Path
+) -> None:
+    """On the client-certificate listener a certificate the CA signed is the login, no
+    password: its CN is the username, so the device's own ACL and identity apply."""
+    a, b = accounts
+    ca = services.tls_dir / "ca.pem"
+    mine = issue_client_certificate(services.tls_dir, a, tmp_path / "clients")
+    monitor = Probe(settings, *monitor_login(settings))
+    monitor.subscribe(telemetry_topic(a))
+    device = Probe(settings, None, None, trusting=ca, certificate=mine)
+    try:
+        assert device.connack == "Success"
+        body = payload(a, [reading(1)])
+        assert device.publish(telemetry_topic(a), body) == "Success"
+        wait_for(lambda: monitor.received, 10, "A's reading")
+        assert monitor.received == [(telemetry_topic(a), body)]
+        assert device.publish(telemetry_topic(b)) == DENIED  # it is A, and only A
+        assert device.publish(config_topic(a)) == DENIED
+    finally:
+        device.close()
+        monitor.close()
+
+    # A certificate from another CA, and none at all: the broker closes the connection, no
+    # CONNACK (a valid one is answered "accepted" by the same raw exchange).
+    stranger = ensure_development_ca(tmp_path / "stranger")
+    forged = issue_client_certificate(stranger, a, tmp_path / "forged")
+    assert mqtt_connect_answer(settings, ca, mine) == CONNACK_ACCEPTED
+    assert mqtt_connect_answer(settings, ca, forged) == b""
+    assert mqtt_connect_answer(settings, ca, None) == b""
+
+
+CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
+# MQTT 3.1.1 CONNECT: protocol "MQTT" level 4, clean session, keepalive 60 s, client id "x".
+CONNECT = b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x"
+
+
+def mqtt_connect_answer(
+    settings: Settings, ca: Path, certificate: tuple[Path, Path] | None
+) -> bytes:
+    """What the client-certificate listener answers a CONNECT with, read until it closes the
+    connection or sends its 4-byte CONNACK: b"" when it refuses the client (the TLS handshake
+    fails on its side, or it hangs up)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if certificate is not None:
+        context.load_cert_chain(str(certificate[0]), str(certificate[1]))
+    answer = b""
+    with socket.create_connection(("localhost", settings.mqtt_mtls_port), timeout=10) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(CONNECT)
+                while len(answer) < len(CONNACK_ACCEPTED):
+                    chunk = tls.recv(4 - len(answer))
+                    if not chunk:
+                        break
+                    answer += chunk
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return b""
+    return answer
