@@ -31,7 +31,7 @@ from coldtrace.services import device_password
 from coldtrace.settings import Settings
 from simulators import scenario
 from simulators.runner import Runner
-from tests.conftest import ingest_process, run_coldtrace
+from tests.conftest import discard_ingest_session, ingest_process, run_coldtrace
 from tests.e2e.test_delivery_trace import cli_env
 
 # The API's close grace period: a delivery closed before its last readings arrived (the
@@ -65,6 +65,7 @@ def pipeline(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     # certificates by them (a defrost window holds for both). The silence is set longer than
     # the readings' lag behind the wall clock (simulators.scenario.silent_after_s).
     alerts = scenario.ingest_settings(list(placed.values()), now_ms)
+    discard_ingest_session(settings)  # what earlier tests left queued is not the scenarios'
     ingest = ingest_process(settings, workdir, COLDTRACE_DATABASE_URL=store, **alerts).start()
     api_env = {**cli_env(settings, store), **alerts, "COLDTRACE_CLOSE_GRACE_S": str(CLOSE_GRACE_S)}
     api = ApiProcess(api_env, workdir / "api.log").start()
