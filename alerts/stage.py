@@ -510,8 +510,10 @@ class RulesStage:
         probes = where if probe is None else f"{where} AND probe = {quote_string(probe)}"
         doors: dict[int, bool] = {}
         out: dict[str, list[Sample]] = defaultdict(list)
+        # A row without seq is a point InfluxDB shows before all its fields are visible (seen
+        # under load while ingest writes the batch): skipped here, it arrives through observe.
         for row in self.influx.rows(f"SELECT door, seq FROM device_health WHERE {where}"):
-            if row.get("door") is not None:
+            if row.get("door") is not None and row.get("seq") is not None:
                 doors[int(row["time"])] = bool(row["door"])
                 out[DOOR].append(
                     Sample(int(row["time"]), int(row["seq"]), None, doors[int(row["time"])])
@@ -520,6 +522,8 @@ class RulesStage:
         for row in self.influx.rows(
             f"SELECT celsius, seq FROM temperature WHERE {probes} GROUP BY probe"
         ):
+            if row.get("seq") is None:
+                continue
             ts, c = int(row["time"]), row.get("celsius")
             celsius = None if c is None else float(c)
             paused = in_windows(windows, ts)
