@@ -24,6 +24,7 @@ from api.pipeline import ingest_state
 from api.routes import breaches, deliveries, fleet_data, oversight, verification
 from api.schemas import Health
 from coldtrace import signing
+from coldtrace.certificates.issue import Issuer
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
     app.state.influx = InfluxClient(settings)
     app.state.source = ReadingSource(app.state.influx)
+    app.state.certifier = Issuer(app.state.source, settings)
     app.state.profiles = frozenset(load_profiles(settings.alerts_profiles_file))
     app.state.requests = Counter[tuple[str, int]]()
     problems.install(app)
@@ -198,7 +200,9 @@ def _sweep_loop(app: FastAPI, interval_s: float, stop: threading.Event) -> None:
     """Every interval: GPS-detected starts and ends, closing what may close."""
     while not stop.wait(interval_s):
         try:
-            changed = sweep(app.state.sessions, app.state.source, app.state.settings)
+            changed = sweep(
+                app.state.sessions, app.state.source, app.state.settings, app.state.certifier
+            )
         except Exception:  # the database or InfluxDB away: try again next time
             log.exception("delivery sweep failed")
             continue

@@ -7,7 +7,7 @@ compartment read every 30 s (1,201 readings each, 3,603 temperatures), a GPS fix
 state with every reading, the product 30 minutes above +4 C (one breach, so its place is
 looked up too). The delivery itself lives in a SQLite store. Then, --runs times:
 
-  evaluation   deliveries.judge.judge + deliveries.certificate.certificate_body: the
+  evaluation   coldtrace.certificates: judge + certificate_body: the
                compartment's readings read back from InfluxDB (deliveries/source.py), the
                evaluation (alerts/evaluation.py), the live breaches compared, the breach's
                GPS fix, the certificate body and its verdict
@@ -35,14 +35,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from coldtrace.certificates.content import certificate_body
+from coldtrace.certificates.judge import judge
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient
 from coldtrace.services import LocalServices, free_port
 from coldtrace.settings import Settings, load_settings
 from deliveries.attach import delivery_segments
 from deliveries.automation import trace_properties
-from deliveries.certificate import certificate_body
-from deliveries.judge import judge
 from deliveries.lifecycle import Action
 from deliveries.models import Delivery
 from deliveries.source import ReadingSource

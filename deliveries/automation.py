@@ -1,34 +1,42 @@
 """What moves a delivery without anyone asking: start and end detected from the GPS track,
 closing once the final readings are in (or the grace period passed) with its certificate,
-and a new certificate version when late readings changed its breaches."""
+and a new certificate version when late readings changed its breaches. Certificates are
+issued by a ``Certifier`` the entry point passes in (coldtrace.certificates.issue.Issuer):
+certificates sit above deliveries."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from alerts.store import Breach
 from coldtrace.settings import Settings
 from deliveries import geo
 from deliveries.attach import delivery_segments, window
-from deliveries.certificate import certificate_body
-from deliveries.judge import judge
 from deliveries.lifecycle import Action, State, close_due
-from deliveries.models import Certificate, Delivery
+from deliveries.models import Delivery
 from deliveries.source import ReadingSource
-from deliveries.store import Conflict, Store, breach_links, wall_ms
+from deliveries.store import Conflict, Store, wall_ms
 from deliveries.trace import iso
-from deliveries.window import Segment
 
 log = logging.getLogger(__name__)
 
 # GPS start detection looks this far before the planned pickup: vans leave early.
 DETECT_LEAD_MS = 2 * 3600 * 1000
 SWEEPER = "system:sweeper"
+
+
+class Certifier(Protocol):
+    """Issues certificates (coldtrace.certificates.issue.Issuer)."""
+
+    def issue(self, store: Store, d: Delivery) -> object:
+        """Judge a closed delivery and issue a new version if it says something new."""
+
+    def recertify(self, store: Store) -> int:
+        """New versions for closed deliveries whose readings or breaches changed; how many."""
 
 
 def stop_rule(settings: Settings) -> geo.StopRule:
@@ -85,7 +93,12 @@ def final_readings_in(store: Store, d: Delivery, source: ReadingSource, grace_s:
 
 
 def close(
-    store: Store, d: Delivery, source: ReadingSource, settings: Settings, at: int | None = None
+    store: Store,
+    d: Delivery,
+    source: ReadingSource,
+    settings: Settings,
+    certifier: Certifier,
+    at: int | None = None,
 ) -> None:
     """Close and issue the (signed) certificate; refused before the final readings are in."""
     if d.state == State.delivered:
@@ -93,97 +106,14 @@ def close(
         if why_not:
             raise Conflict(why_not)
     store.transition(d, Action.close, at, "api")  # refused with its reason unless delivered
-    issue_certificate(store, d, source, settings)
-
-
-def issue_certificate(
-    store: Store, d: Delivery, source: ReadingSource, settings: Settings
-) -> Certificate | None:
-    """Judge the delivery from its stored readings (deliveries.judge) and issue a version
-    signed with the settings' key if that says something else than the current one (or there
-    is none). A version on which the evaluation and the live rules stage disagree is logged
-    at ERROR when issued (once: an unchanged body issues nothing)."""
-    start, end = window(d, store.clock())
-    evaluation, device_breaches = judge(store.session, d, source, settings, store.clock())
-    verdict, body = certificate_body(trace_properties(d, start, end), evaluation, device_breaches)
-    current = current_certificate(store, d)
-    if current is not None and current.body == body | {"version": current.version}:
-        return None
-    issued = store.issue_certificate(
-        d, verdict, body, settings.certificate_key, len(evaluation.disagreements)
-    )
-    if evaluation.disagreements:
-        log.error(
-            "delivery %s certificate version %d (%s): %d breach(es) found by only one of the "
-            "evaluation of the stored readings and the live rules stage: %s",
-            d.id,
-            issued.version,
-            verdict,
-            len(evaluation.disagreements),
-            "; ".join(r for r in evaluation.reasons if r.endswith(" only")),
-        )
-    return issued
-
-
-def current_certificate(store: Store, d: Delivery) -> Certificate | None:
-    return store.session.scalars(
-        select(Certificate).where(
-            Certificate.delivery_id == d.id, Certificate.superseded_ms.is_(None)
-        )
-    ).first()
-
-
-def _segments(store: Store, d: Delivery) -> list[Segment]:
-    start, end = window(d, store.clock())
-    return delivery_segments(store.session, d, start, end)
-
-
-def recertify(store: Store, source: ReadingSource, settings: Settings) -> int:
-    """New certificate versions for closed deliveries whose breaches changed (opened late,
-    ended, withdrawn) after their current certificate was issued, or whose compartment
-    probes' readings in InfluxDB are not the ones it counted (a backlog that arrived after
-    the close), for certificates issued within the late-data horizon
-    (COLDTRACE_ALERTS_LATE_HORIZON_H); returns how many."""
-    current = (
-        select(Certificate.delivery_id, Certificate.issued_ms)
-        .where(Certificate.superseded_ms.is_(None))
-        .subquery()
-    )
-    changed = {
-        row[1]
-        for row in store.session.execute(
-            breach_links(withdrawn=True)
-            .join(current, current.c.delivery_id == Delivery.id)
-            .where(Delivery.state == State.closed.value, Breach.updated_at > current.c.issued_ms)
-        ).all()
-    }
-    horizon_ms = round(settings.alerts_late_horizon_h * 3_600_000)
-    recent = store.session.execute(
-        select(Delivery, Certificate.body)
-        .join(Certificate, Certificate.delivery_id == Delivery.id)
-        .where(
-            Delivery.state == State.closed.value,
-            Certificate.superseded_ms.is_(None),
-            Certificate.issued_ms >= store.clock() - horizon_ms,
-        )
-    ).all()
-    for d, body in recent:
-        if d.id not in changed and source.temperature_count(_segments(store, d)) != body.get(
-            "readings"
-        ):
-            changed.add(d.id)
-    issued = 0
-    for delivery_id in sorted(changed):
-        d = store.session.get(Delivery, delivery_id)
-        if d is not None and issue_certificate(store, d, source, settings) is not None:
-            issued += 1
-    return issued
+    certifier.issue(store, d)
 
 
 def sweep(
     sessions: Callable[[], Session],
     source: ReadingSource,
     settings: Settings,
+    certifier: Certifier,
     clock: Callable[[], int] = wall_ms,
 ) -> int:
     """One pass over the open deliveries: detect starts and ends, close those whose final
@@ -207,13 +137,13 @@ def sweep(
                 if d.state == State.delivered and not final_readings_in(
                     store, d, source, settings.close_grace_s
                 ):
-                    close(store, d, source, settings)
+                    close(store, d, source, settings, certifier)
                 session.commit()
             except Exception:
                 session.rollback()
                 log.exception("delivery %s: automatic transition failed", d.id)
                 continue
             changed += d.state != before
-        changed += recertify(store, source, settings)
+        changed += certifier.recertify(store)
         session.commit()
     return changed

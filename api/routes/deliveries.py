@@ -28,6 +28,7 @@ from api.schemas import (
     from_ms,
     to_ms,
 )
+from coldtrace.certificates.issue import Issuer, issue_certificate
 from deliveries import automation, trace
 from deliveries.attach import breach_mark, delivery_breaches, delivery_segments, window
 from deliveries.lifecycle import Action, State
@@ -142,7 +143,7 @@ def transition(
     store = Store(session, who.actor)
     at = None if body.at is None else to_ms(body.at)
     if body.action is Action.close:
-        automation.close(store, d, source, settings, at)
+        automation.close(store, d, source, settings, Issuer(source, settings), at)
     else:
         store.transition(d, body.action, at, body.source)
     session.commit()
@@ -159,7 +160,7 @@ def reevaluate(
     d = visible_delivery(session, who, delivery_id)
     if d.state != State.closed:
         raise Conflict(f"only a closed delivery has a certificate to re-evaluate ({d.state})")
-    automation.issue_certificate(Store(session, who.actor), d, source, settings)
+    issue_certificate(Store(session, who.actor), d, source, settings)
     session.commit()
     return certificates(delivery_id, session, who)
 

@@ -292,7 +292,7 @@ def test_warm_product_is_not_compliant_even_without_a_live_breach(
         api, device, T0 + 10 * MIN, T0 + 40 * MIN, rule="excursion_high", updated_at=wall_ms() + 1
     )
     state = api.app.state
-    assert sweep(state.sessions, state.source, state.settings) == 1
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 1
     certs = api.ok("GET", f"/deliveries/{delivery}/certificates")
     assert [(c["version"], c["verdict"]) for c in certs] == [
         (2, "not_compliant"),
@@ -364,10 +364,10 @@ def test_late_readings_after_close_supersede_the_certificate(
     assert first["body"]["breaches"] == []
 
     state = api.app.state
-    assert sweep(state.sessions, state.source, state.settings) == 0  # nothing new
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 0  # nothing new
     write_readings(influx, device, late_warm, tunnel)  # the backlog lands
-    assert sweep(state.sessions, state.source, state.settings) == 1
-    assert sweep(state.sessions, state.source, state.settings) == 0
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 1
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 0
     certs = api.ok("GET", f"/deliveries/{delivery}/certificates")
     assert [(c["version"], c["verdict"], c["superseded"] is None) for c in certs] == [
         (2, "not_compliant", True),

@@ -279,18 +279,18 @@ def test_sweep_recertifies_when_breaches_change_late(
 ) -> None:
     _, device = fleet
     state = api.app.state
-    assert sweep(state.sessions, state.source, state.settings) == 0
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 0
     breach = add_breach(
         api, device, T0 + 15 * MIN, T0 + 25 * MIN, rule="excursion_high", updated_at=wall_ms() + 1
     )
-    assert sweep(state.sessions, state.source, state.settings) == 1
-    assert sweep(state.sessions, state.source, state.settings) == 0
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 1
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 0
     with state.sessions() as session:  # late readings showed it never happened
         row = session.get(Breach, breach)
         assert row is not None
         row.state, row.updated_at = "withdrawn", wall_ms() + 2
         session.commit()
-    assert sweep(state.sessions, state.source, state.settings) == 1
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 1
     certs = api.ok("GET", f"/deliveries/{closed_delivery}/certificates")
     # version 2: the live stage's breach is not in the stored readings (a disagreement);
     # version 3: withdrawn, the two agree again
@@ -521,7 +521,7 @@ def test_sweep_starts_ends_and_closes_on_its_own(
     d = api.ok("POST", "/deliveries", json=plan(vehicle))
     later = api.ok("POST", "/deliveries", json=plan(vehicle, start=T0 + 48 * 3600_000))
     state = api.app.state
-    assert sweep(state.sessions, state.source, state.settings) == 1
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 1
     swept = api.ok("GET", f"/deliveries/{d['id']}")
     assert (swept["state"], swept["start_source"], swept["end_source"]) == (
         "closed",
@@ -533,7 +533,7 @@ def test_sweep_starts_ends_and_closes_on_its_own(
     assert certificate["verdict"] == "compliant"
     audit = api.ok("GET", "/audit", params={"entity": "delivery", "entity_id": str(d["id"])})
     assert {e["actor"] for e in audit["items"][:3]} == {"system:sweeper"}
-    assert sweep(state.sessions, state.source, state.settings) == 0
+    assert sweep(state.sessions, state.source, state.settings, state.certifier) == 0
 
 
 def test_profile_a_probe_is_judged_by(api: Api, fleet: tuple[str, str]) -> None:

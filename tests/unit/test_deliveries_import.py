@@ -7,7 +7,7 @@ import pytest
 from alerts.evaluation import LiveBreach, evaluate
 from alerts.profiles import load_profiles
 from alerts.rules import Sample
-from deliveries.certificate import COMPLIANT, NOT_COMPLIANT, certificate_body
+from coldtrace.certificates.content import COMPLIANT, NOT_COMPLIANT, certificate_body
 from deliveries.importer import COLUMNS, BadRow, parse_plans
 from deliveries.trace import BreachMark
 

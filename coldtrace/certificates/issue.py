@@ -1,0 +1,124 @@
+"""Issuing a delivery's certificate: judge its stored readings (``judge``), build the body
+(``content``) and store a new signed version when it says something else than the current
+one; re-certify closed deliveries whose breaches or readings changed late."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from alerts.store import Breach
+from coldtrace.certificates.content import certificate_body
+from coldtrace.certificates.judge import judge
+from coldtrace.settings import Settings
+from deliveries.attach import delivery_segments, window
+from deliveries.automation import trace_properties
+from deliveries.lifecycle import State
+from deliveries.models import Certificate, Delivery
+from deliveries.source import ReadingSource
+from deliveries.store import Store, breach_links
+from deliveries.window import Segment
+
+log = logging.getLogger(__name__)
+
+
+def issue_certificate(
+    store: Store, d: Delivery, source: ReadingSource, settings: Settings
+) -> Certificate | None:
+    """Judge the delivery from its stored readings (``judge``) and issue a version
+    signed with the settings' key if that says something else than the current one (or there
+    is none). A version on which the evaluation and the live rules stage disagree is logged
+    at ERROR when issued (once: an unchanged body issues nothing)."""
+    start, end = window(d, store.clock())
+    evaluation, device_breaches = judge(store.session, d, source, settings, store.clock())
+    verdict, body = certificate_body(trace_properties(d, start, end), evaluation, device_breaches)
+    current = current_certificate(store, d)
+    if current is not None and current.body == body | {"version": current.version}:
+        return None
+    issued = store.issue_certificate(
+        d, verdict, body, settings.certificate_key, len(evaluation.disagreements)
+    )
+    if evaluation.disagreements:
+        log.error(
+            "delivery %s certificate version %d (%s): %d breach(es) found by only one of the "
+            "evaluation of the stored readings and the live rules stage: %s",
+            d.id,
+            issued.version,
+            verdict,
+            len(evaluation.disagreements),
+            "; ".join(r for r in evaluation.reasons if r.endswith(" only")),
+        )
+    return issued
+
+
+def current_certificate(store: Store, d: Delivery) -> Certificate | None:
+    return store.session.scalars(
+        select(Certificate).where(
+            Certificate.delivery_id == d.id, Certificate.superseded_ms.is_(None)
+        )
+    ).first()
+
+
+def _segments(store: Store, d: Delivery) -> list[Segment]:
+    start, end = window(d, store.clock())
+    return delivery_segments(store.session, d, start, end)
+
+
+def recertify(store: Store, source: ReadingSource, settings: Settings) -> int:
+    """New certificate versions for closed deliveries whose breaches changed (opened late,
+    ended, withdrawn) after their current certificate was issued, or whose compartment
+    probes' readings in InfluxDB are not the ones it counted (a backlog that arrived after
+    the close), for certificates issued within the late-data horizon
+    (COLDTRACE_ALERTS_LATE_HORIZON_H); returns how many."""
+    current = (
+        select(Certificate.delivery_id, Certificate.issued_ms)
+        .where(Certificate.superseded_ms.is_(None))
+        .subquery()
+    )
+    changed = {
+        row[1]
+        for row in store.session.execute(
+            breach_links(withdrawn=True)
+            .join(current, current.c.delivery_id == Delivery.id)
+            .where(Delivery.state == State.closed.value, Breach.updated_at > current.c.issued_ms)
+        ).all()
+    }
+    horizon_ms = round(settings.alerts_late_horizon_h * 3_600_000)
+    recent = store.session.execute(
+        select(Delivery, Certificate.body)
+        .join(Certificate, Certificate.delivery_id == Delivery.id)
+        .where(
+            Delivery.state == State.closed.value,
+            Certificate.superseded_ms.is_(None),
+            Certificate.issued_ms >= store.clock() - horizon_ms,
+        )
+    ).all()
+    for d, body in recent:
+        if d.id not in changed and source.temperature_count(_segments(store, d)) != body.get(
+            "readings"
+        ):
+            changed.add(d.id)
+    issued = 0
+    for delivery_id in sorted(changed):
+        d = store.session.get(Delivery, delivery_id)
+        if d is not None and issue_certificate(store, d, source, settings) is not None:
+            issued += 1
+    return issued
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """The ``deliveries.automation.Certifier`` the entry points pass to the delivery sweep."""
+
+    source: ReadingSource
+    settings: Settings
+
+    def issue(self, store: Store, d: Delivery) -> Certificate | None:
+        """``issue_certificate`` with this issuer's readings and settings."""
+        return issue_certificate(store, d, self.source, self.settings)
+
+    def recertify(self, store: Store) -> int:
+        """``recertify`` with this issuer's readings and settings."""
+        return recertify(store, self.source, self.settings)
