@@ -46,6 +46,11 @@ def config_topic(device: str) -> str:
     return f"{TOPIC_ROOT}/{device}/config"
 
 
+def ack_topic(device: str) -> str:
+    """Where ingest tells a device what it has stored (contract v1.1, docs/wire-format.md)."""
+    return f"{TOPIC_ROOT}/{device}/ack"
+
+
 def device_from_topic(topic: str) -> str | None:
     """The device id in ``coldtrace/v1/<device>/telemetry``, or None for any other topic."""
     parts = topic.split("/")
@@ -110,6 +115,19 @@ class TelemetryBatch(_Strict):
                 )
             prev = r.seq
         return self
+
+
+class Ack(_Strict):
+    """Contract v1.1, ingest -> device, retained on ``ack_topic(device)``: every seq from
+    ``first`` to ``seq`` (inclusive) is stored, dead-lettered or reported dropped, so the device
+    may delete those readings from its outbox. ``first`` is the lowest seq ingest has of the
+    device: a device still holding a lower one keeps it and sends it again."""
+
+    first: int = Field(ge=0, lt=2**63, alias="from")
+    seq: int = Field(ge=0, lt=2**63)
+
+    def payload(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
 
 
 def probe_fault(value: float | None) -> str | None:

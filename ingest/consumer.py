@@ -4,7 +4,9 @@
   queues telemetry while ingest is down or restarting;
 - manual_ack: a PUBACK goes out only when the pipeline has stored the message;
 - Receive Maximum = ingest_max_inflight: the broker never has more un-acked messages out to
-  us than that, which bounds ingest's memory (backpressure lands in the broker's queue).
+  us than that, which bounds ingest's memory (backpressure lands in the broker's queue);
+- once a batch is stored, each of its devices is told on its retained `ack` topic which seqs
+  it may delete (contract v1.1): the end-to-end acknowledgement a PUBACK is not.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from coldtrace.contract import TELEMETRY_SUBSCRIPTION
+from coldtrace.contract import TELEMETRY_SUBSCRIPTION, Ack, ack_topic
 from coldtrace.settings import Settings
 from ingest.pipeline import InboundMessage
 
@@ -102,6 +104,14 @@ class MqttConsumer:
                     self.client.ack(m.mid, m.qos)
                     acked += 1
         return acked
+
+    def publish_acks(self, acks: dict[str, tuple[int, int]]) -> None:
+        """Tell each device (retained, QoS 1) the seqs first..last it may delete: call only once
+        they are stored. Sent again with every stored batch of the device, so an ack the
+        broker lost (a crash before its autosave) is replaced by the device's next resend."""
+        for device, (first, last) in acks.items():
+            ack = Ack.model_validate({"from": first, "seq": last})
+            self.client.publish(ack_topic(device), ack.payload(), qos=1, retain=True)
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 

@@ -85,11 +85,23 @@ class DeviceLedger:
         self._since_prune += 1
         if self._since_prune >= 10_000:
             self._prune()
+        return self._account(device, seq, p.ts)
+
+    def hold(self, device: str, seqs: list[int], ts: int) -> list[GapChange]:
+        """Readings held for their clock (durable on the server, not yet stored): accounted
+        for like stored ones, so the device's acknowledgement covers them and their placing
+        later opens no gap. ``ts``: ms, the time of a gap they reveal (the receive time)."""
+        changes: list[GapChange] = []
+        for seq in seqs:
+            changes.extend(self._account(device, seq, ts))
+        return changes
+
+    def _account(self, device: str, seq: int, ts: int) -> list[GapChange]:
         if self.high is None or self.low is None:
             self.high = self.low = seq
             return []
         if seq > self.high + 1:
-            gap = self._open(p, self.high + 1, seq - 1)
+            gap = self._open(ts, self.high + 1, seq - 1)
             self.high = seq
             return [GapChange(device, gap, gap.missing_count)]
         if seq > self.high:
@@ -98,16 +110,25 @@ class DeviceLedger:
         if seq < self.low - 1:
             # Below everything stored so far (a backlog arriving after newer data): the seqs
             # between it and the lowest stored one were never seen either.
-            gap = self._open(p, seq + 1, self.low - 1)
+            gap = self._open(ts, seq + 1, self.low - 1)
             self.low = seq
             return [GapChange(device, gap, gap.missing_count)]
         self.low = min(self.low, seq)
         return self._fill(device, seq, seq)
 
-    def _open(self, p: PlacedReading, first: int, last: int) -> SeqGap:
-        gap = SeqGap(first, last, p.ts, "ingest", [[first, last]])
+    def _open(self, ts: int, first: int, last: int) -> SeqGap:
+        gap = SeqGap(first, last, ts, "ingest", [[first, last]])
         self._add_gap(gap)
         return gap
+
+    def acked(self) -> tuple[int, int] | None:
+        """(first, last): every seq in first..last is stored, held, dead-lettered or reported
+        dropped by the device; None while nothing is. `last` stops below the first seq still
+        missing in an open gap, so a device keeps (and sends again) what ingest never got."""
+        if self.high is None or self.low is None:
+            return None
+        missing = [lo for gap in self.gaps for lo, _ in gap.missing]
+        return self.low, min(missing) - 1 if missing else self.high
 
     def report_dropped(self, device: str, first: int, last: int, ts: int) -> list[GapChange]:
         """The device says it discarded [first, last]: a reported gap, not a loss to hunt."""

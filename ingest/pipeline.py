@@ -5,7 +5,8 @@
   3. ledger   (ingest.ledger)  dedup by (device, seq); open, fill and report seq gaps
   4. encode   (ingest.lines)   readings, gaps and rejections -> line protocol
   5. store    (coldtrace.influx) one write per batch; retried while InfluxDB is down
-  6. ack      (ingest.consumer) only after store returned
+  6. ack      (ingest.consumer) only after store returned: the PUBACK of each message, and
+              to each device the seqs it may now delete (`Work.acks`, contract v1.1)
 
 Stages 1-4 are `prepare`, stage 5 is `store`; ingest.service overlaps the store of one batch
 with the preparation of the next and acks a batch only when its store returned. If InfluxDB
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple, TypeVar
 
-from coldtrace.contract import device_from_topic
+from coldtrace.contract import Reading, device_from_topic
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from ingest.clock import BootClocks, BootKey, PlacedReading
 from ingest.decode import Decoded, Rejection, decode
@@ -60,6 +61,9 @@ class Work:
     releases: list[tuple[BootKey, list[int]]]
     counts: Counter[str]
     placed: list[PlacedReading]  # the readings this batch stores for the first time
+    # device -> (first, last) seq: what the device may delete once this batch is stored
+    # (ledger.DeviceLedger.acked, as of the end of this batch)
+    acks: dict[str, tuple[int, int]]
 
 
 class Pipeline:
@@ -104,23 +108,28 @@ class Pipeline:
             {d for batch in batches for m in batch if (d := device_from_topic(m.topic))}
         )
 
-    def recover(self, messages: list[InboundMessage], refused: Work) -> None:
+    def recover(self, messages: list[InboundMessage], refused: Work) -> dict[str, tuple[int, int]]:
         """InfluxDB refused a batch: store its messages one by one, dead-lettering the
-        ones it refuses, so one poisoned message does not take its neighbours with it."""
+        ones it refuses, so one poisoned message does not take its neighbours with it.
+        Returns the acknowledgements of what was stored (as `Work.acks`)."""
         self.held_keys.update(key for key, _ in refused.releases)
+        acks: dict[str, tuple[int, int]] = {}
         for m in messages:
             d = decode(m.topic, m.payload, self.max_payload_bytes)
             try:
-                self.store(self._build([m], [d]))
+                work = self._build([m], [d])
+                self.store(work)
+                acks.update(work.acks)
             except InfluxRejected as exc:
                 self.ledger.forget({d.device})
                 count = len(d.readings) + sum(r.readings for r in d.rejections)
                 rej = Rejection("storage_rejected", str(exc), count, m.payload, d.device)
                 self.store(self._build([m], [Decoded(d.device, rejections=[rej])]))
+        return acks
 
     def _build(self, messages: list[InboundMessage], decoded: list[Decoded]) -> Work:
         self._prime(decoded)
-        work = Work([], [], [], Counter(), [])
+        work = Work([], [], [], Counter(), [], {})
         for m, d in zip(messages, decoded, strict=True):
             work.counts["messages"] += 1
             for i, rej in enumerate(d.rejections):
@@ -141,17 +150,24 @@ class Pipeline:
                 placed.extend(more)
                 work.releases.append((key, [r.seq for r in released]))
                 work.counts["released"] += len(released)
-            self._ledger(work, m, d, placed)
+            self._ledger(work, m, d, placed, held)
         return work
 
     def _ledger(
-        self, work: Work, m: InboundMessage, d: Decoded, placed: list[PlacedReading]
+        self,
+        work: Work,
+        m: InboundMessage,
+        d: Decoded,
+        placed: list[PlacedReading],
+        held: list[Reading],
     ) -> None:
         ledger = self.ledger[d.device]
         gaps: list[GapChange] = []
         for dropped in d.dropped:
             ts = placed[0].ts if placed else m.received_ns // 1_000_000
             gaps.extend(ledger.report_dropped(d.device, dropped.first, dropped.last, ts))
+        if held:
+            gaps.extend(ledger.hold(d.device, [r.seq for r in held], m.received_ns // 1_000_000))
         for p in placed:
             lines: list[str] = []
             fp = reading_lines(p, lines)
@@ -173,6 +189,8 @@ class Pipeline:
                     p.reading.seq,
                 )
                 self._reject(work, m, rej, len(work.ns_lines))
+        if (acked := ledger.acked()) is not None:
+            work.acks[d.device] = acked
         for change in gaps:
             work.ns_lines.append(gap_line(change))
             gap = change.gap

@@ -2,7 +2,8 @@
 
 Three threads do the work: paho's network loop puts messages in a bounded inbox; the writer
 collects a batch (by count, or after a short delay) and prepares it while the store thread
-writes the previous one; a batch is acked only once its write returned. Either
+writes the previous one; a batch is acked only once its write returned (the PUBACK of
+each message, and each device's end-to-end acknowledgement on its `ack` topic). Either
 thread dying fails /health and ends the process with a non-zero status, for the supervisor
 (systemd, compose) to restart it; the broker redelivers whatever was not acked.
 """
@@ -176,12 +177,13 @@ class IngestService:
         try:
             stored.result()
             refused = False
+            self.consumer.publish_acks(work.acks)
             if self.rules is not None:
                 self.rules.observe(work.placed)
         except InfluxRejected as exc:
             log.warning("InfluxDB refused a batch (%s); storing its messages one by one", exc)
             self.pipeline.forget([batch])
-            self.pipeline.recover(batch, work)
+            self.consumer.publish_acks(self.pipeline.recover(batch, work))
             if self.rules is not None:  # some may be dead-lettered: judge what was stored
                 self.rules.reread(work.placed)
             refused = True
