@@ -11,6 +11,7 @@ COPY deliveries deliveries
 COPY api api
 COPY migrations migrations
 COPY simulators simulators
+COPY dashboards dashboards
 RUN pip install --no-cache-dir .
 RUN mkdir -p /var/lib/coldtrace && chown nobody /var/lib/coldtrace
 USER nobody

