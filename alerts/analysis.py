@@ -16,8 +16,8 @@ from alerts.evaluation import (
     iso,
 )
 from alerts.logger_csv import LoggerSeries
-from alerts.profiles import Profile
 from alerts.rules import Sample, Window
+from coldtrace.profiles import Profile
 
 __all__ = [
     "Analysis",

@@ -35,10 +35,10 @@ from itertools import pairwise
 from typing import Final, Literal
 
 from alerts.engine import ProbeEngine
-from alerts.profiles import Profile
 from alerts.rules import MINUTE_MS, BreachRecord, ProbeRules, Sample, Window, in_windows
 from alerts.rules import mkt_celsius as _mkt_of_pairs
 from coldtrace.contract import probe_fault
+from coldtrace.profiles import Profile
 
 ProbeKey = tuple[str, str]  # (device, probe); device "" for a column of a logger file
 Verdict = Literal["compliant", "not_compliant", "incomplete"]

@@ -41,7 +41,6 @@ from sqlalchemy.orm import Session
 
 from alerts.engine import ProbeEngine
 from alerts.notify import Notifier, channels_from
-from alerts.profiles import Profile, ProfileError, load_profiles
 from alerts.rules import (
     HOUR_MS,
     MINUTE_MS,
@@ -59,10 +58,11 @@ from alerts.store import BreachStore, StoredChange, StoreUnavailable, record_of
 from coldtrace.contract import probe_fault
 from coldtrace.db import make_engine
 from coldtrace.influx import InfluxClient, InfluxUnavailable, quote_string
+from coldtrace.profiles import Profile, ProfileError, load_profiles
+from coldtrace.records import PlacedReading
 from coldtrace.settings import ENV_PREFIX, ConfigError, Settings
 from deliveries.attach import any_assignment, devices_on_active_delivery, profile_piece_at
 from deliveries.store import FAR_FUTURE_MS
-from ingest.clock import PlacedReading
 
 log = logging.getLogger(__name__)
 Span = tuple[int, int]

@@ -1,5 +1,6 @@
-"""The relational side of alerts: breaches (for deliveries to attach) and the notification
-outbox (so a replay never notifies twice). Tables live on the one ``coldtrace.db.Base``.
+"""The relational side of alerts: breaches (upserted into ``coldtrace.breaches``, for
+deliveries to attach) and the notification outbox (so a replay never notifies twice). Tables
+live on the one ``coldtrace.db.Base``.
 
 Times are epoch milliseconds: ``start_ts``/``end_ts`` on the device clock (event time),
 ``detected_at``/``updated_at`` on the wall clock of the process that evaluated the rules.
@@ -15,8 +16,6 @@ from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -44,37 +43,8 @@ from alerts.rules import (
     Event,
     Severity,
 )
+from coldtrace.breaches import Breach
 from coldtrace.db import Base, make_engine
-
-
-class Breach(Base):
-    """One breach of one rule on one probe, keyed by (device, probe, rule, start_ts), which is
-    what makes replays idempotent. ``state`` is ``open`` (``end_ts`` NULL), ``closed``, or
-    ``withdrawn`` (late readings showed it never happened). Device-level rules (silence) use
-    probe ``""``."""
-
-    __tablename__ = "breach"
-    __table_args__ = (
-        UniqueConstraint("device", "probe", "rule", "start_ts", name="uq_breach_key"),
-        Index("ix_breach_device_time", "device", "start_ts", "end_ts"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device: Mapped[str] = mapped_column(String(64))
-    probe: Mapped[str] = mapped_column(String(32))
-    rule: Mapped[str] = mapped_column(String(32))
-    profile: Mapped[str] = mapped_column(String(32))
-    start_ts: Mapped[int] = mapped_column(BigInteger)
-    end_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    state: Mapped[str] = mapped_column(String(16))
-    severity: Mapped[str] = mapped_column(String(16))
-    peak: Mapped[float | None] = mapped_column(Float, nullable=True)
-    degree_minutes: Mapped[float] = mapped_column(Float, default=0.0)
-    limit_c: Mapped[float | None] = mapped_column(Float, nullable=True)
-    suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
-    detected_late: Mapped[bool] = mapped_column(Boolean, default=False)
-    detected_at: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class Notification(Base):

@@ -16,17 +16,17 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from alerts.profiles import load_profiles
-from alerts.store import Breach
 from api import problems
 from api.deps import AppSettings, DbSession, Influx
 from api.pipeline import ingest_state
 from api.routes import breaches, deliveries, fleet_data, oversight, verification
 from api.schemas import Health
 from coldtrace import signing
+from coldtrace.breaches import Breach
 from coldtrace.certificates.issue import Issuer
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from coldtrace.profiles import load_profiles
 from coldtrace.settings import Settings
 from deliveries.automation import sweep
 from deliveries.models import Certificate, Delivery

@@ -50,9 +50,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.contract import TELEMETRY_SUBSCRIPTION, TelemetryBatch, telemetry_topic
 from coldtrace.influx import InfluxClient
+from coldtrace.records import PlacedReading
 from coldtrace.services import INGEST_MQTT_USER, LocalServices, device_password, free_port
 from coldtrace.settings import Settings, load_settings
-from ingest.clock import PlacedReading
 from ingest.lines import reading_lines
 from ingest.process import IngestFailed, IngestProcess
 from simulators.fleet import batches, make_fleet

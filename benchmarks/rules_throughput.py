@@ -26,8 +26,8 @@ import statistics
 import time
 
 from alerts.engine import ProbeEngine
-from alerts.profiles import load_profiles
 from alerts.rules import MINUTE_MS, ProbeRules, RuleSet, Sample
+from coldtrace.profiles import load_profiles
 
 T0 = 1_784_007_600_000
 

@@ -36,9 +36,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy.orm import Session
 
-from alerts.store import Breach
 from api.fleet_setup import register_chilled_van
 from api.process import ApiProcess
+from coldtrace.breaches import Breach
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient
 from coldtrace.services import LocalServices, free_port

@@ -151,7 +151,7 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
     import secrets
     from datetime import datetime
 
-    from alerts.profiles import load_profiles
+    from coldtrace.profiles import load_profiles
     from coldtrace.services import ServiceError, device_password
     from deliveries.trace import iso
     from simulators import scenario as scenarios
@@ -243,10 +243,10 @@ def _progress_printer(label: str) -> Callable[[int, int], None]:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """The `demo` scenario told in five steps (coldtrace/demo.py); exit 0 when nothing was
     lost, every delivery closed with its certificate and all was as the scenario expects."""
-    from alerts.profiles import load_profiles
     from api.process import ApiFailed, ApiProcess
     from coldtrace import demo
     from coldtrace.influx import InfluxClient
+    from coldtrace.profiles import load_profiles
     from coldtrace.services import LocalServices, ServiceError, device_password, free_port
     from ingest import lock
     from ingest.process import IngestFailed, IngestProcess
@@ -453,8 +453,8 @@ def _cli_store(settings: Settings) -> Store:
 
     from sqlalchemy.orm import Session
 
-    from alerts.profiles import load_profiles
     from coldtrace.db import make_engine, upgrade
+    from coldtrace.profiles import load_profiles
     from deliveries.store import Store
 
     upgrade(settings.sqlalchemy_url)
@@ -581,7 +581,7 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
     from alerts.evaluation import COMPLIANT
     from alerts.logger_csv import LoggerFileError, decode_logger_file, read_logger_csv
     from alerts.logger_times import TimeError, parse_zone
-    from alerts.profiles import ProfileError, get_profile, load_profiles
+    from coldtrace.profiles import ProfileError, get_profile, load_profiles
 
     try:
         tz = None if args.tz is None else parse_zone(args.tz)

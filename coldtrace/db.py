@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.orm import DeclarativeBase
 
 # The modules that declare tables; the migrations (migrations/, Alembic) cover all of them.
-MODEL_MODULES = ("ingest.held", "alerts.store", "deliveries.models")
+MODEL_MODULES = ("coldtrace.breaches", "ingest.held", "alerts.store", "deliveries.models")
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for a permission denied
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
-from alerts.store import Breach
+from coldtrace.breaches import Breach
 from deliveries.lifecycle import State
 from deliveries.models import Assignment, Delivery
 from deliveries.store import FAR_FUTURE_MS, breach_links, window_end, window_start

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from alerts.store import Breach
 from coldtrace import signing
+from coldtrace.breaches import Breach
 from deliveries.lifecycle import Action, State, next_state
 from deliveries.models import (
     Assignment,

@@ -9,22 +9,10 @@ readings at exactly the same times again. Pure: no I/O.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from coldtrace.contract import Reading
+from coldtrace.records import PlacedReading
 
 BootKey = tuple[str, int]  # (device, boot)
-
-
-class PlacedReading(NamedTuple):
-    """Immutable, and a NamedTuple because one is built per reading: a frozen dataclass
-    cost four times as much to construct, a measurable share of ingest's CPU."""
-
-    device: str
-    boot: int
-    reading: Reading
-    ts: int  # epoch ms on the device's (possibly derived) clock
-    derived: bool
 
 
 class BootClocks:

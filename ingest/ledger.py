@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ingest.clock import PlacedReading
+from coldtrace.records import PlacedReading
 
 HOUR_MS = 3_600_000
 MAX_OPEN_GAPS = 1000  # per device; beyond that the oldest gap is final as reported

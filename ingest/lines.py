@@ -26,7 +26,7 @@ from coldtrace.contract import (
     PLAUSIBLE_CELSIUS,
     probe_fault,
 )
-from ingest.clock import PlacedReading
+from coldtrace.records import PlacedReading
 from ingest.decode import Rejection
 from ingest.ledger import GapChange
 

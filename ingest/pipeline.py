@@ -28,7 +28,8 @@ from typing import NamedTuple, TypeVar
 
 from coldtrace.contract import Reading, device_from_topic
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from ingest.clock import BootClocks, BootKey, PlacedReading
+from coldtrace.records import PlacedReading
+from ingest.clock import BootClocks, BootKey
 from ingest.decode import Decoded, Rejection, decode
 from ingest.held import HeldReadings
 from ingest.history import load_boot_offset, load_device_history

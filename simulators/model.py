@@ -18,8 +18,8 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from alerts.profiles import Profile
 from coldtrace.contract import DS18B20_DISCONNECTED, DS18B20_POWER_ON, PROBE_ID_PATTERN
+from coldtrace.profiles import Profile
 from simulators import routes, thermal
 from simulators.firmware import Firmware, Message
 

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
-from alerts.profiles import Profile
+from coldtrace.profiles import Profile
 
 STEP_S: Final = 10.0
 # ATP agreement (UN, 1970), annex 1: normally insulated bodies (IN) have K <= 0.70 W/(m2 K),

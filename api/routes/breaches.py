@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from alerts.store import Breach
 from api.auth import Anyone
 from api.deps import DbSession
 from api.routes.common import Limit, Offset, RowId, page
 from api.schemas import BreachOut, Page, from_ms
+from coldtrace.breaches import Breach
 from deliveries.models import Delivery
 from deliveries.store import NotFound, breach_links
 

@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from alerts.store import Breach
 from api.auth import Anyone, Operators, Staff
 from api.deps import AppSettings, DbSession, Influx
 from api.pipeline import ingest_state
@@ -26,6 +25,7 @@ from api.schemas import (
     from_ms,
 )
 from coldtrace import signing
+from coldtrace.breaches import Breach
 from coldtrace.influx import InfluxClient
 from deliveries.lifecycle import State
 from deliveries.models import Assignment, AuditEntry, Certificate, Compartment, Delivery, Vehicle

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from alerts.store import Breach
+from coldtrace.breaches import Breach
 from coldtrace.certificates.content import certificate_body
 from coldtrace.certificates.judge import judge
 from coldtrace.certificates.measurement import certificate_line

@@ -11,8 +11,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from alerts.evaluation import Evaluation, LiveBreach, Position, ProbeKey, evaluate, locate
-from alerts.profiles import Profile, load_profiles
 from alerts.rules import Window
+from coldtrace.profiles import Profile, load_profiles
 from coldtrace.settings import Settings
 from deliveries.attach import breach_mark, delivery_breaches, delivery_segments, window
 from deliveries.models import Delivery

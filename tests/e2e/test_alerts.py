@@ -28,7 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from alerts.store import Breach, Notification
+from alerts.store import Notification
+from coldtrace.breaches import Breach
 from coldtrace.contract import TOPIC_ROOT
 from coldtrace.db import make_engine
 from coldtrace.influx import InfluxClient, quote_string

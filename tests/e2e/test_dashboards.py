@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from alerts.profiles import load_profiles
 from api.process import ApiProcess
 from coldtrace.contract import telemetry_topic
 from coldtrace.db import upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected
+from coldtrace.profiles import load_profiles
 from coldtrace.services import device_password
 from coldtrace.settings import Settings
 from dashboards import definitions

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts.profiles import load_profiles
 from api.process import ApiProcess
 from coldtrace.cli import table
 from coldtrace.db import upgrade
+from coldtrace.profiles import load_profiles
 from coldtrace.services import device_password
 from coldtrace.settings import Settings
 from simulators import scenario

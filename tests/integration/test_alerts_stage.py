@@ -9,11 +9,11 @@ from collections.abc import Callable
 import pytest
 
 from alerts.stage import RulesStage
-from alerts.store import Breach
+from coldtrace.breaches import Breach
 from coldtrace.contract import Reading
 from coldtrace.influx import InfluxClient, quote_string
+from coldtrace.records import PlacedReading
 from coldtrace.settings import Settings
-from ingest.clock import PlacedReading
 from ingest.lines import reading_lines
 from tests.conftest import act_on_delivery, put_on_delivery, wait_for
 

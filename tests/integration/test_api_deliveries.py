@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from alerts.store import Breach
 from api.fleet_setup import register_chilled_van
+from coldtrace.breaches import Breach
 from coldtrace.influx import InfluxClient
 from coldtrace.services import free_port
 from coldtrace.settings import Settings

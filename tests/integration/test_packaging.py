@@ -55,7 +55,7 @@ def test_the_images_copy_list_installs_and_migrates_a_database(tmp_path: Path) -
     }
     # From outside the repo, so nothing can be imported from the working tree by accident.
     check = (
-        "import coldtrace, alerts.profiles, api.app, deliveries.store, ingest.service; "
+        "import coldtrace, coldtrace.profiles, api.app, deliveries.store, ingest.service; "
         f"assert coldtrace.__file__.startswith({str(site)!r}), coldtrace.__file__"
     )
     subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, check=True, timeout=60)

@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts.engine import ProbeEngine
-from alerts.profiles import load_profiles
 from alerts.rules import (
     MINUTE_MS,
     BreachClosed,
@@ -18,6 +17,7 @@ from alerts.rules import (
     ProbeRules,
     Sample,
 )
+from coldtrace.profiles import load_profiles
 
 T0 = 1_784_007_600_000
 CHILLED = ProbeRules(load_profiles()["chilled"])

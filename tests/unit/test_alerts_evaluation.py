@@ -16,8 +16,8 @@ from alerts.evaluation import (
     evaluate,
     locate,
 )
-from alerts.profiles import load_profiles
 from alerts.rules import Sample
+from coldtrace.profiles import load_profiles
 
 MIN = 60_000
 T0 = 1_767_600_000_000  # 2026-01-05T08:00:00Z

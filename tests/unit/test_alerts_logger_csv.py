@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from alerts.logger_csv import LoggerFileError, decode_logger_file, read_logger_csv
-from alerts.profiles import ProfileError, load_profiles
+from coldtrace.profiles import ProfileError, load_profiles
 
 PARIS = ZoneInfo("Europe/Paris")
 T0 = 1_784_007_600_000  # 2026-07-14T05:40:00Z = 07:40 in Paris

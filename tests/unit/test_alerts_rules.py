@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from alerts.profiles import load_profiles
 from alerts.rules import (
     MINUTE_MS,
     BreachClosed,
@@ -24,6 +23,7 @@ from alerts.rules import (
     no_temperature,
     rules_for,
 )
+from coldtrace.profiles import load_profiles
 
 T0 = 1_784_007_600_000  # 2026-07-14T05:40:00Z
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from coldtrace.contract import Reading
-from ingest.clock import BootClocks, PlacedReading
+from coldtrace.records import PlacedReading
+from ingest.clock import BootClocks
 
 T = 1_700_000_000_000  # a synced device time, epoch ms
 

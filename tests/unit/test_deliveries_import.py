@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from alerts.evaluation import LiveBreach, evaluate
-from alerts.profiles import load_profiles
 from alerts.rules import Sample
 from coldtrace.certificates.content import COMPLIANT, NOT_COMPLIANT, certificate_body
+from coldtrace.profiles import load_profiles
 from deliveries.importer import COLUMNS, BadRow, parse_plans
 from deliveries.trace import BreachMark
 

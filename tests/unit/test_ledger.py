@@ -6,7 +6,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from coldtrace.contract import Reading
-from ingest.clock import PlacedReading
+from coldtrace.records import PlacedReading
 from ingest.ledger import (
     HOUR_MS,
     MAX_OPEN_GAPS,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from coldtrace.contract import GpsFix, Reading
-from ingest.clock import PlacedReading
+from coldtrace.records import PlacedReading
 from ingest.decode import Rejection
 from ingest.ledger import GapChange, SeqGap
 from ingest.lines import PAYLOAD_PREFIX_BYTES, gap_line, reading_lines, rejection_line

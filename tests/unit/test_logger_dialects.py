@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from alerts.analysis import analyze
 from alerts.evaluation import Evaluation
 from alerts.logger_csv import decode_logger_file, read_logger_csv
-from alerts.profiles import get_profile, load_profiles
+from coldtrace.profiles import get_profile, load_profiles
 
 PARIS = ZoneInfo("Europe/Paris")
 CHILLED = get_profile(load_profiles(None), "chilled")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from alerts.profiles import load_profiles
 from coldtrace.contract import TelemetryBatch, probe_fault
+from coldtrace.profiles import load_profiles
 from coldtrace.settings import load_settings
 from simulators import routes, scenario, thermal
 from simulators.firmware import Firmware

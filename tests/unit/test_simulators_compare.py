@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from alerts.profiles import load_profiles
+from coldtrace.profiles import load_profiles
 from deliveries.trace import iso
 from simulators import scenario
 from simulators.compare import DeliveryFound, Found, compare

@@ -1,4 +1,4 @@
-"""Product profiles: data (``alerts/profiles.toml``, versioned), extendable by a user file.
+"""Product profiles: data (``coldtrace/profiles.toml``, versioned), extendable by a user file.
 
 A user file has the same format; its profiles are added to the shipped ones, and a profile
 with a shipped id replaces it. Pure: reads files, nothing else.
