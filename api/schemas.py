@@ -60,15 +60,31 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+# An e-mail address as SMTP takes it (local@domain, no spaces, no display name).
+EmailAddress = Annotated[
+    str, Field(pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$", max_length=254)
+]
+ContactEmails = Annotated[
+    list[EmailAddress],
+    Field(max_length=20, description="where its certificates are e-mailed, every version once"),
+]
+
+
 class CustomerIn(BaseModel):
     id: str = Field(pattern=SLUG, examples=["lyon-hospital-lab"])
     name: str = Field(min_length=1, max_length=200)
+    contact_emails: ContactEmails = []
+
+
+class CustomerContactsIn(BaseModel):
+    contact_emails: ContactEmails
 
 
 class CustomerOut(Out):
     id: str
     name: str
     created: datetime
+    contact_emails: list[str]
 
 
 class CompartmentIn(BaseModel):

@@ -89,6 +89,26 @@ class Settings(BaseSettings):
     # bytes); the API publishes its public key. No default: generated in development.
     certificate_signing_key: SecretStr | None = None
     _certificate_key: Ed25519PrivateKey | None = PrivateAttr(None)
+    # Where people reach the API: the verification address printed on a certificate and in
+    # its QR code is <public_url>/v/<public_id> (docs/certificates.md).
+    public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
+    # Requests per minute one client address may make to the public verification page.
+    public_rate_per_min: int = Field(30, ge=1)
+    # Certificates (every version) and their deliveries are kept at least this long after
+    # the newest version was issued; deletion before is refused. At least a year: what EU
+    # rules ask for temperature records (Regulation (EC) No 37/2005, quick-frozen food).
+    certificate_retention_days: int = Field(730, ge=365)
+    # Certificates are e-mailed to their customer's contact addresses when this is set.
+    certificate_smtp_host: str | None = None
+    certificate_smtp_port: int = Field(25, ge=1, le=65535)
+    certificate_smtp_starttls: bool = False
+    certificate_smtp_username: str | None = None
+    certificate_smtp_password: SecretStr | None = None
+    certificate_smtp_from: str | None = None
+    # Failed sends are retried with exponential backoff (2 s doubling) up to this delay.
+    certificate_mail_retry_max_s: float = Field(3600.0, gt=0)
+    # How often the API's mailer looks at the outbox for what is due.
+    certificate_mail_poll_s: float = Field(5.0, gt=0)
 
     # Upper bound on un-acked messages the broker may push to ingest (MQTT 5 Receive Maximum):
     # this is the backpressure that keeps ingest's memory bounded.
@@ -153,6 +173,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}NOTIFY_WEBHOOK_SECRET is required when "
                 f"{ENV_PREFIX}NOTIFY_WEBHOOK_URL is set (the receiver checks the signature)"
+            )
+        if self.certificate_smtp_host and not self.certificate_smtp_from:
+            raise ValueError(
+                f"{ENV_PREFIX}CERTIFICATE_SMTP_FROM is required when "
+                f"{ENV_PREFIX}CERTIFICATE_SMTP_HOST is set"
             )
         if self.notify_smtp_host:
             for name in ("notify_smtp_from", "notify_smtp_to"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from coldtrace.db import Base
@@ -21,6 +21,8 @@ class Customer(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    # Where its certificates are e-mailed (every version, once: CertificateMail); None: none.
+    contact_emails: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class Vehicle(Base):
@@ -98,10 +100,16 @@ class Certificate(Base):
     issued one is never edited."""
 
     __tablename__ = "certificate"
-    __table_args__ = (UniqueConstraint("delivery_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "version"),
+        UniqueConstraint("public_id", name="uq_certificate_public_id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"), index=True)
     version: Mapped[int]
+    # The version's address on the public verification page (/v/<public_id>): 128 random
+    # bits, so that nobody finds certificates by counting; also in the signed body.
+    public_id: Mapped[str] = mapped_column(String(32))
     issued_ms: Mapped[int] = mapped_column(BigInteger)
     superseded_ms: Mapped[int | None] = mapped_column(BigInteger)
     verdict: Mapped[str] = mapped_column(String(32))
@@ -113,6 +121,28 @@ class Certificate(Base):
     # Breaches found by the evaluation of the stored readings or by the live rules stage but
     # not both (the body lists them): counted for /metrics and /health without reading bodies.
     disagreements: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class CertificateMail(Base):
+    """The outbox of certificate e-mails: one row per version, written in the transaction
+    that issues it, so each version is sent at most once, also across restarts. A row being
+    sent carries ``sending_ms`` (claimed before the SMTP conversation); one whose sender
+    died mid-conversation is never sent again automatically (``last_error`` says so)."""
+
+    __tablename__ = "certificate_mail"
+    __table_args__ = (
+        UniqueConstraint("certificate_id", name="uq_certificate_mail_certificate"),
+        Index("ix_certificate_mail_pending", "sent_ms", "next_attempt_ms"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    certificate_id: Mapped[int] = mapped_column(ForeignKey("certificate.id"))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    attempts: Mapped[int]
+    next_attempt_ms: Mapped[int] = mapped_column(BigInteger)
+    sending_ms: Mapped[int | None] = mapped_column(BigInteger)
+    sent_ms: Mapped[int | None] = mapped_column(BigInteger)
+    attachment: Mapped[str | None] = mapped_column(String(16))  # "pdf" or "json", once sent
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(Base):

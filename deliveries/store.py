@@ -3,8 +3,9 @@ and the queries that keep a customer to its own rows."""
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from deliveries.models import (
     Assignment,
     AuditEntry,
     Certificate,
+    CertificateMail,
     Compartment,
     Customer,
     Delivery,
@@ -27,6 +29,10 @@ from deliveries.models import (
 )
 
 FAR_FUTURE_MS = 2**62
+# 128 random bits (22 URL-safe characters): a certificate's public id cannot be guessed.
+PUBLIC_ID_BYTES = 16
+# What issue_certificate adds to a body before signing it: not part of what was judged.
+ISSUED_FIELDS = ("version", "public_id")
 
 
 def wall_ms() -> int:
@@ -122,9 +128,23 @@ class Store:
         self.session.flush()
         self.audit(f"{entity}.create", entity, key, None, snapshot(row, *columns))
 
-    def create_customer(self, id: str, name: str) -> Customer:
-        row = Customer(id=id, name=name, created_ms=self.clock())
-        self._new(row, "customer", id, "id", "name")
+    def create_customer(self, id: str, name: str, contact_emails: Sequence[str] = ()) -> Customer:
+        row = Customer(
+            id=id, name=name, created_ms=self.clock(), contact_emails=list(contact_emails)
+        )
+        self._new(row, "customer", id, "id", "name", "contact_emails")
+        return row
+
+    def set_contacts(self, customer_id: str, contact_emails: Sequence[str]) -> Customer:
+        """The addresses the customer's certificates are e-mailed to from now on."""
+        row = self.session.get(Customer, customer_id)
+        if row is None:
+            raise NotFound("customer", customer_id)
+        old = snapshot(row, "contact_emails")
+        row.contact_emails = list(contact_emails)
+        self.audit(
+            "customer.contacts", "customer", customer_id, old, snapshot(row, "contact_emails")
+        )
         return row
 
     def create_vehicle(self, id: str, name: str, compartments: dict[str, str | None]) -> Vehicle:
@@ -284,10 +304,13 @@ class Store:
         body: dict[str, Any],
         key: Ed25519PrivateKey,
         disagreements: int = 0,
+        mail_to: Sequence[str] = (),
     ) -> Certificate:
-        """A new version, signed with `key` (its body gains the version number); the one
-        before it (if any) is marked superseded, never edited. ``disagreements``: breaches
-        its evaluation and the live rules stage do not agree on (the body lists them)."""
+        """A new version, signed with `key` (its body gains the version number and its
+        public id, ISSUED_FIELDS); the one before it (if any) is marked superseded, never
+        edited. ``disagreements``: breaches its evaluation and the live rules stage do not
+        agree on (the body lists them). ``mail_to``: the addresses it is e-mailed to (an
+        outbox row in the same transaction: CertificateMail)."""
         previous = self.session.scalars(
             select(Certificate)
             .where(Certificate.delivery_id == delivery.id, Certificate.superseded_ms.is_(None))
@@ -304,11 +327,14 @@ class Store:
                 {"superseded_ms": now},
             )
         version = 1 if previous is None else previous.version + 1
-        # The version is signed too: another version's body cannot pass for this one.
-        body = {**body, "version": version}
+        # The version is signed too: another version's body cannot pass for this one; so is
+        # its public id, the address printed on it (QR code) of its verification page.
+        public_id = secrets.token_urlsafe(PUBLIC_ID_BYTES)
+        body = {**body, "version": version, "public_id": public_id}
         row = Certificate(
             delivery_id=delivery.id,
             version=version,
+            public_id=public_id,
             issued_ms=now,
             verdict=verdict,
             body=body,
@@ -323,8 +349,22 @@ class Store:
             "certificate",
             row.id,
             None,
-            {"delivery_id": delivery.id, "version": row.version, "verdict": verdict},
+            {
+                "delivery_id": delivery.id,
+                "version": row.version,
+                "verdict": verdict,
+                "public_id": public_id,
+            },
         )
+        if mail_to:
+            self.session.add(
+                CertificateMail(
+                    certificate_id=row.id,
+                    recipients=list(mail_to),
+                    attempts=0,
+                    next_attempt_ms=now,
+                )
+            )
         return row
 
 

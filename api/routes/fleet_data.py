@@ -17,6 +17,7 @@ from api.schemas import (
     AssignmentIn,
     AssignmentOut,
     CompartmentOut,
+    CustomerContactsIn,
     CustomerIn,
     CustomerOut,
     DeviceIn,
@@ -52,7 +53,9 @@ def found(session: Session, model: type[Row], kind: str, key: str) -> Row:
 
 
 def customer_out(c: Customer) -> CustomerOut:
-    return CustomerOut(id=c.id, name=c.name, created=from_ms(c.created_ms))
+    return CustomerOut(
+        id=c.id, name=c.name, created=from_ms(c.created_ms), contact_emails=c.contact_emails or []
+    )
 
 
 def vehicle_out(v: Vehicle) -> VehicleOut:
@@ -82,7 +85,18 @@ def assignment_out(a: Assignment) -> AssignmentOut:
 
 @router.post("/customers", status_code=status.HTTP_201_CREATED, tags=["customers"])
 def create_customer(body: CustomerIn, session: DbSession, who: Admin) -> CustomerOut:
-    row = Store(session, who.actor).create_customer(body.id, body.name)
+    row = Store(session, who.actor).create_customer(body.id, body.name, body.contact_emails)
+    session.commit()
+    return customer_out(row)
+
+
+@router.put("/customers/{customer_id}/contacts", tags=["customers"])
+def set_customer_contacts(
+    customer_id: str, body: CustomerContactsIn, session: DbSession, who: Admin
+) -> CustomerOut:
+    """Where the customer's certificates are e-mailed from now on (versions issued before
+    keep the addresses they were sent to)."""
+    row = Store(session, who.actor).set_contacts(customer_id, body.contact_emails)
     session.commit()
     return customer_out(row)
 

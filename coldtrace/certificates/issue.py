@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -17,9 +18,9 @@ from coldtrace.settings import Settings
 from deliveries.attach import delivery_segments, window
 from deliveries.automation import trace_properties
 from deliveries.lifecycle import State
-from deliveries.models import Certificate, Delivery
+from deliveries.models import Certificate, Customer, Delivery
 from deliveries.source import ReadingSource
-from deliveries.store import Store, breach_links
+from deliveries.store import ISSUED_FIELDS, Store, breach_links
 from deliveries.window import Segment
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,15 @@ def issue_certificate(
     evaluation, device_breaches = judge(store.session, d, source, settings, store.clock())
     verdict, body = certificate_body(trace_properties(d, start, end), evaluation, device_breaches)
     current = current_certificate(store, d)
-    if current is not None and current.body == body | {"version": current.version}:
+    if current is not None and judged(current.body) == body:
         return None
     issued = store.issue_certificate(
-        d, verdict, body, settings.certificate_key, len(evaluation.disagreements)
+        d,
+        verdict,
+        body,
+        settings.certificate_key,
+        len(evaluation.disagreements),
+        mail_to=mail_recipients(store, d, settings),
     )
     # Before the store commits: a certificate InfluxDB did not take is not issued either (it
     # is issued again on the next close or sweep), so the Compliance dashboard misses none.
@@ -55,6 +61,20 @@ def issue_certificate(
             "; ".join(r for r in evaluation.reasons if r.endswith(" only")),
         )
     return issued
+
+
+def judged(body: dict[str, Any]) -> dict[str, Any]:
+    """What the evaluation said in an issued body, without what issuing added to it."""
+    return {k: v for k, v in body.items() if k not in ISSUED_FIELDS}
+
+
+def mail_recipients(store: Store, d: Delivery, settings: Settings) -> list[str]:
+    """The customer's contact addresses when certificates are e-mailed (an SMTP server is
+    configured: COLDTRACE_CERTIFICATE_SMTP_HOST), else none."""
+    if not settings.certificate_smtp_host:
+        return []
+    customer = store.session.get(Customer, d.customer_id)
+    return list(customer.contact_emails or []) if customer is not None else []
 
 
 def current_certificate(store: Store, d: Delivery) -> Certificate | None:
