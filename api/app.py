@@ -16,10 +16,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import problems
+from api import docs, problems
 from api.deps import AppSettings, DbSession, Influx
 from api.pipeline import ingest_state
-from api.routes import breaches, deliveries, fleet_data, oversight, verification
+from api.ratelimit import RateLimiter
+from api.routes import breaches, deliveries, fleet_data, oversight, public, verification
 from api.schemas import Health
 from coldtrace import signing
 from coldtrace.breaches import Breach
@@ -62,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
         engine.dispose()
 
     app = FastAPI(
+        docs_url=None,  # served from this process (api.docs), not from a CDN
+        redoc_url=None,
         title="coldtrace API",
         version="1",
         description="Deliveries, traces, breaches and the fleet of the coldtrace cold chain. "
@@ -112,6 +115,10 @@ def create_app(settings: Settings) -> FastAPI:
         verification.router,
     ):
         app.include_router(router, prefix=PREFIX)
+    # No key: /v/<public_id>, the address printed on a certificate, and /api/v1/public/.
+    app.state.public_limiter = RateLimiter(settings.public_rate_per_min)
+    app.include_router(public.router)
+    docs.install(app)
 
     @app.get(f"{PREFIX}/health", tags=["health"], responses={503: {"model": Health}})
     def health(

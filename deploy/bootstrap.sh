@@ -13,6 +13,9 @@ compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # The tests check that a certificate verifies with openssl alone, as a lab would.
 command -v openssl >/dev/null || need+=(openssl)
+# The public verification page is tested in a real headless browser (Selenium drives it).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${need[*]}; run: sudo apt-get install -y ${need[*]}" >&2

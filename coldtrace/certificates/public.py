@@ -1,0 +1,189 @@
+"""What anyone may learn of a certificate without a key: the public verification behind the
+address printed on it (``<COLDTRACE_PUBLIC_URL>/v/<public_id>``, its QR code).
+
+A stored version is ``valid`` (its signature and envelope pass the strict verification of
+``coldtrace.signing.check`` with the installation's key, and no newer version replaced it),
+``superseded`` (valid, but a newer version of its delivery's certificate replaced it) or
+``invalid`` (with the reason ``check`` gives). A file a visitor brings (the certificate JSON
+as the API returns it, or a list of them) is checked the same way (``check_all``), and a
+valid one that this installation issued is also told whether it was superseded. Only public
+ids lead here: they are 128 random bits, so certificates cannot be found by counting.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coldtrace import signing
+from deliveries.models import Certificate
+
+# 22 URL-safe base64 characters (deliveries.store.PUBLIC_ID_BYTES = 16 bytes); anything else
+# is refused before the database is asked.
+PUBLIC_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+
+
+class State(StrEnum):
+    valid = "valid"
+    invalid = "invalid"
+    superseded = "superseded"
+
+
+@dataclass(frozen=True)
+class Newer:
+    """The version that replaced a superseded one: its number and public id."""
+
+    version: int
+    public_id: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """A certificate's standing: ``why`` is the reason when invalid ("" otherwise);
+    ``newer`` the current version when superseded."""
+
+    state: State
+    why: str = ""
+    newer: Newer | None = None
+
+
+def iso(ms: int | None) -> str | None:
+    """Epoch ms as the API writes times (ISO 8601 UTC, ``Z``); None stays None."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def envelope(c: Certificate) -> dict[str, Any]:
+    """The stored version as GET /api/v1/certificates/{id} returns it (what a visitor can
+    download and verify offline with ``coldtrace certificates verify``)."""
+    return {
+        "id": c.id,
+        "delivery_id": c.delivery_id,
+        "version": c.version,
+        "issued": iso(c.issued_ms),
+        "superseded": iso(c.superseded_ms),
+        "verdict": c.verdict,
+        "body": c.body,
+        "algorithm": signing.ALGORITHM,
+        "signature": c.signature,
+        "key_id": c.key_id,
+    }
+
+
+def by_public_id(session: Session, public_id: str) -> Certificate | None:
+    return session.scalars(select(Certificate).where(Certificate.public_id == public_id)).first()
+
+
+def current_version(session: Session, delivery_id: int) -> Certificate | None:
+    return session.scalars(
+        select(Certificate).where(
+            Certificate.delivery_id == delivery_id, Certificate.superseded_ms.is_(None)
+        )
+    ).first()
+
+
+def _replaced(session: Session, stored: Certificate) -> Status:
+    """Valid, or superseded by the delivery's current version."""
+    if stored.superseded_ms is None:
+        return Status(State.valid)
+    current = current_version(session, stored.delivery_id)
+    newer = None if current is None else Newer(current.version, current.public_id)
+    return Status(State.superseded, newer=newer)
+
+
+def stored_status(session: Session, key: Ed25519PublicKey, stored: Certificate) -> Status:
+    """The standing of a version this installation issued (checked afresh: a row changed in
+    the database after signing is invalid like any other forgery)."""
+    why = signing.check(key, envelope(stored))
+    return Status(State.invalid, why) if why else _replaced(session, stored)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One certificate of a visitor's file: what it says it is (``delivery``, ``version``:
+    None when it does not say as an integer), its ``status`` and, when this installation
+    issued it, its ``public_id``."""
+
+    delivery: int | None
+    version: int | None
+    verdict: str | None
+    status: Status
+    public_id: str | None = None
+
+
+def _int(value: object) -> int | None:
+    return value if type(value) is int else None
+
+
+def check_file(
+    session: Session,
+    key: Ed25519PublicKey,
+    data: bytes,
+    embedded_json: Callable[[bytes], str] | None = None,
+) -> list[Checked]:
+    """Every certificate in a visitor's file: JSON as the API returns it (one or a list), or
+    a PDF certificate through ``embedded_json`` (the signed JSON embedded in it; None: PDFs
+    are not read). signing.Unreadable when the file holds no certificate at all."""
+    if data.startswith(b"%PDF-"):
+        if embedded_json is None:
+            raise signing.Unreadable("a PDF, and this installation reads only certificate JSON")
+        text = embedded_json(data)
+    else:
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise signing.Unreadable("neither a certificate JSON (UTF-8) nor a PDF") from None
+    certificates = signing.read_certificates(text)
+    if not certificates:
+        raise signing.Unreadable("an empty list: no certificate in it")
+    reasons = signing.check_all(key, certificates)
+    checked = []
+    for c, why in zip(certificates, reasons, strict=True):
+        body = c["body"]
+        status, public_id = Status(State.invalid, why), None
+        if not why:
+            stored = _issued_here(session, c)
+            status = Status(State.valid) if stored is None else _replaced(session, stored)
+            public_id = None if stored is None else stored.public_id
+        verdict = body.get("verdict")
+        checked.append(
+            Checked(
+                delivery=_int(body.get("delivery_id")),
+                version=_int(body.get("version")),
+                verdict=verdict if isinstance(verdict, str) else None,
+                status=status,
+                public_id=public_id,
+            )
+        )
+    return checked
+
+
+def _issued_here(session: Session, certificate: dict[str, Any]) -> Certificate | None:
+    """The stored version a validly signed certificate is (same public id and signature)."""
+    public_id = certificate["body"].get("public_id")
+    if not isinstance(public_id, str):
+        return None
+    stored = by_public_id(session, public_id)
+    if stored is None or stored.signature != certificate["signature"]:
+        return None
+    return stored
+
+
+def download_name(c: Certificate) -> str:
+    """The file name a downloaded certificate JSON gets."""
+    return f"certificate-{c.delivery_id}-v{c.version}.json"
+
+
+def dumps(document: dict[str, Any]) -> bytes:
+    """A certificate as a download: indented JSON (whitespace does not change what is
+    signed: the canonical form is), non-ASCII as itself."""
+    return json.dumps(document, indent=2, ensure_ascii=False).encode()

@@ -1,0 +1,234 @@
+"""The public verification of certificates (no key) on SQLite and PostgreSQL: the page at the
+address printed on a certificate says valid / superseded by version n / invalid and why,
+checks a visitor's file, is rate limited and refuses enumeration; /docs needs no CDN."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from coldtrace.settings import Settings
+from deliveries.models import CertificateMail
+from tests.conftest import Api
+from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
+    MIN,
+    T0,
+    add_breach,
+    closed_delivery,
+    fleet,
+    plan,
+    run,
+    write_run,
+)
+
+PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+def text_of(fragment: str) -> str:
+    """An HTML fragment's text, whitespace collapsed."""
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", fragment))).strip()
+
+
+def status_of(page: str) -> str:
+    """The text of the page's status line (id="status")."""
+    found = re.search(r'id="status" class="status (\w+)">(.*?)</p>', page, re.S)
+    assert found, page
+    return text_of(found.group(2))
+
+
+def versions(api: Api, delivery: int) -> list[dict[str, Any]]:
+    """Every version of the delivery's certificate, oldest first."""
+    return list(reversed(api.ok("GET", f"/deliveries/{delivery}/certificates")))
+
+
+def test_each_version_has_a_signed_unguessable_public_id(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+    closed_delivery: int,  # noqa: F811
+) -> None:
+    _, device = fleet
+    add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)  # found late: version 2
+    api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
+    v1, v2 = versions(api, closed_delivery)
+    ids = [v1["body"]["public_id"], v2["body"]["public_id"]]
+    assert all(PUBLIC_ID.match(i) for i in ids) and ids[0] != ids[1]
+    # Signed: changing the public id in the body breaks the signature.
+    forged = v2 | {"body": v2["body"] | {"public_id": ids[0]}}
+    r = api.client.post("/api/v1/public/verify", files={"file": ("c.json", json.dumps(forged))})
+    assert r.status_code == 200
+    assert [(c["state"], c["why"]) for c in r.json()] == [
+        ("invalid", "the signature does not match the body: changed after signing")
+    ]
+
+
+def test_the_page_says_valid_then_superseded_by_the_newer_version(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+    closed_delivery: int,  # noqa: F811
+) -> None:
+    [v1] = versions(api, closed_delivery)
+    page = api.client.get(f"/v/{v1['body']['public_id']}")  # no key
+    assert page.status_code == 200
+    assert status_of(page.text) == "valid"
+    assert '<td id="verdict">compliant</td>' in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+
+    _, device = fleet
+    add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)
+    api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
+    _, v2 = versions(api, closed_delivery)
+    old = api.client.get(f"/v/{v1['body']['public_id']}")
+    assert status_of(old.text) == "superseded by version 2"
+    assert f'<a href="/v/{v2["body"]["public_id"]}">version 2</a>' in old.text
+    assert status_of(api.client.get(f"/v/{v2['body']['public_id']}").text) == "valid"
+
+    answer = api.client.get(f"/api/v1/public/certificates/{v1['body']['public_id']}").json()
+    assert (answer["state"], answer["why"], answer["superseded_by"]) == ("superseded", "", 2)
+    assert answer["superseded_by_url"] == f"http://127.0.0.1:8000/v/{v2['body']['public_id']}"
+    assert answer["certificate"]["signature"] == v1["signature"]
+    # What the page offers for download is the certificate as the API gives it.
+    download = api.client.get(f"/v/{v1['body']['public_id']}/certificate.json")
+    assert json.loads(download.content) == answer["certificate"]
+    assert answer["certificate"] | {"superseded": None} == v1 | {"superseded": None}
+
+
+def test_unknown_and_malformed_addresses_look_the_same(api: Api, closed_delivery: int) -> None:  # noqa: F811
+    [v1] = versions(api, closed_delivery)
+    known = v1["body"]["public_id"]
+    wrong = ("A" if known[0] != "A" else "B") + known[1:]
+    for address in (wrong, "1", str(v1["id"]), "a" * 21 + "="):
+        page = api.client.get(f"/v/{address}")
+        assert page.status_code == 404, address
+        assert status_of(page.text) == "not found: no certificate has this address"
+        assert "compliant" not in page.text
+    assert api.client.get(f"/api/v1/public/certificates/{wrong}").status_code == 404
+    assert api.client.get(f"/api/v1/certificates/{v1['id']}").status_code == 401  # needs a key
+
+
+def upload(api: Api, content: bytes | str, name: str = "certificate.json") -> tuple[int, str]:
+    r = api.client.post("/v", files={"file": (name, content)})
+    return r.status_code, r.text
+
+
+def checked_rows(page: str) -> list[str]:
+    """The result column of the page's table of a visitor's file."""
+    return [text_of(m) for m in re.findall(r'<td class="status \w+">(.*?)</td>', page, re.S)]
+
+
+def test_a_dropped_file_is_checked_strictly(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+    closed_delivery: int,  # noqa: F811
+) -> None:
+    [v1] = versions(api, closed_delivery)
+    code, page = upload(api, json.dumps(v1))
+    assert (code, checked_rows(page)) == (200, ["valid (this installation's record)"])
+
+    tampered = v1 | {"body": v1["body"] | {"verdict": "not_compliant"}, "verdict": "not_compliant"}
+    code, page = upload(api, json.dumps(tampered))
+    assert (code, checked_rows(page)) == (
+        200,
+        ["invalid: the signature does not match the body: changed after signing"],
+    )
+    # The envelope disagreeing with the signed body.
+    code, page = upload(api, json.dumps(v1 | {"verdict": "not_compliant"}))
+    assert checked_rows(page) == [
+        "invalid: the envelope's verdict \"not_compliant\" differs from the signed body's "
+        '"compliant"'
+    ]
+
+    _, device = fleet
+    add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)
+    api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
+    code, page = upload(api, json.dumps(v1))  # the copy the customer kept says "current"
+    assert checked_rows(page) == ["superseded by version 2"]
+    code, page = upload(api, json.dumps(versions(api, closed_delivery)))  # a list of both
+    assert checked_rows(page) == ["superseded by version 2", "valid (this installation's record)"]
+
+    code, page = upload(api, b"\x89PNG not a certificate", "photo.png")
+    assert (code, status_of(page)) == (422, "invalid: neither a certificate JSON (UTF-8) nor a PDF")
+    code, page = upload(api, "[]")
+    assert (code, status_of(page)) == (422, "invalid: an empty list: no certificate in it")
+
+
+@pytest.fixture
+def tight_api(settings: Settings, database_url: str) -> Iterator[Api]:
+    """The API allowing 3 public requests per minute per address."""
+    a = Api(settings.model_copy(update={"database_url": database_url, "public_rate_per_min": 3}))
+    yield a
+    a.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_public_routes_are_rate_limited(tight_api: Api) -> None:
+    codes = [tight_api.client.get(f"/v/{'x' * 22}").status_code for _ in range(4)]
+    assert codes == [404, 404, 404, 429]
+    refused = tight_api.client.get("/api/v1/public/certificates/" + "y" * 22)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 21  # one request every 20 s
+    assert tight_api.client.get("/api/v1/health").status_code in (200, 503)  # not limited
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_docs_load_nothing_from_another_host(api: Api) -> None:
+    page = api.client.get("/docs")
+    assert page.status_code == 200
+    links = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    links += re.findall(r"""url: ?["']([^"']+)["']""", page.text)
+    assert links and all(link.startswith("/") for link in links), links
+    for link in links:
+        assert api.client.get(link).status_code == 200, link
+    assert api.client.get("/redoc").status_code == 404
+
+
+def test_a_version_is_queued_for_the_customers_contacts_when_mail_is_on(
+    settings: Settings,
+    database_url: str,
+    influx: Any,
+    prefix: str,
+) -> None:
+    mailing = settings.model_copy(
+        update={
+            "database_url": database_url,
+            "certificate_smtp_host": "127.0.0.1",
+            "certificate_smtp_from": "certificates@coldtrace.test",
+        }
+    )
+    api = Api(mailing)
+    try:
+        vehicle, device = f"{prefix}-van", f"{prefix}-logger"
+        from tests.integration.test_api_deliveries import setup_fleet
+
+        setup_fleet(api, vehicle, device)
+        contacts = ["goods-in@acme.test", "quality@acme.test"]
+        customer = api.ok("PUT", "/customers/acme/contacts", json={"contact_emails": contacts})
+        assert customer["contact_emails"] == contacts
+        bad = api.client.put(
+            "/api/v1/customers/acme/contacts",
+            json={"contact_emails": ["not an address"]},
+            headers=api.admin,
+        )
+        assert bad.status_code == 422
+        write_run(influx, device)
+        d = api.ok("POST", "/deliveries", json=plan(vehicle))
+        run(api, d["id"], "start", T0)
+        run(api, d["id"], "deliver", T0 + 40 * MIN)
+        run(api, d["id"], "close")
+        e = api.ok("POST", "/deliveries", json=plan(vehicle, customer="bistro", start=T0))
+        run(api, e["id"], "start", T0)
+        run(api, e["id"], "deliver", T0 + 40 * MIN)
+        run(api, e["id"], "close")  # bistro has no contact address: nothing to send
+        [v1] = versions(api, d["id"])
+        with api.app.state.sessions() as session:
+            queued = session.scalars(select(CertificateMail)).all()
+            assert [(m.certificate_id, m.recipients, m.sent_ms) for m in queued] == [
+                (v1["id"], contacts, None)
+            ]
+    finally:
+        api.close()
