@@ -113,12 +113,34 @@ class VehicleOut(Out):
 class DeviceIn(BaseModel):
     id: str = Field(pattern=DEVICE_ID_PATTERN, description="its MQTT username")
     label: str | None = Field(None, max_length=200)
+    carries: (
+        Annotated[
+            list[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]],
+            Field(min_length=1, max_length=64),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="a gateway's account: the registered boxes it publishes for",
+        examples=[["box-01", "box-02"]],
+    )
 
 
 class DeviceOut(Out):
     id: str
     label: str | None
     created: datetime
+    disabled: datetime | None = Field(description="since when its broker login is refused")
+    carries: list[str] | None = Field(description="a gateway's boxes; null for a device")
+
+
+class DeviceCreated(DeviceOut):
+    password: str = Field(description="its broker password, shown this once (the broker: a hash)")
+
+
+class DeviceCredential(BaseModel):
+    device: str
+    password: str = Field(description="its new broker password, shown this once")
 
 
 class AssignmentIn(BaseModel):

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from coldtrace.broker_accounts import BrokerAccounts
 from coldtrace.influx import InfluxClient
 from coldtrace.settings import INGEST_ACCOUNT, Settings
 from coldtrace.tls import ensure_development_ca
@@ -322,42 +323,26 @@ class LocalServices:
         """The development CA and the broker's certificate (coldtrace/tls.py)."""
         return self._dir("mosquitto") / "tls"
 
-    def _passwd(self) -> Path:
-        return self._dir("mosquitto") / "passwd"
+    @property
+    def broker_accounts(self) -> BrokerAccounts:
+        """The development broker's password and ACL files (coldtrace/broker_accounts.py)."""
+        return BrokerAccounts(self.settings.broker_files)
 
     def _ensure_passwd(self) -> None:
         if self.settings.mqtt_username is None or self.settings.mqtt_password is None:
             raise ServiceError("COLDTRACE_MQTT_USERNAME/PASSWORD are not set")
         password = self.settings.mqtt_password.get_secret_value()
-        self._add_users(
-            {self.settings.mqtt_username: password, self.settings.mqtt_alerts_username: password},
-            replace=True,
+        self.broker_accounts.ensure_passwords(
+            {self.settings.mqtt_username: password, self.settings.mqtt_alerts_username: password}
         )
-
-    def _add_users(self, users: dict[str, str], replace: bool = False) -> int:
-        """Add users to the broker's password file, hashed by mosquitto_passwd; returns count."""
-        passwd = self._passwd()
-        passwd.parent.mkdir(parents=True, exist_ok=True)
-        lines = passwd.read_text().splitlines() if passwd.exists() else []
-        known = {line.split(":", 1)[0] for line in lines}
-        if replace:
-            lines = [ln for ln in lines if ln.split(":", 1)[0] not in users]
-            known -= set(users)
-        new = {u: p for u, p in users.items() if u not in known}
-        if not new:
-            return 0
-        plain = passwd.with_suffix(".new")
-        plain.write_text("".join(f"{u}:{p}\n" for u, p in new.items()))
-        plain.chmod(0o600)
-        subprocess.run(["mosquitto_passwd", "-U", str(plain)], check=True, capture_output=True)
-        passwd.write_text("".join(f"{ln}\n" for ln in lines) + plain.read_text())
-        passwd.chmod(0o600)
-        plain.unlink()
-        return len(new)
+        # The shipped ACL, with the gateway accounts `coldtrace devices` generated.
+        self.broker_accounts.install_rules((REPO_DIR / "deploy" / "mosquitto" / "acl").read_text())
 
     def register_devices(self, devices: Iterable[str]) -> None:
-        """Give simulated devices their broker accounts (development only) and reload."""
-        added = self._add_users({d: device_password(self.settings, d) for d in devices})
+        """Give simulated devices their broker accounts with their derived passwords
+        (development only; a password `coldtrace devices` gave one is replaced) and reload."""
+        accounts = self.broker_accounts
+        added = accounts.ensure_passwords({d: device_password(self.settings, d) for d in devices})
         if added:
             self.reload("mosquitto")
             time.sleep(0.2)  # mosquitto re-reads the password file on SIGHUP, asynchronously

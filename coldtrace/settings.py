@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from coldtrace import signing
-from coldtrace.smtp import SmtpRelay
+from coldtrace.broker_accounts import BrokerFiles
 
 ENV_PREFIX = "COLDTRACE_"
 
@@ -38,6 +38,8 @@ class ConfigError(Exception):
 
 # The broker account of ingest in deploy/mosquitto/acl (its alert publisher: "ingest-alerts").
 INGEST_ACCOUNT = "ingest"
+# Its read-only observers' account.
+MONITOR_ACCOUNT = "monitor"
 
 
 class Settings(BaseSettings):
@@ -54,6 +56,13 @@ class Settings(BaseSettings):
     mqtt_mtls_port: int = Field(8884, ge=1, le=65535)
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    # The broker's account files that `coldtrace devices` and the API's /devices routes change
+    # (its password_file and acl_file), and its pid file, signalled to reload them. Development:
+    # the development broker's, in <run_dir>/mosquitto/. Production: both files are required
+    # by those commands; without a pid file the broker reloads by itself (docs/security.md).
+    mqtt_passwd_file: Path | None = None
+    mqtt_acl_file: Path | None = None
+    mqtt_broker_pidfile: Path | None = None
     # How long the broker keeps ingest's session (and queues its messages) while it is away.
     mqtt_session_expiry_s: int = Field(7 * 24 * 3600, ge=60)
 
@@ -125,15 +134,8 @@ class Settings(BaseSettings):
     # Where the API asks ingest's /health, to show the pipeline's state (rules stage
     # quarantines) in its own /health and fleet view; unset: the API does not report on it.
     ingest_health_url: str | None = Field(None, pattern=r"^https?://[^/\s]+/?$")
-    # How often ingest writes its own state (measurement `ingest`: lag, rules stage) and
-    # logs its totals.
-    ingest_heartbeat_s: float = Field(10.0, gt=0)
     # /health fails once InfluxDB has refused to take writes for this long.
     ingest_unhealthy_after_s: float = Field(60.0, gt=0)
-
-    # The Grafana users open (docs/deploy.md): the API's deliveries link to its Delivery
-    # dashboard (dashboards/); unset: no link.
-    grafana_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
 
     # Development only: simulated devices derive their broker passwords from this key.
     dev_device_key: SecretStr | None = None
@@ -208,6 +210,28 @@ class Settings(BaseSettings):
         its own, since one account is one client id, one connection."""
         return f"{self.mqtt_client_id}-alerts"
 
+    @property
+    def broker_files(self) -> BrokerFiles:
+        """The broker's account files (see mqtt_passwd_file); ConfigError in production when
+        they are not set."""
+        broker_dir = self.run_dir.resolve() / "mosquitto"
+        dev = self.env == "development"
+        passwd = self.mqtt_passwd_file or (broker_dir / "passwd" if dev else None)
+        acl = self.mqtt_acl_file or (broker_dir / "acl" if dev else None)
+        if passwd is None or acl is None:
+            raise ConfigError(
+                f"{ENV_PREFIX}MQTT_PASSWD_FILE and {ENV_PREFIX}MQTT_ACL_FILE must be set: device "
+                "accounts are written to the broker's password and ACL files (docs/security.md)"
+            )
+        pidfile = self.mqtt_broker_pidfile or (broker_dir / "mosquitto.pid" if dev else None)
+        return BrokerFiles(passwd, acl, pidfile)
+
+    @property
+    def broker_own_accounts(self) -> frozenset[str]:
+        """The accounts of deploy/mosquitto/acl that are not devices: no device takes their
+        names."""
+        return frozenset({self.mqtt_client_id, self.mqtt_alerts_username, MONITOR_ACCOUNT})
+
     @model_validator(mode="after")
     def _migration_role_of_the_same_database(self) -> Settings:
         if self.migration_database_url is None:
@@ -279,35 +303,6 @@ class Settings(BaseSettings):
                 "logs in to the broker with them"
             )
         return self.mqtt_username, self.mqtt_password.get_secret_value()
-
-    @property
-    def notify_smtp(self) -> SmtpRelay | None:
-        """The relay alert e-mails go through (COLDTRACE_NOTIFY_SMTP_*), None: no e-mail."""
-        if not self.notify_smtp_host:
-            return None
-        password = self.notify_smtp_password
-        return SmtpRelay(
-            self.notify_smtp_host,
-            self.notify_smtp_port,
-            self.notify_smtp_starttls,
-            self.notify_smtp_username,
-            None if password is None else password.get_secret_value(),
-        )
-
-    @property
-    def certificate_smtp(self) -> SmtpRelay | None:
-        """The relay certificates are e-mailed through (COLDTRACE_CERTIFICATE_SMTP_*), None:
-        certificates are not e-mailed."""
-        if not self.certificate_smtp_host:
-            return None
-        password = self.certificate_smtp_password
-        return SmtpRelay(
-            self.certificate_smtp_host,
-            self.certificate_smtp_port,
-            self.certificate_smtp_starttls,
-            self.certificate_smtp_username,
-            None if password is None else password.get_secret_value(),
-        )
 
     @property
     def certificate_key(self) -> Ed25519PrivateKey:

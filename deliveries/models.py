@@ -51,6 +51,11 @@ class Device(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)  # its MQTT username
     label: Mapped[str | None] = mapped_column(String(200))
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    # When its broker account was disabled (login refused; the row and its history stay).
+    disabled_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # A gateway's account: the boxes whose topics it publishes for (deliveries/accounts.py);
+    # None for a device publishing its own.
+    carries: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class Assignment(Base):

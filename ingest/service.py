@@ -27,7 +27,6 @@ from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings, port_taken
 from ingest.consumer import MqttConsumer
 from ingest.held import HeldReadings
-from ingest.lines import heartbeat_line
 from ingest.pipeline import InboundMessage, Pipeline, Stopping, Work
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,6 @@ class IngestService:
         self.writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.failure: BaseException | None = None
         self.health_server: ThreadingHTTPServer | None = None
-        self.lag_ns = 0  # the longest receipt-to-stored time since the last heartbeat
         # alerts: the rules stage judges what each stored batch placed, on its own thread;
         # like the writer, its death fails /health and ends the process
         self.rules = RulesStage.from_settings(settings)
@@ -99,10 +97,9 @@ class IngestService:
                 self.failure = RuntimeError("rules stage died")
                 log.error("rules stage died; stopping")
                 break
-            if time.monotonic() - last_report >= self.settings.ingest_heartbeat_s:
+            if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
                 log.info("ingest totals: %s", dict(self.pipeline.totals))
-                self._heartbeat()
             if time.monotonic() - last_minute >= 60:
                 last_minute = time.monotonic()
                 gc.collect(1)
@@ -179,8 +176,6 @@ class IngestService:
         """Wait for a batch's write and ack it; False if InfluxDB refused it (then recovered)."""
         try:
             stored.result()
-            # receipt to stored, for the oldest message of the batch: ingest's own lag
-            self.lag_ns = max(self.lag_ns, time.time_ns() - batch[0].received_ns)
             refused = False
             self.consumer.publish_acks(work.acks)
             if self.rules is not None:
@@ -218,27 +213,6 @@ class IngestService:
         return batch
 
     # -- health ------------------------------------------------------------------------------
-
-    def _heartbeat(self) -> None:
-        """Ingest's state as a point of measurement ``ingest`` (the Devices and ingest
-        dashboard, the lag alert). Not written while InfluxDB is away: /health says so."""
-        ok, body = self.health()
-        fields: dict[str, int | bool] = {
-            "up": ok,
-            "inbox": self.inbox.qsize(),
-            "received": self.consumer.received,
-            "lag_ms": self.lag_ns // 1_000_000,
-            **{name: n for name, n in self.pipeline.totals.items()},
-        }
-        if self.rules is not None:
-            fields["rules_ok"] = bool(body["rules_alive"] and body["rules_judging"])
-            fields["rules_quarantined"] = len(self.rules.quarantined)
-        self.lag_ns = 0
-        line = heartbeat_line(self.settings.mqtt_client_id, fields, time.time_ns())
-        try:
-            self.influx.write(line.encode(), precision="ns")
-        except (InfluxUnavailable, InfluxRejected) as exc:
-            log.warning("heartbeat not written: %s", exc)
 
     def health(self) -> tuple[bool, dict[str, object]]:
         retrying = self.pipeline.retrying_since

@@ -11,7 +11,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from api.auth import Admin, Anyone, Operators, Staff
-from api.deps import DbSession, Profiles
+from api.deps import AppSettings, DbSession, Profiles
+from api.problems import Problem
 from api.routes.common import Limit, Offset, page
 from api.schemas import (
     AssignmentIn,
@@ -20,6 +21,8 @@ from api.schemas import (
     CustomerContactsIn,
     CustomerIn,
     CustomerOut,
+    DeviceCreated,
+    DeviceCredential,
     DeviceIn,
     DeviceOut,
     Page,
@@ -28,6 +31,9 @@ from api.schemas import (
     from_ms,
     to_ms,
 )
+from coldtrace.broker_accounts import BrokerAccounts
+from coldtrace.settings import ConfigError, Settings
+from deliveries.accounts import DeviceAccounts
 from deliveries.models import Assignment, Compartment, Customer, Device, Vehicle
 from deliveries.store import NotFound, Store
 
@@ -68,7 +74,24 @@ def vehicle_out(v: Vehicle) -> VehicleOut:
 
 
 def device_out(d: Device) -> DeviceOut:
-    return DeviceOut(id=d.id, label=d.label, created=from_ms(d.created_ms))
+    return DeviceOut(
+        id=d.id,
+        label=d.label,
+        created=from_ms(d.created_ms),
+        disabled=None if d.disabled_ms is None else from_ms(d.disabled_ms),
+        carries=d.carries,
+    )
+
+
+def device_accounts(session: Session, actor: str, settings: Settings) -> DeviceAccounts:
+    """The registry and the broker's accounts together (deliveries/accounts.py), or 503 when
+    this API has no broker account files configured."""
+    try:
+        files = settings.broker_files
+    except ConfigError as exc:
+        raise Problem(503, str(exc)) from None
+    broker = BrokerAccounts(files)
+    return DeviceAccounts(Store(session, actor), broker, settings.broker_own_accounts)
 
 
 def assignment_out(a: Assignment) -> AssignmentOut:
@@ -143,8 +166,35 @@ def get_vehicle(vehicle_id: str, session: DbSession, who: Staff) -> VehicleOut:
 
 
 @router.post("/devices", status_code=status.HTTP_201_CREATED, tags=["devices"])
-def create_device(body: DeviceIn, session: DbSession, who: Admin) -> DeviceOut:
-    row = Store(session, who.actor).create_device(body.id, body.label)
+def create_device(
+    body: DeviceIn, session: DbSession, who: Admin, settings: AppSettings
+) -> DeviceCreated:
+    """Register a device (or a gateway, with ``carries``) and give it a broker account; its
+    password is in this answer only."""
+    row, password = device_accounts(session, who.actor, settings).add(
+        body.id, body.label, body.carries
+    )
+    session.commit()
+    return DeviceCreated(**device_out(row).model_dump(), password=password)
+
+
+@router.post("/devices/{device_id}/rotate", tags=["devices"])
+def rotate_device(
+    device_id: str, session: DbSession, who: Admin, settings: AppSettings
+) -> DeviceCredential:
+    """A new broker password for the device (in this answer only); the old one is refused
+    once the broker has reloaded."""
+    password = device_accounts(session, who.actor, settings).rotate(device_id)
+    session.commit()
+    return DeviceCredential(device=device_id, password=password)
+
+
+@router.post("/devices/{device_id}/disable", tags=["devices"])
+def disable_device(
+    device_id: str, session: DbSession, who: Admin, settings: AppSettings
+) -> DeviceOut:
+    """Refuse the device's broker login; its row, assignments and readings stay."""
+    row = device_accounts(session, who.actor, settings).disable(device_id)
     session.commit()
     return device_out(row)
 
