@@ -68,9 +68,9 @@ def cmd_services(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from coldtrace.bootstrap import ingest_service
     from ingest import lock
     from ingest.consumer import BrokerRefused
-    from ingest.service import IngestService
 
     settings.mqtt_login  # noqa: B018 (its login, or ConfigError: before anything starts)
     try:
@@ -79,7 +79,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: {exc}: stop it first (kill {exc.pid or '<pid>'})", file=sys.stderr)
         return 2
     try:
-        return IngestService(settings).run()
+        return ingest_service(settings).run()
     except BrokerRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

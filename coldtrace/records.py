@@ -4,9 +4,13 @@ rules stage among them). Pure: no I/O.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from coldtrace.contract import Reading
+
+# The end of a stretch of time that has none yet (an assignment or a delivery in transit):
+# epoch ms far past any device time.
+FAR_FUTURE_MS: Final = 2**62
 
 
 class PlacedReading(NamedTuple):

@@ -7,9 +7,10 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from coldtrace.breaches import Breach
+from coldtrace.records import FAR_FUTURE_MS
 from deliveries.lifecycle import State
 from deliveries.models import Assignment, Delivery
-from deliveries.store import FAR_FUTURE_MS, breach_links, window_end, window_start
+from deliveries.store import breach_links, window_end, window_start
 from deliveries.trace import BreachMark
 from deliveries.window import Segment, Span, segments
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from coldtrace import signing
 from coldtrace.breaches import Breach
+from coldtrace.records import FAR_FUTURE_MS
 from deliveries.lifecycle import Action, State, next_state
 from deliveries.models import (
     Assignment,
@@ -28,7 +29,6 @@ from deliveries.models import (
     Vehicle,
 )
 
-FAR_FUTURE_MS = 2**62
 # 128 random bits (22 URL-safe characters): a certificate's public id cannot be guessed.
 PUBLIC_ID_BYTES = 16
 # What issue_certificate adds to a body before signing it: not part of what was judged.

@@ -1,11 +1,13 @@
-"""Bootstrap of `coldtrace ingest`: wires the consumer, the pipeline and the health endpoint.
+"""`coldtrace ingest`: the consumer, the pipeline, the health endpoint and the after-store
+observers it is given (coldtrace/bootstrap.py passes the rules stage; ingest/observers.py).
 
 Three threads do the work: paho's network loop puts messages in a bounded inbox; the writer
 collects a batch (by count, or after a short delay) and prepares it while the store thread
 writes the previous one; a batch is acked only once its write returned (the PUBACK of
-each message, and each device's end-to-end acknowledgement on its `ack` topic). Either
-thread dying fails /health and ends the process with a non-zero status, for the supervisor
-(systemd, compose) to restart it; the broker redelivers whatever was not acked.
+each message, and each device's end-to-end acknowledgement on its `ack` topic), and handed
+to the observers, in their order, before it is acked. Any thread dying (an observer's too)
+fails /health and ends the process with a non-zero status, for the supervisor (systemd,
+compose) to restart it; the broker redelivers whatever was not acked.
 """
 
 from __future__ import annotations
@@ -21,23 +23,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
-from alerts.stage import RulesStage
-from coldtrace.db import upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings, port_taken
 from ingest.consumer import MqttConsumer
 from ingest.held import HeldReadings
+from ingest.observers import Observer
 from ingest.pipeline import InboundMessage, Pipeline, Stopping, Work
 
 log = logging.getLogger(__name__)
 
 
 class IngestService:
-    def __init__(self, settings: Settings) -> None:
+    """Ingest; ``observers`` are told of each stored batch, in this order. The relational
+    store must be at the migrations' head (coldtrace/bootstrap.py sees to it)."""
+
+    def __init__(self, settings: Settings, observers: list[Observer]) -> None:
         self.settings = settings
-        # The relational store (held readings, breaches) at the migrations' head before any
-        # use: its schema has one owner, Alembic, whichever process starts first.
-        upgrade(settings.sqlalchemy_url)
         self.stop_event = threading.Event()
         self.inbox: queue.Queue[InboundMessage] = queue.Queue(settings.ingest_max_inflight + 64)
         self.influx = InfluxClient(settings)
@@ -52,9 +53,9 @@ class IngestService:
         self.writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.failure: BaseException | None = None
         self.health_server: ThreadingHTTPServer | None = None
-        # alerts: the rules stage judges what each stored batch placed, on its own thread;
-        # like the writer, its death fails /health and ends the process
-        self.rules = RulesStage.from_settings(settings)
+        # told of each stored batch, in this order (the rules stage judges it); like the
+        # writer, an observer's death fails /health and ends the process
+        self.observers = observers
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -65,8 +66,8 @@ class IngestService:
                 self, self.settings.ingest_health_host, self.settings.ingest_health_port
             )
         self._ensure_database()
-        if self.rules is not None:
-            self.rules.start()
+        for observer in self.observers:
+            observer.start()
         self.consumer.start()
         self.writer.start()
 
@@ -93,9 +94,10 @@ class IngestService:
                 self.failure = RuntimeError("MQTT network loop died")
                 log.error("MQTT network loop died; stopping")
                 break
-            if self.rules is not None and not self.rules.alive():
-                self.failure = RuntimeError("rules stage died")
-                log.error("rules stage died; stopping")
+            dead = [o.name for o in self.observers if not o.alive()]
+            if dead:
+                self.failure = RuntimeError(f"{dead[0]} died")
+                log.error("%s died; stopping", dead[0])
                 break
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
@@ -103,28 +105,17 @@ class IngestService:
             if time.monotonic() - last_minute >= 60:
                 last_minute = time.monotonic()
                 gc.collect(1)
-                self.switch_rules_on()
+                for observer in self.observers:
+                    observer.every_minute()
         self.shutdown()
         return 1 if self.failure else 0
-
-    def switch_rules_on(self) -> bool:
-        """Start the rules stage if it is off and now has something to judge by: the first
-        probe assigned to a compartment while ingest runs (asked once a minute by run())."""
-        if self.rules is None:
-            rules = RulesStage.from_settings(self.settings)
-            if rules is None:
-                return False
-            rules.start()
-            self.rules = rules
-            log.info("rules stage started: probes are now assigned to compartments")
-        return True
 
     def shutdown(self) -> None:
         self.stop_event.set()
         if self.writer.is_alive():
             self.writer.join(timeout=30)
-        if self.rules is not None:
-            self.rules.stop()
+        for observer in self.observers:
+            observer.stop()
         self.consumer.stop()
         if self.health_server is not None:
             self.health_server.shutdown()
@@ -178,14 +169,14 @@ class IngestService:
             stored.result()
             refused = False
             self.consumer.publish_acks(work.acks)
-            if self.rules is not None:
-                self.rules.observe(work.placed)
+            for observer in self.observers:
+                observer.observe(work.placed)
         except InfluxRejected as exc:
             log.warning("InfluxDB refused a batch (%s); storing its messages one by one", exc)
             self.pipeline.forget([batch])
             self.consumer.publish_acks(self.pipeline.recover(batch, work))
-            if self.rules is not None:  # some may be dead-lettered: judge what was stored
-                self.rules.reread(work.placed)
+            for observer in self.observers:  # some may be dead-lettered
+                observer.reread(work.placed)
             refused = True
         self.consumer.ack(batch)
         return not refused
@@ -223,23 +214,23 @@ class IngestService:
             "writer_alive": self.writer.is_alive() and self.failure is None,
             "influx_writable": retry_s < self.settings.ingest_unhealthy_after_s,
         }
-        rules_problems = [] if self.rules is None else self.rules.problems()
-        if self.rules is not None:
-            checks["rules_alive"] = self.rules.alive()
-            checks["rules_judging"] = not rules_problems
+        observed = [o.health() for o in self.observers]
+        reasons: list[str] = []
+        for h in observed:
+            checks.update(h.checks)
+            reasons += h.reasons
         ok = all(checks.values())
         body: dict[str, object] = {
             "status": "ok" if ok else "failing",
             # one line per failing check, naming what and why
-            "reasons": [name for name, passed in checks.items() if not passed] + rules_problems,
+            "reasons": [name for name, passed in checks.items() if not passed] + reasons,
             **checks,
             "influx_retrying_s": round(retry_s, 1),
             "inbox": self.inbox.qsize(),
             "totals": dict(self.pipeline.totals),
         }
-        if self.rules is not None:
-            body["rules_last_error"] = self.rules.last_error
-            body["rules_quarantined"] = [q.__dict__ for q in self.rules.quarantined.values()]
+        for h in observed:
+            body.update(h.details)
         return ok, body
 
     def metrics(self) -> str:
@@ -251,8 +242,8 @@ class IngestService:
         ]
         for name in sorted(self.pipeline.totals):
             lines.append(f"coldtrace_ingest_{name}_total {self.pipeline.totals[name]}")
-        if self.rules is not None:
-            lines.extend(f"coldtrace_{name} {n}" for name, n in self.rules.metrics().items())
+        for observer in self.observers:
+            lines.extend(f"coldtrace_{name} {n}" for name, n in observer.metrics().items())
         return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from alerts.stage import RulesStage
+from coldtrace.bootstrap import rules_stage
 from coldtrace.breaches import Breach
 from coldtrace.contract import Reading
 from coldtrace.influx import InfluxClient, quote_string
@@ -70,7 +71,7 @@ def make_stage(settings: Settings, database_url: str, clock: Clock, **extra: obj
             **extra,
         }
     )
-    return RulesStage(s, clock)
+    return rules_stage(s, clock)
 
 
 def breaches(stage: RulesStage, device: str) -> list[Breach]:
@@ -134,7 +135,7 @@ def test_readings_that_overflow_the_queue_are_reread(
     hot = lambda m: 6.0 if 10 <= m < 40 else 3.0  # noqa: E731
     stage.observe(store(influx, readings(device, range(0, 20), hot)))
     stage.observe(store(influx, readings(device, range(20, 50), hot)))  # queue full: a span
-    assert stage.overflow == {device: (T0 + 20 * MINUTE, T0 + 49 * MINUTE)}
+    assert stage.runner.overflow == {device: (T0 + 20 * MINUTE, T0 + 49 * MINUTE)}
     stage.start()
     try:
         wait_for(lambda: [b.state for b in breaches(stage, device)] == ["closed"], what="breach")
@@ -172,7 +173,7 @@ def test_idle_devices_are_retired_and_primed_again(settings, influx, prefix, dat
     assert opened.state == "open"
     clock.ms = T0 + 49 * MINUTE + 61 * MINUTE  # the newest reading is now past the horizon
     stage.retire_idle()
-    assert stage.engines == {}
+    assert stage.judges.engines == {}
     # it comes back still warm, then cools: the same breach closes, no second one opens
     stage.evaluate(store(influx, readings(device, range(50, 70), lambda m: 6.0 if m < 60 else 3.0)))
     (b,) = breaches(stage, device)
@@ -409,10 +410,10 @@ def test_the_engine_of_a_delivery_long_over_is_retired(
     stage = make_stage(settings, database_url, clock, alerts_late_horizon_h=1.0)
     stage.evaluate(store(influx, readings(device, range(0, 240), lambda m: 3.0)))
     before, during, after = T0, T0 + 60 * MINUTE, T0 + 180 * MINUTE + 1
-    assert sorted(stage.engines[(device, "product")]) == [before, during, after]
+    assert sorted(stage.judges.engines[(device, "product")]) == [before, during, after]
     clock.ms = T0 + 241 * MINUTE  # the delivery's newest reading is now past the horizon
     stage.retire_idle()
-    assert sorted(stage.engines[(device, "product")]) == [after]
+    assert sorted(stage.judges.engines[(device, "product")]) == [after]
 
 
 def judged(stage: RulesStage, device: str) -> list[tuple[object, ...]]:

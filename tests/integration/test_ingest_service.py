@@ -11,15 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from alerts.stage import RulesObserver
+from coldtrace.bootstrap import ingest_service
 from coldtrace.services import free_port
 from coldtrace.settings import Settings
-from ingest.service import IngestService
 from tests.conftest import Api, Devices, put_on_delivery, wait_for
 
 
 def test_health_fails_when_the_rules_stage_thread_ends(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
-    service = IngestService(
+    service = ingest_service(
         settings.model_copy(
             update={
                 "ingest_health_port": port,
@@ -28,7 +29,8 @@ def test_health_fails_when_the_rules_stage_thread_ends(settings: Settings, tmp_p
             }
         )
     )
-    assert service.rules is not None
+    (rules,) = service.observers
+    assert isinstance(rules, RulesObserver) and rules.stage is not None
     service.start()
     try:
         health = f"http://127.0.0.1:{port}/health"
@@ -37,8 +39,8 @@ def test_health_fails_when_the_rules_stage_thread_ends(settings: Settings, tmp_p
         metrics = f"http://127.0.0.1:{port}/metrics"
         assert "coldtrace_alerts_up 1\n" in httpx.get(metrics).text
 
-        service.rules.stopping.set()  # its thread ends, as one that died would
-        service.rules.thread.join(timeout=10)
+        rules.stage.runner.stopping.set()  # its thread ends, as one that died would
+        rules.stage.runner.thread.join(timeout=10)
         r = httpx.get(health)
         assert r.status_code == 503
         assert (r.json()["status"], r.json()["rules_alive"]) == ("failing", False)
@@ -55,7 +57,7 @@ def test_the_rules_stage_starts_once_a_probe_is_assigned(
     made while ingest runs, switches it on without a restart."""
     port = free_port()
     database_url = f"sqlite:///{tmp_path / 'ingest.db'}"
-    service = IngestService(
+    service = ingest_service(
         settings.model_copy(
             update={
                 "ingest_health_port": port,
@@ -65,16 +67,17 @@ def test_the_rules_stage_starts_once_a_probe_is_assigned(
             }
         )
     )
-    assert service.rules is None
+    (rules,) = service.observers
+    assert isinstance(rules, RulesObserver) and rules.stage is None
     service.start()
     try:
         health = f"http://127.0.0.1:{port}/health"
         wait_for(lambda: httpx.get(health).status_code == 200, what="healthy ingest")
         assert "rules_alive" not in httpx.get(health).json()
-        assert service.switch_rules_on() is False
+        assert rules.switch_on() is False
 
         put_on_delivery(database_url, f"van-{uuid.uuid4().hex[:6]}", 1_790_000_000_000)
-        assert service.switch_rules_on() is True
+        assert rules.switch_on() is True
         body = httpx.get(health).json()
         assert (body["status"], body["rules_alive"]) == ("ok", True)
     finally:
@@ -89,7 +92,7 @@ def test_health_names_a_probe_the_rules_stage_quarantined(
     told where ingest is shows it in its /health and its fleet view."""
     port = free_port()
     database_url = f"sqlite:///{tmp_path / 'ingest.db'}"
-    service = IngestService(
+    service = ingest_service(
         settings.model_copy(
             update={
                 "ingest_health_port": port,
@@ -98,15 +101,16 @@ def test_health_names_a_probe_the_rules_stage_quarantined(
             }
         )
     )
-    assert service.rules is not None
-    judge = service.rules._judge
+    (rules,) = service.observers
+    assert isinstance(rules, RulesObserver) and rules.stage is not None
+    judge = rules.stage._judge
 
     def broken(device: str, key: str, samples: list[object]) -> None:
         if key == "air":
             raise RuntimeError("injected")
         judge(device, key, samples)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service.rules, "_judge", broken)
+    monkeypatch.setattr(rules.stage, "_judge", broken)
     device = f"van-{uuid.uuid4().hex[:6]}"
     put_on_delivery(database_url, device, 1_790_000_000_000)  # product on the van's compartment
     now = int(time.time() * 1000)
@@ -132,7 +136,7 @@ def test_health_names_a_probe_the_rules_stage_quarantined(
         ]
         assert httpx.get(health).status_code == 503
         assert "coldtrace_alerts_quarantined_probes 1\n" in httpx.get(metrics).text
-        assert service.rules.engines.keys() == {(device, "product")}
+        assert rules.stage.judges.engines.keys() == {(device, "product")}
 
         api = Api(
             settings.model_copy(
