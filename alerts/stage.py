@@ -36,10 +36,10 @@ from alerts.runner import Runner
 from alerts.silence_watch import OnDelivery, SilenceWatch
 from alerts.store import BreachStore
 from coldtrace.influx import InfluxClient
+from coldtrace.observers import Observer, ObserverHealth
 from coldtrace.profiles import Profile
 from coldtrace.records import PlacedReading
 from coldtrace.settings import Settings
-from ingest.observers import Observer, ObserverHealth
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """`coldtrace ingest`: the consumer, the pipeline, the health endpoint and the after-store
-observers it is given (coldtrace/bootstrap.py passes the rules stage; ingest/observers.py).
+observers it is given (coldtrace/bootstrap.py passes the rules stage; coldtrace/observers.py).
 
 Three threads do the work: paho's network loop puts messages in a bounded inbox; the writer
 collects a batch (by count, or after a short delay) and prepares it while the store thread
@@ -24,10 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from coldtrace.observers import Observer
 from coldtrace.settings import Settings, port_taken
 from ingest.consumer import MqttConsumer
 from ingest.held import HeldReadings
-from ingest.observers import Observer
 from ingest.pipeline import InboundMessage, Pipeline, Stopping, Work
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""What ingest tells its after-store observers (the rules stage, the ack publisher), and what
-it asks of them for /health and /metrics.
+"""What ingest tells its after-store observers (the rules stage), and what it asks of them
+for /health and /metrics: shared vocabulary of ingest and the stages above it, so neither
+imports the other.
 
 Ingest does not know who observes: the entry point (coldtrace/bootstrap.py) passes them in,
 as a list, and each stored batch is handed to them in that order. ``observe`` and ``reread``
@@ -26,7 +27,8 @@ class ObserverHealth:
 
 
 class Observer:
-    """One after-store observer; a subclass overrides what it uses. The defaults watch
+    """One after-store observer (e.g. alerts.stage.RulesObserver); a subclass overrides what
+    it uses. The defaults watch
     nothing: no thread to start, always alive, nothing to report."""
 
     name = "observer"  # in the log and the failure when it dies: "<name> died"
