@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import logging
-import smtplib
 import threading
 import time
 from collections.abc import Callable
@@ -103,23 +102,18 @@ class Email:
     name = "email"
 
     def __init__(self, settings: Settings) -> None:
-        assert settings.notify_smtp_host and settings.notify_smtp_from and settings.notify_smtp_to
-        self.settings = settings
+        relay = settings.notify_smtp
+        assert relay and settings.notify_smtp_from and settings.notify_smtp_to
+        self.relay, self.sender = relay, settings.notify_smtp_from
         self.to = [a.strip() for a in settings.notify_smtp_to.split(",") if a.strip()]
 
     def send(self, note: Notification, device: str) -> None:
-        s = self.settings
         msg = EmailMessage()
-        msg["From"], msg["To"] = s.notify_smtp_from, ", ".join(self.to)
+        msg["From"], msg["To"] = self.sender, ", ".join(self.to)
         msg["Subject"] = f"[coldtrace] {device}: breach {note.transition}"
         msg["X-Coldtrace-Notification"] = str(note.id)
         msg.set_content(email_text(note.payload))
-        with smtplib.SMTP(s.notify_smtp_host or "", s.notify_smtp_port, timeout=10) as smtp:
-            if s.notify_smtp_starttls:
-                smtp.starttls()
-            if s.notify_smtp_username and s.notify_smtp_password:
-                smtp.login(s.notify_smtp_username, s.notify_smtp_password.get_secret_value())
-            smtp.send_message(msg)
+        self.relay.send(msg)
 
     def close(self) -> None:
         pass  # one connection per message

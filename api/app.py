@@ -25,6 +25,7 @@ from api.schemas import Health
 from coldtrace import signing
 from coldtrace.breaches import Breach
 from coldtrace.certificates.issue import Issuer
+from coldtrace.certificates.mail import Mailer, json_attachment, outbox_counts
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.profiles import load_profiles
@@ -48,6 +49,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mailer = _mailer(settings, app.state.sessions)
+        if mailer is not None:
+            mailer.start()
         stop = threading.Event()
         if settings.delivery_sweep_s > 0:
             threading.Thread(
@@ -58,6 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
             ).start()
         yield
         stop.set()
+        if mailer is not None:
+            mailer.stop()
         app.state.source.close()
         app.state.influx.close()
         engine.dispose()
@@ -177,6 +183,10 @@ def create_app(settings: Settings) -> FastAPI:
         lines.append(
             f"coldtrace_certificates_disagreeing {len(_disagreeing_certificates(session))}"
         )
+        mail = outbox_counts(session)
+        lines.append(f"coldtrace_certificate_mail_pending {mail.pending}")
+        lines.append(f"coldtrace_certificate_mail_sent {mail.sent}")
+        lines.append(f"coldtrace_certificate_mail_interrupted {mail.interrupted}")
         for state, n in session.execute(
             select(Delivery.state, func.count()).group_by(Delivery.state).order_by(Delivery.state)
         ):
@@ -186,6 +196,22 @@ def create_app(settings: Settings) -> FastAPI:
         return "\n".join(lines) + "\n"
 
     return app
+
+
+def _mailer(settings: Settings, sessions: Callable[[], Session]) -> Mailer | None:
+    """The certificate mailer when certificates are e-mailed (COLDTRACE_CERTIFICATE_SMTP_*)."""
+    relay = settings.certificate_smtp
+    if relay is None or settings.certificate_smtp_from is None:
+        return None
+    return Mailer(
+        sessions,
+        relay,
+        settings.certificate_smtp_from,
+        settings.public_url,
+        json_attachment,
+        settings.certificate_mail_retry_max_s,
+        settings.certificate_mail_poll_s,
+    )
 
 
 def _disagreeing_certificates(session: Session) -> list[str]:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import ArgumentError
 
 from coldtrace import signing
 from coldtrace.broker_accounts import BrokerFiles
+from coldtrace.smtp import SmtpRelay
 
 ENV_PREFIX = "COLDTRACE_"
 
@@ -303,6 +304,35 @@ class Settings(BaseSettings):
                 "logs in to the broker with them"
             )
         return self.mqtt_username, self.mqtt_password.get_secret_value()
+
+    @property
+    def notify_smtp(self) -> SmtpRelay | None:
+        """The relay alert e-mails go through (COLDTRACE_NOTIFY_SMTP_*), None: no e-mail."""
+        if not self.notify_smtp_host:
+            return None
+        password = self.notify_smtp_password
+        return SmtpRelay(
+            self.notify_smtp_host,
+            self.notify_smtp_port,
+            self.notify_smtp_starttls,
+            self.notify_smtp_username,
+            None if password is None else password.get_secret_value(),
+        )
+
+    @property
+    def certificate_smtp(self) -> SmtpRelay | None:
+        """The relay certificates are e-mailed through (COLDTRACE_CERTIFICATE_SMTP_*), None:
+        certificates are not e-mailed."""
+        if not self.certificate_smtp_host:
+            return None
+        password = self.certificate_smtp_password
+        return SmtpRelay(
+            self.certificate_smtp_host,
+            self.certificate_smtp_port,
+            self.certificate_smtp_starttls,
+            self.certificate_smtp_username,
+            None if password is None else password.get_secret_value(),
+        )
 
     @property
     def certificate_key(self) -> Ed25519PrivateKey:

@@ -1,0 +1,150 @@
+"""The certificate mailer's outbox against a real local SMTP server (aiosmtpd), on SQLite and
+PostgreSQL, with a clock of its own: a refused message is retried with backoff and sent once;
+a send interrupted mid-conversation (its claim never released) is never sent again, logged
+once and counted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from coldtrace.certificates.mail import Mailer, json_attachment, outbox_counts
+from coldtrace.services import free_port
+from coldtrace.smtp import SmtpRelay
+from deliveries.models import CertificateMail, Delivery
+from deliveries.store import Store
+from tests.conftest import Api
+from tests.integration.test_api_deliveries import T0, fleet, plan  # noqa: F401 (fixtures)
+
+NOW = T0 + 86_400_000
+
+
+class Relay:
+    """A real SMTP server that refuses the next ``refuse`` messages (554), then takes them."""
+
+    def __init__(self) -> None:
+        self.refuse = 0
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse:
+            self.refuse -= 1
+            return "554 not now"
+        self.received.append(envelope.content)
+        return "250 OK"
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[Relay, int]]:
+    handler, port = Relay(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+def issued_with_mail(api: Api, vehicle: str) -> int:
+    """A delivery's version 1, queued for two addresses at NOW: its outbox row's id."""
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))["id"]
+    with api.app.state.sessions() as session:
+        store = Store(session, "test", clock=lambda: NOW)
+        delivery = session.get_one(Delivery, d)
+        to = ["a@acme.test", "b@acme.test"]
+        c = store.issue_certificate(
+            delivery, "compliant", {"delivery_id": d}, api.settings.certificate_key, mail_to=to
+        )
+        session.commit()
+        mail_id: int = session.query(CertificateMail.id).filter_by(certificate_id=c.id).scalar()
+    return mail_id
+
+
+def mailer(api: Api, port: int, clock: list[int]) -> Mailer:
+    return Mailer(
+        api.app.state.sessions,
+        SmtpRelay("127.0.0.1", port),
+        "certificates@coldtrace.test",
+        "https://verify.coldtrace.test",
+        json_attachment,
+        retry_max_s=60,
+        poll_s=1,
+        clock=lambda: clock[0],
+    )
+
+
+def row(api: Api, mail_id: int) -> CertificateMail:
+    with api.app.state.sessions() as session:
+        return session.get_one(CertificateMail, mail_id)
+
+
+def test_a_refused_message_is_retried_with_backoff_and_sent_once(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+    relay: tuple[Relay, int],
+) -> None:
+    handler, port = relay
+    mail_id = issued_with_mail(api, fleet[0])
+    clock = [NOW]
+    m = mailer(api, port, clock)
+    handler.refuse = 2
+    assert m.send_due() == 0
+    first = row(api, mail_id)
+    assert (first.attempts, first.sending_ms, first.next_attempt_ms) == (1, None, NOW + 2000)
+    assert first.last_error is not None and "554" in first.last_error
+    clock[0] += 1999
+    assert m.send_due() == 0 and row(api, mail_id).attempts == 1  # not due yet
+    clock[0] += 1
+    assert m.send_due() == 0
+    assert row(api, mail_id).next_attempt_ms == clock[0] + 4000  # 2 s, then 4 s
+    clock[0] += 4000
+    assert m.send_due() == 1
+    assert m.send_due() == 0  # sent: never again
+    sent = row(api, mail_id)
+    assert (sent.attempts, sent.sent_ms, sent.attachment, sent.last_error) == (
+        3,
+        clock[0],
+        "json",
+        None,
+    )
+    assert len(handler.received) == 1
+    with api.app.state.sessions() as session:
+        assert outbox_counts(session).__dict__ == {"pending": 0, "sent": 1, "interrupted": 0}
+    audit = api.ok("GET", "/audit?entity=certificate")["items"]
+    assert [(a["actor"], a["new"]["to"]) for a in audit if a["action"] == "certificate.mail"] == [
+        ("system:mailer", ["a@acme.test", "b@acme.test"])
+    ]
+
+
+def test_an_interrupted_send_is_not_sent_again(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+    relay: tuple[Relay, int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handler, port = relay
+    mail_id = issued_with_mail(api, fleet[0])
+    with api.app.state.sessions() as session:
+        # As a sender leaves it when it dies between its claim and the relay's answer.
+        session.get_one(CertificateMail, mail_id).sending_ms = NOW
+        session.get_one(CertificateMail, mail_id).attempts = 1
+        session.commit()
+    clock = [NOW + 299_000]
+    m = mailer(api, port, clock)
+    assert m.send_due() == 0 and row(api, mail_id).last_error is None  # maybe still sending
+    clock[0] = NOW + 301_000
+    with caplog.at_level(logging.ERROR, "coldtrace.certificates.mail"):
+        assert m.send_due() == 0
+        clock[0] += 3_600_000
+        assert m.send_due() == 0
+    assert handler.received == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "certificate 1 e-mail to a@acme.test, b@acme.test: interrupted while sending (attempt 1): "
+        "it may or may not have arrived, so it is not sent again automatically"
+    ]
+    with api.app.state.sessions() as session:
+        assert outbox_counts(session).__dict__ == {"pending": 0, "sent": 0, "interrupted": 1}
+    metrics = api.client.get("/metrics").text
+    assert "coldtrace_certificate_mail_interrupted 1\n" in metrics
