@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, overload
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from coldtrace.contract import DEVICE_ID_PATTERN
+from coldtrace.settings import known_timezone
 from deliveries.lifecycle import Action, State
 
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -70,10 +71,30 @@ ContactEmails = Annotated[
 ]
 
 
+def _timezone(name: str | None) -> str | None:
+    if name is not None and not known_timezone(name):
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Paris)")
+    return name
+
+
+TimeZone = Annotated[
+    str | None,
+    Field(None, max_length=64, examples=["Europe/Paris"]),
+    AfterValidator(_timezone),
+]
+Language = Literal["en", "fr"]
+
+
 class CustomerIn(BaseModel):
     id: str = Field(pattern=SLUG, examples=["lyon-hospital-lab"])
     name: str = Field(min_length=1, max_length=200)
     contact_emails: ContactEmails = []
+    language: Language | None = Field(
+        None, description="its certificates' language (null: COLDTRACE_CERTIFICATE_LANGUAGE)"
+    )
+    timezone: TimeZone = Field(
+        None, description="its certificates' time zone (null: COLDTRACE_CERTIFICATE_TIMEZONE)"
+    )
 
 
 class CustomerContactsIn(BaseModel):
@@ -85,6 +106,8 @@ class CustomerOut(Out):
     name: str
     created: datetime
     contact_emails: list[str]
+    language: Language | None
+    timezone: str | None
 
 
 class CompartmentIn(BaseModel):
@@ -148,6 +171,22 @@ class AssignmentIn(BaseModel):
     vehicle_id: str
     compartment: str
     valid_from: Instant | None = Field(None, description="now when not given")
+
+
+class CalibrationIn(BaseModel):
+    probe: str = Field(min_length=1, max_length=64, examples=["product"])
+    calibrated: Instant
+    due: Instant = Field(description="the calibration holds until then")
+    reference: str = Field(min_length=1, max_length=200, description="its certificate")
+
+
+class CalibrationOut(Out):
+    id: int
+    device_id: str
+    probe: str
+    calibrated: datetime
+    due: datetime
+    reference: str
 
 
 class AssignmentOut(Out):

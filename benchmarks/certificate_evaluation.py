@@ -7,7 +7,7 @@ compartment read every 30 s (1,201 readings each, 3,603 temperatures), a GPS fix
 state with every reading, the product 30 minutes above +4 C (one breach, so its place is
 looked up too). The delivery itself lives in a SQLite store. Then, --runs times:
 
-  evaluation   coldtrace.certificates: judge + certificate_body: the
+  evaluation   coldtrace.certificates: judge + context + certificate_body: the
                compartment's readings read back from InfluxDB (deliveries/source.py), the
                evaluation (alerts/evaluation.py), the live breaches compared, the breach's
                GPS fix, the certificate body and its verdict
@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from coldtrace.certificates.content import certificate_body
+from coldtrace.certificates.issue import context
 from coldtrace.certificates.judge import judge
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient
@@ -160,8 +161,12 @@ def main() -> int:
         for _ in range(args.runs):  # interleaved: both see the same machine load
             t0 = time.perf_counter()
             evaluation, device_breaches = judge(session, d, source, settings, store.clock())
+            probes = [(p.device, p.probe) for p in evaluation.probes]
             verdict, _body = certificate_body(
-                trace_properties(d, START, END), evaluation, device_breaches
+                trace_properties(d, START, END),
+                evaluation,
+                context(store, d, settings, probes),
+                device_breaches,
             )
             evaluation_ms.append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()

@@ -51,6 +51,11 @@ class Profile(_Frozen):
     max_rate_c_per_min: float | None = Field(5.0, gt=0)
     door_open_max_min: Minutes | None = None
     loading_grace_min: Minutes | None = None
+    # Where the limits come from, as a certificate states it (docs/certificates.md).
+    regulation: str | None = Field(None, max_length=300)
+    # The regulation asks for calibrated instruments: a probe whose calibration is expired
+    # or missing on a delivery makes its certificate incomplete.
+    calibration_required: bool = False
 
     @model_validator(mode="after")
     def _has_a_limit(self) -> Profile:

@@ -12,6 +12,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import (
@@ -41,6 +42,15 @@ class ConfigError(Exception):
 INGEST_ACCOUNT = "ingest"
 # Its read-only observers' account.
 MONITOR_ACCOUNT = "monitor"
+
+
+def known_timezone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone this machine knows (zoneinfo, tzdata)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -120,6 +130,18 @@ class Settings(BaseSettings):
     certificate_mail_retry_max_s: float = Field(3600.0, gt=0)
     # How often the API's mailer looks at the outbox for what is due.
     certificate_mail_poll_s: float = Field(5.0, gt=0)
+    # What a certificate says of who issues it (docs/certificates.md "The document"): the
+    # company, its address (lines separated by newlines) and logo (PNG or SVG file), the
+    # printed name of the signer (21 CFR 11.50), and the language and time zone of customers
+    # that have none of their own.
+    certificate_issuer_name: str = Field("coldtrace", min_length=1, max_length=200)
+    certificate_issuer_address: str = Field("", max_length=500)
+    certificate_issuer_logo: Path | None = None
+    certificate_signer_name: str = Field(
+        "coldtrace automated certification", min_length=1, max_length=200
+    )
+    certificate_language: Literal["en", "fr"] = "en"
+    certificate_timezone: str = Field("UTC", min_length=1)
 
     # Upper bound on un-acked messages the broker may push to ingest (MQTT 5 Receive Maximum):
     # this is the backpressure that keeps ingest's memory bounded.
@@ -274,6 +296,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}API_TLS_CERTFILE and {ENV_PREFIX}API_TLS_KEYFILE go together: "
                 "set both (HTTPS) or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _certificate_timezone_known(self) -> Settings:
+        if not known_timezone(self.certificate_timezone):
+            raise ValueError(
+                f"{ENV_PREFIX}CERTIFICATE_TIMEZONE={self.certificate_timezone!r} is not an IANA "
+                "time zone (e.g. Europe/Paris, UTC)"
             )
         return self
 

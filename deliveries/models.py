@@ -23,6 +23,10 @@ class Customer(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     # Where its certificates are e-mailed (every version, once: CertificateMail); None: none.
     contact_emails: Mapped[list[str] | None] = mapped_column(JSON)
+    # Its certificates' language ("en", "fr") and time zone (IANA); None: the settings'
+    # COLDTRACE_CERTIFICATE_LANGUAGE / _TIMEZONE.
+    language: Mapped[str | None] = mapped_column(String(8))
+    timezone: Mapped[str | None] = mapped_column(String(64))
 
 
 class Vehicle(Base):
@@ -56,6 +60,22 @@ class Device(Base):
     # A gateway's account: the boxes whose topics it publishes for (deliveries/accounts.py);
     # None for a device publishing its own.
     carries: Mapped[list[str] | None] = mapped_column(JSON)
+
+
+class ProbeCalibration(Base):
+    """A calibration of one probe of a device: when it was calibrated, until when it holds
+    (due), and the calibration certificate's reference. Records are added, never edited: a
+    probe's status on a delivery comes from its latest calibration before the delivery."""
+
+    __tablename__ = "probe_calibration"
+    __table_args__ = (Index("ix_probe_calibration_device_probe", "device_id", "probe"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("device.id"))
+    probe: Mapped[str] = mapped_column(String(64))
+    calibrated_ms: Mapped[int] = mapped_column(BigInteger)
+    due_ms: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[str] = mapped_column(String(200))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class Assignment(Base):

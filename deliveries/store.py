@@ -26,6 +26,7 @@ from deliveries.models import (
     Customer,
     Delivery,
     Device,
+    ProbeCalibration,
     Vehicle,
 )
 
@@ -128,11 +129,25 @@ class Store:
         self.session.flush()
         self.audit(f"{entity}.create", entity, key, None, snapshot(row, *columns))
 
-    def create_customer(self, id: str, name: str, contact_emails: Sequence[str] = ()) -> Customer:
+    def create_customer(
+        self,
+        id: str,
+        name: str,
+        contact_emails: Sequence[str] = (),
+        language: str | None = None,
+        timezone: str | None = None,
+    ) -> Customer:
+        """A customer: where its certificates are e-mailed, and their ``language`` and
+        ``timezone`` (None: the settings')."""
         row = Customer(
-            id=id, name=name, created_ms=self.clock(), contact_emails=list(contact_emails)
+            id=id,
+            name=name,
+            created_ms=self.clock(),
+            contact_emails=list(contact_emails),
+            language=language,
+            timezone=timezone,
         )
-        self._new(row, "customer", id, "id", "name", "contact_emails")
+        self._new(row, "customer", id, "id", "name", "contact_emails", "language", "timezone")
         return row
 
     def set_contacts(self, customer_id: str, contact_emails: Sequence[str]) -> Customer:
@@ -173,6 +188,33 @@ class Store:
         ).one_or_none()
         if row is None:
             raise NotFound("compartment", f"{vehicle_id}/{name}")
+        return row
+
+    def add_calibration(
+        self, device_id: str, probe: str, calibrated_ms: int, due_ms: int, reference: str
+    ) -> ProbeCalibration:
+        """A calibration record of the device's probe (epoch ms); records are never edited."""
+        if self.session.get(Device, device_id) is None:
+            raise NotFound("device", device_id)
+        if due_ms <= calibrated_ms:
+            raise Conflict("a calibration is due after it was made: due must follow calibrated")
+        row = ProbeCalibration(
+            device_id=device_id,
+            probe=probe,
+            calibrated_ms=calibrated_ms,
+            due_ms=due_ms,
+            reference=reference,
+            created_ms=self.clock(),
+        )
+        self.session.add(row)
+        self.session.flush()
+        self.audit(
+            "calibration.create",
+            "probe_calibration",
+            row.id,
+            None,
+            snapshot(row, "device_id", "probe", "calibrated_ms", "due_ms", "reference"),
+        )
         return row
 
     def assign(

@@ -17,6 +17,8 @@ from api.routes.common import Limit, Offset, page
 from api.schemas import (
     AssignmentIn,
     AssignmentOut,
+    CalibrationIn,
+    CalibrationOut,
     CompartmentOut,
     CustomerContactsIn,
     CustomerIn,
@@ -34,7 +36,14 @@ from api.schemas import (
 from coldtrace.broker_accounts import BrokerAccounts
 from coldtrace.settings import ConfigError, Settings
 from deliveries.accounts import DeviceAccounts
-from deliveries.models import Assignment, Compartment, Customer, Device, Vehicle
+from deliveries.models import (
+    Assignment,
+    Compartment,
+    Customer,
+    Device,
+    ProbeCalibration,
+    Vehicle,
+)
 from deliveries.store import NotFound, Store
 
 router = APIRouter()
@@ -60,7 +69,12 @@ def found(session: Session, model: type[Row], kind: str, key: str) -> Row:
 
 def customer_out(c: Customer) -> CustomerOut:
     return CustomerOut(
-        id=c.id, name=c.name, created=from_ms(c.created_ms), contact_emails=c.contact_emails or []
+        id=c.id,
+        name=c.name,
+        created=from_ms(c.created_ms),
+        contact_emails=c.contact_emails or [],
+        language=c.language,
+        timezone=c.timezone,
     )
 
 
@@ -108,7 +122,9 @@ def assignment_out(a: Assignment) -> AssignmentOut:
 
 @router.post("/customers", status_code=status.HTTP_201_CREATED, tags=["customers"])
 def create_customer(body: CustomerIn, session: DbSession, who: Admin) -> CustomerOut:
-    row = Store(session, who.actor).create_customer(body.id, body.name, body.contact_emails)
+    row = Store(session, who.actor).create_customer(
+        body.id, body.name, body.contact_emails, body.language, body.timezone
+    )
     session.commit()
     return customer_out(row)
 
@@ -234,3 +250,41 @@ def list_assignments(device_id: str, session: DbSession, who: Staff) -> list[Ass
         .order_by(Assignment.valid_from_ms, Assignment.probe)
     )
     return [assignment_out(a) for a in rows]
+
+
+def calibration_out(c: ProbeCalibration) -> CalibrationOut:
+    return CalibrationOut(
+        id=c.id,
+        device_id=c.device_id,
+        probe=c.probe,
+        calibrated=from_ms(c.calibrated_ms),
+        due=from_ms(c.due_ms),
+        reference=c.reference,
+    )
+
+
+@router.post(
+    "/devices/{device_id}/calibrations", status_code=status.HTTP_201_CREATED, tags=["devices"]
+)
+def add_calibration(
+    device_id: str, body: CalibrationIn, session: DbSession, who: Operators
+) -> CalibrationOut:
+    """Record a calibration of one of the device's probes (added, never edited): a
+    certificate states each probe's latest calibration before the delivery, and whether it
+    had expired (docs/certificates.md)."""
+    row = Store(session, who.actor).add_calibration(
+        device_id, body.probe, to_ms(body.calibrated), to_ms(body.due), body.reference
+    )
+    session.commit()
+    return calibration_out(row)
+
+
+@router.get("/devices/{device_id}/calibrations", tags=["devices"])
+def list_calibrations(device_id: str, session: DbSession, who: Staff) -> list[CalibrationOut]:
+    found(session, Device, "device", device_id)
+    rows = session.scalars(
+        select(ProbeCalibration)
+        .where(ProbeCalibration.device_id == device_id)
+        .order_by(ProbeCalibration.probe, ProbeCalibration.calibrated_ms, ProbeCalibration.id)
+    )
+    return [calibration_out(c) for c in rows]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from api.auth import Anyone, Operators, Staff
-from api.deps import AppSettings, DbSession, Influx
+from api.auth import Anyone, Operators, Principal, Staff
+from api.deps import AppSettings, DbSession, Influx, Source
 from api.pipeline import ingest_state
 from api.routes.common import Limit, Offset, RowId, page, visible_delivery
 from api.routes.deliveries import certificate_out
@@ -26,6 +27,7 @@ from api.schemas import (
 )
 from coldtrace import signing
 from coldtrace.breaches import Breach
+from coldtrace.certificates.render import version_pdf
 from coldtrace.influx import InfluxClient
 from deliveries.lifecycle import State
 from deliveries.models import Assignment, AuditEntry, Certificate, Compartment, Delivery, Vehicle
@@ -42,8 +44,8 @@ def certificate_public_key(settings: AppSettings, who: Anyone) -> PublicKeyOut:
     return PublicKeyOut(key_id=signing.key_id(public), pem=signing.public_key_pem(public))
 
 
-@router.get("/certificates/{certificate_id}", tags=["certificates"])
-def get_certificate(certificate_id: RowId, session: DbSession, who: Anyone) -> CertificateOut:
+def visible_certificate(session: Session, who: Principal, certificate_id: int) -> Certificate:
+    """The version, if the caller may see its delivery (else 404, as if it did not exist)."""
     row = session.get(Certificate, certificate_id)
     if row is None:
         raise NotFound("certificate", certificate_id)
@@ -51,7 +53,43 @@ def get_certificate(certificate_id: RowId, session: DbSession, who: Anyone) -> C
         visible_delivery(session, who, row.delivery_id)
     except NotFound:
         raise NotFound("certificate", certificate_id) from None
-    return certificate_out(row)
+    return row
+
+
+@router.get("/certificates/{certificate_id}", tags=["certificates"])
+def get_certificate(certificate_id: RowId, session: DbSession, who: Anyone) -> CertificateOut:
+    return certificate_out(visible_certificate(session, who, certificate_id))
+
+
+@router.get(
+    "/certificates/{certificate_id}/pdf",
+    tags=["certificates"],
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "the document"}},
+)
+def get_certificate_pdf(
+    certificate_id: RowId,
+    session: DbSession,
+    who: Anyone,
+    source: Source,
+    settings: AppSettings,
+    language: Annotated[
+        Literal["en", "fr"] | None, Query(description="default: the customer's language")
+    ] = None,
+) -> Response:
+    """The version as a PDF/A-3 for people (one or two A4 pages, charts, route, QR code to
+    its verification page), with the signed certificate attached as certificate.json: the
+    PDF alone verifies offline (`coldtrace certificates verify FILE.pdf`)."""
+    row = visible_certificate(session, who, certificate_id)
+    pdf = version_pdf(
+        session, row, source, settings.public_url, settings.certificate_issuer_logo, language
+    )
+    name = f"certificate-{row.delivery_id}-v{row.version}.pdf"
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
+    )
 
 
 def _devices_regex(devices: list[str]) -> str:

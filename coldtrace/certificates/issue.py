@@ -5,25 +5,31 @@ one; re-certify closed deliveries whose breaches or readings changed late."""
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import select
 
+from alerts.evaluation import ProbeKey
 from coldtrace.breaches import Breach
-from coldtrace.certificates.content import certificate_body
+from coldtrace.certificates.content import Calibration, Context, Place, certificate_body
 from coldtrace.certificates.judge import judge
 from coldtrace.certificates.measurement import certificate_line
 from coldtrace.settings import Settings
 from deliveries.attach import delivery_segments, window
 from deliveries.automation import trace_properties
 from deliveries.lifecycle import State
-from deliveries.models import Certificate, Customer, Delivery
+from deliveries.models import Certificate, Customer, Delivery, ProbeCalibration, Vehicle
 from deliveries.source import ReadingSource
 from deliveries.store import ISSUED_FIELDS, Store, breach_links
 from deliveries.window import Segment
 
 log = logging.getLogger(__name__)
+
+# Body fields set by issuing, not by judging (compared without them).
+UNJUDGED: Final = frozenset({*ISSUED_FIELDS, "signer"})
 
 
 def issue_certificate(
@@ -35,9 +41,12 @@ def issue_certificate(
     at ERROR when issued (once: an unchanged body issues nothing)."""
     start, end = window(d, store.clock())
     evaluation, device_breaches = judge(store.session, d, source, settings, store.clock())
-    verdict, body = certificate_body(trace_properties(d, start, end), evaluation, device_breaches)
+    ctx = context(store, d, settings, [(p.device, p.probe) for p in evaluation.probes])
+    verdict, body = certificate_body(
+        trace_properties(d, start, end), evaluation, ctx, device_breaches
+    )
     current = current_certificate(store, d)
-    if current is not None and judged(current.body) == body:
+    if current is not None and judged(current.body) == judged(body):
         return None
     issued = store.issue_certificate(
         d,
@@ -63,9 +72,39 @@ def issue_certificate(
     return issued
 
 
-def judged(body: dict[str, Any]) -> dict[str, Any]:
-    """What the evaluation said in an issued body, without what issuing added to it."""
-    return {k: v for k, v in body.items() if k not in ISSUED_FIELDS}
+def judged(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the evaluation said in a body, without what issuing it adds (its version, its
+    signer's time): an unchanged judgement issues no new version."""
+    return {k: v for k, v in body.items() if k not in UNJUDGED}
+
+
+def context(store: Store, d: Delivery, settings: Settings, probes: list[ProbeKey]) -> Context:
+    """The facts around a delivery's evaluation: issuer and signer (settings), its customer
+    with language and time zone (else the settings' defaults), vehicle, places, and every
+    calibration record of ``probes``; signed now (the store's clock)."""
+    customer = store.session.get(Customer, d.customer_id)
+    vehicle = store.session.get(Vehicle, d.compartment.vehicle_id)
+    calibrations: dict[ProbeKey, list[Calibration]] = defaultdict(list)
+    devices = sorted({device for device, _ in probes})
+    for row in store.session.scalars(
+        select(ProbeCalibration).where(ProbeCalibration.device_id.in_(devices))
+    ):
+        calibrations[(row.device_id, row.probe)].append(
+            Calibration(row.calibrated_ms, row.due_ms, row.reference)
+        )
+    return Context(
+        issuer_name=settings.certificate_issuer_name,
+        issuer_address=settings.certificate_issuer_address,
+        signer_name=settings.certificate_signer_name,
+        customer_name=d.customer_id if customer is None else customer.name,
+        language=(customer and customer.language) or settings.certificate_language,
+        timezone=(customer and customer.timezone) or settings.certificate_timezone,
+        vehicle_name=d.compartment.vehicle_id if vehicle is None else vehicle.name,
+        pickup=Place(d.pickup_address, d.pickup_lat, d.pickup_lon),
+        dropoff=Place(d.dropoff_address, d.dropoff_lat, d.dropoff_lon),
+        signed_at=store.clock(),
+        calibrations=dict(calibrations),
+    )
 
 
 def mail_recipients(store: Store, d: Delivery, settings: Settings) -> list[str]:

@@ -259,6 +259,8 @@ def test_warm_product_is_not_compliant_even_without_a_live_breach(
         "in_range_pct": 50.0,
         "mkt_c": 4.94,
         "interval_s": 30.0,
+        # no calibration record: stated, not judged (the chilled profile requires none)
+        "calibration": {"status": "missing", "calibrated": None, "due": None, "reference": None},
     }
     assert (body["readings"], body["min_c"], body["max_c"]) == (242, 2.5, 6.5)
     assert (body["out_of_range_min"], body["mkt_c"], body["gaps"]) == (30.0, 4.94, [])

@@ -6,7 +6,13 @@ import pytest
 
 from alerts.evaluation import LiveBreach, evaluate
 from alerts.rules import Sample
-from coldtrace.certificates.content import COMPLIANT, NOT_COMPLIANT, certificate_body
+from coldtrace.certificates.content import (
+    COMPLIANT,
+    NOT_COMPLIANT,
+    Context,
+    Place,
+    certificate_body,
+)
 from coldtrace.profiles import load_profiles
 from deliveries.importer import COLUMNS, BadRow, parse_plans
 from deliveries.trace import BreachMark
@@ -44,6 +50,11 @@ def test_missing_columns() -> None:
         parse_plans(HEADER.removesuffix(",planned_end") + "\n")
 
 
+CTX = Context(
+    "coldtrace", "", "signer", "ACME", "en", "UTC", "van", Place("a", 0, 0), Place("b", 1, 1), 0
+)
+
+
 def mark(suppressed: bool) -> BreachMark:
     return BreachMark(1, "d", "", "door_open", 0, 60_000, "major", {"suppressed": suppressed})
 
@@ -52,16 +63,16 @@ def test_certificate_verdict() -> None:
     readings = {("d", "air"): [Sample(m * 60_000, m, 3.0 + (m % 2) / 10) for m in range(61)]}
     chilled = load_profiles()["chilled"]
     e = evaluate(readings, chilled, {}, 0, 3_600_000, live=[])
-    verdict, body = certificate_body({"delivery_id": 4}, e)
+    verdict, body = certificate_body({"delivery_id": 4}, e, CTX)
     assert verdict == COMPLIANT and body["end"] == "1970-01-01T01:00:00Z"
     assert (body["readings"], body["mean_c"], body["breaches"]) == (61, 3.05, [])
     live = [LiveBreach("d", "", "door_open", 0, True, 1)]
     e = evaluate(readings, chilled, {}, 0, 3_600_000, live=live)
-    verdict, body = certificate_body({"delivery_id": 4}, e, [mark(suppressed=True)])
+    verdict, body = certificate_body({"delivery_id": 4}, e, CTX, [mark(suppressed=True)])
     assert verdict == COMPLIANT and body["breaches"][0]["suppressed"] is True
     live = [LiveBreach("d", "", "door_open", 0, False, 1)]
     e = evaluate(readings, chilled, {}, 0, 3_600_000, live=live)
-    verdict, body = certificate_body({"delivery_id": 4}, e, [mark(False)])
+    verdict, body = certificate_body({"delivery_id": 4}, e, CTX, [mark(False)])
     assert verdict == NOT_COMPLIANT and body["reasons"] == [
         "door_open on d from 1970-01-01T00:00:00Z"
     ]

@@ -1,0 +1,159 @@
+"""Certificate issue benchmark: how many certificates of 10-hour deliveries can one core
+issue per second, PDF included?
+
+The same delivery as benchmarks/certificate_evaluation.py (its own InfluxDB on a free
+loopback port, a 10-hour van with three compartment probes read every 30 s and a GPS fix
+each time, 30 minutes of warm product; a SQLite store), its certificate issued --runs
+times, each time all of:
+
+  judge        the compartment's readings read back from InfluxDB and evaluated, the live
+               breaches compared, each breach's GPS fix (coldtrace.certificates.judge)
+  body         the facts around it and the body (issue.context, content.certificate_body)
+  sign+store   the Ed25519 signature and the new version's row (Store.issue_certificate,
+               rolled back after each run so that every run issues version 1)
+  pdf          the readings read back again for the pictures and the PDF/A-3 rendered with
+               the signed JSON attached (coldtrace.certificates.render.version_pdf)
+
+Timed as wall time and as this process's CPU time (what one core spends: the InfluxDB
+server's share runs in its own process). The target is at least 5 per second per core.
+
+    .venv/bin/python benchmarks/certificate_issue.py [--runs 15] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from certificate_evaluation import END, START, cpu_model, make_delivery, write_delivery
+from sqlalchemy.orm import Session
+
+from coldtrace.certificates.content import certificate_body
+from coldtrace.certificates.issue import context
+from coldtrace.certificates.judge import judge
+from coldtrace.certificates.render import version_pdf
+from coldtrace.db import make_engine, upgrade
+from coldtrace.influx import InfluxClient
+from coldtrace.services import LocalServices, free_port
+from coldtrace.settings import load_settings
+from deliveries.automation import trace_properties
+from deliveries.models import Delivery
+from deliveries.source import ReadingSource
+from deliveries.store import Store
+
+TARGET_PER_S = 5.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=15, help="certificates issued")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    run_dir = Path(tempfile.mkdtemp(prefix="coldtrace-bench-"))
+    settings = load_settings(
+        run_dir=run_dir,
+        influx_url=f"http://127.0.0.1:{free_port()}",
+        influx_database="bench",
+        mqtt_port=free_port(),
+        certificate_issuer_name="Bench Transports",
+        certificate_timezone="Europe/Paris",
+    )
+    services = LocalServices(settings)
+    try:
+        services.up(["influxdb"])
+        influx = InfluxClient(settings)
+        write_delivery(influx)
+        url = f"sqlite:///{run_dir / 'store.db'}"
+        upgrade(url)
+        delivery_id = make_delivery(url)
+        session = Session(make_engine(url))
+        store = Store(session, "bench", clock=lambda: END)
+        d = session.get_one(Delivery, delivery_id)
+        source = ReadingSource(influx)
+        steps: dict[str, list[float]] = {k: [] for k in ("judge", "body", "sign+store", "pdf")}
+        wall, cpu, sizes = [], [], []
+        verdict = ""
+        for _ in range(args.runs + 1):  # the first run warms caches: not counted
+            t0, c0 = time.perf_counter(), time.process_time()
+            evaluation, device_breaches = judge(session, d, source, settings, END)
+            t1 = time.perf_counter()
+            probes = [(p.device, p.probe) for p in evaluation.probes]
+            verdict, body = certificate_body(
+                trace_properties(d, START, END),
+                evaluation,
+                context(store, d, settings, probes),
+                device_breaches,
+            )
+            t2 = time.perf_counter()
+            issued = store.issue_certificate(d, verdict, body, settings.certificate_key)
+            t3 = time.perf_counter()
+            pdf = version_pdf(session, issued, source, "https://certs.example.org")
+            t4, c4 = time.perf_counter(), time.process_time()
+            session.rollback()
+            for name, took in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                steps[name].append(took * 1000)
+            wall.append(t4 - t0)
+            cpu.append(c4 - c0)
+            sizes.append(len(pdf))
+        for series in (*steps.values(), wall, cpu, sizes):
+            del series[0]
+        per_s_wall = 1 / statistics.median(wall)
+        per_s_cpu = 1 / statistics.median(cpu)
+        report = {
+            "machine": f"{platform.machine()}, nproc {os.cpu_count()}, {cpu_model()}, Python "
+            f"{platform.python_version()}",
+            "verdict": verdict,
+            "readings": evaluation.readings,
+            "runs": args.runs,
+            "median_ms": {k: round(statistics.median(v), 1) for k, v in steps.items()},
+            "median_wall_ms": round(statistics.median(wall) * 1000, 1),
+            "median_cpu_ms": round(statistics.median(cpu) * 1000, 1),
+            "certificates_per_s_wall": round(per_s_wall, 2),
+            "certificates_per_s_per_core": round(per_s_cpu, 2),
+            "pdf_kb": round(statistics.median(sizes) / 1024, 1),
+            "target_per_s": TARGET_PER_S,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        }
+        session.close()
+        source.close()
+        influx.close()
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(f"{report['machine']}")
+            print(
+                f"a 10-hour delivery, {report['readings']} readings, verdict {verdict}; "
+                f"PDF {report['pdf_kb']} kB"
+            )
+            print(
+                "median per step: "
+                + ", ".join(f"{k} {v} ms" for k, v in report["median_ms"].items())
+            )
+            print(
+                f"per certificate: wall {report['median_wall_ms']} ms, CPU of this process "
+                f"{report['median_cpu_ms']} ms"
+            )
+            ok = per_s_cpu >= TARGET_PER_S
+            print(
+                f"{report['certificates_per_s_per_core']} certificates/s per core "
+                f"({'meets' if ok else 'BELOW'} the target of {TARGET_PER_S:g}); "
+                f"{report['certificates_per_s_wall']}/s wall in one process"
+            )
+            print(f"load average (1 min) at the end: {report['load_average_1m']}")
+        return 0
+    finally:
+        services.down()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

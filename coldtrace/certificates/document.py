@@ -1,0 +1,235 @@
+"""The certificate as a document for people: one HTML template (templates/certificate.html,
+Jinja2) rendered by WeasyPrint into a one- or two-page A4 PDF/A-3b in the customer's
+language, fonts embedded, with the signed certificate (the API's JSON) attached as
+``certificate.json``, so that the PDF alone verifies offline (``extract_signed_json``);
+the verification page shows the same HTML. docs/certificates.md "The document" says why
+these libraries.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import mimetypes
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+import segno
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from pypdf import PdfReader
+from pypdf.errors import PdfReadError
+from weasyprint import HTML, Attachment  # type: ignore[import-untyped]
+from weasyprint.text.fonts import FontConfiguration  # type: ignore[import-untyped]
+
+from alerts.evaluation import ProbeKey
+from coldtrace.certificates.charts import ProbeChart, probe_chart, route_plot
+from coldtrace.certificates.i18n import LANGUAGES, Writer
+
+TEMPLATES: Final = Path(__file__).with_name("templates")
+ATTACHMENT: Final = "certificate.json"
+# Rows of the breach table that fit the first page beside everything else; the rest are in
+# the attached JSON (the document says so).
+MAX_BREACHES: Final = 8
+# Charts that fit the second page beside the signature block.
+MAX_CHARTS: Final = 4
+
+
+class NotACertificatePdf(ValueError):
+    """A file that is not a PDF, or a PDF without a certificate attached; the message says
+    which, in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """What the pictures are drawn from: per compartment probe, its readings (epoch ms, C or
+    None for a fault) in time order, and the GPS fixes (lat, lon) in time order."""
+
+    samples: Mapping[ProbeKey, Sequence[tuple[int, float | None]]] = field(default_factory=dict)
+    fixes: Sequence[tuple[float, float]] = ()
+
+
+_local = threading.local()
+
+
+def _fonts() -> FontConfiguration:
+    """This thread's font configuration, kept between documents: building one per document
+    costs a fifth of the rendering time (WeasyPrint's are not shared across threads)."""
+    fonts: FontConfiguration | None = getattr(_local, "fonts", None)
+    if fonts is None:
+        fonts = _local.fonts = FontConfiguration()
+    return fonts
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@cache
+def _css() -> str:
+    return (TEMPLATES / "certificate.css").read_text(encoding="utf-8")
+
+
+def _ms(iso: str) -> int:
+    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _range_text(t: Writer, limits: Mapping[str, Any]) -> str:
+    low, high = limits.get("low_c"), limits.get("high_c")
+    if low is not None and high is not None:
+        return f"{t.celsius(low)} … {t.celsius(high)}"
+    return f"≥ {t.celsius(low)}" if low is not None else f"≤ {t.celsius(high)}"
+
+
+def _critical_text(t: Writer, limits: Mapping[str, Any]) -> str:
+    parts = []
+    if limits.get("critical_low_c") is not None:
+        parts.append(f"< {t.celsius(limits['critical_low_c'])}")
+    if limits.get("critical_high_c") is not None:
+        parts.append(f"> {t.celsius(limits['critical_high_c'])}")
+    return " / ".join(parts)
+
+
+def _charts(body: Mapping[str, Any], readings: Readings, t: Writer) -> list[dict[str, str]]:
+    limits = body["judged_against"]
+    start, end = _ms(body["start"]), _ms(body["end"])
+    charts = []
+    for p in body["probes"][:MAX_CHARTS]:
+        key = (p["device"], p["probe"])
+        mine = [
+            (_ms(x["start"]), _ms(x["end"]) if x["end"] else end)
+            for x in body["breaches"]
+            if (x["device"], x["probe"]) == key and not x["suppressed"]
+        ]
+        gaps = [
+            (_ms(g["start"]), _ms(g["end"]))
+            for g in body["gaps"]
+            if (g["device"], g["probe"]) == key
+        ]
+        points = [(ts, c) for ts, c in readings.samples.get(key, ()) if c is not None]
+        chart = ProbeChart(points, start, end, limits["low_c"], limits["high_c"], mine, gaps)
+        charts.append(
+            {
+                "title": f"{p['device']} / {p['probe']}",
+                "svg": probe_chart(chart, body["timezone"], t.number),
+            }
+        )
+    return charts
+
+
+def _route(body: Mapping[str, Any], readings: Readings) -> str:
+    if not readings.fixes:
+        return ""
+    where = [(x["where"]["lat"], x["where"]["lon"]) for x in body["breaches"] if x["where"]]
+    pickup = (body["pickup"]["lat"], body["pickup"]["lon"])
+    dropoff = (body["dropoff"]["lat"], body["dropoff"]["lon"])
+    return route_plot(readings.fixes, pickup, dropoff, where)
+
+
+def _qr(url: str | None) -> str:
+    if url is None:
+        return ""
+    buffer = io.BytesIO()
+    segno.make(url, error="m").save(buffer, kind="svg", xmldecl=False, svgns=True, border=1)
+    return buffer.getvalue().decode()
+
+
+def logo_uri(path: Path | None) -> str | None:
+    """The issuer's logo file as a data: URI (None: no logo)."""
+    if path is None:
+        return None
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def language_of(body: Mapping[str, Any]) -> str:
+    """The body's customer language when the document knows it, else English."""
+    language = str(body.get("customer", {}).get("language", "en"))
+    return language if language in LANGUAGES else "en"
+
+
+def certificate_html(
+    certificate: Mapping[str, Any],
+    readings: Readings,
+    verify_url: str | None,
+    logo: str | None = None,
+    language: str | None = None,
+) -> str:
+    """The document's HTML for ``certificate`` (an envelope as the API returns it, its body
+    from coldtrace.certificates.content). ``verify_url``: the public verification address
+    for the QR code (None: no code); ``logo``: a data: URI; ``language``: "en" or "fr"
+    (None: the body's customer language)."""
+    body = certificate["body"]
+    t = Writer(language or language_of(body), body["timezone"])
+    return (
+        _environment()
+        .get_template("certificate.html")
+        .render(
+            b=body,
+            c=certificate,
+            t=t,
+            css=_css(),
+            logo=logo,
+            range_text=_range_text(t, body["judged_against"]),
+            critical_text=_critical_text(t, body["judged_against"]),
+            charts=_charts(body, readings, t),
+            route=_route(body, readings),
+            qr=_qr(verify_url),
+            verify_url=verify_url,
+            max_breaches=MAX_BREACHES,
+        )
+    )
+
+
+def render_pdf(
+    certificate: Mapping[str, Any],
+    readings: Readings,
+    verify_url: str | None,
+    logo: str | None = None,
+    language: str | None = None,
+) -> bytes:
+    """The PDF/A-3b of ``certificate`` (arguments as ``certificate_html``), with the
+    certificate's JSON attached as ``certificate.json`` (relationship Source)."""
+    signed = json.dumps(certificate, ensure_ascii=False, indent=1)
+    attachment = Attachment(
+        string=signed,
+        name=ATTACHMENT,
+        description="the signed certificate (coldtrace certificates verify)",
+        relationship="Source",
+    )
+    html = certificate_html(certificate, readings, verify_url, logo, language)
+    pdf: bytes = HTML(string=html).write_pdf(
+        pdf_variant="pdf/a-3b", attachments=[attachment], font_config=_fonts()
+    )
+    return pdf
+
+
+def extract_signed_json(pdf: bytes) -> str:
+    """The JSON text of the certificate attached to a PDF this module made
+    (``certificate.json``), as attached: read it with coldtrace.signing.read_certificates,
+    which keeps what the strict check needs (duplicate keys). Raises NotACertificatePdf for
+    anything else."""
+    if not pdf.startswith(b"%PDF-"):
+        raise NotACertificatePdf("not a PDF (it does not start with %PDF-)")
+    try:
+        attached = PdfReader(io.BytesIO(pdf)).attachments.get(ATTACHMENT)
+    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
+        raise NotACertificatePdf(f"a PDF that cannot be read: {exc}") from None
+    if not attached:
+        raise NotACertificatePdf(f"a PDF without {ATTACHMENT} attached: not a certificate")
+    try:
+        return attached[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotACertificatePdf(f"its {ATTACHMENT} is not UTF-8 text") from None

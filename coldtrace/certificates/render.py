@@ -1,0 +1,106 @@
+"""The PDF of a stored certificate version, for the API, the CLI and the mailer: the version
+as the API returns it (``envelope``), the readings of its window read back from InfluxDB for
+the pictures, and its verification address (``<COLDTRACE_PUBLIC_URL>/v/<public_id>``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coldtrace.certificates.document import Readings, logo_uri, render_pdf
+from deliveries.attach import delivery_segments
+from deliveries.models import Certificate, Delivery
+from deliveries.source import ReadingSource
+from deliveries.store import NotFound
+
+
+def _iso(ms: int | None) -> str | None:
+    """As the API writes instants (pydantic: UTC with a Z, microseconds only when set)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def envelope(c: Certificate) -> dict[str, Any]:
+    """The version as GET /api/v1/certificates/{id} returns it: what the PDF attaches."""
+    return {
+        "id": c.id,
+        "delivery_id": c.delivery_id,
+        "version": c.version,
+        "issued": _iso(c.issued_ms),
+        "superseded": _iso(c.superseded_ms),
+        "verdict": c.verdict,
+        "body": c.body,
+        "algorithm": "Ed25519",
+        "signature": c.signature,
+        "key_id": c.key_id,
+    }
+
+
+def _ms(iso: str) -> int:
+    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def readings_of(session: Session, c: Certificate, source: ReadingSource) -> Readings:
+    """The readings of the version's window (its body's start..end) for its pictures: each
+    compartment probe's temperatures and the GPS fixes."""
+    d = session.get(Delivery, c.delivery_id)
+    if d is None or "start" not in c.body or "end" not in c.body:
+        return Readings()
+    segs = delivery_segments(session, d, _ms(c.body["start"]), _ms(c.body["end"]))
+    samples = source.probe_samples(segs)
+    fixes = source.finished_readings(segs).positions
+    return Readings(
+        {key: [(s.ts, s.celsius) for s in series] for key, series in samples.items()},
+        [(p.lat, p.lon) for p in fixes],
+    )
+
+
+def verify_url(public_url: str | None, body: dict[str, Any]) -> str | None:
+    """The version's public verification page, None when it has no public id or there is no
+    public address to print."""
+    public_id = body.get("public_id")
+    if not public_url or not public_id:
+        return None
+    return f"{public_url.rstrip('/')}/v/{public_id}"
+
+
+def version_pdf(
+    session: Session,
+    c: Certificate,
+    source: ReadingSource,
+    public_url: str | None,
+    logo: Path | None = None,
+    language: str | None = None,
+) -> bytes:
+    """The PDF of version ``c`` (coldtrace.certificates.document), in ``language`` (None:
+    its customer's)."""
+    return render_pdf(
+        envelope(c),
+        readings_of(session, c, source),
+        verify_url(public_url, c.body),
+        logo_uri(logo),
+        language,
+    )
+
+
+def current_version(session: Session, delivery: int | str) -> Certificate:
+    """The current version of the certificate of a delivery named by its reference or id;
+    NotFound when there is no such delivery or it has no certificate yet."""
+    d = session.scalars(select(Delivery).where(Delivery.reference == str(delivery))).first()
+    if d is None and str(delivery).isdigit():
+        d = session.get(Delivery, int(delivery))
+    if d is None:
+        raise NotFound("delivery", delivery)
+    c = session.scalars(
+        select(Certificate).where(
+            Certificate.delivery_id == d.id, Certificate.superseded_ms.is_(None)
+        )
+    ).first()
+    if c is None:
+        raise NotFound("certificate of delivery", delivery)
+    return c

@@ -1,0 +1,183 @@
+"""A scripted delivery's certificate through the API, on SQLite and PostgreSQL: one product
+excursion, one data gap on the air probe, the air probe's calibration expired in the device
+registry, a customer in Paris reading French. The customer's key fetches its JSON and its
+PDF (another customer's gets 404); the PDF, read back with pdftoppm and pdftotext, says the
+verdict, the MKT and the breach in Paris time, in French and in English; the JSON attached
+to it is the API's and verifies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coldtrace import signing
+from coldtrace.certificates.document import extract_signed_json
+from coldtrace.influx import InfluxClient
+from tests.conftest import Api
+from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
+    MIN,
+    T0,
+    add_breach,
+    fleet,
+    iso,
+    plan,
+    run,
+    track,
+)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("pdftoppm") is None, reason="poppler-utils (deploy/bootstrap.sh)"
+)
+DAY = 24 * 60 * MIN
+PARIS = "Europe/Paris"
+
+
+def write_scripted(influx: InfluxClient, device: str) -> None:
+    """90 minutes, a reading every 30 s: the product at 6.5 C from minute 10 to 40 (above
+    the chilled +4 C for 30 min), nothing from the air probe from minute 50 to 70."""
+    lines = []
+    for i in range(90 * 2 + 1):
+        minute, ts = i / 2, T0 + i * 30_000
+        lat, lon, speed = track(minute)
+        product = 6.5 if 10 <= minute < 40 else 3.0
+        lines += [
+            f"position,device={device} lat={lat},lon={lon},speed_kmh={speed},seq={i}i {ts}",
+            f"temperature,device={device},probe=product celsius={product},seq={i}i {ts}",
+            f"device_health,device={device} seq={i}i,door=false {ts}",
+        ]
+        if not 50 < minute < 70:
+            lines.append(f"temperature,device={device},probe=air celsius=2.5,seq={i}i {ts}")
+    influx.write("\n".join(lines).encode())
+
+
+@pytest.fixture
+def scripted(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> dict[str, Any]:  # noqa: F811
+    """The scripted delivery, closed: its current certificate as the API returns it."""
+    vehicle, device = fleet
+    api.ok(
+        "POST",
+        "/customers",
+        json={
+            "id": "labo",
+            "name": "Laboratoire Nord",
+            "language": "fr",
+            "timezone": "Europe/Paris",
+        },
+    )
+    for probe, due in (("product", T0 + 300 * DAY), ("air", T0 - 10 * DAY)):
+        api.ok(
+            "POST",
+            f"/devices/{device}/calibrations",
+            json={
+                "probe": probe,
+                "calibrated": iso(T0 - 355 * DAY),
+                "due": iso(due),
+                "reference": f"CAL-{probe}",
+            },
+        )
+    write_scripted(influx, device)
+    add_breach(api, device, T0 + 10 * MIN, T0 + 40 * MIN, rule="excursion_high")
+    d = api.ok("POST", "/deliveries", json=plan(vehicle, customer="labo", reference="ORD-PDF"))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 90 * MIN)
+    run(api, d["id"], "close")
+    [certificate] = api.ok("GET", f"/deliveries/{d['id']}/certificates")
+    return dict(certificate)
+
+
+def text_of(pdf: bytes, tmp_path: Path) -> str:
+    (tmp_path / "c.pdf").write_bytes(pdf)
+    done = subprocess.run(
+        ["pdftotext", "c.pdf", "-"], cwd=tmp_path, capture_output=True, check=True
+    )
+    return " ".join(done.stdout.decode().split())
+
+
+def pages_of(pdf: bytes, tmp_path: Path) -> int:
+    (tmp_path / "c.pdf").write_bytes(pdf)
+    subprocess.run(["pdftoppm", "-r", "30", "-png", "c.pdf", "p"], cwd=tmp_path, check=True)
+    return len(list(tmp_path.glob("p-*.png")))
+
+
+def test_the_scripted_deliverys_body(scripted: dict[str, Any]) -> None:
+    body = scripted["body"]
+    assert (scripted["verdict"], body["verdict"]) == ("not_compliant", "not_compliant")
+    assert (body["customer"], body["timezone"]) == (
+        {"name": "Laboratoire Nord", "language": "fr"},
+        PARIS,
+    )
+    assert body["pickup"] == {
+        "address": "MIN Rungis",
+        "lat": 48.757,
+        "lon": 2.351,
+        "time": "2026-01-05T09:00:00+01:00",
+    }
+    assert body["dropoff"]["time"] == "2026-01-05T10:30:00+01:00"
+    [excursion] = body["breaches"]
+    assert (excursion["rule"], excursion["start"], excursion["end"], excursion["peak_c"]) == (
+        "excursion_high",
+        iso(T0 + 10 * MIN),
+        iso(T0 + 40 * MIN),
+        6.5,
+    )
+    assert [(g["probe"], g["start"], g["end"]) for g in body["gaps"]] == [
+        ("air", iso(T0 + 50 * MIN), iso(T0 + 70 * MIN))
+    ]
+    calibrations = {p["probe"]: p["calibration"] for p in body["probes"]}
+    assert calibrations == {
+        "product": {
+            "status": "valid",
+            "calibrated": iso(T0 - 355 * DAY),
+            "due": iso(T0 + 300 * DAY),
+            "reference": "CAL-product",
+        },
+        "air": {
+            "status": "expired",
+            "calibrated": iso(T0 - 355 * DAY),
+            "due": iso(T0 - 10 * DAY),
+            "reference": "CAL-air",
+        },
+    }
+    assert body["recording_interval_s"] == 30.0
+    assert body["signer"]["name"] == "coldtrace automated certification"
+
+
+def test_the_customer_fetches_its_pdf_in_french_and_english(
+    api: Api, scripted: dict[str, Any], tmp_path: Path
+) -> None:
+    labo = api.key("customer", "labo")
+    r = api.client.get(f"/api/v1/certificates/{scripted['id']}/pdf", headers=labo)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    assert pages_of(r.content, tmp_path) == 2
+    french = text_of(r.content, tmp_path)
+    mkt = scripted["body"]["mkt_c"]
+    assert "NON CONFORME" in french
+    assert f"Température cinétique moyenne {mkt:.1f} °C".replace(".", ",") in french
+    # The excursion 08:10..08:40 UTC: 09:10..09:40 in Paris.
+    assert "05/01/2026 09:10 (UTC+01:00)" in french and "05/01/2026 09:40 (UTC+01:00)" in french
+    assert "EXPIRÉ · CAL-air" in french
+
+    r = api.client.get(f"/api/v1/certificates/{scripted['id']}/pdf?language=en", headers=labo)
+    english = text_of(r.content, tmp_path)
+    assert "NOT COMPLIANT" in english
+    assert f"Mean kinetic temperature {mkt:.1f} °C" in english
+    assert "2026-01-05 09:10 (UTC+01:00)" in english and "2026-01-05 09:40 (UTC+01:00)" in english
+
+    # The JSON attached is the one the API serves, and it verifies with the published key.
+    attached = json.loads(extract_signed_json(r.content))
+    assert attached == api.ok("GET", f"/certificates/{scripted['id']}", labo)
+    published = api.ok("GET", "/certificates/public-key", labo)
+    [read] = signing.read_certificates(extract_signed_json(r.content))
+    assert signing.check(signing.public_key(published["pem"]), read) == ""
+
+
+def test_another_customer_gets_404(api: Api, scripted: dict[str, Any]) -> None:
+    api.ok("POST", "/customers", json={"id": "other", "name": "Other"})
+    other = api.key("customer", "other")
+    for path in (f"/certificates/{scripted['id']}/pdf", f"/certificates/{scripted['id']}"):
+        assert api.client.get(f"/api/v1{path}", headers=other).status_code == 404

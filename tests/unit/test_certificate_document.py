@@ -1,0 +1,129 @@
+"""The certificate document (coldtrace/certificates/document.py) of the scripted delivery
+(tests/unit/test_certificate_content.py), read as a person and an auditor would: its pages
+as PNG (pdftoppm), its text (pdftotext) in French and in English, and the signed JSON
+attached to it, which verifies offline."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from coldtrace import signing
+from coldtrace.certificates.document import (
+    NotACertificatePdf,
+    Readings,
+    extract_signed_json,
+    render_pdf,
+)
+from tests.unit.test_certificate_content import samples, scripted_body, track
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("pdftoppm") is None or shutil.which("pdftotext") is None,
+    reason="poppler-utils (deploy/bootstrap.sh)",
+)
+KEY = Ed25519PrivateKey.generate()
+URL = "https://certs.example.org/v/Xq3k9v_Jr2mN8pT4wL6yHA"
+
+
+def signed() -> dict[str, Any]:
+    """The scripted body as issued: version, public id, signed (as the API returns it)."""
+    verdict, body = scripted_body()
+    body = body | {"version": 1, "public_id": "Xq3k9v_Jr2mN8pT4wL6yHA"}
+    return {
+        "id": 7,
+        "delivery_id": body["delivery_id"],
+        "version": 1,
+        "issued": "2026-01-05T11:00:00Z",
+        "superseded": None,
+        "verdict": verdict,
+        "body": body,
+        "algorithm": "Ed25519",
+        "signature": signing.sign(KEY, body),
+        "key_id": signing.key_id(KEY.public_key()),
+    }
+
+
+def readings() -> Readings:
+    return Readings(
+        {key: [(s.ts, s.celsius) for s in series] for key, series in samples().items()},
+        [(p.lat, p.lon) for p in track()],
+    )
+
+
+def pdf_text(pdf: bytes, tmp_path: Path) -> str:
+    (tmp_path / "c.pdf").write_bytes(pdf)
+    done = subprocess.run(
+        ["pdftotext", "c.pdf", "-"], cwd=tmp_path, capture_output=True, check=True
+    )
+    return " ".join(done.stdout.decode().split())  # one space between words
+
+
+def page_count(pdf: bytes, tmp_path: Path) -> int:
+    (tmp_path / "c.pdf").write_bytes(pdf)
+    subprocess.run(["pdftoppm", "-r", "40", "-png", "c.pdf", "page"], cwd=tmp_path, check=True)
+    return len(list(tmp_path.glob("page-*.png")))
+
+
+def test_the_french_pdf_says_the_verdict_mkt_and_breach_times_in_paris_time(
+    tmp_path: Path,
+) -> None:
+    pdf = render_pdf(signed(), readings(), URL)  # the customer's language: French
+    assert page_count(pdf, tmp_path) == 2
+    text = pdf_text(pdf, tmp_path)
+    assert "Certificat de température" in text
+    assert "NON CONFORME" in text
+    assert "Température cinétique moyenne 5,9 °C" in text
+    # The excursion 08:30..08:50 UTC is 09:30..09:50 in Paris (UTC+01:00 in January).
+    assert "05/01/2026 09:30 (UTC+01:00)" in text
+    assert "05/01/2026 09:50 (UTC+01:00)" in text
+    assert "EXPIRÉ · CAL-2024-118" in text
+    assert "05/01/2026 10:10 (UTC+01:00) \u2013 10:30 (20 min)" in text  # the data gap
+    assert URL in text  # the QR code's address, printed too
+
+
+def test_the_english_pdf_says_the_same(tmp_path: Path) -> None:
+    pdf = render_pdf(signed(), readings(), URL, language="en")
+    assert page_count(pdf, tmp_path) == 2
+    text = pdf_text(pdf, tmp_path)
+    assert "Temperature certificate" in text
+    assert "NOT COMPLIANT" in text
+    assert "Mean kinetic temperature 5.9 °C" in text
+    assert "2026-01-05 09:30 (UTC+01:00)" in text
+    assert "2026-01-05 09:50 (UTC+01:00)" in text
+    assert "above the range" in text
+
+
+def test_the_attached_json_verifies_offline_and_a_tampered_one_does_not() -> None:
+    certificate = signed()
+    pdf = render_pdf(certificate, readings(), URL)
+    [attached] = signing.read_certificates(extract_signed_json(pdf))
+    assert attached == certificate
+    assert signing.check(KEY.public_key(), attached) == ""
+    forged = signed()
+    forged["body"]["verdict"] = forged["verdict"] = "compliant"
+    [read] = signing.read_certificates(extract_signed_json(render_pdf(forged, readings(), URL)))
+    assert "changed after signing" in signing.check(KEY.public_key(), read)
+
+
+def test_without_readings_or_url_it_still_renders(tmp_path: Path) -> None:
+    """A delivery whose readings are gone (past retention): no charts, route or QR code."""
+    pdf = render_pdf(signed(), Readings(), None)
+    assert 1 <= page_count(pdf, tmp_path) <= 2
+    assert "NON CONFORME" in pdf_text(pdf, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"id": 1}', "not a PDF"),
+        (b"%PDF-1.7\n%garbage", "a PDF that cannot be read"),
+    ],
+)
+def test_not_a_certificate_pdf(data: bytes, message: str) -> None:
+    with pytest.raises(NotACertificatePdf, match=message):
+        extract_signed_json(data)
