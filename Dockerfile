@@ -1,7 +1,7 @@
 # One image for every coldtrace service in docker-compose.yml (ingest, api). Not exercised in
 # CI (no Docker engine on the build machines); `make test` checks that this file's COPY list
 # installs and migrates (tests/integration/test_packaging.py).
-FROM python:3.11-slim
+FROM python:3.11.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY coldtrace coldtrace

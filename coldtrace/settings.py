@@ -157,8 +157,15 @@ class Settings(BaseSettings):
     # Where the API asks ingest's /health, to show the pipeline's state (rules stage
     # quarantines) in its own /health and fleet view; unset: the API does not report on it.
     ingest_health_url: str | None = Field(None, pattern=r"^https?://[^/\s]+/?$")
+    # How often ingest writes its own state (measurement `ingest`: lag, rules stage) and
+    # logs its totals.
+    ingest_heartbeat_s: float = Field(10.0, gt=0)
     # /health fails once InfluxDB has refused to take writes for this long.
     ingest_unhealthy_after_s: float = Field(60.0, gt=0)
+
+    # The Grafana users open (docs/deploy.md): the API's deliveries link to its Delivery
+    # dashboard (dashboards/); unset: no link.
+    grafana_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
 
     # Development only: simulated devices derive their broker passwords from this key.
     dev_device_key: SecretStr | None = None

@@ -28,6 +28,14 @@ RULE_GROUP = "coldtrace"
 
 OK_RED = [(None, "green"), (1, "red")]
 
+# The rules' windows (seconds): an open breach is seen while its last transition is within
+# the late-readings horizon (COLDTRACE_ALERTS_LATE_HORIZON_H, 48 h).
+BREACH_WINDOW_S = 48 * 3600
+REJECTS_WINDOW_S = 15 * 60
+REJECTS_THRESHOLD = 10
+LAG_WINDOW_S = 5 * 60
+LAG_THRESHOLD_MS = 60_000
+
 # The last transition of each breach series (device, probe, rule) says whether it is open:
 # a later breach of the same probe and rule replaces an earlier one (ids are not tags).
 LAST_BREACH = (
@@ -440,11 +448,45 @@ def devices() -> JSON:
         (12, 16, 12, 8),
         description="Readings stored per $__interval, by device time.",
     )
+    lag = panel(
+        "timeseries",
+        "Ingest lag",
+        [
+            target(
+                "A",
+                'SELECT max("lag_ms") FROM "ingest" WHERE $timeFilter '
+                'GROUP BY time($__interval), "instance" fill(null)',
+                alias="$tag_instance",
+            )
+        ],
+        (0, 24, 12, 8),
+        unit="ms",
+        thresholds=[(None, "green"), (LAG_THRESHOLD_MS, "red")],
+        description="From the broker handing a message to ingest to its readings stored, the "
+        "longest per heartbeat (COLDTRACE_INGEST_HEARTBEAT_S; measurement ingest).",
+    )
+    stage = panel(
+        "table",
+        "Ingest and rules stage health",
+        [
+            target(
+                "A",
+                'SELECT last("up") AS "up", last("rules_ok") AS "rules_ok", '
+                'last("rules_quarantined") AS "quarantined", last("inbox") AS "inbox" '
+                'FROM "ingest" WHERE $timeFilter GROUP BY "instance"',
+                "table",
+            )
+        ],
+        (12, 24, 12, 8),
+        description="The last heartbeat: ingest's /health, whether the rules stage judges "
+        "every probe, how many probes it quarantined (ingest's /health names them).",
+    )
     return dashboard(
         DEVICES_UID,
         "coldtrace: Devices and ingest",
-        "Battery, RSSI, last seen, sequence gaps, rejected payloads, ingest rate.",
-        [*series, last_seen, gaps, rejected, rate],
+        "Battery, RSSI, last seen, sequence gaps, rejected payloads, ingest rate and lag, "
+        "the rules stage's health.",
+        [*series, last_seen, gaps, rejected, rate, lag, stage],
         variables=[
             query_variable(
                 "device", "Device", 'SHOW TAG VALUES FROM "device_health" WITH KEY = "device"'
@@ -456,13 +498,6 @@ def devices() -> JSON:
 def dashboards() -> list[JSON]:
     """Every dashboard, in the order of the folder."""
     return [fleet_now(), delivery(), compliance(), devices()]
-
-
-# The rules' windows (seconds): an open breach is seen while its last transition is within
-# the late-readings horizon (COLDTRACE_ALERTS_LATE_HORIZON_H, 48 h).
-BREACH_WINDOW_S = 48 * 3600
-REJECTS_WINDOW_S = 15 * 60
-REJECTS_THRESHOLD = 10
 
 
 def alert_rules() -> list[JSON]:
@@ -491,6 +526,20 @@ def alert_rules() -> list[JSON]:
             summary="{{ $labels.device }} is silent on a delivery in transit",
             description="No reading for COLDTRACE_ALERTS_SILENT_AFTER_S from a device "
             "measuring a delivery in transit (rule device_silent).",
+        ),
+        alert_rule(
+            "coldtrace-ingest-lag",
+            "Ingest lag over a minute",
+            'SELECT max("lag_ms") AS "lag_ms" FROM "ingest" WHERE $timeFilter GROUP BY "instance"',
+            above=LAG_THRESHOLD_MS,
+            window_s=LAG_WINDOW_S,
+            pending="5m",
+            severity="critical",
+            summary="Readings take more than a minute from the broker into InfluxDB",
+            description="Ingest is behind (InfluxDB slow or away, or more than it can take): "
+            "alerts and dashboards are late. No heartbeat at all for 5 minutes: ingest is "
+            "not running.",
+            no_data="Alerting",
         ),
         alert_rule(
             "coldtrace-rejects-rising",

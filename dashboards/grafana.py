@@ -190,11 +190,12 @@ def alert_rule(
     severity: str,
     summary: str,
     description: str,
+    no_data: str = "OK",
 ) -> JSON:
     """A Grafana-managed alert rule (provisioning file format): query A over the last
     ``window_s`` seconds, B its last value per series, firing while B > ``above`` for
-    ``pending``. No data is OK (nothing to report), an error is an alert (a broken query
-    must be heard)."""
+    ``pending``. No data is ``no_data`` (OK: nothing to report; Alerting: the silence is
+    the news); an error is an alert (a broken query must be heard)."""
     return {
         "uid": uid,
         "title": title,
@@ -237,7 +238,7 @@ def alert_rule(
                 },
             },
         ],
-        "noDataState": "OK",
+        "noDataState": no_data,
         "execErrState": "Error",
         "for": pending,
         "labels": {"severity": severity, "team": "quality"},

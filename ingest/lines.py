@@ -108,3 +108,13 @@ def rejection_line(rej: Rejection, topic: str, time_ns: int) -> str:
         f"payload={_field_string(payload)},payload_bytes={len(rej.payload)}i,"
         f"readings={rej.readings}i{seq} {time_ns}"
     )
+
+
+def heartbeat_line(instance: str, fields: dict[str, int | bool], time_ns: int) -> str:
+    """One point of measurement ``ingest`` (docs/storage-schema.md): ingest's own state at
+    wall-clock ``time_ns``: integers (counts, ms) and booleans."""
+    values = ",".join(
+        f"{k}={str(v).lower()}" if isinstance(v, bool) else f"{k}={v}i"
+        for k, v in sorted(fields.items())
+    )
+    return f"ingest,instance={instance} {values} {time_ns}"

@@ -28,6 +28,7 @@ from coldtrace.observers import Observer
 from coldtrace.settings import Settings, port_taken
 from ingest.consumer import MqttConsumer
 from ingest.held import HeldReadings
+from ingest.lines import heartbeat_line
 from ingest.pipeline import InboundMessage, Pipeline, Stopping, Work
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class IngestService:
         # told of each stored batch, in this order (the rules stage judges it); like the
         # writer, an observer's death fails /health and ends the process
         self.observers = observers
+        self.lag_ns = 0  # the longest receipt-to-stored time since the last heartbeat
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -99,9 +101,10 @@ class IngestService:
                 self.failure = RuntimeError(f"{dead[0]} died")
                 log.error("%s died; stopping", dead[0])
                 break
-            if time.monotonic() - last_report >= 10:
+            if time.monotonic() - last_report >= self.settings.ingest_heartbeat_s:
                 last_report = time.monotonic()
                 log.info("ingest totals: %s", dict(self.pipeline.totals))
+                self._heartbeat()
             if time.monotonic() - last_minute >= 60:
                 last_minute = time.monotonic()
                 gc.collect(1)
@@ -167,6 +170,8 @@ class IngestService:
         """Wait for a batch's write and ack it; False if InfluxDB refused it (then recovered)."""
         try:
             stored.result()
+            # receipt to stored, for the oldest message of the batch: ingest's own lag
+            self.lag_ns = max(self.lag_ns, time.time_ns() - batch[0].received_ns)
             refused = False
             self.consumer.publish_acks(work.acks)
             for observer in self.observers:
@@ -204,6 +209,28 @@ class IngestService:
         return batch
 
     # -- health ------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Ingest's state as a point of measurement ``ingest`` (the Devices and ingest
+        dashboard, the lag alert). Not written while InfluxDB is away: /health says so."""
+        ok, body = self.health()
+        fields: dict[str, int | bool] = {
+            "up": ok,
+            "inbox": self.inbox.qsize(),
+            "received": self.consumer.received,
+            "lag_ms": self.lag_ns // 1_000_000,
+            **{name: n for name, n in self.pipeline.totals.items()},
+        }
+        if "rules_alive" in body:  # the rules stage observes (its part of /health)
+            fields["rules_ok"] = bool(body["rules_alive"] and body["rules_judging"])
+            quarantined = body.get("rules_quarantined")
+            fields["rules_quarantined"] = len(quarantined) if isinstance(quarantined, list) else 0
+        self.lag_ns = 0
+        line = heartbeat_line(self.settings.mqtt_client_id, fields, time.time_ns())
+        try:
+            self.influx.write(line.encode(), precision="ns")
+        except (InfluxUnavailable, InfluxRejected) as exc:
+            log.warning("heartbeat not written: %s", exc)
 
     def health(self) -> tuple[bool, dict[str, object]]:
         retrying = self.pipeline.retrying_since

@@ -82,7 +82,7 @@ def loaded(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for i, name in enumerate(SCENARIOS)
     }
     alerts = scenario.ingest_settings(list(placed.values()), now_ms)
-    own = {"COLDTRACE_INFLUX_DATABASE": database}
+    own = {"COLDTRACE_INFLUX_DATABASE": database, "COLDTRACE_INGEST_HEARTBEAT_S": "1"}
     discard_ingest_session(settings)
     ingest = ingest_process(settings, workdir, COLDTRACE_DATABASE_URL=store, **alerts, **own)
     ingest.start()
@@ -111,6 +111,12 @@ def loaded(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 == [{"time": 0, "count": MALFORMED}]
             ),
             what="the malformed payloads dead-lettered",
+        )
+        # a heartbeat of ingest's after everything above was stored
+        stored = time.time_ns()
+        wait_for(
+            lambda: influx.rows(f'SELECT last("up") FROM "ingest" WHERE time > {stored}'),
+            what="a heartbeat of ingest's",
         )
         certificates = {}
         for p in placed.values():
@@ -325,6 +331,22 @@ def expectations(x: Loaded) -> dict[tuple[str, str, str], Check]:
         assert columns(s) == {("time", "count")}
         assert sum(v[1] for v in s[0]["values"]) == sum(len(rs) for rs in wire.values())
 
+    def lag(s: Series) -> None:
+        assert [(x["tags"], x["columns"]) for x in s] == [({"instance": "ingest"}, ["time", "max"])]
+        lags = [v[1] for v in s[0]["values"] if v[1] is not None]
+        assert lags and all(0 <= v < definitions.LAG_THRESHOLD_MS for v in lags)
+
+    def health(s: Series) -> None:
+        assert [
+            {k: r[k] for k in ("instance", "up", "rules_ok", "quarantined")} for r in flat(s)
+        ] == [{"instance": "ingest", "up": True, "rules_ok": True, "quarantined": 0}]
+
+    def lag_rule(s: Series) -> None:
+        assert [(x["tags"], x["columns"]) for x in s] == [
+            ({"instance": "ingest"}, ["time", "lag_ms"])
+        ]
+        assert 0 <= s[0]["values"][0][1] < definitions.LAG_THRESHOLD_MS
+
     def rejects_rule(s: Series) -> None:
         assert flat(s) == [{"time": pytest.approx(x.to_ms, abs=3600_000), "rejected": MALFORMED}]
 
@@ -368,9 +390,12 @@ def expectations(x: Loaded) -> dict[tuple[str, str, str], Check]:
         (devices, "Sequence gaps", "A"): nothing,
         (devices, "Rejected payloads by reason", "A"): rejected,
         (devices, "Ingest rate", "A"): rate,
+        (devices, "Ingest lag", "A"): lag,
+        (devices, "Ingest and rules stage health", "A"): health,
         (devices, "variable device", ""): values_of({van_a, van_b}),
         ("alerting", "Open critical breach", "A"): open_per_device({van_a: 1}),
         ("alerting", "Silent device on a delivery", "A"): nothing,
+        ("alerting", "Ingest lag over a minute", "A"): lag_rule,
         ("alerting", "Rejected payloads rising", "A"): rejects_rule,
     }
 

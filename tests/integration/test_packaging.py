@@ -54,11 +54,33 @@ def test_the_images_copy_list_installs_and_migrates_a_database(tmp_path: Path) -
         "COLDTRACE_RUN_DIR": str(tmp_path / "run"),
     }
     # From outside the repo, so nothing can be imported from the working tree by accident.
+    # Every module of every package the image installs imports from the installed copy
+    # alone: a package the Dockerfile forgets to copy fails here, naming the module.
     check = (
-        "import coldtrace, coldtrace.profiles, api.app, deliveries.store, ingest.service; "
-        f"assert coldtrace.__file__.startswith({str(site)!r}), coldtrace.__file__"
+        "import importlib, pkgutil, tomllib; "
+        f"pkgs = tomllib.load(open({str(REPO / 'pyproject.toml')!r}, 'rb'))"
+        "['tool']['setuptools']['packages']; "
+        "tops = sorted({p.split('.')[0] for p in pkgs}); "
+        "mods = [m.name for t in tops for m in pkgutil.walk_packages("
+        "importlib.import_module(t).__path__, t + '.')"
+        # Alembic's env script runs only inside Alembic (the upgrade below runs it)
+        " if m.name != 'migrations.env'] + tops; "
+        "[importlib.import_module(m) for m in mods]; "
+        "import coldtrace; "
+        f"assert coldtrace.__file__.startswith({str(site)!r}), coldtrace.__file__; "
+        "assert all(importlib.import_module(m).__file__.startswith("
+        f"{str(site)!r}) for m in mods)"
     )
-    subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, check=True, timeout=120)
+    helped = subprocess.run(
+        [sys.executable, "-m", "coldtrace.cli", "--help"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert helped.returncode == 0, helped.stderr
     out = subprocess.run(
         [sys.executable, "-m", "coldtrace.cli", "db", "upgrade"],
         env=env,

@@ -33,6 +33,7 @@ def test_uids_are_present_and_stable() -> None:
     assert [r["uid"] for r in definitions.alert_rules()] == [
         "coldtrace-open-critical-breach",
         "coldtrace-silent-device",
+        "coldtrace-ingest-lag",
         "coldtrace-rejects-rising",
     ]
 

@@ -11,7 +11,13 @@ from coldtrace.contract import GpsFix, Reading
 from coldtrace.records import PlacedReading
 from ingest.decode import Rejection
 from ingest.ledger import GapChange, SeqGap
-from ingest.lines import PAYLOAD_PREFIX_BYTES, gap_line, reading_lines, rejection_line
+from ingest.lines import (
+    PAYLOAD_PREFIX_BYTES,
+    gap_line,
+    heartbeat_line,
+    reading_lines,
+    rejection_line,
+)
 
 TS = 1_700_000_000_123
 TOPIC = "coldtrace/v1/van-01/telemetry"
@@ -248,3 +254,8 @@ def test_rejection_topic_and_detail_are_cut() -> None:
     line = rejection_line(rej, "t" * 300, 7)
 
     assert f'topic="{"t" * 256}",detail="{"d" * 1000}",' in line
+
+
+def test_a_heartbeat_is_one_point_of_integers_and_booleans() -> None:
+    line = heartbeat_line("ingest", {"up": True, "lag_ms": 12, "rules_ok": False}, 5)
+    assert line == "ingest,instance=ingest lag_ms=12i,rules_ok=false,up=true 5"

@@ -1,0 +1,40 @@
+"""The link from a delivery to its Delivery dashboard. Pure.
+
+InfluxDB knows devices and probes, not vehicles: the link names the vehicle and compartment
+(titles, the certificate panel) and the devices and probes that measured that compartment
+in the delivery's window, with the profile's limits and the window as the time range."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlencode
+
+from dashboards.definitions import DELIVERY_UID
+
+
+def delivery_dashboard_url(
+    grafana_url: str,
+    vehicle: str,
+    compartment: str,
+    probes: Iterable[tuple[str, str]],
+    limits_c: tuple[float | None, float | None],
+    start_ms: int,
+    end_ms: int,
+) -> str:
+    """``probes``: (device, probe) pairs; ``limits_c``: the profile's (low, high), C; one
+    absent is drawn at the other (one line). Times: epoch ms."""
+    pairs = sorted(set(probes))
+    low, high = limits_c
+    query: list[tuple[str, str | int]] = [
+        ("orgId", 1),
+        ("from", start_ms),
+        ("to", end_ms),
+        ("var-vehicle", vehicle),
+        ("var-compartment", compartment),
+        *[("var-device", d) for d in sorted({d for d, _ in pairs})],
+        *[("var-probe", p) for p in sorted({p for _, p in pairs})],
+    ]
+    shown = [x for x in (low, high) if x is not None]
+    if shown:
+        query += [("var-low_c", f"{shown[0]:g}"), ("var-high_c", f"{shown[-1]:g}")]
+    return f"{grafana_url.rstrip('/')}/d/{DELIVERY_UID}/delivery?{urlencode(query)}"
