@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from coldtrace.influx import InfluxClient
+from coldtrace.profiles import load_profiles
 from coldtrace.settings import Settings
+from dashboards.links import delivery_link
+from deliveries.models import Delivery
 from deliveries.source import ReadingSource
+from deliveries.store import wall_ms
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -45,3 +49,21 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 Influx = Annotated[InfluxClient, Depends(get_influx)]
 Source = Annotated[ReadingSource, Depends(get_source)]
 Profiles = Annotated[frozenset[str], Depends(get_profiles)]
+
+
+DeliveryLink = Callable[[Delivery], str | None]
+
+
+def get_dashboard_link(request: Request, session: DbSession) -> DeliveryLink:
+    """A delivery's link to its Delivery dashboard in Grafana (dashboards/links.py), None
+    when COLDTRACE_GRAFANA_URL is not set."""
+    settings: Settings = request.app.state.settings
+    grafana = settings.grafana_url
+    if grafana is None:
+        return lambda d: None
+    profiles = load_profiles(settings.alerts_profiles_file)
+    now = wall_ms()
+    return lambda d: delivery_link(grafana, session, d, profiles[d.profile], now)
+
+
+DashboardLink = Annotated[DeliveryLink, Depends(get_dashboard_link)]

@@ -251,6 +251,11 @@ class DeliveryOut(BaseModel):
     certificate: CertificateSummary | None = Field(
         None, description="its current certificate (only in GET /deliveries/{id})"
     )
+    dashboard_url: str | None = Field(
+        None,
+        description="its Delivery dashboard in Grafana: vehicle, compartment, the probes that "
+        "measured it, the profile's limits, its window (when COLDTRACE_GRAFANA_URL is set)",
+    )
 
 
 class TransitionIn(BaseModel):

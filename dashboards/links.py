@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlencode
 
+from sqlalchemy.orm import Session
+
+from coldtrace.profiles import Profile
 from dashboards.definitions import DELIVERY_UID
+from deliveries.attach import delivery_segments, window
+from deliveries.models import Delivery
 
 
 def delivery_dashboard_url(
@@ -38,3 +43,21 @@ def delivery_dashboard_url(
     if shown:
         query += [("var-low_c", f"{shown[0]:g}"), ("var-high_c", f"{shown[-1]:g}")]
     return f"{grafana_url.rstrip('/')}/d/{DELIVERY_UID}/delivery?{urlencode(query)}"
+
+
+def delivery_link(
+    grafana_url: str, session: Session, d: Delivery, profile: Profile, now_ms: int
+) -> str:
+    """The Delivery dashboard of delivery ``d``: its window (until now while in transit),
+    the probes that measured its compartment then, its profile's limits."""
+    start, end = window(d, now_ms)
+    segments = delivery_segments(session, d, start, end)
+    return delivery_dashboard_url(
+        grafana_url,
+        d.compartment.vehicle_id,
+        d.compartment.name,
+        [(s.device, s.probe) for s in segments],
+        (profile.low_c, profile.high_c),
+        start,
+        end,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Path, Query
@@ -38,7 +39,8 @@ def visible_delivery(session: Session, principal: Principal, delivery_id: int) -
     return row
 
 
-def delivery_out(d: Delivery) -> DeliveryOut:
+def delivery_out(d: Delivery, link: Callable[[Delivery], str | None] | None = None) -> DeliveryOut:
+    """The response model of a delivery; ``link`` gives its dashboard link."""
     return DeliveryOut(
         id=d.id,
         reference=d.reference,
@@ -58,4 +60,5 @@ def delivery_out(d: Delivery) -> DeliveryOut:
         closed=from_ms(d.closed_ms),
         cancelled=from_ms(d.cancelled_ms),
         created=from_ms(d.created_ms),
+        dashboard_url=None if link is None else link(d),
     )

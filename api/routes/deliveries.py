@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Anyone, Operators, Staff
-from api.deps import AppSettings, DbSession, Profiles, Source
+from api.deps import AppSettings, DashboardLink, DbSession, Profiles, Source
 from api.routes.breaches import breach_out
 from api.routes.common import Limit, Offset, RowId, delivery_out, page, visible_delivery
 from api.schemas import (
@@ -64,17 +64,18 @@ def plan_of(body: DeliveryIn) -> DeliveryPlan:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_delivery(
-    body: DeliveryIn, session: DbSession, who: Staff, profiles: Profiles
+    body: DeliveryIn, session: DbSession, who: Staff, profiles: Profiles, link: DashboardLink
 ) -> DeliveryOut:
     row = Store(session, who.actor, profiles=profiles).create_delivery(plan_of(body))
     session.commit()
-    return delivery_out(row)
+    return delivery_out(row, link)
 
 
 @router.get("")
 def list_deliveries(
     session: DbSession,
     who: Anyone,
+    link: DashboardLink,
     state: State | None = None,
     customer_id: str | None = None,
     vehicle_id: str | None = None,
@@ -104,11 +105,14 @@ def list_deliveries(
     if planned_before is not None:
         query = query.where(Delivery.planned_start_ms < to_ms(planned_before))
     rows, total = page(session, query, limit, offset)
-    return Page(items=[delivery_out(r[0]) for r in rows], total=total, limit=limit, offset=offset)
+    items = [delivery_out(r[0], link) for r in rows]
+    return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{delivery_id}")
-def get_delivery(delivery_id: RowId, session: DbSession, who: Anyone) -> DeliveryOut:
+def get_delivery(
+    delivery_id: RowId, session: DbSession, who: Anyone, link: DashboardLink
+) -> DeliveryOut:
     """With its current certificate in brief: verdict and disagreements."""
     d = visible_delivery(session, who, delivery_id)
     current = session.scalars(
@@ -126,7 +130,7 @@ def get_delivery(delivery_id: RowId, session: DbSession, who: Anyone) -> Deliver
             disagreements=current.disagreements,
         )
     )
-    return delivery_out(d).model_copy(update={"certificate": summary})
+    return delivery_out(d, link).model_copy(update={"certificate": summary})
 
 
 @router.post("/{delivery_id}/transitions")
@@ -137,6 +141,7 @@ def transition(
     who: Staff,
     source: Source,
     settings: AppSettings,
+    link: DashboardLink,
 ) -> DeliveryOut:
     """start, deliver, close (issues the certificate) or cancel."""
     d = visible_delivery(session, who, delivery_id)
@@ -147,7 +152,7 @@ def transition(
     else:
         store.transition(d, body.action, at, body.source)
     session.commit()
-    return delivery_out(d)
+    return delivery_out(d, link)
 
 
 @router.post("/{delivery_id}/reevaluate")
@@ -167,7 +172,12 @@ def reevaluate(
 
 @router.post("/{delivery_id}/detect")
 def detect(
-    delivery_id: RowId, session: DbSession, who: Staff, source: Source, settings: AppSettings
+    delivery_id: RowId,
+    session: DbSession,
+    who: Staff,
+    source: Source,
+    settings: AppSettings,
+    link: DashboardLink,
 ) -> DeliveryOut:
     """Start and end from the GPS track now (the API also does it every
     COLDTRACE_DELIVERY_SWEEP_S): leaving the pickup geofence, then stopping inside the
@@ -175,7 +185,7 @@ def detect(
     d = visible_delivery(session, who, delivery_id)
     automation.detect(Store(session, who.actor), d, source, settings)
     session.commit()
-    return delivery_out(d)
+    return delivery_out(d, link)
 
 
 def delivery_readings(

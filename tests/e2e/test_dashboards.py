@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -43,6 +44,7 @@ SCENARIOS = ("compressor-failure", "door-left-open")
 CLOSE_GRACE_S = 3600
 MALFORMED = 3
 HOUR_MS = 3_600_000
+GRAFANA = "http://grafana.test:3000"
 Series = list[dict[str, Any]]
 
 
@@ -51,6 +53,7 @@ class Loaded:
     placed: dict[str, scenario.Placed]
     influx: InfluxClient
     certificates: dict[str, dict[str, Any]]  # delivery ref -> current certificate body
+    links: dict[str, str]  # delivery ref -> the API's link to its Delivery dashboard
     from_ms: int
     to_ms: int
 
@@ -91,6 +94,7 @@ def loaded(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         **alerts,
         **own,
         "COLDTRACE_CLOSE_GRACE_S": str(CLOSE_GRACE_S),
+        "COLDTRACE_GRAFANA_URL": GRAFANA,
     }
     api = ApiProcess(api_env, workdir / "api.log").start()
     mine = settings.model_copy(
@@ -118,15 +122,19 @@ def loaded(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
             lambda: influx.rows(f'SELECT last("up") FROM "ingest" WHERE time > {stored}'),
             what="a heartbeat of ingest's",
         )
-        certificates = {}
+        certificates, links = {}, {}
         for p in placed.values():
             for d in p.deliveries:
                 ref = f"{p.prefix}-{d.spec.ref}"
                 found = runner.call("GET", "/deliveries", reference=ref)["items"][0]
                 current = runner.call("GET", f"/deliveries/{found['id']}/certificates")[0]
                 certificates[d.spec.ref] = current["body"]
+                links[d.spec.ref] = runner.call("GET", f"/deliveries/{found['id']}")[
+                    "dashboard_url"
+                ]
         start = min(p.epoch_ms for p in placed.values())
-        yield Loaded(placed, influx, certificates, start - HOUR_MS, int(time.time() * 1000))
+        now = int(time.time() * 1000)
+        yield Loaded(placed, influx, certificates, links, start - HOUR_MS, now)
     finally:
         devices.close()
         influx.close()
@@ -400,23 +408,18 @@ def expectations(x: Loaded) -> dict[tuple[str, str, str], Check]:
     }
 
 
+def opened(link: str) -> tuple[dict[str, list[str]], int, int]:
+    """The variables and time range a link opens its dashboard with."""
+    query = parse_qs(urlsplit(link).query)
+    variables = {k.removeprefix("var-"): v for k, v in query.items() if k.startswith("var-")}
+    return variables, int(query["from"][0]), int(query["to"][0])
+
+
 def all_queries(x: Loaded, dashboards: list[dict[str, Any]]) -> list[Query]:
-    """Each dashboard as a quality manager opens it: the Delivery one from CH-1's link."""
-    van_a = x.device("compressor-failure")
-    ch1 = x.certificates["CH-1"]
+    """Each dashboard as a quality manager opens it: the Delivery one from the API's link of
+    CH-1, the Devices one with All devices."""
     chosen = {
-        definitions.DELIVERY_UID: (
-            {
-                "vehicle": [ch1["vehicle_id"]],
-                "compartment": [ch1["compartment"]],
-                "device": [van_a],
-                "probe": ["product"],
-                "low_c": ["0"],
-                "high_c": ["4"],
-            },
-            ms(ch1["start"]),
-            ms(ch1["end"]),
-        ),
+        definitions.DELIVERY_UID: opened(x.links["CH-1"]),
         definitions.DEVICES_UID: (
             {"device": sorted(x.device(n) for n in SCENARIOS)},
             x.from_ms,
@@ -429,6 +432,24 @@ def all_queries(x: Loaded, dashboards: list[dict[str, Any]]) -> list[Query]:
         out.extend(dashboard_queries(d, values, start, end))
     out.extend(rule_queries(definitions.alert_rules(), x.to_ms))
     return out
+
+
+def test_the_apis_link_opens_the_delivery_dashboard_on_the_delivery(loaded: Loaded) -> None:
+    ch1 = loaded.certificates["CH-1"]
+    link = loaded.links["CH-1"]
+    assert link.startswith(f"{GRAFANA}/d/{definitions.DELIVERY_UID}/delivery?")
+    assert opened(link) == (
+        {
+            "vehicle": [ch1["vehicle_id"]],
+            "compartment": ["chiller"],
+            "device": [loaded.device("compressor-failure")],
+            "probe": ["product"],  # the cabin probe measures no compartment
+            "low_c": ["0"],  # chilled: 0..4 C
+            "high_c": ["4"],
+        },
+        ms(ch1["start"]),
+        ms(ch1["end"]),
+    )
 
 
 def shipped() -> list[dict[str, Any]]:

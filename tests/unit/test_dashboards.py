@@ -13,6 +13,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from dashboards import checks, definitions, files
+from dashboards.links import delivery_dashboard_url
 from dashboards.macros import Variable, expand_macros, format_interval, interpolate, round_interval
 
 SHIPPED = {p.stem: json.loads(p.read_text()) for p in (files.ROOT / "dashboards").glob("*.json")}
@@ -143,3 +144,23 @@ def test_variables_and_macros_are_substituted_as_grafana_does() -> None:
         "WHERE device =~ /^(van\\\\.1|van-2)$/ AND d =~ /^van-3$/ AND v = 'v\\(1\\)' AND 4.5 "
         "AND $unknown AND time >= 1000ms and time <= 2000ms GROUP BY time(1m) LIMIT 60000"
     )
+
+
+def test_a_delivery_link_names_its_vehicle_compartment_probes_limits_and_window() -> None:
+    url = delivery_dashboard_url(
+        "https://grafana.example/",
+        "van 01",
+        "chiller",
+        [("box-2", "product"), ("box-1", "air"), ("box-1", "product")],
+        (0.0, 4.0),
+        1_000,
+        2_000,
+    )
+    assert url == (
+        "https://grafana.example/d/coldtrace-delivery/delivery?orgId=1&from=1000&to=2000"
+        "&var-vehicle=van+01&var-compartment=chiller&var-device=box-1&var-device=box-2"
+        "&var-probe=air&var-probe=product&var-low_c=0&var-high_c=4"
+    )
+    # a one-sided profile: its one limit, drawn once
+    one_sided = delivery_dashboard_url("http://g", "v", "c", [], (None, -18.0), 0, 1)
+    assert one_sided.endswith("&var-vehicle=v&var-compartment=c&var-low_c=-18&var-high_c=-18")
