@@ -369,16 +369,15 @@ def discard_session(settings: Settings, client_id: str) -> None:
 # -- ingest as a process -----------------------------------------------------------------------
 
 
-def bench_ingest(
-    settings: Settings, workdir: Path, client_id: str, profile: str | None
-) -> IngestProcess:
-    """`coldtrace ingest` with its own client id, health port and sqlite db; with a profile,
-    every device's readings are judged by the rules stage too."""
+def bench_ingest(settings: Settings, workdir: Path, profile: str | None) -> IngestProcess:
+    """`coldtrace ingest` with its own health port and sqlite db; with a profile, every
+    device's readings are judged by the rules stage too. Its client id is the ingest
+    account's username (the broker makes it so: use_username_as_clientid), so each run
+    discards that session afterwards."""
     rules = {} if profile is None else {"COLDTRACE_ALERTS_DEFAULT_PROFILE": profile}
     return IngestProcess(
         settings,
         workdir / "ingest.log",
-        COLDTRACE_MQTT_CLIENT_ID=client_id,
         COLDTRACE_INGEST_HEALTH_PORT=str(free_port()),
         COLDTRACE_DATABASE_URL=f"sqlite:///{workdir / 'ingest.db'}",
         **rules,
@@ -680,8 +679,7 @@ def run_once(
     workdir = settings.run_dir / f"run{run}"
     broker = measure_mqtt_ceiling(settings, data.live, workdir / "payloads", procs)
     say(f"  {broker['messages_per_s']:,.0f} msg/s = {broker['readings_per_s']:,.0f} readings/s")
-    client_id = f"bench-ingest-{token}-r{run}"
-    ingest = bench_ingest(settings, workdir, client_id, args.rules)
+    ingest = bench_ingest(settings, workdir, args.rules)
     try:
         say(f"run {run}: e2e live ({readings} readings)")
         live = measure_live(settings, services, ingest, data.live, procs)
@@ -690,7 +688,7 @@ def run_once(
         say(f"  drain {drain['readings_per_s']:,.0f} readings/s")
     finally:
         ingest.stop()
-        discard_session(settings, client_id)
+        discard_session(settings, settings.mqtt_client_id)
     return {"influx_ceiling": influx, "mqtt_ceiling": broker, "e2e_live": live, "e2e_drain": drain}
 
 

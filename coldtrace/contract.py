@@ -15,6 +15,15 @@ CONTRACT_VERSION: Final = "v1"
 TOPIC_ROOT: Final = f"coldtrace/{CONTRACT_VERSION}"
 TELEMETRY_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/telemetry"
 MAX_READINGS_PER_BATCH: Final = 500
+# The largest batch a device may publish, in bytes of JSON: the largest contract-valid batch
+# (500 readings of 16 probes, the longest ids and values, GPS and every optional field, 64
+# dropped ranges) is under 600 KB even with a space after every separator (a unit test
+# builds it), so a contract-valid batch always fits. Ingest accepts this much (the default of
+# COLDTRACE_INGEST_MAX_PAYLOAD_BYTES) and the broker's max_packet_size (2 MiB) lies above it,
+# so anything between the two is dead-lettered as oversize, its readings counted, instead of
+# disconnecting the device.
+MAX_BATCH_BYTES: Final = 1024 * 1024
+MAX_SEQ: Final = 2**63 - 1  # a seq is an InfluxDB integer field: int64
 
 DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PROBE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
@@ -32,6 +41,8 @@ MAX_TS_MS: Final = 4_102_444_800_000
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 ProbeId = Annotated[str, Field(pattern=PROBE_ID_PATTERN)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# A probe's value may be NaN or infinite (a failed conversion): stored as that probe's fault.
+ProbeValue = Annotated[float, Field(allow_inf_nan=True)]
 
 
 def telemetry_topic(device: str) -> str:
@@ -79,7 +90,7 @@ class Reading(_Strict):
     seq: int = Field(ge=0, lt=2**63)
     ts: int | None = Field(ge=MIN_TS_MS, le=MAX_TS_MS, description="UTC epoch ms, null if unsynced")
     up: int = Field(ge=0, lt=2**63, description="ms since boot")
-    probes: dict[ProbeId, FiniteFloat | None] = Field(max_length=16)
+    probes: dict[ProbeId, ProbeValue | None] = Field(max_length=16)
     gps: GpsFix | None = None
     door: bool | None = None
     battery_v: FiniteFloat | None = Field(default=None, ge=0, le=60)
@@ -138,7 +149,9 @@ def probe_fault(value: float | None) -> str | None:
         return "disconnected"
     if value == DS18B20_POWER_ON:
         return "power_on_value"
-    if math.isnan(value) or not PLAUSIBLE_CELSIUS[0] <= value <= PLAUSIBLE_CELSIUS[1]:
+    if math.isnan(value):
+        return "not_a_number"
+    if not PLAUSIBLE_CELSIUS[0] <= value <= PLAUSIBLE_CELSIUS[1]:
         return "out_of_range"
     return None
 

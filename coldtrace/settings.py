@@ -29,6 +29,7 @@ from sqlalchemy.exc import ArgumentError
 
 from coldtrace import signing
 from coldtrace.broker_accounts import BrokerFiles
+from coldtrace.contract import MAX_BATCH_BYTES
 from coldtrace.smtp import SmtpRelay
 
 ENV_PREFIX = "COLDTRACE_"
@@ -149,7 +150,11 @@ class Settings(BaseSettings):
     # A write to InfluxDB happens when this many messages are waiting, or after the delay.
     ingest_batch_messages: int = Field(500, ge=1, le=65535)
     ingest_batch_delay_ms: int = Field(100, ge=1, le=60_000)
-    ingest_max_payload_bytes: int = Field(256 * 1024, ge=1024)
+    # The contract's largest batch by default: a contract-valid batch is never oversize.
+    ingest_max_payload_bytes: int = Field(MAX_BATCH_BYTES, ge=1024)
+    # How far ahead of the server's receive time a device (or derived) time may be: a clock
+    # read as 2099 is dead-lettered as clock_ahead, never stored in the future (s).
+    ingest_max_clock_ahead_s: int = Field(300, ge=0)
     ingest_dedup_window_h: int = Field(24, ge=1)
     ingest_health_port: int = Field(8081, ge=0, le=65535)
     # Loopback by default; a container serves it to its network (the API asks it).

@@ -46,18 +46,40 @@ class HeldReadings:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(held_reading)).scalar_one())
 
-    def hold(self, device: str, boot: int, readings: list[Reading]) -> None:
-        rows = [
-            {"device": device, "seq": r.seq, "boot": boot, "reading": r.model_dump_json().encode()}
+    def hold(self, device: str, boot: int, readings: list[Reading]) -> list[Reading]:
+        """Hold readings; return those whose seq is already held with other content (boot or
+        values): conflicting duplicates, for the caller to dead-letter. The first copy stays;
+        an identical copy (a redelivered message) changes nothing."""
+        rows = {
+            r.seq: {
+                "device": device,
+                "seq": r.seq,
+                "boot": boot,
+                "reading": r.model_dump_json().encode(),
+            }
             for r in readings
-        ]
+        }
         if not rows:
-            return
-        # A redelivered message holds the same readings again: keep the first copy.
+            return []
         upsert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         stmt = upsert(held_reading).on_conflict_do_nothing()
         with self.engine.begin() as conn:
-            conn.execute(stmt, rows)
+            existing = {
+                row.seq: (row.boot, bytes(row.reading))
+                for row in conn.execute(
+                    select(held_reading.c.seq, held_reading.c.boot, held_reading.c.reading).where(
+                        held_reading.c.device == device, held_reading.c.seq.in_(list(rows))
+                    )
+                )
+            }
+            new = [row for seq, row in rows.items() if seq not in existing]
+            if new:
+                conn.execute(stmt, new)
+        return [
+            r
+            for r in readings
+            if r.seq in existing and existing[r.seq] != (boot, rows[r.seq]["reading"])
+        ]
 
     def take(self, key: BootKey) -> list[Reading]:
         """The held readings of one boot, oldest first (removed only by release())."""

@@ -4,7 +4,20 @@ restart, so a replay is recognised and a seq gap seen before the restart stays o
 from __future__ import annotations
 
 from coldtrace.influx import InfluxClient, quote_string
-from ingest.ledger import DeviceHistory, SeqGap
+from ingest.decode import valid_seq
+from ingest.ledger import DeviceHistory, SeqGap, subtract
+from ingest.lines import parse_seq_ranges
+
+
+def rejected_seqs(influx: InfluxClient, device: str) -> set[int]:
+    """Every seq a dead letter of the device accounts for (`device` is a field: scanned)."""
+    seqs: set[int] = set()
+    for row in influx.rows(f"SELECT seq, seqs FROM rejected WHERE device = {quote_string(device)}"):
+        if (seq := valid_seq(row.get("seq"))) is not None:
+            seqs.add(seq)
+        elif row.get("seqs"):
+            seqs.update(parse_seq_ranges(str(row["seqs"])))
+    return seqs
 
 
 def load_device_history(influx: InfluxClient, device: str, since_ms: int) -> DeviceHistory:
@@ -15,26 +28,54 @@ def load_device_history(influx: InfluxClient, device: str, since_ms: int) -> Dev
             f"SELECT seq, fp FROM device_health WHERE device = {dev} AND time >= {since_ms}ms"
         )
     }
+    rejected = rejected_seqs(influx, device)
     bounds = influx.rows(f"SELECT min(seq), max(seq) FROM device_health WHERE device = {dev}")
-    low = int(bounds[0]["min"]) if bounds and bounds[0]["min"] is not None else None
-    high = int(bounds[0]["max"]) if bounds and bounds[0]["max"] is not None else None
-    gaps = []
-    for row in influx.rows(
-        f"SELECT first, last, missing FROM seq_gap WHERE device = {dev} AND source = 'ingest' "
-        f"AND missing > 0 AND time >= {since_ms}ms"
-    ):
+    known = [int(bounds[0][k]) for k in ("min", "max") if bounds and bounds[0][k] is not None]
+    known.extend(rejected)
+    rows = sorted(
+        influx.rows(f"SELECT first, last, missing, source FROM seq_gap WHERE device = {dev}"),
+        # The order the ledger wrote them in: a device's report takes over the seqs an
+        # ingest gap (or an earlier report) held, so it is applied after them.
+        key=lambda row: (row["source"] == "device", int(row["time"])),
+    )
+    reported = {(int(r["first"]), int(r["last"])) for r in rows if r["source"] == "device"}
+    known.extend(n for r in rows for n in (int(r["first"]), int(r["last"])))
+    open_rows = [r for r in rows if int(r["missing"]) > 0]
+    accounted = set(seen) | rejected
+    if any(int(r["time"]) < since_ms for r in open_rows):
+        lo = min(int(r["first"]) for r in open_rows)
+        hi = max(int(r["last"]) for r in open_rows)
+        accounted.update(
+            int(row["seq"])
+            for row in influx.rows(
+                f"SELECT seq FROM device_health WHERE device = {dev} "
+                f"AND seq >= {lo} AND seq <= {hi}"
+            )
+        )
+    gaps: list[SeqGap] = []
+    for row in open_rows:
         first, last = int(row["first"]), int(row["last"])
-        gap = SeqGap(first, last, int(row["time"]), "ingest")  # ms: see lines.gap_line
+        gap = SeqGap(first, last, int(row["time"]), str(row["source"]))  # ms: lines.gap_line
         cursor = first
-        for seq in sorted(s for s in seen if first <= s <= last):
+        for seq in sorted(s for s in accounted if first <= s <= last):
             if seq > cursor:
                 gap.missing.append([cursor, seq - 1])
             cursor = seq + 1
         if cursor <= last:
             gap.missing.append([cursor, last])
-        if gap.missing:
-            gaps.append(gap)
-    return DeviceHistory(seen, high, gaps, low)
+        for earlier in gaps:
+            earlier.missing = subtract(earlier.missing, first, last)
+        gaps.append(gap)
+    gaps = [g for g in gaps if g.missing]
+    return DeviceHistory(
+        seen,
+        max(known, default=None),
+        gaps,
+        min(known, default=None),
+        rejected,
+        reported,
+        since_ms,
+    )
 
 
 def load_boot_offset(influx: InfluxClient, device: str, boot: int) -> int | None:

@@ -2,10 +2,13 @@
 
 Two jobs, both keyed by (device, seq):
 - deduplication: a seq seen again with the same fingerprint is an idempotent repeat; with a
-  different fingerprint it is a conflict (dead-lettered, the first version stays);
-- seq gaps: a jump over seqs opens a gap, a late reading fills it, a device's own report of
-  dropped seqs closes it as reported. Every change to a gap is a GapChange to store, so a loss
-  between device and ingest (e.g. a broker queue overflow) never passes silently.
+  different fingerprint it is a conflict (dead-lettered, the first version stays), and so is
+  another seq at a device time already holding a reading (InfluxDB would overwrite it); what
+  lies beyond the window is UNKNOWN and the pipeline asks InfluxDB before writing;
+- seq gaps: a jump over seqs opens a gap, a late or dead-lettered reading fills it, a
+  device's own report of dropped seqs closes it as reported. Every change to a gap is a
+  GapChange to store, so a loss between device and ingest (e.g. a broker queue overflow)
+  never passes silently.
 
 The state is a cache of what InfluxDB holds: a device is primed from there on first sight, and
 forgotten (to be primed again) whenever a write could not be stored. Pure: no I/O.
@@ -23,17 +26,34 @@ MAX_OPEN_GAPS = 1000  # per device; beyond that the oldest gap is final as repor
 FP_MASK = 0xFFFF_FFFF
 
 
+def subtract(ranges: list[list[int]], lo: int, hi: int) -> list[list[int]]:
+    """[lo, hi] taken out of sorted, disjoint [a, b] ranges."""
+    out: list[list[int]] = []
+    for a, b in ranges:
+        if b < lo or a > hi:
+            out.append([a, b])
+            continue
+        if a < lo:
+            out.append([a, lo - 1])
+        if b > hi:
+            out.append([hi + 1, b])
+    return out
+
+
 class Verdict(Enum):
     NEW = "new"
     DUPLICATE = "duplicate"
-    CONFLICT = "conflict"
+    CONFLICT = "conflict"  # the seq is stored with other values
+    TIME_TAKEN = "time_taken"  # another seq is stored at this (device, time)
+    REFUSED_BEFORE = "refused_before"  # the seq was dead-lettered: its first fate stands
+    UNKNOWN = "unknown"  # beyond the ledger's memory: ask InfluxDB, then learn()
 
 
 @dataclass(slots=True)
 class SeqGap:
     first: int
     last: int
-    opened_ts: int  # device time of the reading that revealed the gap: the point's timestamp
+    opened_ts: int  # device time of the reading that revealed it (or of the report): its time
     source: str  # "ingest" (detected) or "device" (reported dropped by the device)
     missing: list[list[int]] = field(default_factory=list)  # still-missing [lo, hi] ranges
 
@@ -54,32 +74,68 @@ class DeviceHistory:
     """What InfluxDB says of one device, to prime the ledger."""
 
     seen: dict[int, tuple[int, int]]  # seq -> (fingerprint, ts)
-    high: int | None
-    gaps: list[SeqGap]
-    low: int | None = None  # the lowest seq ever stored: a later, lower one reveals a gap too
+    high: int | None  # the highest seq stored, dead-lettered or reported dropped
+    gaps: list[SeqGap]  # open gaps, both sources, with what is still missing
+    low: int | None = None  # the lowest such seq: a later, lower one reveals a gap too
+    rejected: set[int] = field(default_factory=set)  # seqs dead-lettered (not stored)
+    reported: set[tuple[int, int]] = field(default_factory=set)  # dropped ranges reported
+    since: int | None = None  # device time (ms) from which `seen` is complete
 
 
 class DeviceLedger:
+    """One device's books in memory. Every seq between low and high is stored, dead-lettered
+    (rejected) or missing in exactly one gap; a seq stored later leaves its gap."""
+
     def __init__(self, history: DeviceHistory, window_ms: int) -> None:
         # seq -> ts << 32 | fingerprint (a CRC-32): one plain int per reading, not a tuple,
         # so the window's millions of entries give the garbage collector nothing to track.
         self.seen = {seq: ts << 32 | fp for seq, (fp, ts) in history.seen.items()}
+        self.times = {ts for _, ts in history.seen.values()}  # device times holding a reading
         self.high = history.high
         self.low = history.low if history.low is not None else history.high
         self.gaps = list(history.gaps)
+        self.rejected = set(history.rejected)
+        self.held: set[int] = set()  # seqs held for their clock (see hold)
+        self.reported = set(history.reported)
         self.window_ms = window_ms
         self.max_ts = max((ts for _, ts in history.seen.values()), default=0)
+        # Below this device time `seen` and `times` are incomplete (not loaded, or pruned).
+        self.horizon = self.max_ts - window_ms if history.since is None else history.since
+        if not history.seen and history.high is None:
+            self.horizon = -1  # nothing stored yet: nothing forgotten either
         self._since_prune = 0
 
-    def check(self, seq: int, fp: int) -> Verdict:
+    def check(self, seq: int, fp: int, ts: int) -> Verdict:
         known = self.seen.get(seq)
-        if known is None:
-            return Verdict.NEW
-        return Verdict.DUPLICATE if known & FP_MASK == fp else Verdict.CONFLICT
+        if known is not None:
+            return Verdict.DUPLICATE if known & FP_MASK == fp else Verdict.CONFLICT
+        if seq in self.rejected:
+            return Verdict.REFUSED_BEFORE
+        if ts in self.times:
+            return Verdict.TIME_TAKEN
+        if ts < self.horizon or self._forgotten(seq):
+            return Verdict.UNKNOWN
+        return Verdict.NEW
+
+    def _forgotten(self, seq: int) -> bool:
+        """A seq inside the books that is neither in memory, dead-lettered nor missing: it
+        was stored before the window (or its gap was evicted), so only InfluxDB can tell."""
+        if self.high is None or self.low is None or not self.low <= seq <= self.high:
+            return False
+        if seq in self.rejected or seq in self.held:
+            return False
+        return not any(lo <= seq <= hi for g in self.gaps for lo, hi in g.missing)
+
+    def learn(self, seq: int, fp: int, ts: int) -> None:
+        """A reading InfluxDB holds beyond the window (asked after Verdict.UNKNOWN)."""
+        self.seen[seq] = ts << 32 | fp
+        self.times.add(ts)
 
     def record(self, device: str, p: PlacedReading, fp: int) -> list[GapChange]:
         seq = p.reading.seq
         self.seen[seq] = p.ts << 32 | fp
+        self.times.add(p.ts)
+        self.held.discard(seq)
         if p.ts > self.max_ts:
             self.max_ts = p.ts
         self._since_prune += 1
@@ -93,10 +149,21 @@ class DeviceLedger:
         later opens no gap. ``ts``: ms, the time of a gap they reveal (the receive time)."""
         changes: list[GapChange] = []
         for seq in seqs:
+            self.held.add(seq)
             changes.extend(self._account(device, seq, ts))
         return changes
 
+    def record_rejected(self, device: str, seq: int, ts: int) -> tuple[bool, list[GapChange]]:
+        """A dead-lettered seq: (new to the books?, gap changes). It is not missing (it fills
+        its gap); a seq already stored or dead-lettered stays where it is (a refused copy)."""
+        if seq in self.seen or seq in self.rejected or self._forgotten(seq):
+            return False, []
+        self.rejected.add(seq)
+        return True, self._account(device, seq, ts)
+
     def _account(self, device: str, seq: int, ts: int) -> list[GapChange]:
+        """seq is now stored or dead-lettered: extend the books to it, opening a gap over any
+        seqs jumped, or take it out of the gap it was missing in."""
         if self.high is None or self.low is None:
             self.high = self.low = seq
             return []
@@ -108,13 +175,14 @@ class DeviceLedger:
             self.high = seq
             return []
         if seq < self.low - 1:
-            # Below everything stored so far (a backlog arriving after newer data): the seqs
-            # between it and the lowest stored one were never seen either.
+            # Below everything seen so far (a backlog arriving after newer data): the seqs
+            # between it and the lowest seen one were never seen either.
             gap = self._open(ts, seq + 1, self.low - 1)
             self.low = seq
             return [GapChange(device, gap, gap.missing_count)]
         self.low = min(self.low, seq)
-        return self._fill(device, seq, seq)
+        changes, _ = self._fill(device, seq, seq)
+        return changes
 
     def _open(self, ts: int, first: int, last: int) -> SeqGap:
         gap = SeqGap(first, last, ts, "ingest", [[first, last]])
@@ -124,25 +192,43 @@ class DeviceLedger:
     def acked(self) -> tuple[int, int] | None:
         """(first, last): every seq in first..last is stored, held, dead-lettered or reported
         dropped by the device; None while nothing is. `last` stops below the first seq still
-        missing in an open gap, so a device keeps (and sends again) what ingest never got."""
+        missing in an open gap ingest detected, so a device keeps (and sends again) what
+        ingest never got; what the device reported dropped it no longer has to send."""
         if self.high is None or self.low is None:
             return None
-        missing = [lo for gap in self.gaps for lo, _ in gap.missing]
+        missing = [lo for gap in self.gaps if gap.source == "ingest" for lo, _ in gap.missing]
         return self.low, min(missing) - 1 if missing else self.high
 
     def report_dropped(self, device: str, first: int, last: int, ts: int) -> list[GapChange]:
-        """The device says it discarded [first, last]: a reported gap, not a loss to hunt."""
-        changes = self._fill(device, first, last)
-        if self.high is not None and first > self.high + 1:
-            lost = SeqGap(self.high + 1, first - 1, ts, "ingest", [[self.high + 1, first - 1]])
-            self._add_gap(lost)
-            changes.append(GapChange(device, lost, lost.missing_count))
-        reported = SeqGap(first, last, ts, "device", [[first, last]])
-        if self.high is None or last > self.high:
-            self.high = last
-        if self.low is None or first < self.low:
-            self.low = first
-        changes.append(GapChange(device, reported, reported.missing_count))
+        """The device says it discarded [first, last]: a reported gap, not a loss to hunt.
+
+        Reconciled against the books: seqs of the range that are stored or dead-lettered are
+        not missing, seqs an open gap held move to the reported one (each seq missing in one
+        gap only), and a report seen before (a replayed message) changes nothing."""
+        if (first, last) in self.reported:
+            return []
+        self.reported.add((first, last))
+        changes, moved = self._fill(device, first, last)
+        missing = moved
+        if self.high is None or self.low is None:
+            missing = [[first, last]]
+        else:
+            if first > self.high + 1:
+                lost = self._open(ts, self.high + 1, first - 1)
+                changes.append(GapChange(device, lost, lost.missing_count))
+            elif last < self.low - 1:
+                lost = self._open(ts, last + 1, self.low - 1)
+                changes.append(GapChange(device, lost, lost.missing_count))
+            if last > self.high:
+                missing.append([max(first, self.high + 1), last])
+            if first < self.low:
+                missing.append([first, min(last, self.low - 1)])
+        self.high = last if self.high is None else max(self.high, last)
+        self.low = first if self.low is None else min(self.low, first)
+        reported = SeqGap(first, last, ts, "device", sorted(missing))
+        if reported.missing:
+            self._add_gap(reported)
+            changes.append(GapChange(device, reported, reported.missing_count))
         return changes
 
     def _add_gap(self, gap: SeqGap) -> None:
@@ -150,31 +236,26 @@ class DeviceLedger:
         if len(self.gaps) > MAX_OPEN_GAPS:
             del self.gaps[0]
 
-    def _fill(self, device: str, lo: int, hi: int) -> list[GapChange]:
+    def _fill(self, device: str, lo: int, hi: int) -> tuple[list[GapChange], list[list[int]]]:
+        """Take [lo, hi] out of every open gap: the changes, and the ranges taken out."""
         changes: list[GapChange] = []
+        taken: list[list[int]] = []
         for gap in self.gaps:
             if hi < gap.first or lo > gap.last:
                 continue
             before = gap.missing_count
-            remaining: list[list[int]] = []
-            for a, b in gap.missing:
-                if b < lo or a > hi:
-                    remaining.append([a, b])
-                    continue
-                if a < lo:
-                    remaining.append([a, lo - 1])
-                if b > hi:
-                    remaining.append([hi + 1, b])
-            gap.missing = remaining
+            taken.extend([max(a, lo), min(b, hi)] for a, b in gap.missing if a <= hi and b >= lo)
+            gap.missing = subtract(gap.missing, lo, hi)
             if gap.missing_count != before:
                 changes.append(GapChange(device, gap, gap.missing_count))
         self.gaps = [g for g in self.gaps if g.missing]
-        return changes
+        return changes, taken
 
     def _prune(self) -> None:
         self._since_prune = 0
-        horizon = self.max_ts - self.window_ms
+        horizon = self.horizon = max(self.horizon, self.max_ts - self.window_ms)
         self.seen = {s: v for s, v in self.seen.items() if v >> 32 >= horizon}
+        self.times = {t for t in self.times if t >= horizon}
 
 
 class Ledger:

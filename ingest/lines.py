@@ -14,6 +14,8 @@ are restricted by the contract to characters that need no escaping in tags. Pure
 
 from __future__ import annotations
 
+import math
+import re
 import zlib
 
 from coldtrace.contract import (
@@ -27,14 +29,17 @@ from coldtrace.contract import (
     probe_fault,
 )
 from coldtrace.records import PlacedReading
-from ingest.decode import Rejection
+from ingest.decode import Rejection, valid_seq
 from ingest.ledger import GapChange
 
 PAYLOAD_PREFIX_BYTES = 1024
+_CODE = re.compile(r"[a-z_]{1,64}")
 LOW, HIGH = PLAUSIBLE_CELSIUS
 
 
 def _field_string(value: str) -> str:
+    # A lone surrogate (a JSON "\\ud800" escape) cannot be encoded: replaced, not raised.
+    value = value.encode("utf-8", "replace").decode("utf-8")
     return (
         '"'
         + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
@@ -63,7 +68,8 @@ def reading_lines(p: PlacedReading, out: list[str]) -> int:
             out.append(f"temperature,device={dev},probe={probe} celsius={value!r}{tail}")
         else:
             fault = probe_fault(value)
-            raw = "" if value is None else f",raw={value!r}"
+            # NaN and infinities have no line-protocol spelling: the fault says what it was.
+            raw = "" if value is None or not math.isfinite(value) else f",raw={value!r}"
             out.append(f'temperature,device={dev},probe={probe} fault="{fault}"{raw}{tail}')
     gps = r.gps
     if gps is not None:
@@ -99,14 +105,47 @@ def gap_line(change: GapChange) -> str:
     )
 
 
-def rejection_line(rej: Rejection, topic: str, time_ns: int) -> str:
+def seq_ranges(seqs: tuple[int, ...]) -> str:
+    """Seqs as compact ranges, "1-5,7" (sorted): the `seqs` field of a batch's dead letter."""
+    out: list[str] = []
+    ordered = sorted(set(seqs))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def parse_seq_ranges(text: str) -> list[int]:
+    """The seqs of seq_ranges() output, back."""
+    seqs: list[int] = []
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        seqs.extend(range(int(lo), int(hi or lo) + 1))
+    return seqs
+
+
+def rejection_line(rej: Rejection, topic: str, time_ns: int, counted: int | None = None) -> str:
+    """A dead letter's point; `counted` is how many readings it adds to the device's books
+    as rejected (default: all; 0 for a copy of a seq already stored or dead-lettered).
+
+    Built so InfluxDB cannot refuse it: the reason is a fixed code, every string is escaped
+    and cut (UTF-8 errors replaced), and seq fields are written only for valid seqs
+    (0..2^63-1, never a boolean): a refused dead letter would lose its reason."""
     payload = rej.payload[:PAYLOAD_PREFIX_BYTES].decode("utf-8", errors="replace")
-    seq = f",seq={rej.seq}i" if rej.seq is not None else ""
+    seqs = [s for s in rej.all_seqs if valid_seq(s) is not None]
+    seq = f",seq={seqs[0]}i" if len(seqs) == 1 else ""
+    many = f",seqs={_field_string(seq_ranges(tuple(seqs)))}" if len(seqs) > 1 else ""
+    reason = rej.reason if _CODE.fullmatch(rej.reason) else "unknown"
     return (
-        f"rejected,reason={rej.reason} device={_field_string(rej.device)},"
+        f"rejected,reason={reason} device={_field_string(rej.device[:256])},"
         f"topic={_field_string(topic[:256])},detail={_field_string(rej.detail[:1000])},"
         f"payload={_field_string(payload)},payload_bytes={len(rej.payload)}i,"
-        f"readings={rej.readings}i{seq} {time_ns}"
+        f"readings={max(0, rej.readings)}i,"
+        f"counted={max(0, rej.readings if counted is None else counted)}i{seq}{many} {time_ns}"
     )
 
 

@@ -4,7 +4,8 @@
   2. place    (ingest.clock)   give each reading its device time, or hold it durably
   3. ledger   (ingest.ledger)  dedup by (device, seq); open, fill and report seq gaps
   4. encode   (ingest.lines)   readings, gaps and rejections -> line protocol
-  5. store    (coldtrace.influx) one write per batch; retried while InfluxDB is down
+  5. store    (coldtrace.influx) one write per batch (readings, gaps and dead letters
+               together, so no reader sees a reading without its gap); retried while down
   6. ack      (ingest.consumer) only after store returned: the PUBACK of each message, and
               to each device the seqs it may now delete (`Work.acks`, contract v1.1)
 
@@ -26,14 +27,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple, TypeVar
 
-from coldtrace.contract import Reading, device_from_topic
-from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from coldtrace.contract import MIN_TS_MS, Reading, device_from_topic
+from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable, quote_string
 from coldtrace.records import PlacedReading
 from ingest.clock import BootClocks, BootKey
 from ingest.decode import Decoded, Rejection, decode
 from ingest.held import HeldReadings
 from ingest.history import load_boot_offset, load_device_history
-from ingest.ledger import GapChange, Ledger, Verdict
+from ingest.ledger import DeviceLedger, GapChange, Ledger, Verdict
 from ingest.lines import gap_line, reading_lines, rejection_line
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class InboundMessage(NamedTuple):  # one per MQTT message: cheap to build (see P
 class Work:
     """What one batch will write; its counts join the totals only once it is stored."""
 
-    lines: list[str]  # readings, ms precision
+    lines: list[str]  # readings, ms precision (written as ns: see store)
     ns_lines: list[str]  # rejections and seq gaps: ns precision keeps their points apart
     releases: list[tuple[BootKey, list[int]]]
     counts: Counter[str]
@@ -76,10 +77,14 @@ class Pipeline:
         max_payload_bytes: int,
         dedup_window_h: int,
         stop: threading.Event,
+        max_clock_ahead_s: int = 300,
+        late_horizon_h: float = 48.0,
     ) -> None:
         self.influx = influx
         self.held = held
         self.max_payload_bytes = max_payload_bytes
+        self.max_ahead_ms = max_clock_ahead_s * 1000
+        self.late_ms = int(late_horizon_h * 3_600_000)
         self.stop = stop
         self.ledger = Ledger(dedup_window_h)
         self.clocks = BootClocks()
@@ -96,9 +101,14 @@ class Pipeline:
         return self._build(messages, decoded)
 
     def store(self, work: Work) -> None:
-        """Stage 5: return only when all of the batch is durable (raises InfluxRejected)."""
-        self._with_retry(lambda: self.influx.write("\n".join(work.lines).encode(), "ms"))
-        self._with_retry(lambda: self.influx.write("\n".join(work.ns_lines).encode(), "ns"))
+        """Stage 5: return only when all of the batch is durable (raises InfluxRejected).
+
+        One write: a reading and the seq gap it revealed (or filled) become visible together.
+        Every reading line ends in its ms timestamp, so joining them with six zeros makes them
+        ns lines without touching (or re-fingerprinting) each one."""
+        readings = "000000\n".join(work.lines) + "000000\n" if work.lines else ""
+        body = (readings + "\n".join(work.ns_lines)).encode()
+        self._with_retry(lambda: self.influx.write(body, "ns"))
         for key, seqs in work.releases:
             self.held.release(key, seqs)
         self.totals.update(work.counts)
@@ -124,7 +134,10 @@ class Pipeline:
             except InfluxRejected as exc:
                 self.ledger.forget({d.device})
                 count = len(d.readings) + sum(r.readings for r in d.rejections)
-                rej = Rejection("storage_rejected", str(exc), count, m.payload, d.device)
+                seqs = tuple(r.seq for r in d.readings) + tuple(
+                    s for r in d.rejections for s in r.all_seqs
+                )
+                rej = Rejection("storage_rejected", str(exc), count, m.payload, d.device, seqs=seqs)
                 self.store(self._build([m], [Decoded(d.device, rejections=[rej])]))
         return acks
 
@@ -133,25 +146,52 @@ class Pipeline:
         work = Work([], [], [], Counter(), [], {})
         for m, d in zip(messages, decoded, strict=True):
             work.counts["messages"] += 1
-            for i, rej in enumerate(d.rejections):
-                self._reject(work, m, rej, i)
-            if not d.readings and not d.dropped:
-                continue
-            placed, held = self.clocks.place(d.device, d.boot, d.readings)
-            key = (d.device, d.boot)
-            if held:
-                # Durable now, before this batch is acked; idempotent if it is redelivered.
-                self.held.hold(d.device, d.boot, held)
-                self.held_keys.add(key)
-                work.counts["held"] += len(held)
-            if key in self.held_keys and self.clocks.offset(key) is not None:
-                self.held_keys.discard(key)  # store() deletes the rows once they are written
-                released = self.held.take(key)
-                more, _ = self.clocks.place(d.device, d.boot, released)
-                placed.extend(more)
-                work.releases.append((key, [r.seq for r in released]))
-                work.counts["released"] += len(released)
-            self._ledger(work, m, d, placed, held)
+            rejections = list(d.rejections)
+            copies: list[Rejection] = []
+            placed: list[PlacedReading] = []
+            held: list[Reading] = []
+            if d.readings or d.dropped:
+                placed, held = self.clocks.place(d.device, d.boot, d.readings)
+                key = (d.device, d.boot)
+                if held:
+                    # Durable now, before this batch is acked; idempotent if it is redelivered.
+                    # A conflicting copy of a held reading: the held one is the seq's reading
+                    # (it is stored once the clock is known), the copy adds nothing to the books.
+                    for r in self.held.hold(d.device, d.boot, held):
+                        copies.append(
+                            Rejection(
+                                "conflicting_held_duplicate",
+                                f"seq {r.seq} already held (clock unknown) with other values",
+                                1,
+                                r.model_dump_json().encode(),
+                                d.device,
+                                r.seq,
+                            )
+                        )
+                    self.held_keys.add(key)
+                    work.counts["held"] += len(held)
+                if key in self.held_keys and self.clocks.offset(key) is not None:
+                    self.held_keys.discard(key)  # store() deletes the rows once they are written
+                    released = self.held.take(key)
+                    more, _ = self.clocks.place(d.device, d.boot, released)
+                    placed.extend(more)
+                    # In seq order, so the released readings fill the books from below
+                    # instead of opening a gap under the reading that set the clock.
+                    placed.sort(key=lambda p: p.reading.seq)
+                    work.releases.append((key, [r.seq for r in released]))
+                    work.counts["released"] += len(released)
+            # How many readings each dead letter adds to the books' rejected: those with no
+            # valid seq, and the seqs new to the books (not copies of stored or refused ones).
+            counted = [r.readings - len(r.all_seqs) for r in rejections]
+            ledger = self.ledger.devices.get(d.device)
+            if ledger is None:  # no device to keep books for (a bad topic)
+                counted = [r.readings for r in rejections]
+            else:
+                # The refusals' points are indexed after the decode ones' and the copies'.
+                first_index = len(rejections) + len(copies)
+                self._ledger(work, m, d, ledger, placed, held, rejections, counted, first_index)
+            for i, rej in enumerate(rejections + copies):
+                self._reject(work, m, rej, i, counted[i] if i < len(counted) else 0)
         return work
 
     def _ledger(
@@ -159,37 +199,72 @@ class Pipeline:
         work: Work,
         m: InboundMessage,
         d: Decoded,
+        ledger: DeviceLedger,
         placed: list[PlacedReading],
         held: list[Reading],
+        rejections: list[Rejection],
+        counted: list[int],
+        first_index: int,
     ) -> None:
-        ledger = self.ledger[d.device]
+        received_ms = m.received_ns // 1_000_000
+        hint_ts = placed[0].ts if placed else received_ms
         gaps: list[GapChange] = []
         for dropped in d.dropped:
-            ts = placed[0].ts if placed else m.received_ns // 1_000_000
-            gaps.extend(ledger.report_dropped(d.device, dropped.first, dropped.last, ts))
+            gaps.extend(ledger.report_dropped(d.device, dropped.first, dropped.last, hint_ts))
         if held:
-            gaps.extend(ledger.hold(d.device, [r.seq for r in held], m.received_ns // 1_000_000))
+            gaps.extend(ledger.hold(d.device, [r.seq for r in held], received_ms))
+
+        def refuse_seq(seq: int, ts: int) -> int:
+            new, changes = ledger.record_rejected(d.device, seq, ts)
+            gaps.extend(changes)
+            return int(new)
+
+        # Dead-lettered seqs take their place in the books in seq order with the readings.
+        refused = sorted((s, i) for i, rej in enumerate(rejections) for s in rej.all_seqs)
+        j = 0
+        ahead = received_ms + self.max_ahead_ms
         for p in placed:
+            seq = p.reading.seq
+            while j < len(refused) and refused[j][0] < seq:
+                counted[refused[j][1]] += refuse_seq(refused[j][0], hint_ts)
+                j += 1
+            if p.ts > ahead or p.ts < MIN_TS_MS:
+                where = "ahead of" if p.ts > ahead else "before 2020, far behind"
+                kind = "derived from up" if p.derived else "device"
+                detail = (
+                    f"seq {seq}: {kind} time {p.ts} ms is {where} the receive time "
+                    f"{received_ms} ms (+{self.max_ahead_ms} ms allowed)"
+                )
+                reason = "clock_ahead" if p.ts > ahead else "clock_behind"
+                self._refuse(work, m, p, reason, detail, refuse_seq(seq, p.ts), first_index)
+                continue
             lines: list[str] = []
             fp = reading_lines(p, lines)
-            verdict = ledger.check(p.reading.seq, fp)
+            verdict = ledger.check(seq, fp, p.ts)
+            if verdict is Verdict.UNKNOWN:
+                verdict = self._ask(d.device, ledger, seq, fp, p.ts)
             if verdict is Verdict.NEW:
+                if p.ts < received_ms - self.late_ms:
+                    # Accepted, flagged: older than the late-data horizon when received.
+                    lines[-1] = lines[-1].replace(",fp=", ",late=true,fp=", 1)
+                    work.counts["late"] += 1
                 work.lines.extend(lines)
                 work.placed.append(p)
                 gaps.extend(ledger.record(d.device, p, fp))
                 work.counts["stored"] += 1
             elif verdict is Verdict.DUPLICATE:
                 work.counts["duplicates"] += 1
+            elif verdict is Verdict.CONFLICT:
+                detail = f"seq {seq} already stored with other values"
+                self._refuse(work, m, p, "conflicting_duplicate", detail, 0, first_index)
+            elif verdict is Verdict.REFUSED_BEFORE:
+                detail = f"seq {seq} was dead-lettered before: its first fate stands"
+                self._refuse(work, m, p, "seq_dead_lettered", detail, 0, first_index)
             else:
-                rej = Rejection(
-                    "conflicting_duplicate",
-                    f"seq {p.reading.seq} already stored with other values",
-                    1,
-                    p.reading.model_dump_json().encode(),
-                    d.device,
-                    p.reading.seq,
-                )
-                self._reject(work, m, rej, len(work.ns_lines))
+                detail = f"seq {seq}: another seq's reading is stored at device time {p.ts} ms"
+                self._refuse(work, m, p, "time_taken", detail, refuse_seq(seq, p.ts), first_index)
+        for seq, i in refused[j:]:
+            counted[i] += refuse_seq(seq, hint_ts)
         if (acked := ledger.acked()) is not None:
             work.acks[d.device] = acked
         for change in gaps:
@@ -204,7 +279,35 @@ class Pipeline:
                     change.missing,
                 )
 
-    def _reject(self, work: Work, m: InboundMessage, rej: Rejection, index: int) -> None:
+    def _refuse(
+        self,
+        work: Work,
+        m: InboundMessage,
+        p: PlacedReading,
+        reason: str,
+        detail: str,
+        counted: int,
+        first_index: int,
+    ) -> None:
+        """Dead-letter one placed reading; the stored value (if any) is never replaced."""
+        rej = Rejection(
+            reason, detail, 1, p.reading.model_dump_json().encode(), p.device, p.reading.seq
+        )
+        self._reject(work, m, rej, first_index + len(work.ns_lines), counted)
+
+    def _ask(self, device: str, ledger: DeviceLedger, seq: int, fp: int, ts: int) -> Verdict:
+        """Beyond the ledger's memory: what InfluxDB holds at this seq or this device time."""
+        dev = quote_string(device)
+        for where in (f"seq = {seq}", f"time = {ts}ms"):
+            query = f"SELECT seq, fp FROM device_health WHERE device = {dev} AND {where}"
+            for row in self._with_retry(partial(self.influx.rows, query)):
+                ledger.learn(int(row["seq"]), int(row["fp"]), int(row["time"]))
+        verdict = ledger.check(seq, fp, ts)
+        return Verdict.NEW if verdict is Verdict.UNKNOWN else verdict
+
+    def _reject(
+        self, work: Work, m: InboundMessage, rej: Rejection, index: int, counted: int
+    ) -> None:
         log.warning(
             "rejected: reason=%s device=%s topic=%s readings=%d: %s",
             rej.reason,
@@ -214,15 +317,16 @@ class Pipeline:
             rej.detail[:300],
         )
         # ns precision and a per-batch index keep two rejections from sharing a point.
-        work.ns_lines.append(rejection_line(rej, m.topic, m.received_ns + index))
+        work.ns_lines.append(rejection_line(rej, m.topic, m.received_ns + index, counted))
         work.counts["dead_letters"] += 1
         work.counts["rejected"] += rej.readings
+        work.counts["books_rejected"] += counted
 
     # -- priming from InfluxDB ---------------------------------------------------------------
 
     def _prime(self, decoded: list[Decoded]) -> None:
         for d in decoded:
-            if not d.readings and not d.dropped:
+            if not d.readings and not d.dropped and not any(r.all_seqs for r in d.rejections):
                 continue
             if not self.ledger.knows(d.device):
                 known = [r.ts for r in d.readings if r.ts is not None]

@@ -49,6 +49,8 @@ class IngestService:
             max_payload_bytes=settings.ingest_max_payload_bytes,
             dedup_window_h=settings.ingest_dedup_window_h,
             stop=self.stop_event,
+            max_clock_ahead_s=settings.ingest_max_clock_ahead_s,
+            late_horizon_h=settings.alerts_late_horizon_h,
         )
         self.consumer = MqttConsumer(settings, self.inbox, self.stop_event)
         self.writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)

@@ -74,12 +74,18 @@ def simulate(
     Simulated time ends now, so a run shows up at once on dashboards; `speedup` compresses
     it (60: one simulated minute per second; 0: as fast as the broker takes it). With a
     state_file, each van carries on from its last run as a real device would: the next boot,
-    seqs continuing upward, time continuing after its last reading.
+    seqs continuing upward, time continuing after its last reading. A run resumed so soon that
+    its readings would lie in the future at interval_s is squeezed between its last reading
+    and now instead: ingest refuses device times ahead of its clock (clock_ahead).
     """
     fleet = make_fleet(vehicles, seed, prefix=prefix)
-    start_ms = int(time.time() * 1000 - readings * interval_s * 1000)
+    now_ms = int(time.time() * 1000)
+    start_ms = int(now_ms - readings * interval_s * 1000)
     if state_file is not None:
-        start_ms = max(start_ms, _resume(fleet, state_file) + int(interval_s * 1000))
+        last_ms = _resume(fleet, state_file)
+        if last_ms + readings * interval_s * 1000 > now_ms:
+            interval_s = max(0.001, (now_ms - last_ms) / readings / 1000)
+        start_ms = max(start_ms, last_ms + int(interval_s * 1000))
     conns = {
         van.device: DeviceConnection(settings, van.device, password_for(van.device))
         for van in fleet

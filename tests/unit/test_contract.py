@@ -10,7 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from coldtrace.contract import (
+    MAX_BATCH_BYTES,
     MAX_READINGS_PER_BATCH,
+    MAX_TS_MS,
     MIN_TS_MS,
     DroppedRange,
     GpsFix,
@@ -216,13 +218,18 @@ def test_unknown_field_in_gps_is_an_error() -> None:
     assert (err["loc"], err["type"]) == (("readings", 0, "gps", "alt"), "extra_forbidden")
 
 
-@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
-def test_nan_and_infinity_in_a_probe_are_errors(literal: bytes) -> None:
-    payload = json.dumps(batch(readings=[reading(1, probes={"air": 0.5})])).encode()
+@pytest.mark.parametrize(
+    ("literal", "fault"),
+    [(b"NaN", "not_a_number"), (b"Infinity", "out_of_range"), (b"-Infinity", "out_of_range")],
+)
+def test_nan_and_infinity_in_a_probe_are_that_probes_fault(literal: bytes, fault: str) -> None:
+    """A failed conversion is the probe's fault: the reading and its other probes are kept."""
+    payload = json.dumps(batch(readings=[reading(1, probes={"air": 0.5, "p": 3.0})])).encode()
     payload = payload.replace(b"0.5", literal)
     assert literal in payload
-    err = first_error(payload)
-    assert (err["loc"], err["type"]) == (("readings", 0, "probes", "air"), "finite_number")
+    probes = TelemetryBatch.model_validate_json(payload).readings[0].probes
+    assert probe_fault(probes["air"]) == fault
+    assert probes["p"] == 3.0
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity"])
@@ -341,7 +348,8 @@ def test_dropped_range_with_python_field_names_is_an_error() -> None:
         (85.0, "power_on_value"),
         (100.5, "out_of_range"),
         (-80.5, "out_of_range"),
-        (float("nan"), "out_of_range"),
+        (float("nan"), "not_a_number"),
+        (float("inf"), "out_of_range"),
         (4.0, None),
         (-18.0, None),
         (-80.0, None),
@@ -365,3 +373,29 @@ def test_schema_uses_wire_names_for_dropped_ranges() -> None:
     dropped = json_schema()["$defs"]["DroppedRange"]  # type: ignore[index]
     assert sorted(dropped["required"]) == ["from", "to"]
     assert dropped["additionalProperties"] is False
+
+
+def test_the_largest_contract_valid_batch_fits_in_max_batch_bytes() -> None:
+    probes = {("p" * 29) + f"{i:03d}": -79.12345678901234 for i in range(16)}
+    gps = {"lat": -89.123456789, "lon": -179.12345678901234, "speed_kmh": 399.12345678901234}
+    largest = {
+        "device": "d" * 64,
+        "boot": 2**63 - 1,
+        "readings": [
+            {
+                "seq": 2**63 - 501 + i,
+                "ts": MAX_TS_MS,
+                "up": 2**63 - 1,
+                "probes": probes,
+                "gps": {**gps, "hdop": 99.12345678901234},
+                "door": False,
+                "battery_v": 59.123456789012344,
+                "rssi_dbm": -150,
+            }
+            for i in range(MAX_READINGS_PER_BATCH)
+        ],
+        "dropped": [{"from": 2**63 - 1, "to": 2**63 - 1}] * 64,
+    }
+    body = json.dumps(largest).encode()  # ", " and ": ": larger than a compact encoding
+    TelemetryBatch.model_validate_json(body)  # contract-valid
+    assert 550_000 < len(body) <= MAX_BATCH_BYTES

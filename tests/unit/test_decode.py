@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from coldtrace.contract import DroppedRange, Reading
 from ingest.decode import Decoded, Rejection, decode
 
+FIELD = Path(__file__).parents[1] / "fixtures" / "field"
 TOPIC = "coldtrace/v1/van-01/telemetry"
 TS = 1_700_000_000_000
 MAX = 64 * 1024
@@ -88,7 +92,16 @@ def test_oversize() -> None:
     p = payload()
     rej = only_rejection(decode(TOPIC, p, len(p) - 1))
 
-    assert rej == Rejection("oversize", f"{len(p)} bytes > limit {len(p) - 1}", 0, p, "van-01")
+    # Its readings are counted (and their seqs kept) when they can be read.
+    assert rej == Rejection(
+        "oversize", f"{len(p)} bytes > limit {len(p) - 1}", 2, p, "van-01", seqs=(1, 2)
+    )
+
+
+def test_oversize_that_is_not_json_counts_no_readings() -> None:
+    p = b"x" * 100
+    rej = only_rejection(decode(TOPIC, p, 99))
+    assert (rej.reason, rej.readings, rej.seqs) == ("oversize", 0, ())
 
 
 def test_malformed_json() -> None:
@@ -114,7 +127,7 @@ def test_invalid_batch_missing_boot_counts_its_readings() -> None:
     p = json.dumps({"device": "van-01", "readings": [reading(1), reading(2)]}).encode()
     rej = only_rejection(decode(TOPIC, p, MAX))
 
-    assert rej == Rejection("invalid_batch", "boot: Field required", 2, p, "van-01")
+    assert rej == Rejection("invalid_batch", "boot: Field required", 2, p, "van-01", seqs=(1, 2))
 
 
 def test_invalid_batch_readings_not_a_list() -> None:
@@ -162,7 +175,12 @@ def test_device_mismatch_counts_the_readings() -> None:
     rej = only_rejection(decode(TOPIC, p, MAX))
 
     assert rej == Rejection(
-        "device_mismatch", "payload device 'van-02' on topic of 'van-01'", 3, p, "van-01"
+        "device_mismatch",
+        "payload device 'van-02' on topic of 'van-01'",
+        3,
+        p,
+        "van-01",
+        seqs=(1, 2, 3),
     )
 
 
@@ -172,7 +190,12 @@ def test_device_mismatch_wins_over_a_bad_reading() -> None:
     rej = only_rejection(decode(TOPIC, p, MAX))
 
     assert rej == Rejection(
-        "device_mismatch", "payload device 'van-02' on topic of 'van-01'", 2, p, "van-01"
+        "device_mismatch",
+        "payload device 'van-02' on topic of 'van-01'",
+        2,
+        p,
+        "van-01",
+        seqs=(1, 2),
     )
 
 
@@ -194,14 +217,93 @@ def test_invalid_reading_keeps_the_other_two() -> None:
     ]
 
 
-def test_invalid_reading_nan_probe_is_reported_per_reading() -> None:
-    p = payload(readings=[reading(1, probes={"air": 0.5}), reading(2)]).replace(b"0.5", b"NaN")
+def test_nan_probe_keeps_its_reading_for_the_probe_fault() -> None:
+    probes = {"air": 0.5, "product": 3.0}
+    p = payload(readings=[reading(1, probes=probes), reading(2)]).replace(b"0.5", b"NaN")
+    d = decode(TOPIC, p, MAX)
+
+    assert d.rejections == []
+    assert [r.seq for r in d.readings] == [1, 2]
+    assert d.readings[0].probes["product"] == 3.0
+    assert str(d.readings[0].probes["air"]) == "nan"
+
+
+def test_nan_battery_is_still_an_invalid_reading() -> None:
+    p = payload(readings=[reading(1, battery_v=0.5), reading(2)]).replace(b"0.5", b"NaN")
     d = decode(TOPIC, p, MAX)
 
     assert d.readings == [model(2)]
     [rej] = d.rejections
     assert (rej.reason, rej.readings, rej.seq) == ("invalid_reading", 1, 1)
-    assert rej.detail == "readings.0.probes.air: Input should be a finite number"
+    assert rej.detail == "readings.0.battery_v: Input should be a finite number"
+
+
+# -- field cases 17 and 18 (../shared/fixtures/field/README.md) --------------------------------
+
+
+def field_case(name: str) -> bytes:
+    return (FIELD / name).read_bytes()
+
+
+def test_case_17_a_repeated_probe_key_dead_letters_the_reading_naming_the_key() -> None:
+    d = decode("coldtrace/v1/van-07/telemetry", field_case("case-17-duplicate-probe-key.json"), MAX)
+
+    assert d.readings == []
+    [rej] = d.rejections
+    assert (rej.reason, rej.readings, rej.seq, rej.device) == ("duplicate_key", 1, 12, "van-07")
+    assert rej.detail == (
+        "readings.0: key 'probes.product' appears more than once: ambiguous, never last-one-wins"
+    )
+
+
+def test_case_17b_a_repeated_ts_key_dead_letters_the_reading_naming_the_key() -> None:
+    d = decode("coldtrace/v1/van-07/telemetry", field_case("case-17b-duplicate-ts-key.json"), MAX)
+
+    [rej] = d.rejections
+    assert (rej.reason, rej.readings, rej.seq) == ("duplicate_key", 1, 12)
+    assert rej.detail.startswith("readings.0: key 'ts' appears more than once")
+
+
+def test_a_repeated_key_of_the_batch_dead_letters_the_whole_batch() -> None:
+    p = (
+        b'{"device":"van-01","boot":1,"boot":7,"readings":['
+        + json.dumps(reading(1)).encode()
+        + b"]}"
+    )
+    rej = only_rejection(decode(TOPIC, p, MAX))
+    assert (rej.reason, rej.readings, rej.seqs) == ("duplicate_key", 1, (1,))
+    assert rej.detail.startswith("key 'boot' appears more than once")
+
+
+def test_a_repeated_key_keeps_the_other_readings() -> None:
+    dup = json.dumps(reading(2)).encode().replace(b'"air": 3.5', b'"air": 3.5, "air": 55.0')
+    p = (
+        b'{"device":"van-01","boot":3,"readings":['
+        + json.dumps(reading(1)).encode()
+        + b","
+        + dup
+        + b"]}"
+    )
+    d = decode(TOPIC, p, MAX)
+    assert d.readings == [model(1)]
+    assert [(r.reason, r.seq) for r in d.rejections] == [("duplicate_key", 2)]
+
+
+def test_a_colon_inside_a_string_is_not_taken_for_a_repeated_key() -> None:
+    p = payload(readings=[reading(1, probes={"air:x": 3.5})])
+    d = decode(TOPIC, p, MAX)
+    assert [(r.reason, r.seq) for r in d.rejections] == [("invalid_reading", 1)]
+
+
+@pytest.mark.parametrize("name", ["case-18-uint64-seq.json", "case-18b-bool-seq.json"])
+def test_case_18_a_seq_out_of_int64_or_a_boolean_is_an_invalid_reading(name: str) -> None:
+    d = decode("coldtrace/v1/van-07/telemetry", field_case(name), MAX)
+
+    assert [r.seq for r in d.readings] == [13]
+    [rej] = d.rejections
+    # No seq on the dead letter: neither 2^64-1 nor True is a seq InfluxDB (or the books) takes.
+    assert (rej.reason, rej.readings, rej.seq, rej.all_seqs) == ("invalid_reading", 1, None, ())
+    assert rej.detail.startswith("readings.1.seq: ")
 
 
 def test_invalid_reading_without_usable_seq() -> None:

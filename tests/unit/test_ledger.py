@@ -51,21 +51,21 @@ def summary(changes: list[GapChange]) -> list[tuple[str, int, int, int, str]]:
 
 def test_verdicts_new_duplicate_conflict() -> None:
     ledger = fresh()
-    assert ledger.check(7, 111) is Verdict.NEW
+    assert ledger.check(7, 111, ts_of(7)) is Verdict.NEW
 
     ledger.record(DEV, placed(7), 111)
 
-    assert ledger.check(7, 111) is Verdict.DUPLICATE
-    assert ledger.check(7, 222) is Verdict.CONFLICT
-    assert ledger.check(8, 111) is Verdict.NEW
+    assert ledger.check(7, 111, ts_of(7)) is Verdict.DUPLICATE
+    assert ledger.check(7, 222, ts_of(7)) is Verdict.CONFLICT
+    assert ledger.check(8, 111, ts_of(8)) is Verdict.NEW
 
 
 def test_verdicts_from_primed_history() -> None:
     ledger = DeviceLedger(DeviceHistory({5: (555, ts_of(5))}, 5, []), HOUR_MS)
 
-    assert ledger.check(5, 555) is Verdict.DUPLICATE
-    assert ledger.check(5, 556) is Verdict.CONFLICT
-    assert ledger.check(4, 555) is Verdict.NEW
+    assert ledger.check(5, 555, ts_of(5)) is Verdict.DUPLICATE
+    assert ledger.check(5, 556, ts_of(5)) is Verdict.CONFLICT
+    assert ledger.check(4, 555, ts_of(4)) is Verdict.NEW
     assert record(ledger, 6) == []  # continues from the primed high-water mark
     assert record(ledger, 8) == [GapChange(DEV, SeqGap(7, 7, ts_of(8), "ingest", [[7, 7]]), 1)]
 
@@ -75,10 +75,17 @@ def test_seen_older_than_the_window_is_forgotten_after_pruning() -> None:
     for s in range(10_000):
         ledger.record(DEV, placed(s), 1)
 
-    assert ledger.check(0, 1) is Verdict.NEW
-    assert ledger.check(9_997, 1) is Verdict.NEW
-    assert ledger.check(9_998, 1) is Verdict.DUPLICATE
-    assert ledger.check(9_999, 1) is Verdict.DUPLICATE
+    # Forgotten, not new: only InfluxDB can say whether a copy is a repeat or a conflict.
+    assert ledger.check(0, 1, ts_of(0)) is Verdict.UNKNOWN
+    assert ledger.check(9_997, 1, ts_of(9_997)) is Verdict.UNKNOWN
+    assert ledger.check(0, 1, ts_of(20_000)) is Verdict.UNKNOWN  # an old seq at a new time
+    ledger.learn(0, 1, ts_of(0))  # what InfluxDB answered
+    assert ledger.check(0, 1, ts_of(0)) is Verdict.DUPLICATE
+    assert ledger.check(0, 2, ts_of(20_000)) is Verdict.CONFLICT
+    assert ledger.check(10_000, 1, ts_of(9_999)) is Verdict.TIME_TAKEN
+    assert ledger.check(10_000, 1, ts_of(10_000)) is Verdict.NEW
+    assert ledger.check(9_998, 1, ts_of(9_998)) is Verdict.DUPLICATE
+    assert ledger.check(9_999, 1, ts_of(9_999)) is Verdict.DUPLICATE
 
 
 # -- gaps detected by ingest -----------------------------------------------------------------
@@ -182,8 +189,10 @@ def test_report_dropped_right_after_the_high_water_mark() -> None:
 
     changes = ledger.report_dropped(DEV, 5, 9, T)
 
-    assert changes == [GapChange(DEV, SeqGap(5, 9, T, "device", [[5, 9]]), 5)]
-    assert ledger.gaps == []  # a reported gap is not a loss to hunt
+    reported = SeqGap(5, 9, T, "device", [[5, 9]])
+    assert changes == [GapChange(DEV, reported, 5)]
+    assert ledger.gaps == [reported]  # kept: a seq arriving after all fills it
+    assert ledger.report_dropped(DEV, 5, 9, T + 1) == []  # a replayed report changes nothing
     assert ledger.high == 9
     assert record(ledger, 10) == []
 
@@ -199,7 +208,7 @@ def test_report_dropped_above_the_high_water_mark_also_opens_an_ingest_gap() -> 
         GapChange(DEV, lost, 3),
         GapChange(DEV, SeqGap(8, 12, T, "device", [[8, 12]]), 5),
     ]
-    assert ledger.gaps == [lost]
+    assert ledger.gaps == [lost, SeqGap(8, 12, T, "device", [[8, 12]])]
     assert ledger.high == 12
     assert record(ledger, 13) == []
     # The lost seqs can still arrive late and fill the ingest gap.
@@ -213,7 +222,10 @@ def test_report_dropped_closes_part_of_an_open_ingest_gap() -> None:
     changes = ledger.report_dropped(DEV, 5, 7, T)
 
     assert summary(changes) == [(DEV, 3, 9, 4, "ingest"), (DEV, 5, 7, 3, "device")]
-    assert ledger.gaps == [SeqGap(3, 9, ts_of(10), "ingest", [[3, 4], [8, 9]])]
+    assert ledger.gaps == [
+        SeqGap(3, 9, ts_of(10), "ingest", [[3, 4], [8, 9]]),
+        SeqGap(5, 7, T, "device", [[5, 7]]),
+    ]
     assert ledger.high == 10
 
 
@@ -224,7 +236,7 @@ def test_report_dropped_covering_a_whole_ingest_gap_closes_it() -> None:
     changes = ledger.report_dropped(DEV, 3, 5, T)
 
     assert summary(changes) == [(DEV, 3, 5, 0, "ingest"), (DEV, 3, 5, 3, "device")]
-    assert ledger.gaps == []
+    assert ledger.gaps == [SeqGap(3, 5, T, "device", [[3, 5]])]
 
 
 def test_report_dropped_on_a_device_never_seen() -> None:
@@ -276,7 +288,7 @@ def test_ledger_primes_and_forgets_devices() -> None:
     ledger.prime("van-02", DeviceHistory({}, None, []))
 
     assert ledger.knows(DEV)
-    assert ledger[DEV].check(1, 11) is Verdict.DUPLICATE
+    assert ledger[DEV].check(1, 11, ts_of(1)) is Verdict.DUPLICATE
     assert ledger[DEV].window_ms == 7_200_000
 
     ledger.forget({DEV, "never-seen"})
@@ -295,7 +307,7 @@ def deliver(seqs: list[int]) -> DeviceLedger:
     ledger = fresh()
     for s in seqs:
         fp = 1000 + s
-        verdict = ledger.check(s, fp)
+        verdict = ledger.check(s, fp, ts_of(s))
         if verdict is Verdict.NEW:
             ledger.record(DEV, placed(s), fp)
         else:
@@ -330,3 +342,50 @@ def test_missing_is_exactly_the_never_delivered_when_the_lowest_comes_first(
 @given(deliveries)
 def test_missing_is_exactly_the_never_delivered_in_any_order(seqs: list[int]) -> None:
     assert open_missing(deliver(seqs)) == never_delivered(seqs)
+
+
+# -- dead-lettered seqs and reported drops in the books (issue 11) ---------------------------
+
+
+def test_a_dead_lettered_seq_fills_its_gap_instead_of_being_missing_too() -> None:
+    ledger = fresh()
+    record(ledger, 1, 2)
+    assert ledger.record_rejected(DEV, 3, T) == (True, [])  # no gap: 3 is accounted for
+    assert record(ledger, 4) == []
+    assert summary(record(ledger, 7)) == [(DEV, 5, 6, 2, "ingest")]
+    new, changes = ledger.record_rejected(DEV, 5, T)
+    assert (new, summary(changes)) == (True, [(DEV, 5, 6, 1, "ingest")])
+    assert ledger.record_rejected(DEV, 5, T) == (False, [])  # dead-lettered twice: once
+    assert ledger.record_rejected(DEV, 4, T) == (False, [])  # a refused copy of a stored seq
+    assert ledger.check(3, 1, ts_of(3)) is Verdict.REFUSED_BEFORE  # its first fate stands
+
+
+def test_a_dropped_range_overlapping_stored_seqs_counts_only_the_unseen_ones() -> None:
+    ledger = fresh()
+    record(ledger, 1, 2, 3, 8)  # gap 4..7
+    ledger.record_rejected(DEV, 9, T)
+
+    changes = ledger.report_dropped(DEV, 2, 11, T)
+
+    # 2, 3 and 8 stored, 9 dead-lettered; 4..7 move from the ingest gap; 10, 11 never seen.
+    assert summary(changes) == [(DEV, 4, 7, 0, "ingest"), (DEV, 2, 11, 6, "device")]
+    assert ledger.gaps == [SeqGap(2, 11, T, "device", [[4, 7], [10, 11]])]
+    assert ledger.high == 11
+
+
+def test_a_second_report_overlapping_the_first_takes_over_its_seqs() -> None:
+    ledger = fresh()
+    record(ledger, 1)
+    ledger.report_dropped(DEV, 2, 5, T)
+
+    changes = ledger.report_dropped(DEV, 4, 7, T + 1)
+
+    assert summary(changes) == [(DEV, 2, 5, 2, "device"), (DEV, 4, 7, 4, "device")]
+    assert sum(g.missing_count for g in ledger.gaps) == 6  # 2..7, each seq once
+
+
+def test_a_reading_with_another_seqs_time_is_time_taken() -> None:
+    ledger = fresh()
+    ledger.record(DEV, placed(2, ts=T), 5)
+    assert ledger.check(3, 5, T) is Verdict.TIME_TAKEN
+    assert ledger.check(2, 5, T) is Verdict.DUPLICATE

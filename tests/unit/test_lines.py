@@ -15,8 +15,10 @@ from ingest.lines import (
     PAYLOAD_PREFIX_BYTES,
     gap_line,
     heartbeat_line,
+    parse_seq_ranges,
     reading_lines,
     rejection_line,
+    seq_ranges,
 )
 
 TS = 1_700_000_000_123
@@ -219,7 +221,7 @@ def test_rejection_line_escapes_quotes_backslashes_and_newlines() -> None:
         'topic="coldtrace/v1/van-01/telemetry",'
         r'detail="readings.1.ts: \"x\" is not\nan int\\",'
         r'payload="{\"probes\": {\"a\\\\b\": \"q\\\"x\"}}\r\n",'
-        "payload_bytes=30i,readings=1i,seq=2i 1700000000123456789"
+        "payload_bytes=30i,readings=1i,counted=1i,seq=2i 1700000000123456789"
     )
 
 
@@ -228,8 +230,30 @@ def test_rejection_line_without_seq_or_device() -> None:
 
     assert rejection_line(rej, "x", 5) == (
         'rejected,reason=bad_topic device="",topic="x",detail="not a telemetry topic: \'x\'",'
-        'payload="{}",payload_bytes=2i,readings=0i 5'
+        'payload="{}",payload_bytes=2i,readings=0i,counted=0i 5'
     )
+
+
+def test_a_dead_letter_never_carries_a_seq_influxdb_would_refuse() -> None:
+    for bad in (True, 2**64 - 1, 2**63, -1):
+        rej = Rejection("invalid_reading", "d", 1, b"{}", "van-07", bad)  # type: ignore[arg-type]
+        line = rejection_line(rej, TOPIC, 5)
+        assert ",seq=" not in line and "readings=1i,counted=1i 5" in line
+    rej = Rejection("oversize", "d", 3, b"{}", "van-07", seqs=(5, 3, 4, 9, 2**64))
+    assert rejection_line(rej, TOPIC, 5, 2).endswith('readings=3i,counted=2i,seqs="3-5,9" 5')
+
+
+def test_a_dead_letter_with_a_lone_surrogate_or_a_bad_reason_still_encodes() -> None:
+    rej = Rejection("Bad Reason", "\ud800 x", 1, b"\xff\xfe", "van\ud800")
+    line = rejection_line(rej, TOPIC, 5)
+    assert line.startswith('rejected,reason=unknown device="van?"')
+    line.encode()  # no UnicodeEncodeError
+
+
+def test_seq_ranges_round_trip() -> None:
+    assert seq_ranges((1, 2, 3, 7, 9, 10)) == "1-3,7,9-10"
+    assert parse_seq_ranges("1-3,7,9-10") == [1, 2, 3, 7, 9, 10]
+    assert parse_seq_ranges("") == []
 
 
 def test_rejection_payload_is_cut_to_the_prefix() -> None:

@@ -1,0 +1,414 @@
+"""Issue 11: every reading accounted for. The ingest pipeline (decode, clock, ledger, one write)
+against the session's real InfluxDB and a SQLite holding area, with the exact books
+(ingest/books.py) each case of the issue's Why list must give."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coldtrace.contract import MAX_BATCH_BYTES, telemetry_topic
+from coldtrace.db import upgrade
+from coldtrace.influx import InfluxClient, InfluxRejected, quote_string
+from ingest.books import Books, load_books
+from ingest.held import HeldReadings
+from ingest.pipeline import InboundMessage, Pipeline
+from tests.conftest import stored_seqs
+
+T = 1_764_000_000_000  # 2025-11-24T16:00:00Z
+HOUR = 3_600_000
+FIELD = Path(__file__).parents[1] / "fixtures" / "field"
+
+
+class Ingest:
+    """The pipeline as `coldtrace ingest` drives it, one batch of messages per send()."""
+
+    def __init__(self, influx: InfluxClient, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'held.db'}"
+        upgrade(url)
+        self.influx = influx
+        self.held = HeldReadings(url)
+        self.restart()
+
+    def restart(self) -> None:
+        """A new process: nothing in memory, the holding area and InfluxDB as they are."""
+        self.pipeline = Pipeline(
+            self.influx,
+            self.held,
+            max_payload_bytes=MAX_BATCH_BYTES,
+            dedup_window_h=24,
+            stop=threading.Event(),
+            max_clock_ahead_s=300,
+        )
+
+    def send(self, device: str, *payloads: bytes, received_ms: int | None = None) -> None:
+        now_ns = (received_ms * 1_000_000) if received_ms else time.time_ns()
+        batch = [
+            InboundMessage(telemetry_topic(device), p, i, 1, 0, now_ns + i * 1000)
+            for i, p in enumerate(payloads)
+        ]
+        work = self.pipeline.prepare(batch)
+        try:
+            self.pipeline.store(work)
+        except InfluxRejected:
+            self.pipeline.forget([batch])
+            self.pipeline.recover(batch, work)
+
+
+def reading(seq: int, ts: int | None = None, up: int | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "ts": T + seq * 1000 if ts is None and "ts" not in extra else ts,
+        "up": seq * 1000 if up is None else up,
+        "probes": {"air": 3.5, "product": 2.5},
+        **extra,
+    }
+
+
+def unsynced(seq: int, up: int | None = None, **extra: Any) -> dict[str, Any]:
+    return {"seq": seq, "ts": None, "up": seq * 1000 if up is None else up, **extra} | {
+        "probes": extra.get("probes", {"air": 3.5})
+    }
+
+
+def batch(device: str, readings: list[dict[str, Any]], boot: int = 1, **extra: Any) -> bytes:
+    return json.dumps({"device": device, "boot": boot, "readings": readings, **extra}).encode()
+
+
+def books(ingest: Ingest, device: str) -> Books:
+    return load_books(ingest.influx, device)
+
+
+def summary(b: Books) -> tuple[int, int, int, int, int, int, bool | None]:
+    """(sent, stored, rejected, missing, dropped, copies, agrees)."""
+    return (b.sent, b.stored, b.rejected, b.missing, b.dropped, b.copies, b.agrees)
+
+
+def dead(influx: InfluxClient, device: str) -> list[tuple[str, Any, int, int]]:
+    rows = influx.rows(
+        f"SELECT reason, seq, readings, counted FROM rejected WHERE device = {quote_string(device)}"
+    )
+    return [(r["reason"], r["seq"], r["readings"], r["counted"]) for r in rows]
+
+
+def celsius(influx: InfluxClient, device: str, probe: str = "air") -> list[tuple[int, float]]:
+    rows = influx.rows(
+        f"SELECT seq, celsius FROM temperature WHERE device = {quote_string(device)} "
+        f"AND probe = {quote_string(probe)}"
+    )
+    return [(r["seq"], r["celsius"]) for r in rows]
+
+
+def gap_points(influx: InfluxClient, device: str) -> list[tuple[str, int, int, int]]:
+    rows = influx.rows(f"SELECT * FROM seq_gap WHERE device = {quote_string(device)}")
+    return [(r["source"], r["first"], r["last"], r["missing"]) for r in rows]
+
+
+@pytest.fixture
+def ingest(influx: InfluxClient, tmp_path: Path) -> Ingest:
+    return Ingest(influx, tmp_path)
+
+
+# -- no silent overwrite ---------------------------------------------------------------------
+
+
+def test_two_seqs_at_one_device_time_the_second_is_dead_lettered(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    same = [
+        reading(2, ts=T, up=1, probes={"air": 4.5}),
+        reading(3, ts=T, up=2, probes={"air": 9.5}),
+    ]
+    ingest.send(d, batch(d, same))
+
+    assert celsius(ingest.influx, d) == [(2, 4.5)]
+    assert dead(ingest.influx, d) == [("time_taken", 3, 1, 1)]
+    assert summary(books(ingest, d)) == (2, 1, 1, 0, 0, 0, True)
+    # After a restart the time is still taken (the ledger is primed from InfluxDB).
+    ingest.restart()
+    ingest.send(d, batch(d, [reading(4, ts=T, up=3)]))
+    assert celsius(ingest.influx, d) == [(2, 4.5)]
+    assert summary(books(ingest, d)) == (3, 1, 2, 0, 0, 0, True)
+
+
+def test_a_conflicting_duplicate_older_than_the_ledgers_memory_is_refused(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [reading(1, ts=T - 48 * HOUR, probes={"product": 3.0})]))
+    newer = [reading(s, ts=T + s * 1000) for s in range(2, 10_002)]
+    ingest.send(d, *(batch(d, newer[i : i + 500]) for i in range(0, len(newer), 500)))
+    assert 1 not in ingest.pipeline.ledger[d].seen  # pruned: beyond the 24 h window
+
+    ingest.send(d, batch(d, [reading(1, ts=T - 48 * HOUR, probes={"product": 25.0})]))
+    # A replay of the old seq at a new time is not a second reading either.
+    ingest.send(d, batch(d, [reading(1, ts=T + 20_000_000, probes={"product": 3.0})]))
+    # An identical replay of it is an idempotent repeat.
+    ingest.send(d, batch(d, [reading(1, ts=T - 48 * HOUR, probes={"product": 3.0})]))
+
+    assert celsius(ingest.influx, d, "product")[0] == (1, 3.0)
+    assert len(celsius(ingest.influx, d, "product")) == 10_001
+    assert dead(ingest.influx, d) == [
+        ("conflicting_duplicate", 1, 1, 0),
+        ("conflicting_duplicate", 1, 1, 0),
+    ]
+    assert ingest.pipeline.totals["duplicates"] == 1
+    assert summary(books(ingest, d)) == (10_001, 10_001, 0, 0, 0, 2, True)
+
+
+def test_a_conflicting_duplicate_of_a_held_reading_is_dead_lettered(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [unsynced(1, probes={"air": 3.0})], boot=5))
+    ingest.send(d, batch(d, [unsynced(1, probes={"air": 9.0})], boot=5))  # conflicting
+    ingest.send(d, batch(d, [unsynced(1, probes={"air": 3.0})], boot=5))  # identical: nothing
+    assert dead(ingest.influx, d) == [("conflicting_held_duplicate", 1, 1, 0)]
+    ingest.send(d, batch(d, [reading(2, up=2000)], boot=5))  # sets the clock
+
+    assert celsius(ingest.influx, d) == [(1, 3.0), (2, 3.5)]
+    assert ingest.held.count() == 0
+    assert summary(books(ingest, d)) == (2, 2, 0, 0, 0, 1, True)
+
+
+# -- the identity ----------------------------------------------------------------------------
+
+
+def test_a_dead_lettered_seq_is_rejected_not_also_missing(ingest: Ingest, prefix: str) -> None:
+    d = f"{prefix}-01"
+    readings = [reading(1), reading(2), reading(3, door=1), reading(4)]
+    ingest.send(d, batch(d, readings))
+    ingest.send(d, batch(d, [reading(5), reading(6, probes={"air": "warm"}), reading(8)]))
+
+    assert dead(ingest.influx, d) == [("invalid_reading", 3, 1, 1), ("invalid_reading", 6, 1, 1)]
+    assert gap_points(ingest.influx, d) == [("ingest", 7, 7, 1)]
+    assert summary(books(ingest, d)) == (8, 5, 2, 1, 0, 0, True)
+    ingest.send(d, batch(d, [reading(3, door=1)]))  # the same bad reading again: no change
+    assert summary(books(ingest, d)) == (8, 5, 2, 1, 0, 1, True)
+
+
+def test_a_dropped_range_overlapping_stored_seqs_counts_only_the_unseen(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [reading(s) for s in range(1, 11)]))
+    ingest.send(d, batch(d, [reading(11), reading(12)], dropped=[{"from": 8, "to": 14}]))
+    ingest.send(d, batch(d, [reading(15)]))
+
+    assert gap_points(ingest.influx, d) == [("device", 8, 14, 2)]
+    assert summary(books(ingest, d)) == (15, 13, 0, 2, 2, 0, True)
+
+
+def test_a_replayed_message_of_held_readings_writes_its_dropped_gap_once(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [reading(s) for s in range(1, 15)]))
+    held = batch(d, [unsynced(20), unsynced(21)], boot=2, dropped=[{"from": 15, "to": 19}])
+    ingest.send(d, held)
+    ingest.send(d, held)  # MQTT redelivery
+    ingest.restart()
+    ingest.send(d, held)  # and after a restart
+
+    assert gap_points(ingest.influx, d) == [("device", 15, 19, 5)]
+    ingest.send(d, batch(d, [reading(22, up=22_000)], boot=2))
+    assert gap_points(ingest.influx, d) == [("device", 15, 19, 5)]
+    assert summary(books(ingest, d)) == (22, 17, 0, 5, 5, 0, True)
+
+
+def test_held_readings_released_by_the_clock_open_no_false_gap(
+    ingest: Ingest, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [unsynced(1), unsynced(2), unsynced(3)], boot=3))
+    with caplog.at_level(logging.WARNING, logger="ingest.pipeline"):
+        ingest.send(d, batch(d, [reading(4, up=4000)], boot=3))
+
+    assert stored_seqs(ingest.influx, d) == [1, 2, 3, 4]
+    assert gap_points(ingest.influx, d) == []
+    assert "seq gap" not in caplog.text
+    assert summary(books(ingest, d)) == (4, 4, 0, 0, 0, 0, True)
+
+
+# -- bounds ----------------------------------------------------------------------------------
+
+
+def test_derived_times_far_ahead_or_before_2020_are_dead_lettered(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    # Boot 3's clock: seq 3 at T, up 10^12 ms (31 years) -> boot 3 began in 1994.
+    held = [unsynced(1, up=10**13 + 10**12), unsynced(2, up=1000)]
+    ingest.send(d, batch(d, held, boot=3))
+    ingest.send(d, batch(d, [reading(3, ts=T, up=10**12)], boot=3))
+
+    assert dead(ingest.influx, d) == [("clock_ahead", 1, 1, 1), ("clock_behind", 2, 1, 1)]
+    assert celsius(ingest.influx, d) == [(3, 3.5)]
+    assert summary(books(ingest, d)) == (3, 1, 2, 0, 0, 0, True)
+
+
+def test_a_device_clock_years_ahead_is_dead_lettered_not_stored_in_the_future(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    now = int(time.time() * 1000)
+    ts_2099 = 4_070_908_800_000
+    ingest.send(
+        d,
+        batch(d, [reading(1, ts=now - 1000), reading(2, ts=now + 60_000), reading(3, ts=ts_2099)]),
+        received_ms=now,
+    )
+
+    assert [s for s, _ in celsius(ingest.influx, d)] == [1, 2]  # a minute ahead: allowed
+    [(reason, seq, readings, counted)] = dead(ingest.influx, d)
+    assert (reason, seq, readings, counted) == ("clock_ahead", 3, 1, 1)
+    assert summary(books(ingest, d)) == (3, 2, 1, 0, 0, 0, True)
+
+
+def test_readings_older_than_the_late_horizon_are_stored_and_flagged(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    now = int(time.time() * 1000)
+    ingest.send(d, batch(d, [reading(1, ts=now - 49 * HOUR), reading(2, ts=now - HOUR)]))
+    rows = ingest.influx.rows(
+        f"SELECT seq, late FROM device_health WHERE device = {quote_string(d)}"
+    )
+    assert [(r["seq"], r["late"]) for r in rows] == [(1, True), (2, None)]
+    assert ingest.pipeline.totals["late"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("case-17-duplicate-probe-key.json", "duplicate_key"),
+        ("case-17b-duplicate-ts-key.json", "duplicate_key"),
+        ("case-18-uint64-seq.json", "invalid_reading"),
+        ("case-18b-bool-seq.json", "invalid_reading"),
+    ],
+)
+def test_field_cases_17_and_18_are_dead_lettered_with_their_real_reason(
+    ingest: Ingest, name: str, reason: str, prefix: str
+) -> None:
+    d = f"{prefix}-07"
+    body = (FIELD / name).read_bytes().replace(b'"van-07"', f'"{d}"'.encode())
+    ingest.send(d, body)
+
+    rows = ingest.influx.rows(
+        f"SELECT reason, seq, readings FROM rejected WHERE device = {quote_string(d)}"
+    )
+    assert [r["reason"] for r in rows] == [reason]  # never storage_rejected
+    assert rows[0]["readings"] == 1
+    b = books(ingest, d)
+    if name.startswith("case-18"):
+        assert rows[0]["seq"] is None
+        assert celsius(ingest.influx, d, "product") == [(13, 3.0)]
+        assert summary(b) == (2, 1, 1, 0, 0, 0, True)  # 1 stored + 1 rejected
+    else:
+        assert rows[0]["seq"] == 12
+        assert summary(b) == (1, 0, 1, 0, 0, 0, True)
+
+
+def test_repeated_keys_are_dead_lettered_never_last_one_wins(ingest: Ingest, prefix: str) -> None:
+    d = f"{prefix}-01"
+    envelope = b'{"device":"%s","boot":1,"boot":7,"readings":[%s]}' % (
+        d.encode(),
+        json.dumps(reading(1)).encode(),
+    )
+    # Only reading 2's first probe is repeated (replace's count: 1).
+    probe = batch(d, [reading(2), reading(3)]).replace(b'"air": 3.5', b'"air": 4.5, "air": 55.0', 1)
+    ingest.send(d, envelope, probe)
+
+    assert dead(ingest.influx, d) == [("duplicate_key", 1, 1, 1), ("duplicate_key", 2, 1, 1)]
+    assert celsius(ingest.influx, d) == [(3, 3.5)]
+    assert summary(books(ingest, d)) == (3, 1, 2, 0, 0, 0, True)
+
+
+def test_nan_probe_value_is_that_probes_fault_and_the_rest_is_kept(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    ingest.send(
+        d, batch(d, [reading(1, probes={"air": 0.5, "product": 2.5})]).replace(b"0.5", b"NaN")
+    )
+    rows = ingest.influx.rows(
+        f"SELECT probe, celsius, fault, raw FROM temperature WHERE device = {quote_string(d)}"
+    )
+    assert sorted((r["probe"], r["celsius"], r["fault"], r["raw"]) for r in rows) == [
+        ("air", None, "not_a_number", None),
+        ("product", 2.5, None, None),
+    ]
+    assert summary(books(ingest, d)) == (1, 1, 0, 0, 0, 0, True)
+
+
+def largest_batch(device: str, seq0: int = 1) -> bytes:
+    """500 readings of 16 probes with GPS and every optional field (as in the issue)."""
+    probes = {f"compartment-{i:02d}-product-probe-x": -12.345678901234567 for i in range(16)}
+    gps = {"lat": 48.75694912345678, "lon": 2.351132123456789, "speed_kmh": 88.25, "hdop": 0.9}
+    readings = [
+        reading(s, probes=probes, gps=gps, door=False, battery_v=12.61, rssi_dbm=-71)
+        for s in range(seq0, seq0 + 500)
+    ]
+    return batch(device, readings)
+
+
+def test_the_contracts_largest_batch_is_accepted_and_a_larger_one_counted(
+    ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    big = largest_batch(d)
+    assert 500_000 < len(big) <= MAX_BATCH_BYTES
+    ingest.send(d, big)
+    over = json.loads(largest_batch(d, 501))
+    over["pad"] = "x" * (MAX_BATCH_BYTES - 400_000)
+    ingest.send(d, json.dumps(over).encode())
+
+    assert dead(ingest.influx, d) == [("oversize", None, 500, 500)]
+    assert summary(books(ingest, d)) == (1000, 500, 500, 0, 0, 0, True)
+
+
+def test_the_broker_takes_a_message_larger_than_the_contracts_largest_batch() -> None:
+    conf = Path(__file__).parents[2] / "deploy" / "mosquitto" / "conf.d" / "limits.conf"
+    [limit] = [
+        int(line.split()[1])
+        for line in conf.read_text().splitlines()
+        if line.startswith("max_packet_size")
+    ]
+    assert limit >= MAX_BATCH_BYTES + 1024  # the topic and MQTT headers on top
+
+
+# -- one write -------------------------------------------------------------------------------
+
+
+class CountingInflux(InfluxClient):
+    """The real client, counting its writes."""
+
+    writes: list[bytes]
+
+    def write(self, body: bytes, precision: Any = "ms") -> None:
+        self.writes.append(body)
+        super().write(body, precision)
+
+
+def test_readings_and_their_seq_gap_are_one_write(
+    settings: Any, tmp_path: Path, prefix: str
+) -> None:
+    influx = CountingInflux(settings)
+    influx.writes = []
+    ingest = Ingest(influx, tmp_path)
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [reading(1)]))
+    influx.writes.clear()
+    ingest.send(d, batch(d, [reading(5)]))
+
+    [body] = influx.writes
+    assert b"seq_gap," in body and b"device_health," in body
+    assert gap_points(influx, d) == [("ingest", 2, 4, 3)]
+    influx.close()
