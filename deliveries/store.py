@@ -7,10 +7,11 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from coldtrace import signing
@@ -408,6 +409,46 @@ class Store:
                 )
             )
         return row
+
+    def delete_delivery(self, delivery: Delivery, retention_days: int) -> None:
+        """Delete a closed or cancelled delivery with every version of its certificate (and
+        their e-mail outbox rows), refused (Conflict, saying until when) while its newest
+        version is younger than ``retention_days`` (COLDTRACE_CERTIFICATE_RETENTION_DAYS).
+        Its readings stay in InfluxDB (its own retention policy) and the audit log keeps
+        every entry about it, plus this one."""
+        if delivery.state not in (State.closed, State.cancelled):
+            raise Conflict(
+                f"delivery {delivery.id} is {delivery.state}: only a closed or cancelled "
+                "delivery may be deleted"
+            )
+        certificates = self.session.scalars(
+            select(Certificate).where(Certificate.delivery_id == delivery.id)
+        ).all()
+        newest = max((c.issued_ms for c in certificates), default=None)
+        if newest is not None:
+            kept_until = newest + retention_days * 86_400_000
+            if self.clock() < kept_until:
+                until = datetime.fromtimestamp(kept_until / 1000, UTC)
+                raise Conflict(
+                    f"delivery {delivery.id}'s certificates are kept until {until:%Y-%m-%d %H:%M} "
+                    f"UTC, {retention_days} days after its newest version "
+                    "(COLDTRACE_CERTIFICATE_RETENTION_DAYS): deletion refused"
+                )
+        ids = [c.id for c in certificates]
+        if ids:
+            self.session.execute(
+                delete(CertificateMail).where(CertificateMail.certificate_id.in_(ids))
+            )
+            self.session.execute(delete(Certificate).where(Certificate.id.in_(ids)))
+        old = snapshot(delivery, "reference", "customer_id", *DELIVERY_STATE_COLUMNS)
+        self.session.delete(delivery)
+        self.audit(
+            "delivery.delete",
+            "delivery",
+            delivery.id,
+            old | {"certificate_versions": len(ids), "newest_issued_ms": newest},
+            None,
+        )
 
 
 # -- which rows belong to a delivery -----------------------------------------------------------

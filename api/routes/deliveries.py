@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.auth import Anyone, Operators, Staff
+from api.auth import Admin, Anyone, Operators, Staff
 from api.deps import AppSettings, DashboardLink, DbSession, Profiles, Source
 from api.routes.breaches import breach_out
 from api.routes.common import Limit, Offset, RowId, delivery_out, page, visible_delivery
@@ -131,6 +131,18 @@ def get_delivery(
         )
     )
     return delivery_out(d, link).model_copy(update={"certificate": summary})
+
+
+@router.delete("/{delivery_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_delivery(
+    delivery_id: RowId, session: DbSession, who: Admin, settings: AppSettings
+) -> None:
+    """A closed or cancelled delivery and every version of its certificate, once the newest
+    version is older than COLDTRACE_CERTIFICATE_RETENTION_DAYS (730); 409 before, saying
+    until when (docs/certificates.md "Keeping certificates")."""
+    d = visible_delivery(session, who, delivery_id)
+    Store(session, who.actor).delete_delivery(d, settings.certificate_retention_days)
+    session.commit()
 
 
 @router.post("/{delivery_id}/transitions")

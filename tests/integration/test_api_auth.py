@@ -87,6 +87,7 @@ def routes(w: World) -> list[tuple[str, str, dict[str, Any] | None, set[str]]]:
         ("GET", "/certificates/public-key", None, EVERYONE),
         ("GET", "/fleet", None, STAFF),
         ("GET", "/audit", None, OPERATORS),
+        ("DELETE", f"/deliveries/{w.own}", None, {ADMIN}),  # refused (409): not closed
     ]
 
 

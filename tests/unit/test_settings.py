@@ -252,3 +252,13 @@ def test_the_apis_tls_files_go_together(tmp_path: Path, monkeypatch: pytest.Monk
         "COLDTRACE_API_TLS_CERTFILE and COLDTRACE_API_TLS_KEYFILE go together: set both (HTTPS)"
         " or neither"
     )
+
+
+def test_certificates_are_kept_at_least_a_year(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EU rules ask for temperature records to be kept a year: a shorter retention is refused."""
+    assert load_settings(run_dir=tmp_path).certificate_retention_days == 730
+    monkeypatch.setenv("COLDTRACE_CERTIFICATE_RETENTION_DAYS", "364")
+    with pytest.raises(ConfigError, match=r"^COLDTRACE_CERTIFICATE_RETENTION_DAYS: .*365"):
+        load_settings(run_dir=tmp_path)
