@@ -25,9 +25,9 @@ WIDTH, HEIGHT = 640.0, 150.0
 LEFT, RIGHT, TOP, BOTTOM = 42.0, 8.0, 8.0, 20.0
 # At most this many points per polyline: per bucket its lowest and highest reading, so an
 # excursion's peak is always drawn (deliveries.trace.min_max).
-MAX_POINTS = 600
+MAX_POINTS = 200
 ROUTE_SIZE = 200.0
-MAX_FIXES = 500
+MAX_FIXES = 200
 
 BAND = "#d9f2d9"
 BREACH = "#f4a6a6"

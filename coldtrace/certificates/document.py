@@ -123,7 +123,7 @@ def _charts(body: Mapping[str, Any], readings: Readings, t: Writer) -> list[dict
         charts.append(
             {
                 "title": f"{p['device']} / {p['probe']}",
-                "svg": probe_chart(chart, body["timezone"], t.number),
+                "svg": _image(probe_chart(chart, body["timezone"], t.number)),
             }
         )
     return charts
@@ -135,7 +135,7 @@ def _route(body: Mapping[str, Any], readings: Readings) -> str:
     where = [(x["where"]["lat"], x["where"]["lon"]) for x in body["breaches"] if x["where"]]
     pickup = (body["pickup"]["lat"], body["pickup"]["lon"])
     dropoff = (body["dropoff"]["lat"], body["dropoff"]["lon"])
-    return route_plot(readings.fixes, pickup, dropoff, where)
+    return _image(route_plot(readings.fixes, pickup, dropoff, where))
 
 
 def _qr(url: str | None) -> str:
@@ -143,7 +143,13 @@ def _qr(url: str | None) -> str:
         return ""
     buffer = io.BytesIO()
     segno.make(url, error="m").save(buffer, kind="svg", xmldecl=False, svgns=True, border=1)
-    return buffer.getvalue().decode()
+    return _image(buffer.getvalue().decode())
+
+
+def _image(svg: str) -> str:
+    """An <img> of the SVG (a data: URI): WeasyPrint draws it without giving each of its
+    elements a CSS style (inline SVG costs a tenth of the rendering more), browsers alike."""
+    return f'<img alt="" src="data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()}">'
 
 
 def logo_uri(path: Path | None) -> str | None:

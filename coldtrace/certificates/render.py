@@ -47,16 +47,20 @@ def _ms(iso: str) -> int:
 
 def readings_of(session: Session, c: Certificate, source: ReadingSource) -> Readings:
     """The readings of the version's window (its body's start..end) for its pictures: each
-    compartment probe's temperatures and the GPS fixes."""
+    compartment probe's temperatures and the GPS fixes, as the delivery's trace reads them
+    (ReadingSource.finished_readings: kept in memory while InfluxDB holds as many). A probe
+    name measured by two devices in turn (a logger swapped mid-delivery) is one series."""
     d = session.get(Delivery, c.delivery_id)
     if d is None or "start" not in c.body or "end" not in c.body:
         return Readings()
     segs = delivery_segments(session, d, _ms(c.body["start"]), _ms(c.body["end"]))
-    samples = source.probe_samples(segs)
-    fixes = source.finished_readings(segs).positions
+    stored = source.finished_readings(segs)
     return Readings(
-        {key: [(s.ts, s.celsius) for s in series] for key, series in samples.items()},
-        [(p.lat, p.lon) for p in fixes],
+        {
+            (p["device"], p["probe"]): stored.temperatures.get(p["probe"], [])
+            for p in c.body.get("probes", [])
+        },
+        [(f.lat, f.lon) for f in stored.positions],
     )
 
 

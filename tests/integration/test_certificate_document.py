@@ -168,6 +168,9 @@ def test_the_customer_fetches_its_pdf_in_french_and_english(
     assert f"Mean kinetic temperature {mkt:.1f} °C" in english
     assert "2026-01-05 09:10 (UTC+01:00)" in english and "2026-01-05 09:40 (UTC+01:00)" in english
 
+    # The QR code's address, printed under it: the version's public verification page.
+    assert f"{api.settings.public_url}/v/{scripted['body']['public_id']}" in english
+
     # The JSON attached is the one the API serves, and it verifies with the published key.
     attached = json.loads(extract_signed_json(r.content))
     assert attached == api.ok("GET", f"/certificates/{scripted['id']}", labo)
