@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coldtrace import signing
+from coldtrace.certificates.charts import BREACH, GAP, ProbeChart, probe_chart, route_plot
 from coldtrace.certificates.document import (
     NotACertificatePdf,
     Readings,
@@ -127,3 +128,21 @@ def test_without_readings_or_url_it_still_renders(tmp_path: Path) -> None:
 def test_not_a_certificate_pdf(data: bytes, message: str) -> None:
     with pytest.raises(NotACertificatePdf, match=message):
         extract_signed_json(data)
+
+
+def test_a_chart_draws_no_line_across_a_data_gap_and_shades_it() -> None:
+    minute = 60_000
+    points = [(m * minute, 4.0) for m in (*range(11), *range(30, 41))]
+    gap, breach = (10 * minute, 30 * minute), (35 * minute, 40 * minute)
+    chart = ProbeChart(points, 0, 40 * minute, 2.0, 8.0, [breach], [gap])
+    svg = probe_chart(chart, "Europe/Paris", str)
+    assert svg.count("<polyline") == 2  # 0..10 and 30..40, nothing drawn over the gap
+    assert svg.count(f'fill="{GAP}"') == 1 and svg.count(f'fill="{BREACH}"') == 1
+    assert ">01:00<" in svg  # the axis in local time: 00:00 UTC is 01:00 in Paris
+
+
+def test_the_route_marks_pickup_dropoff_and_each_breach() -> None:
+    fixes = [(48.0 + i / 1000, 2.0 + i / 1000) for i in range(1000)]
+    svg = route_plot(fixes, fixes[0], fixes[-1], [fixes[300], fixes[600]])
+    assert svg.count("<polyline") == 1 and svg.count('fill="#c62828"') == 2
+    assert svg.count("<circle") == 4
