@@ -12,6 +12,7 @@ COPY api api
 COPY migrations migrations
 COPY simulators simulators
 COPY dashboards dashboards
+COPY gateway gateway
 RUN pip install --no-cache-dir .
 RUN mkdir -p /var/lib/coldtrace && chown nobody /var/lib/coldtrace
 USER nobody
