@@ -25,7 +25,7 @@ from api.schemas import Health
 from coldtrace import signing
 from coldtrace.breaches import Breach
 from coldtrace.certificates.issue import Issuer
-from coldtrace.certificates.mail import Mailer, json_attachment, outbox_counts
+from coldtrace.certificates.mail import Mailer, PdfAttachment, outbox_counts
 from coldtrace.db import make_engine, upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.profiles import load_profiles
@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        mailer = _mailer(settings, app.state.sessions)
+        mailer = _mailer(settings, app.state.sessions, app.state.source)
         if mailer is not None:
             mailer.start()
         stop = threading.Event()
@@ -198,8 +198,11 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _mailer(settings: Settings, sessions: Callable[[], Session]) -> Mailer | None:
-    """The certificate mailer when certificates are e-mailed (COLDTRACE_CERTIFICATE_SMTP_*)."""
+def _mailer(
+    settings: Settings, sessions: Callable[[], Session], source: ReadingSource
+) -> Mailer | None:
+    """The certificate mailer when certificates are e-mailed (COLDTRACE_CERTIFICATE_SMTP_*):
+    each version's PDF attached."""
     relay = settings.certificate_smtp
     if relay is None or settings.certificate_smtp_from is None:
         return None
@@ -208,7 +211,7 @@ def _mailer(settings: Settings, sessions: Callable[[], Session]) -> Mailer | Non
         relay,
         settings.certificate_smtp_from,
         settings.public_url,
-        json_attachment,
+        PdfAttachment(source, settings.public_url, settings.certificate_issuer_logo),
         settings.certificate_mail_retry_max_s,
         settings.certificate_mail_poll_s,
     )

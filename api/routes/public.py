@@ -16,12 +16,13 @@ from fastapi import APIRouter, Depends, File, Path, Request, Response, UploadFil
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from api.deps import AppSettings, DbSession
+from api.deps import AppSettings, DbSession, Source
 from api.problems import Problem
 from api.ratelimit import RateLimiter
 from coldtrace import signing
 from coldtrace.certificates import public
 from coldtrace.certificates.public import Checked, State, Status
+from coldtrace.certificates.render import envelope, version_pdf
 from coldtrace.settings import Settings
 from deliveries.models import Certificate
 
@@ -72,9 +73,7 @@ def _base(settings: Settings) -> str:
 
 def _page(settings: Settings, status_code: int = 200, **context: Any) -> HTMLResponse:
     defaults: dict[str, Any] = {"certificate": None, "missing": False, "checked": None}
-    html = templates.get_template("verify.html").render(
-        defaults | context, base=_base(settings), reads_pdf=False
-    )
+    html = templates.get_template("verify.html").render(defaults | context, base=_base(settings))
     return HTMLResponse(html, status_code, headers=HEADERS)
 
 
@@ -107,7 +106,7 @@ def certificate_page(
     return _page(
         settings,
         title=f"Certificate {found.delivery_id} v{found.version}",
-        certificate=public.envelope(found),
+        certificate=envelope(found),
         status=status,
         public_id=found.public_id,
     )
@@ -117,16 +116,36 @@ def _well_formed(public_id: str) -> bool:
     return re.fullmatch(public.PUBLIC_ID_PATTERN, public_id) is not None
 
 
+def _download(found: Certificate, content: bytes, media_type: str, extension: str) -> Response:
+    name = public.download_name(found, extension)
+    return Response(
+        content,
+        media_type=media_type,
+        headers=HEADERS | {"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
 @router.get("/v/{public_id}/certificate.json", tags=["public"])
-def certificate_download(public_id: PublicId, session: DbSession) -> Response:
+def certificate_json(public_id: PublicId, session: DbSession) -> Response:
     """The signed certificate JSON, as GET /api/v1/certificates/{id} returns it."""
     found = _stored(session, public_id)
-    return Response(
-        public.dumps(public.envelope(found)),
-        media_type="application/json",
-        headers=HEADERS
-        | {"Content-Disposition": f'attachment; filename="{public.download_name(found)}"'},
-    )
+    return _download(found, public.dumps(envelope(found)), "application/json", "json")
+
+
+@router.get(
+    "/v/{public_id}/certificate.pdf",
+    tags=["public"],
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "the document"}},
+)
+def certificate_pdf(
+    public_id: PublicId, session: DbSession, source: Source, settings: AppSettings
+) -> Response:
+    """The certificate as a PDF/A-3 in its customer's language, the signed JSON attached
+    (as GET /api/v1/certificates/{id}/pdf)."""
+    found = _stored(session, public_id)
+    pdf = version_pdf(session, found, source, settings.public_url, settings.certificate_issuer_logo)
+    return _download(found, pdf, "application/pdf", "pdf")
 
 
 async def _read(file: UploadFile) -> bytes:
@@ -138,7 +157,7 @@ async def _read(file: UploadFile) -> bytes:
 
 @router.post("/v", response_class=HTMLResponse, tags=["public"])
 async def check_upload(
-    file: Annotated[UploadFile, File(description="a certificate JSON (one or a list)")],
+    file: Annotated[UploadFile, File(description="a certificate PDF, or its JSON (one or a list)")],
     session: DbSession,
     settings: AppSettings,
 ) -> HTMLResponse:
@@ -193,12 +212,12 @@ def certificate_status(
     """No key needed: the certificate at this public id and its standing (as the page)."""
     found = _stored(session, public_id)
     status = public.stored_status(session, settings.certificate_key.public_key(), found)
-    return PublicCertificate(**_status_out(settings, status), certificate=public.envelope(found))
+    return PublicCertificate(**_status_out(settings, status), certificate=envelope(found))
 
 
 @router.post("/api/v1/public/verify", tags=["public"])
 async def verify_file(
-    file: Annotated[UploadFile, File(description="a certificate JSON (one or a list)")],
+    file: Annotated[UploadFile, File(description="a certificate PDF, or its JSON (one or a list)")],
     session: DbSession,
     settings: AppSettings,
 ) -> list[PublicChecked]:

@@ -19,13 +19,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from coldtrace.certificates import public
+from coldtrace.certificates.render import version_pdf
 from coldtrace.smtp import SmtpRelay
 from deliveries.models import Certificate, CertificateMail
+from deliveries.source import ReadingSource
 from deliveries.store import Store, wall_ms
 
 log = logging.getLogger(__name__)
@@ -51,9 +54,18 @@ class Attachment:
         return self.mime_type.rsplit("/", 1)[-1]
 
 
-def json_attachment(c: Certificate) -> Attachment:
-    """The signed certificate JSON, as GET /api/v1/certificates/{id} returns it."""
-    return Attachment(public.download_name(c), "application/json", public.dumps(public.envelope(c)))
+@dataclass(frozen=True)
+class PdfAttachment:
+    """A version's PDF (render.version_pdf: in its customer's language, the signed JSON
+    attached, the QR code to ``public_url``/v/<public_id>), read with ``source``."""
+
+    source: ReadingSource
+    public_url: str
+    logo: Path | None = None
+
+    def __call__(self, session: Session, c: Certificate) -> Attachment:
+        pdf = version_pdf(session, c, self.source, self.public_url, self.logo)
+        return Attachment(public.download_name(c, "pdf"), "application/pdf", pdf)
 
 
 def message(
@@ -84,7 +96,7 @@ def message(
 
 class Mailer:
     """Sends what the outbox holds due, on its own thread (``start``/``stop``) or one pass at
-    a time (``send_due``). ``attachment`` makes a version's file; ``public_url`` is
+    a time (``send_due``). ``attachment`` makes a version's file (PdfAttachment); ``public_url`` is
     COLDTRACE_PUBLIC_URL (the message gives the version's verification address)."""
 
     def __init__(
@@ -93,7 +105,7 @@ class Mailer:
         relay: SmtpRelay,
         sender: str,
         public_url: str,
-        attachment: Callable[[Certificate], Attachment],
+        attachment: Callable[[Session, Certificate], Attachment],
         retry_max_s: float,
         poll_s: float,
         clock: Callable[[], int] = wall_ms,
@@ -161,7 +173,7 @@ class Mailer:
             mail = session.get_one(CertificateMail, mail_id)
             c = session.get_one(Certificate, mail.certificate_id)
             try:
-                attachment = self.attachment(c)
+                attachment = self.attachment(session, c)
                 url = f"{self.public_url}/v/{c.public_id}"
                 self.relay.send(message(c, self.sender, mail.recipients, url, attachment))
             except Exception as exc:

@@ -13,9 +13,7 @@ ids lead here: they are 128 random bits, so certificates cannot be found by coun
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coldtrace import signing
+from coldtrace.certificates.document import NotACertificatePdf, extract_signed_json
+from coldtrace.certificates.render import envelope
 from deliveries.models import Certificate
 
 # 22 URL-safe base64 characters (deliveries.store.PUBLIC_ID_BYTES = 16 bytes); anything else
@@ -53,30 +53,6 @@ class Status:
     state: State
     why: str = ""
     newer: Newer | None = None
-
-
-def iso(ms: int | None) -> str | None:
-    """Epoch ms as the API writes times (ISO 8601 UTC, ``Z``); None stays None."""
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
-def envelope(c: Certificate) -> dict[str, Any]:
-    """The stored version as GET /api/v1/certificates/{id} returns it (what a visitor can
-    download and verify offline with ``coldtrace certificates verify``)."""
-    return {
-        "id": c.id,
-        "delivery_id": c.delivery_id,
-        "version": c.version,
-        "issued": iso(c.issued_ms),
-        "superseded": iso(c.superseded_ms),
-        "verdict": c.verdict,
-        "body": c.body,
-        "algorithm": signing.ALGORITHM,
-        "signature": c.signature,
-        "key_id": c.key_id,
-    }
 
 
 def by_public_id(session: Session, public_id: str) -> Certificate | None:
@@ -124,19 +100,15 @@ def _int(value: object) -> int | None:
     return value if type(value) is int else None
 
 
-def check_file(
-    session: Session,
-    key: Ed25519PublicKey,
-    data: bytes,
-    embedded_json: Callable[[bytes], str] | None = None,
-) -> list[Checked]:
+def check_file(session: Session, key: Ed25519PublicKey, data: bytes) -> list[Checked]:
     """Every certificate in a visitor's file: JSON as the API returns it (one or a list), or
-    a PDF certificate through ``embedded_json`` (the signed JSON embedded in it; None: PDFs
-    are not read). signing.Unreadable when the file holds no certificate at all."""
+    a PDF certificate (the signed JSON attached to it: document.extract_signed_json).
+    signing.Unreadable when the file holds no certificate at all."""
     if data.startswith(b"%PDF-"):
-        if embedded_json is None:
-            raise signing.Unreadable("a PDF, and this installation reads only certificate JSON")
-        text = embedded_json(data)
+        try:
+            text = extract_signed_json(data)
+        except NotACertificatePdf as exc:
+            raise signing.Unreadable(str(exc)) from None
     else:
         try:
             text = data.decode()
@@ -178,9 +150,9 @@ def _issued_here(session: Session, certificate: dict[str, Any]) -> Certificate |
     return stored
 
 
-def download_name(c: Certificate) -> str:
-    """The file name a downloaded certificate JSON gets."""
-    return f"certificate-{c.delivery_id}-v{c.version}.json"
+def download_name(c: Certificate, extension: str) -> str:
+    """The file name a downloaded certificate gets (``json``, ``pdf``)."""
+    return f"certificate-{c.delivery_id}-v{c.version}.{extension}"
 
 
 def dumps(document: dict[str, Any]) -> bytes:

@@ -1,6 +1,6 @@
 """Certificates e-mailed to the customer's contact addresses through a real local SMTP server
 (aiosmtpd) by `coldtrace api` itself, restarted between attempts: exactly one message per
-version, with the signed certificate attached, on SQLite and PostgreSQL.
+version, with the certificate's PDF attached (the signed JSON inside), on SQLite and PostgreSQL.
 
 The story: the relay is down when version 1 is issued (the first attempt fails), the API
 stops, the relay comes up, the API starts again and sends version 1 once. Late readings (a
@@ -11,7 +11,6 @@ version again."""
 from __future__ import annotations
 
 import email
-import json
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import default
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 from api.fleet_setup import register_chilled_van
 from api.process import ApiProcess
 from coldtrace import signing
+from coldtrace.certificates.document import extract_signed_json
 from coldtrace.db import make_engine
 from coldtrace.influx import InfluxClient
 from coldtrace.services import free_port
@@ -143,13 +143,15 @@ def test_each_version_is_mailed_once_across_restarts(
             msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         )
         [attached] = list(msg.iter_attachments())
-        assert attached.get_filename() == f"certificate-{d}-v{version}.json"
-        sent = json.loads(attached.get_content())
+        assert attached.get_filename() == f"certificate-{d}-v{version}.pdf"
+        assert attached.get_content_type() == "application/pdf"
+        # The PDF alone verifies: the signed JSON is attached to it.
+        [sent] = signing.read_certificates(extract_signed_json(attached.get_content()))
         assert sent["body"] == c["body"] and sent["signature"] == c["signature"]
         assert signing.check(public, sent) == ""
     rows = outbox(database_url)
     assert [(r.attempts, r.attachment, r.recipients) for r in rows] == [
-        (2, "json", CONTACTS),
-        (1, "json", CONTACTS),
-        (1, "json", CONTACTS),
+        (2, "pdf", CONTACTS),
+        (1, "pdf", CONTACTS),
+        (1, "pdf", CONTACTS),
     ]

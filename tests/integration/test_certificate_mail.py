@@ -7,20 +7,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from email import message_from_bytes
+from email.policy import default
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import select
 
-from coldtrace.certificates.mail import Mailer, json_attachment, outbox_counts
+from coldtrace import signing
+from coldtrace.certificates.document import extract_signed_json
+from coldtrace.certificates.mail import Mailer, PdfAttachment, outbox_counts
 from coldtrace.services import free_port
 from coldtrace.smtp import SmtpRelay
-from deliveries.models import CertificateMail, Delivery
-from deliveries.store import Store
+from deliveries.models import Certificate, CertificateMail, Delivery
+from deliveries.store import ISSUED_FIELDS, Store
 from tests.conftest import Api
-from tests.integration.test_api_deliveries import T0, fleet, plan  # noqa: F401 (fixtures)
+from tests.integration.test_api_deliveries import closed_delivery, fleet  # noqa: F401 (fixtures)
 
-NOW = T0 + 86_400_000
+NOW = 2_000_000_000_000  # 2033-05-18: after version 1 was issued (now)
+TO = ["a@acme.test", "b@acme.test"]
 
 
 class Relay:
@@ -47,19 +53,18 @@ def relay() -> Iterator[tuple[Relay, int]]:
     controller.stop()
 
 
-def issued_with_mail(api: Api, vehicle: str) -> int:
-    """A delivery's version 1, queued for two addresses at NOW: its outbox row's id."""
-    d = api.ok("POST", "/deliveries", json=plan(vehicle))["id"]
+def issued_with_mail(api: Api, delivery: int) -> int:
+    """Version 2 of the closed delivery's certificate (version 1's judgement), issued at NOW
+    and queued for two addresses: its outbox row's id."""
     with api.app.state.sessions() as session:
-        store = Store(session, "test", clock=lambda: NOW)
-        delivery = session.get_one(Delivery, d)
-        to = ["a@acme.test", "b@acme.test"]
-        c = store.issue_certificate(
-            delivery, "compliant", {"delivery_id": d}, api.settings.certificate_key, mail_to=to
+        d = session.get_one(Delivery, delivery)
+        v1 = session.scalars(select(Certificate).filter_by(delivery_id=delivery)).one()
+        judged = {k: v for k, v in v1.body.items() if k not in ISSUED_FIELDS}
+        c = Store(session, "test", clock=lambda: NOW).issue_certificate(
+            d, v1.verdict, judged, api.settings.certificate_key, mail_to=TO
         )
         session.commit()
-        mail_id: int = session.query(CertificateMail.id).filter_by(certificate_id=c.id).scalar()
-    return mail_id
+        return c.id
 
 
 def mailer(api: Api, port: int, clock: list[int]) -> Mailer:
@@ -68,48 +73,56 @@ def mailer(api: Api, port: int, clock: list[int]) -> Mailer:
         SmtpRelay("127.0.0.1", port),
         "certificates@coldtrace.test",
         "https://verify.coldtrace.test",
-        json_attachment,
+        PdfAttachment(api.app.state.source, "https://verify.coldtrace.test"),
         retry_max_s=60,
         poll_s=1,
         clock=lambda: clock[0],
     )
 
 
-def row(api: Api, mail_id: int) -> CertificateMail:
+def row(api: Api, certificate_id: int) -> CertificateMail:
+    """The outbox row of a version."""
     with api.app.state.sessions() as session:
-        return session.get_one(CertificateMail, mail_id)
+        return session.scalars(
+            select(CertificateMail).filter_by(certificate_id=certificate_id)
+        ).one()
 
 
 def test_a_refused_message_is_retried_with_backoff_and_sent_once(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    closed_delivery: int,  # noqa: F811
     relay: tuple[Relay, int],
 ) -> None:
     handler, port = relay
-    mail_id = issued_with_mail(api, fleet[0])
+    version_id = issued_with_mail(api, closed_delivery)
     clock = [NOW]
     m = mailer(api, port, clock)
     handler.refuse = 2
     assert m.send_due() == 0
-    first = row(api, mail_id)
+    first = row(api, version_id)
     assert (first.attempts, first.sending_ms, first.next_attempt_ms) == (1, None, NOW + 2000)
     assert first.last_error is not None and "554" in first.last_error
     clock[0] += 1999
-    assert m.send_due() == 0 and row(api, mail_id).attempts == 1  # not due yet
+    assert m.send_due() == 0 and row(api, version_id).attempts == 1  # not due yet
     clock[0] += 1
     assert m.send_due() == 0
-    assert row(api, mail_id).next_attempt_ms == clock[0] + 4000  # 2 s, then 4 s
+    assert row(api, version_id).next_attempt_ms == clock[0] + 4000  # 2 s, then 4 s
     clock[0] += 4000
     assert m.send_due() == 1
     assert m.send_due() == 0  # sent: never again
-    sent = row(api, mail_id)
+    sent = row(api, version_id)
     assert (sent.attempts, sent.sent_ms, sent.attachment, sent.last_error) == (
         3,
         clock[0],
-        "json",
+        "pdf",
         None,
     )
-    assert len(handler.received) == 1
+    [received] = handler.received
+    [attached] = message_from_bytes(received, policy=default).iter_attachments()  # type: ignore[attr-defined]
+    assert attached.get_filename() == f"certificate-{closed_delivery}-v2.pdf"
+    [certificate] = signing.read_certificates(extract_signed_json(attached.get_content()))
+    assert certificate["body"]["version"] == 2
+    assert signing.check(api.settings.certificate_key.public_key(), certificate) == ""
     with api.app.state.sessions() as session:
         assert outbox_counts(session).__dict__ == {"pending": 0, "sent": 1, "interrupted": 0}
     audit = api.ok("GET", "/audit?entity=certificate")["items"]
@@ -120,20 +133,20 @@ def test_a_refused_message_is_retried_with_backoff_and_sent_once(
 
 def test_an_interrupted_send_is_not_sent_again(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    closed_delivery: int,  # noqa: F811
     relay: tuple[Relay, int],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     handler, port = relay
-    mail_id = issued_with_mail(api, fleet[0])
+    version_id = issued_with_mail(api, closed_delivery)
     with api.app.state.sessions() as session:
         # As a sender leaves it when it dies between its claim and the relay's answer.
-        session.get_one(CertificateMail, mail_id).sending_ms = NOW
-        session.get_one(CertificateMail, mail_id).attempts = 1
+        interrupted = session.scalars(select(CertificateMail)).one()
+        interrupted.sending_ms, interrupted.attempts = NOW, 1
         session.commit()
     clock = [NOW + 299_000]
     m = mailer(api, port, clock)
-    assert m.send_due() == 0 and row(api, mail_id).last_error is None  # maybe still sending
+    assert m.send_due() == 0 and row(api, version_id).last_error is None  # maybe still sending
     clock[0] = NOW + 301_000
     with caplog.at_level(logging.ERROR, "coldtrace.certificates.mail"):
         assert m.send_due() == 0
@@ -141,8 +154,8 @@ def test_an_interrupted_send_is_not_sent_again(
         assert m.send_due() == 0
     assert handler.received == []
     assert [r.getMessage() for r in caplog.records] == [
-        "certificate 1 e-mail to a@acme.test, b@acme.test: interrupted while sending (attempt 1): "
-        "it may or may not have arrived, so it is not sent again automatically"
+        f"certificate {version_id} e-mail to a@acme.test, b@acme.test: interrupted while sending "
+        "(attempt 1): it may or may not have arrived, so it is not sent again automatically"
     ]
     with api.app.state.sessions() as session:
         assert outbox_counts(session).__dict__ == {"pending": 0, "sent": 0, "interrupted": 1}

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from coldtrace import signing
+from coldtrace.certificates.document import extract_signed_json
 from coldtrace.settings import Settings
 from deliveries.models import CertificateMail
 from tests.conftest import Api
@@ -150,6 +152,16 @@ def test_a_dropped_file_is_checked_strictly(
     assert checked_rows(page) == ["superseded by version 2"]
     code, page = upload(api, json.dumps(versions(api, closed_delivery)))  # a list of both
     assert checked_rows(page) == ["superseded by version 2", "valid (this installation's record)"]
+
+    # The PDF a customer received carries the signed JSON: it is checked the same way.
+    pdf = api.client.get(f"/v/{v1['body']['public_id']}/certificate.pdf")
+    assert pdf.headers["content-type"] == "application/pdf"
+    signed = signing.read_certificates(extract_signed_json(pdf.content))
+    assert [c["signature"] for c in signed] == [v1["signature"]]
+    code, page = upload(api, pdf.content, "certificate.pdf")
+    assert (code, checked_rows(page)) == (200, ["superseded by version 2"])
+    code, page = upload(api, b"%PDF-1.7 not really", "certificate.pdf")
+    assert code == 422 and status_of(page).startswith("invalid: a PDF that cannot be read")
 
     code, page = upload(api, b"\x89PNG not a certificate", "photo.png")
     assert (code, status_of(page)) == (422, "invalid: neither a certificate JSON (UTF-8) nor a PDF")
