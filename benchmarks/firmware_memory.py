@@ -66,7 +66,7 @@ after_100 = gc.mem_alloc() - start
 asyncio.run(take(%(readings)d - 100))
 gc.collect()
 in_use = gc.mem_alloc() - start
-boot, readings = d.outbox.peek(d.cfg["batch_max"])
+boot, readings, _ = d.outbox.take(d.cfg["batch_max"])
 payload = json.dumps({"device": d.cfg["device"], "boot": boot, "readings": readings})
 gc.collect()
 peak = gc.mem_alloc() - start

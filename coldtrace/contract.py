@@ -130,12 +130,15 @@ class TelemetryBatch(_Strict):
 
 class Ack(_Strict):
     """Contract v1.1, ingest -> device, retained on ``ack_topic(device)``: every seq from
-    ``first`` to ``seq`` (inclusive) is stored, dead-lettered or reported dropped, so the device
-    may delete those readings from its outbox. ``first`` is the lowest seq ingest has of the
-    device: a device still holding a lower one keeps it and sends it again."""
+    ``first`` to ``seq`` (inclusive) is stored, held, dead-lettered or reported dropped, so the
+    device may delete those readings from its outbox. ``first`` is the lowest seq ingest has
+    of the device: a device still holding a lower one keeps it and sends it again. ``high`` is
+    the highest seq ingest has: above ``seq``, ingest misses seqs after ``seq`` that it should
+    have got before ``high`` (docs/wire-format.md: when a device sends them again)."""
 
     first: int = Field(ge=0, lt=2**63, alias="from")
     seq: int = Field(ge=0, lt=2**63)
+    high: int = Field(ge=0, lt=2**63)
 
     def payload(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

@@ -79,7 +79,7 @@ class Device:
             from uplink import MqttLink
 
             # The same interface as UartLink (duck-typed: MicroPython has no typing module).
-            self.link = MqttLink(cfg, self.on_config)  # type: ignore[assignment]
+            self.link = MqttLink(cfg, self.on_message)  # type: ignore[assignment]
         self._wake = asyncio.Event()
         self._sampled_at = self._uplink_at = time.ticks_ms()
         print(
@@ -158,7 +158,15 @@ class Device:
 
     # -- forwarding -------------------------------------------------------------------------
 
-    def on_config(self, topic, message):
+    def on_message(self, topic, message):
+        """A message on the device's ack or config topic."""
+        if topic.endswith(b"/ack"):
+            try:
+                ack = json.loads(message)
+                self.outbox.confirm(ack["from"], ack["seq"], ack["high"])
+            except (ValueError, KeyError, TypeError) as e:
+                print("ack ignored:", repr(e))
+            return
         import config  # dropped again after, as at boot (load_config)
 
         try:
@@ -176,18 +184,21 @@ class Device:
         print("config applied:", sorted(update))
 
     async def forward(self):
-        """Send the outbox, oldest first, in batches; each leaves once acknowledged."""
-        while self.outbox.pending > 0:
-            boot, readings = self.outbox.peek(self.cfg["batch_max"])
+        """Send what the outbox has not sent on this connection, oldest first, in batches;
+        readings leave it once ingest acknowledges them (on_message), or once written when
+        tethered (the gateway took them)."""
+        outbox = self.outbox
+        while outbox.last_seq != outbox.cursor:  # a reading not sent on this connection
+            boot, readings, dropped = self.outbox.take(self.cfg["batch_max"])
             if not readings:
                 return
-            dropped = self.outbox.batch_dropped()
             batch = {"device": self.cfg["device"], "boot": boot, "readings": readings}
             if dropped:
                 batch["dropped"] = dropped
             payload = json.dumps(batch)
             self.link.send(payload)
-            self.outbox.ack(readings, len(dropped))
+            if self.tethered:
+                self.outbox.confirm(0, readings[-1]["seq"], readings[-1]["seq"])
             del batch, readings, payload
             gc.collect()
             await asyncio.sleep_ms(0)  # let the sampler in while a backlog drains
@@ -202,6 +213,7 @@ class Device:
                     raise OSError("no network")
                 if not self.link.connected:
                     self.link.connect()
+                    self.outbox.rewind()
                     print("uplink connected")
                 ntp_wait = _NTP_RESYNC_MS if self.clock.synced() else self.cfg["ntp_retry_ms"]
                 if not self.tethered and (

@@ -1,5 +1,7 @@
-# The flash outbox: every reading is written here first and leaves only after the broker's
-# PUBACK, oldest first.
+# The flash outbox: every reading is written here first and leaves only once ingest has it:
+# its end-to-end acknowledgement (contract v1.1, the retained `ack` topic) covers it, not
+# merely the broker's PUBACK, which a broker crash can take back. Readings go oldest first,
+# each once per connection; after a reconnect everything not yet covered goes again.
 #
 # Append-only segment files "<dir>/<n>.seg". A record is framed as payload length (2 bytes),
 # CRC-32 of the payload (4 bytes), payload. Each segment starts with a names record (the probe
@@ -131,6 +133,11 @@ def _seq(payload):
 
 
 class Outbox:
+    # Set by rewind(), for this connection (see __init__).
+    cursor: int | None
+    _dropped_sent: int
+    _mark: int | None
+
     def __init__(self, path, capacity_bytes, segment_bytes):
         makedirs(path)
         self._dir = path
@@ -138,8 +145,8 @@ class Outbox:
         self._max_segments = max(2, capacity_bytes // segment_bytes)
         self._acked_path = path + "/acked"
         self._dropped_path = path + "/dropped"
-        self.acked = read_json(self._acked_path, None)  # last seq the broker acknowledged
-        self.dropped = read_json(self._dropped_path, [])  # [[from, to]] not yet reported
+        self.acked = read_json(self._acked_path, None)  # last seq ingest acknowledged
+        self.dropped = read_json(self._dropped_path, [])  # [[from, to]] not yet acknowledged
         self.pending = 0  # readings not yet acknowledged
         self.last_seq = None  # highest seq written
         self.last_boot = -1  # highest boot written
@@ -158,6 +165,10 @@ class Outbox:
         self._size = 0  # bytes in the write segment
         for n in range(self._first, self._next):
             self._recover(n)
+        # In RAM only, for this connection: the seq after which nothing was sent or
+        # acknowledged yet (readings wait to be sent while it is not last_seq), the number of
+        # dropped ranges sent, and the last seq held at the last rewind.
+        self.rewind()
 
     def _file(self, n):
         return "%s/%08d.seg" % (self._dir, n)
@@ -235,50 +246,102 @@ class Outbox:
         else:
             self.dropped.append([first, last])
         write_json(self._dropped_path, self.dropped)
+        # The last range is new or grew: it goes (again) with the next batch.
+        self._dropped_sent = min(self._dropped_sent, len(self.dropped) - 1)
         print("outbox full: dropped seqs %d..%d" % (first, last))
 
-    def peek(self, limit):
-        """(boot, readings): up to `limit` unacknowledged readings, oldest first, all taken
-        in the same boot (a batch carries one boot)."""
-        out = []
+    def take(self, limit):
+        """(boot, readings, dropped): the next (up to `limit`) readings not yet sent on this
+        connection, oldest first, all taken in the same boot (a batch carries one boot), and
+        with them the dropped ranges not yet sent (wire format). They count as sent: a send
+        that fails ends the connection, and the next one rewinds."""
+        out: list = []
         first_boot = None
-        for n in range(self._first, self._next):
+        cursor = self.cursor
+        n = self._first
+        while n < self._next and len(out) < limit:
             boot, names = 0, []
             for _, p in _records(self._read(n)):
                 if p[0] & _NAMES:
                     boot, names = _names(p)
-                elif self.acked is None or _seq(p) > self.acked:
+                elif cursor is None or _seq(p) > cursor:
                     if first_boot is None:
                         first_boot = boot
                     elif boot != first_boot:
-                        return first_boot, out
+                        limit = len(out)
+                        break
                     out.append(_decode(p, names))
                     if len(out) >= limit:
-                        return first_boot, out
-        return first_boot, out
+                        break
+            n += 1
+        # Nothing left to take: the cursor at the end (the loop in app.forward stops).
+        self.cursor = out[-1]["seq"] if out else self.last_seq
+        dropped = []
+        if out:
+            i = self._dropped_sent
+            for a, b in self.dropped[i : i + _MAX_DROPPED_PER_BATCH]:
+                dropped.append({"from": a, "to": b})
+            self._dropped_sent += len(dropped)
+        return first_boot, out, dropped
 
-    def batch_dropped(self):
-        out = []
-        for a, b in self.dropped[:_MAX_DROPPED_PER_BATCH]:
-            out.append({"from": a, "to": b})
-        return out
+    def rewind(self):
+        """A new connection (or a lost resend, see confirm): send again everything not
+        acknowledged, from the oldest."""
+        self.cursor = self.acked
+        self._dropped_sent = 0
+        self._mark = self.last_seq  # every seq up to here goes again before any newer one
 
-    def ack(self, readings, dropped_count):
-        """The server has these readings (and the first `dropped_count` dropped ranges)."""
-        self.acked = readings[-1]["seq"]
-        self.pending -= len(readings)
-        write_json(self._acked_path, self.acked)
-        if dropped_count:
-            del self.dropped[:dropped_count]
-            write_json(self._dropped_path, self.dropped)
-        # Delete the oldest segments once all their readings are acknowledged (never the one
-        # being written).
-        while self._next - self._first > 1:
-            last = -1
-            for _, p in _records(self._read(self._first)):
-                if not p[0] & _NAMES:
-                    last = _seq(p)
-            if last > self.acked:
+    def confirm(self, first, last, high):
+        """Ingest's acknowledgement (contract v1.1): it has every seq from `first` to `last`,
+        and none above `high`. Applied only if nothing the outbox holds lies below `first`
+        (ingest never got that); an ack below the last one applied changes nothing. If ingest
+        misses a seq the outbox holds although it has one sent after the last rewind's
+        resend, that resend was lost (a broker crash took its queue for ingest): rewind."""
+        acked = self.acked
+        if acked is not None and last < acked:
+            return
+        # The oldest seq held: dropped ranges are older than any reading still on flash.
+        oldest = self.dropped[0][0] if self.dropped else None
+        n = self._first
+        while oldest is None and n < self._next:
+            for _, p in _records(self._read(n)):
+                if not p[0] & _NAMES and (acked is None or _seq(p) > acked):
+                    oldest = _seq(p)
+                    break
+            n += 1
+        if oldest is not None:
+            if (oldest < first or last < high and oldest <= last + 1) and (
+                self._mark is None or high > self._mark
+            ):
+                self.rewind()
+            if oldest < first:
                 return
-            os.remove(self._file(self._first))
-            self._first += 1
+        if last == acked:
+            return
+        # Delete the oldest segments once all their readings are acknowledged (never the one
+        # being written), and count what left.
+        left = 0
+        n = self._first
+        while n < self._next:
+            top = -1
+            for _, p in _records(self._read(n)):
+                if not p[0] & _NAMES:
+                    top = _seq(p)
+                    if (acked is None or top > acked) and top <= last:
+                        left += 1
+            if top > last or n == self._next - 1:
+                break
+            os.remove(self._file(n))
+            self._first = n = n + 1
+        self.pending -= left
+        self.acked = last
+        write_json(self._acked_path, last)
+        if self.cursor is None or last > self.cursor:
+            self.cursor = last
+        covered = 0
+        while self.dropped and self.dropped[0][1] <= last:
+            del self.dropped[0]
+            covered += 1
+        if covered:
+            self._dropped_sent = max(0, self._dropped_sent - covered)
+            write_json(self._dropped_path, self.dropped)

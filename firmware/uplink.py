@@ -18,15 +18,16 @@ def topic(device, kind):
 
 class MqttLink:
     """One device's MQTT session: the per-device username and password, the retained
-    `status` topic (`online`, and `offline` as the last will) and the retained `config`
-    topic, whose messages go to `on_config(topic, message)`. Every call may raise (OSError,
-    or umqtt's own errors): the caller then closes the link and reconnects with backoff."""
+    `status` topic (`online`, and `offline` as the last will), and the retained `config` and
+    `ack` topics, whose messages go to `on_message(topic, message)`. Every call may raise
+    (OSError, or umqtt's own errors): the caller then closes the link and reconnects with
+    backoff."""
 
-    def __init__(self, cfg, on_config):
+    def __init__(self, cfg, on_message):
         self._device = cfg["device"]
         self._wifi = cfg["wifi"]
         self._mqtt = cfg["mqtt"]
-        self._on_config = on_config
+        self._on_message = on_message
         self._client = None
         self.connected = False
         self._last_io = time.ticks_ms()
@@ -74,7 +75,7 @@ class MqttLink:
             ssl=bool(m["tls"]),
             ssl_params=self._tls_params() if m["tls"] else {},
         )
-        client.set_callback(self._on_config)  # the config topic is the only one subscribed
+        client.set_callback(self._on_message)
         status = topic(self._device, "status")
         client.set_last_will(status, b"offline", retain=True, qos=1)
         try:
@@ -82,6 +83,7 @@ class MqttLink:
             _timeout(client)
             client.publish(status, b"online", retain=True, qos=1)
             client.subscribe(topic(self._device, "config"), qos=1)
+            client.subscribe(topic(self._device, "ack"), qos=1)
         except Exception:
             _close(client)
             raise

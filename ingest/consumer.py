@@ -105,12 +105,11 @@ class MqttConsumer:
                     acked += 1
         return acked
 
-    def publish_acks(self, acks: dict[str, tuple[int, int]]) -> None:
-        """Tell each device (retained, QoS 1) the seqs first..last it may delete: call only once
-        they are stored. Sent again with every stored batch of the device, so an ack the
+    def publish_acks(self, acks: dict[str, Ack]) -> None:
+        """Tell each device (retained, QoS 1) the seqs it may delete: call only once they are
+        stored. Sent again with every stored batch of the device, so an ack the
         broker lost (a crash before its autosave) is replaced by the device's next resend."""
-        for device, (first, last) in acks.items():
-            ack = Ack.model_validate({"from": first, "seq": last})
+        for device, ack in acks.items():
             self.client.publish(ack_topic(device), ack.payload(), qos=1, retain=True)
 
     # -- paho callbacks (network thread) -----------------------------------------------------

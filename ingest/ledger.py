@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from coldtrace.contract import Ack
 from coldtrace.records import PlacedReading
 
 HOUR_MS = 3_600_000
@@ -189,15 +190,17 @@ class DeviceLedger:
         self._add_gap(gap)
         return gap
 
-    def acked(self) -> tuple[int, int] | None:
-        """(first, last): every seq in first..last is stored, held, dead-lettered or reported
-        dropped by the device; None while nothing is. `last` stops below the first seq still
-        missing in an open gap ingest detected, so a device keeps (and sends again) what
-        ingest never got; what the device reported dropped it no longer has to send."""
+    def acked(self) -> Ack | None:
+        """What the device may delete (contract v1.1): every seq from `first` to `seq` is
+        stored, held, dead-lettered or reported dropped; None while nothing is. `seq` stops
+        below the first seq still missing in an open gap ingest detected, so a device keeps
+        (and sends again) what ingest never got; what the device reported dropped it no longer
+        has to send. `high` is the highest seq known."""
         if self.high is None or self.low is None:
             return None
         missing = [lo for gap in self.gaps if gap.source == "ingest" for lo, _ in gap.missing]
-        return self.low, min(missing) - 1 if missing else self.high
+        last = min(missing) - 1 if missing else self.high
+        return Ack.model_validate({"from": self.low, "seq": last, "high": self.high})
 
     def report_dropped(self, device: str, first: int, last: int, ts: int) -> list[GapChange]:
         """The device says it discarded [first, last]: a reported gap, not a loss to hunt.

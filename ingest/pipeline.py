@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple, TypeVar
 
-from coldtrace.contract import MIN_TS_MS, Reading, device_from_topic
+from coldtrace.contract import MIN_TS_MS, Ack, Reading, device_from_topic
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable, quote_string
 from coldtrace.records import PlacedReading
 from ingest.clock import BootClocks, BootKey
@@ -63,9 +63,9 @@ class Work:
     releases: list[tuple[BootKey, list[int]]]
     counts: Counter[str]
     placed: list[PlacedReading]  # the readings this batch stores for the first time
-    # device -> (first, last) seq: what the device may delete once this batch is stored
-    # (ledger.DeviceLedger.acked, as of the end of this batch)
-    acks: dict[str, tuple[int, int]]
+    # what each device may delete once this batch is stored (ledger.DeviceLedger.acked, as
+    # of the end of this batch)
+    acks: dict[str, Ack]
 
 
 class Pipeline:
@@ -119,12 +119,12 @@ class Pipeline:
             {d for batch in batches for m in batch if (d := device_from_topic(m.topic))}
         )
 
-    def recover(self, messages: list[InboundMessage], refused: Work) -> dict[str, tuple[int, int]]:
+    def recover(self, messages: list[InboundMessage], refused: Work) -> dict[str, Ack]:
         """InfluxDB refused a batch: store its messages one by one, dead-lettering the
         ones it refuses, so one poisoned message does not take its neighbours with it.
         Returns the acknowledgements of what was stored (as `Work.acks`)."""
         self.held_keys.update(key for key, _ in refused.releases)
-        acks: dict[str, tuple[int, int]] = {}
+        acks: dict[str, Ack] = {}
         for m in messages:
             d = decode(m.topic, m.payload, self.max_payload_bytes)
             try:

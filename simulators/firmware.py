@@ -2,7 +2,7 @@
 store.py, clock.py): pure, so the simulated fleet speaks the wire contract exactly.
 
 - Every reading goes to the outbox first and leaves oldest first, in batches of at most
-  ``batch_max`` readings that all carry one boot (``Outbox.peek``).
+  ``batch_max`` readings that all carry one boot (``Outbox.take``).
 - ``seq`` strictly increases over the box's whole life, across reboots (``Counters``).
 - ``up`` is milliseconds since power-on; ``ts`` is ``None`` until a time source set the
   clock (``Clock.now_ms``), then UTC ms of the box's clock (which may be skewed).

@@ -44,24 +44,31 @@ def test_the_ack_covers_what_is_stored_and_stops_below_a_gap(
     try:
         device.subscribe(ack_topic(a))
         other.subscribe(ack_topic(a))  # B's subscription to A's ack is granted nothing
-        assert device.publish(ack_topic(a), b'{"from": 0, "seq": 99}', retain=True) == DENIED
+        assert (
+            device.publish(ack_topic(a), b'{"from": 0, "seq": 99, "high": 99}', retain=True)
+            == DENIED
+        )
 
         send(device, a, payload(a, [reading(s) for s in range(1, 11)]))
-        wait_for(lambda: acks(device.received) == [{"from": 1, "seq": 10}], 30, "the first ack")
+        wait_for(
+            lambda: acks(device.received) == [{"from": 1, "seq": 10, "high": 10}],
+            30,
+            "the first ack",
+        )
         # 11..20 lost on the way (say, in a broker crash): the ack stays at 10.
         send(device, a, payload(a, [reading(s) for s in range(21, 31)]))
         wait_for(lambda: len(device.received) == 2, 30, "the second ack")
-        assert acks(device.received)[1] == {"from": 1, "seq": 10}
+        assert acks(device.received)[1] == {"from": 1, "seq": 10, "high": 30}
         assert stored_count(influx, a) == 20
         # The device sends them again: now everything up to 30 is stored.
         send(device, a, payload(a, [reading(s) for s in range(11, 21)]))
         wait_for(lambda: len(device.received) == 3, 30, "the third ack")
-        assert acks(device.received)[2] == {"from": 1, "seq": 30}
+        assert acks(device.received)[2] == {"from": 1, "seq": 30, "high": 30}
         # A batch of boot 2 before its clock is set is held on the server: covered too.
         held = [reading(s, ts=None, up=s * 1000) for s in range(31, 36)]
         send(device, a, payload(a, held, boot=2))
         wait_for(lambda: len(device.received) == 4, 30, "the fourth ack")
-        assert acks(device.received)[3] == {"from": 1, "seq": 35}
+        assert acks(device.received)[3] == {"from": 1, "seq": 35, "high": 35}
         other.barrier()
         assert other.received == []
     finally:
@@ -73,7 +80,7 @@ def test_the_ack_covers_what_is_stored_and_stops_below_a_gap(
     try:
         again.subscribe(ack_topic(a))
         wait_for(lambda: again.received, 10, "the retained ack")
-        assert acks(again.received) == [{"from": 1, "seq": 35}]
+        assert acks(again.received) == [{"from": 1, "seq": 35, "high": 35}]
         # Only ingest writes it.
         assert ingest.publish(ack_topic(a), None, retain=True) == "Success"
     finally:
@@ -92,10 +99,14 @@ def test_a_device_missing_its_first_seqs_is_told_where_ingest_starts(
     try:
         device.subscribe(ack_topic(a))
         send(device, a, payload(a, [reading(s) for s in range(6, 11)]))
-        wait_for(lambda: acks(device.received) == [{"from": 6, "seq": 10}], 30, "the first ack")
+        wait_for(
+            lambda: acks(device.received) == [{"from": 6, "seq": 10, "high": 10}],
+            30,
+            "the first ack",
+        )
         send(device, a, payload(a, [reading(s) for s in range(1, 6)]))
         wait_for(lambda: len(device.received) == 2, 30, "the second ack")
-        assert acks(device.received)[1] == {"from": 1, "seq": 10}
+        assert acks(device.received)[1] == {"from": 1, "seq": 10, "high": 10}
         assert stored_count(influx, a) == 10
     finally:
         device.close()

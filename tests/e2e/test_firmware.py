@@ -4,6 +4,7 @@ the real Mosquitto with its per-device account -> ingest -> InfluxDB."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -208,6 +209,39 @@ def test_broker_outage_fills_the_outbox_and_it_drains_in_order(
     assert "uplink down" in board.logtext()
 
 
+def acked(board: Board) -> int:
+    """The last seq ingest acknowledged to the device, as its flash holds it (-1: none)."""
+    path = board.flash / "data" / "outbox" / "acked"
+    return json.loads(path.read_text()) if path.exists() else -1
+
+
+def test_a_broker_killed_with_readings_queued_for_ingest_loses_nothing(
+    services: LocalServices, influx: InfluxClient, start_ingest, board_factory
+) -> None:
+    """The broker PUBACKs readings it queues for an absent ingest, then is killed (SIGKILL)
+    before it saved them: the device still holds them, as ingest never acknowledged them, and
+    sends them again once the broker is back."""
+    device, board, recorder = board_factory()
+    ingest = start_ingest()
+    board.start()
+    wait_for(lambda: acked(board) >= 5, 30, "the first readings acknowledged")
+    ingest.stop()
+    held_from = acked(board) + 1
+    wait_for(lambda: recorder.seqs() and max(recorder.seqs()) >= held_from + 20, 30, "PUBACKs")
+    queued = max(recorder.seqs())
+    assert acked(board) < held_from, "no acknowledgement while ingest is away"
+    services.stop("mosquitto", signal.SIGKILL)
+    services.start("mosquitto")
+    start_ingest()
+    wait_for(lambda: acked(board) >= queued, 60, "everything queued acknowledged")
+    board.kill()
+
+    seqs = stored_seqs(influx, device)
+    assert seqs == list(range(len(seqs))), "nothing lost, nothing doubled"
+    assert seqs[-1] >= queued
+    assert "uplink down" in board.logtext()
+
+
 def test_power_cut_in_a_dead_zone_loses_nothing_and_counts_the_boot(
     influx: InfluxClient, start_ingest, board_factory
 ) -> None:
@@ -325,7 +359,7 @@ def test_a_refused_login_keeps_the_readings_and_retries(settings: Settings, boar
     code = """
 import json
 from outbox import Outbox
-print(json.dumps([r["seq"] for r in Outbox("data/outbox", 262144, 4096).peek(500)[1]]))
+print(json.dumps([r["seq"] for r in Outbox("data/outbox", 262144, 4096).take(500)[1]]))
 """
     waiting = run(code, board.flash)
     assert waiting and waiting == list(range(len(waiting))), "every reading waits in the outbox"

@@ -195,7 +195,7 @@ async def go():
     await asyncio.sleep_ms(3000)
     task.cancel()
 asyncio.run(go())
-print(json.dumps([r["up"] for r in d.outbox.peek(100)[1]]))
+print(json.dumps([r["up"] for r in d.outbox.take(100)[1]]))
 """
     ups = run(code, flash, {"probes": {PRODUCT: 2.5}})
     gaps = sorted(b - a for a, b in pairwise(ups))
@@ -301,7 +301,7 @@ async def go():
     for t in tasks:
         t.cancel()
 asyncio.run(go())
-boot, readings = d.outbox.peek(100)
+boot, readings, _ = d.outbox.take(100)
 print(json.dumps([d.clock.source, d.gps.rejected, PINS[2].value(), readings[-1]]))
 """
     source, rejected, led, last = run(code, flash, world)
@@ -330,7 +330,7 @@ async def go():
         t.cancel()
     return time.ticks_diff(time.ticks_ms(), opened)
 took = asyncio.run(go())
-print(json.dumps([took, [r["door"] for r in d.outbox.peek(10)[1]]]))
+print(json.dumps([took, [r["door"] for r in d.outbox.take(10)[1]]]))
 """
     took, doors = run(code, flash, {})
     assert doors == [False, True]

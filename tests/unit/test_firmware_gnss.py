@@ -151,7 +151,7 @@ async def go():
     for t in tasks:
         t.cancel()
 asyncio.run(go())
-boot, readings = d.outbox.peek(100)
+boot, readings, _ = d.outbox.take(100)
 print(json.dumps([d.clock.source, d.gps.utc_ms, [r["ts"] for r in readings]]))
 """
     source, utc, stamps = run(code, flash, world)
