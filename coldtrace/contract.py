@@ -134,14 +134,15 @@ class Ack(_Strict):
     device may delete those readings from its outbox. ``first`` is the lowest seq ingest has
     of the device: a device still holding a lower one keeps it and sends it again. ``high`` is
     the highest seq ingest has: above ``seq``, ingest misses seqs after ``seq`` that it should
-    have got before ``high`` (docs/wire-format.md: when a device sends them again)."""
+    have got before ``high`` (docs/wire-format.md: when a device sends them again). Ingest
+    always sends it; a reader takes an ack without it (as first landed) as ``high == seq``."""
 
     first: int = Field(ge=0, lt=2**63, alias="from")
     seq: int = Field(ge=0, lt=2**63)
-    high: int = Field(ge=0, lt=2**63)
+    high: int | None = Field(default=None, ge=0, lt=2**63)
 
     def payload(self) -> bytes:
-        return self.model_dump_json(by_alias=True).encode()
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
 def probe_fault(value: float | None) -> str | None:
