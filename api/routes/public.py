@@ -21,17 +21,19 @@ from api.problems import Problem
 from api.ratelimit import RateLimiter
 from coldtrace import signing
 from coldtrace.certificates import public
+from coldtrace.certificates.document import certificate_html, logo_uri
 from coldtrace.certificates.public import Checked, State, Status
-from coldtrace.certificates.render import envelope, version_pdf
+from coldtrace.certificates.render import envelope, readings_of, verify_url, version_pdf
 from coldtrace.settings import Settings
 from deliveries.models import Certificate
 
 # A certificate with its breaches is a few hundred kB at most; a PDF a few MB.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-# No script, no frame, nothing from another host; the page's own inline style only.
+# No script, nothing from another host: the page's own inline style, and the certificate's
+# document from this host in a frame (its pictures are data: URIs).
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Robots-Tag": "noindex, nofollow",
@@ -109,11 +111,32 @@ def certificate_page(
         certificate=envelope(found),
         status=status,
         public_id=found.public_id,
+        document="timezone" in found.body,
     )
 
 
 def _well_formed(public_id: str) -> bool:
     return re.fullmatch(public.PUBLIC_ID_PATTERN, public_id) is not None
+
+
+@router.get("/v/{public_id}/document", response_class=HTMLResponse, tags=["public"])
+def certificate_document(
+    public_id: PublicId, session: DbSession, source: Source, settings: AppSettings
+) -> HTMLResponse:
+    """The certificate as the PDF shows it (coldtrace.certificates.document's HTML, in its
+    customer's language and time zone), framed by the page. 404 for versions issued before
+    certificates carried that content (the page's table shows their facts)."""
+    found = _stored(session, public_id)
+    if "timezone" not in found.body:
+        raise Problem(404, "this version has no document: it was issued before they existed")
+    html = certificate_html(
+        envelope(found),
+        readings_of(session, found, source),
+        verify_url(settings.public_url, found.body),
+        logo_uri(settings.certificate_issuer_logo),
+    )
+    csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
+    return HTMLResponse(html, headers=HEADERS | {"Content-Security-Policy": csp})
 
 
 def _download(found: Certificate, content: bytes, media_type: str, extension: str) -> Response:

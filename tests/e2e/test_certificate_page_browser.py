@@ -94,6 +94,10 @@ def test_the_qr_address_says_valid_then_superseded(
     browser.get(qr_address(api, v1))
     assert status(browser) == "valid"
     assert browser.find_element(By.ID, "verdict").text == "compliant"
+    browser.switch_to.frame(browser.find_element(By.ID, "document"))  # the document, framed
+    verdict = browser.find_element(By.CSS_SELECTOR, ".verdict").text
+    assert verdict.splitlines()[0].lower() == "compliant", verdict
+    browser.switch_to.default_content()
 
     _, device = fleet
     add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)  # found late: version 2

@@ -80,6 +80,13 @@ def test_the_page_says_valid_then_superseded_by_the_newer_version(
     assert status_of(page.text) == "valid"
     assert '<td id="verdict">compliant</td>' in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
+    # The certificate as the PDF shows it, framed from this host.
+    document_url = f"/v/{v1['body']['public_id']}/document"
+    assert f'<iframe id="document" src="{document_url}"' in page.text
+    document = api.client.get(document_url)
+    assert document.status_code == 200
+    assert '<div class="verdict compliant">' in document.text
+    assert "img-src data:" in document.headers["content-security-policy"]
 
     _, device = fleet
     add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)
