@@ -37,6 +37,9 @@ class DeviceAccounts:
         self.store = store
         self.broker = broker
         self.reserved = reserved
+        # Whether the last change reached a running broker (False: it reads the files at its
+        # next start or SIGHUP).
+        self.reloaded = False
 
     def add(
         self,
@@ -60,7 +63,7 @@ class DeviceAccounts:
         self.broker.set_passwords({device_id: secret})
         if carries is not None:
             self.broker.set_gateway(device_id, carries)
-        self.broker.reload()
+        self.reloaded = self.broker.reload()
         return row, secret
 
     def rotate(self, device_id: str) -> str:
@@ -74,7 +77,7 @@ class DeviceAccounts:
         self.broker.set_passwords({device_id: secret})
         if row.carries is not None:  # a gateway whose ACL lines were lost gets them back
             self.broker.set_gateway(device_id, row.carries)
-        self.broker.reload()
+        self.reloaded = self.broker.reload()
         return secret
 
     def disable(self, device_id: str) -> Device:
@@ -87,7 +90,7 @@ class DeviceAccounts:
                 "device.disable", "device", device_id, None, {"disabled_ms": row.disabled_ms}
             )
         self.broker.remove(device_id)
-        self.broker.reload()
+        self.reloaded = self.broker.reload()
         return row
 
     def list(self) -> list[AccountRow]:

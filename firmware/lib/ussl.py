@@ -1,3 +1,3 @@
 # umqtt.simple 1.3.4 (lib/umqtt) imports `ussl` for TLS; MicroPython 1.2x has the module as
-# `ssl` only. Not needed with micropython-lib's current umqtt.simple (`mip install`).
+# `ssl` only.
 from ssl import *  # noqa: F403

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
+import threading
+import tty
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +72,20 @@ class Board:
     """The firmware (firmware/main.py) running as a process, like a powered board; killing it
     is a power cut and `start` again is the next boot, with the same flash."""
 
-    def __init__(self, flash: Path, config: dict[str, Any], scenario: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        flash: Path,
+        config: dict[str, Any] | None,
+        scenario: dict[str, Any],
+        firmware: Path = FIRMWARE,
+    ) -> None:
+        """``config``: None keeps the flash's config.json; ``firmware``: where the firmware's
+        modules are (a provisioned flash holds its own)."""
         self.flash = flash
+        self.firmware = firmware
         flash.mkdir(parents=True, exist_ok=True)
-        (flash / "config.json").write_text(json.dumps(config))
+        if config is not None:
+            (flash / "config.json").write_text(json.dumps(config))
         self.scenario_path = flash.parent / f"{flash.name}-scenario.json"
         self.scenario = scenario
         self.scenario_path.write_text(json.dumps(scenario))
@@ -87,9 +101,9 @@ class Board:
     def start(self) -> Board:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [micropython(), str(FIRMWARE / "main.py")],
+                [micropython(), str(self.firmware / "main.py")],
                 cwd=self.flash,
-                env=mpy_env(self.scenario_path),
+                env=mpy_env(self.scenario_path, self.firmware),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -107,3 +121,50 @@ class Board:
 
     def logtext(self) -> str:
         return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
+
+
+class SerialRepl:
+    """The MicroPython unix port's REPL on a pseudo-terminal, as a board's USB serial port:
+    the interpreter runs on one pty (its REPL needs a tty), and ``port`` is the path of a
+    second one, whose other side is relayed byte for byte to the first (what socat's PTY
+    pair does). Its working directory is the board's flash."""
+
+    def __init__(self, flash: Path) -> None:
+        flash.mkdir(parents=True, exist_ok=True)
+        board_side, repl_tty = pty.openpty()
+        host_side, port_tty = pty.openpty()
+        for fd in (repl_tty, port_tty):
+            tty.setraw(fd)  # bytes as they are: no echo, no CR/LF translation
+        self.port = os.ttyname(port_tty)
+        self._fds = [board_side, repl_tty, host_side, port_tty]
+        self.proc = subprocess.Popen(
+            [micropython()],
+            stdin=repl_tty,
+            stdout=repl_tty,
+            stderr=repl_tty,
+            cwd=flash,
+            env=mpy_env(),
+            start_new_session=True,
+        )
+        self._relay = threading.Thread(target=self._pump, args=(board_side, host_side), daemon=True)
+        self._relay.start()
+
+    @staticmethod
+    def _pump(a: int, b: int) -> None:
+        while True:
+            ready, _, _ = select.select([a, b], [], [])
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:  # closed: the REPL is gone
+                    return
+                os.write(b if fd == a else a, data)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        board_side, repl_tty, host_side, port_tty = self._fds
+        os.close(repl_tty)  # the REPL's tty has no holder left: the relay reads EIO and ends
+        self._relay.join(timeout=10)
+        for fd in (board_side, host_side, port_tty):
+            os.close(fd)
