@@ -161,7 +161,8 @@ class BrokerAccounts:
     # -- the files --------------------------------------------------------------------------
 
     def _write_passwd(self, hashes: Mapping[str, str]) -> None:
-        _replace(self.files.passwd, "".join(f"{u}:{h}\n" for u, h in hashes.items()), 0o600)
+        # group-readable: in compose the broker reads it as group mosquitto (docs/deploy.md)
+        _replace(self.files.passwd, "".join(f"{u}:{h}\n" for u, h in hashes.items()), 0o640)
 
     def _acl_parts(self) -> tuple[str, list[str]]:
         text = self.files.acl.read_text() if self.files.acl.exists() else ""

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 # Made by the operator before the first start (docs/deploy.md), never committed.
-OPERATOR_MADE = {"deploy/mosquitto/passwd"}
+OPERATOR_MADE = {"deploy/mosquitto/accounts"}
 PINNED = re.compile(r"^[\w./-]+:\d+\.\d+(\.\d+)?(-[\w.]+)?$")
 VARIABLE = re.compile(r"\$\{(\w+)(:[?-])?([^}]*)\}")
 SECRET = re.compile(r"PASSWORD|KEY|SECRET|TOKEN")

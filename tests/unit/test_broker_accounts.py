@@ -52,7 +52,7 @@ def test_passwords_added_replaced_and_removed(broker: BrokerAccounts, tmp_path: 
     assert broker.remove("box-1") is True
     assert broker.remove("box-1") is False
     assert broker.usernames() == {"box-2"}
-    assert (tmp_path / "passwd").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "passwd").stat().st_mode & 0o777 == 0o640
 
 
 @pytest.mark.parametrize("name", ["a:b", "a\nb", "+", "#", ""])
