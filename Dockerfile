@@ -13,6 +13,8 @@ COPY migrations migrations
 COPY simulators simulators
 COPY dashboards dashboards
 COPY gateway gateway
+# urllib3-future (grafana-client's niquests) beside urllib3, not over it: deploy/bootstrap.sh
+RUN URLLIB3_NO_OVERRIDE=1 pip install --no-cache-dir --no-binary urllib3-future "urllib3-future>=2.12"
 RUN pip install --no-cache-dir .
 RUN mkdir -p /var/lib/coldtrace && chown nobody /var/lib/coldtrace
 USER nobody

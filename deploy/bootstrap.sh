@@ -40,5 +40,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
+# grafana-client (coldtrace dashboards push) brings niquests, whose urllib3-future wheel
+# replaces urllib3 itself at every interpreter start (a .pth hook), which breaks `requests`
+# (schemathesis in the tests). Built from source with URLLIB3_NO_OVERRIDE=1 it installs as
+# urllib3_future only, beside the real urllib3; a venv the wheel already changed is repaired.
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ -e "$site/urllib3_future.pth" ]; then
+  "$venv/bin/python" -m pip uninstall -q -y urllib3-future urllib3
+  rm -rf "$site/urllib3"
+fi
+URLLIB3_NO_OVERRIDE=1 "$venv/bin/python" -m pip install -q --no-binary urllib3-future \
+  "urllib3-future>=2.12" urllib3
 "$venv/bin/python" -m pip install -q -e '.[dev]'
 echo "ready: $venv/bin/coldtrace"
