@@ -509,6 +509,84 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _iso(ms: int | None) -> str | None:
+    from deliveries.trace import iso
+
+    return None if ms is None else iso(ms)
+
+
+def cmd_deliveries_list(settings: Settings, args: argparse.Namespace) -> int:
+    """Deliveries, newest planned first, with their current certificate's verdict."""
+    from sqlalchemy import select
+
+    from deliveries.models import Certificate, Delivery
+
+    session = _cli_store(settings).session
+    current = (
+        select(Certificate.delivery_id, Certificate.version, Certificate.verdict)
+        .where(Certificate.superseded_ms.is_(None))
+        .subquery()
+    )
+    query = (
+        select(Delivery, current.c.version, current.c.verdict)
+        .outerjoin(current, current.c.delivery_id == Delivery.id)
+        .order_by(Delivery.planned_start_ms.desc(), Delivery.id.desc())
+        .limit(args.limit)
+    )
+    if args.state:
+        query = query.where(Delivery.state == args.state)
+    if args.customer:
+        query = query.where(Delivery.customer_id == args.customer)
+    rows: list[dict[str, object]] = [
+        {
+            "id": d.id,
+            "reference": d.reference,
+            "customer": d.customer_id,
+            "profile": d.profile,
+            "vehicle": d.compartment.vehicle_id,
+            "state": d.state,
+            "planned_start": _iso(d.planned_start_ms),
+            "certificate": version,
+            "verdict": verdict,
+        }
+        for d, version, verdict in session.execute(query).all()
+    ]
+    _emit(rows, args.json)
+    return 0
+
+
+def cmd_breaches_list(settings: Settings, args: argparse.Namespace) -> int:
+    """Breaches the live rules stage stored, newest first."""
+    from sqlalchemy import select
+
+    from coldtrace.breaches import Breach
+
+    session = _cli_store(settings).session
+    query = select(Breach).order_by(Breach.start_ts.desc(), Breach.id.desc()).limit(args.limit)
+    if args.device:
+        query = query.where(Breach.device == args.device)
+    if args.open:
+        query = query.where(Breach.end_ts.is_(None))
+    rows: list[dict[str, object]] = [
+        {
+            "id": b.id,
+            "device": b.device,
+            "probe": b.probe,
+            "rule": b.rule,
+            "severity": b.severity,
+            "state": b.state,
+            "start": _iso(b.start_ts),
+            "end": _iso(b.end_ts),
+            "peak_c": b.peak,
+            "degree_minutes": round(b.degree_minutes, 1),
+            "suppressed": b.suppressed,
+        }
+        for b in session.scalars(query)
+    ]
+    _emit(rows, args.json)
+    return 0
+
+
 def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
     from deliveries.importer import BadRow, parse_plans
     from deliveries.store import Conflict, NotFound
@@ -536,6 +614,79 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _certificates_text(file: Path) -> str:
+    """The certificates' JSON text in FILE: the file itself, or the signed certificate
+    attached to a certificate PDF (coldtrace.certificates.document.extract_signed_json)."""
+    from coldtrace.certificates.document import extract_signed_json
+
+    data = file.read_bytes()
+    return extract_signed_json(data) if data.startswith(b"%PDF-") else data.decode("utf-8")
+
+
+def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
+    """The current certificate of a delivery (by reference or id): a summary table, its JSON
+    (--json) as the API returns it, and with -o its PDF (readings from InfluxDB)."""
+    from coldtrace.certificates.render import current_version, envelope, version_pdf
+    from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+    from deliveries.source import ReadingSource
+    from deliveries.store import NotFound
+
+    store = _cli_store(settings)
+    try:
+        c = current_version(store.session, args.delivery)
+    except NotFound as exc:
+        print(f"error: {exc}: see `coldtrace deliveries list`", file=sys.stderr)
+        return 2
+    if args.output is not None:
+        influx = InfluxClient(settings)
+        source = ReadingSource(influx)
+        try:
+            pdf = version_pdf(
+                store.session,
+                c,
+                source,
+                settings.public_url,
+                settings.certificate_issuer_logo,
+                args.language,
+            )
+        except (InfluxUnavailable, InfluxRejected) as exc:
+            print(
+                f"error: InfluxDB at {settings.influx_url}: {exc}: start it (coldtrace "
+                "services up influxdb) or set COLDTRACE_INFLUX_URL",
+                file=sys.stderr,
+            )
+            return 2
+        finally:
+            source.close()
+            influx.close()
+        try:
+            args.output.write_bytes(pdf)
+        except OSError as exc:
+            print(f"error: -o {args.output}: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(envelope(c), indent=2, ensure_ascii=False))
+        return 0
+    b = c.body
+    _emit(
+        [
+            {
+                "delivery": b.get("reference") or c.delivery_id,
+                "version": c.version,
+                "verdict": c.verdict,
+                "readings": b.get("readings"),
+                "mkt_c": b.get("mkt_c"),
+                "out_of_range_min": b.get("out_of_range_min"),
+                "breaches": len(b.get("breaches", [])),
+                "gaps": len(b.get("gaps", [])),
+                "pdf": args.output,
+            }
+        ],
+        False,
+    )
+    return 0
+
+
 def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every certificate in the file verifies (signing.check_all), 1 when one does
     not or there is none, 2 when the file or the key cannot be read."""
@@ -551,8 +702,8 @@ def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: --public-key {args.public_key}: {exc}", file=sys.stderr)
         return 2
     try:
-        certificates = signing.read_certificates(args.file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # signing.Unreadable, not UTF-8
+        certificates = signing.read_certificates(_certificates_text(args.file))
+    except (OSError, ValueError) as exc:  # Unreadable, NotACertificatePdf, not UTF-8
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 2
     if not certificates:
@@ -791,16 +942,42 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("id", type=int)
     p.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser("deliveries", help="deliveries: import the ordering system's CSV")
-    p.add_argument("action", choices=["import"])
-    p.add_argument("file", type=Path, metavar="FILE.csv")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_deliveries)
+    p = sub.add_parser("deliveries", help="deliveries: import the ordering system's CSV, list")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("import", help="create deliveries from the ordering system's CSV")
+    a.add_argument("file", type=Path, metavar="FILE.csv")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_deliveries)
+    a = actions.add_parser("list", help="deliveries with their certificate's verdict")
+    a.add_argument("--state", help="only these (planned, in_transit, delivered, closed, ...)")
+    a.add_argument("--customer", help="only this customer's")
+    a.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_deliveries_list)
 
-    p = sub.add_parser("certificates", help="certificates: verify their Ed25519 signatures")
-    p.add_argument("action", choices=["verify"])
+    p = sub.add_parser("breaches", help="breaches the rules stage stored")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("list", help="newest first")
+    a.add_argument("--device", help="only this device's")
+    a.add_argument("--open", action="store_true", help="only those still open")
+    a.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_breaches_list)
+
+    p = sub.add_parser("certificates", help="certificates: get one (PDF, JSON), verify them")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("get", help="a delivery's current certificate")
+    a.add_argument("delivery", metavar="DELIVERY", help="its reference or id")
+    a.add_argument("-o", "--output", type=Path, metavar="FILE.pdf", help="write its PDF here")
+    a.add_argument("--language", choices=["en", "fr"], help="default: the customer's")
+    a.add_argument("--json", action="store_true", help="print it as the API returns it")
+    a.set_defaults(func=cmd_certificates_get)
+    p = actions.add_parser("verify", help="check Ed25519 signatures, offline")
     p.add_argument(
-        "file", type=Path, metavar="FILE.json", help="a certificate, or a list, as the API returns"
+        "file",
+        type=Path,
+        metavar="FILE",
+        help="a certificate or a list as the API returns (JSON), or a certificate PDF",
     )
     p.add_argument(
         "--public-key",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import mimetypes
 import threading
 from collections.abc import Mapping, Sequence
@@ -24,12 +25,17 @@ import segno
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError
-from weasyprint import HTML, Attachment  # type: ignore[import-untyped]
-from weasyprint.text.fonts import FontConfiguration  # type: ignore[import-untyped]
 
 from alerts.evaluation import ProbeKey
 from coldtrace.certificates.charts import ProbeChart, probe_chart, route_plot
 from coldtrace.certificates.i18n import LANGUAGES, Writer
+
+# WeasyPrint logs each step of every document at INFO, and pypdf warns about each flaw of
+# a damaged file: noise in the API's log and on the CLI's stderr (a file that cannot be read
+# is reported once, by extract_signed_json). WeasyPrint is imported when a document is
+# rendered (it parses its stylesheets on import): verifying a PDF does not need it.
+logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 TEMPLATES: Final = Path(__file__).with_name("templates")
 ATTACHMENT: Final = "certificate.json"
@@ -57,10 +63,12 @@ class Readings:
 _local = threading.local()
 
 
-def _fonts() -> FontConfiguration:
-    """This thread's font configuration, kept between documents: building one per document
-    costs a fifth of the rendering time (WeasyPrint's are not shared across threads)."""
-    fonts: FontConfiguration | None = getattr(_local, "fonts", None)
+def _fonts() -> Any:
+    """This thread's WeasyPrint font configuration, kept between documents: building one
+    per document costs a fifth of the rendering time (they are not shared across threads)."""
+    from weasyprint.text.fonts import FontConfiguration  # type: ignore[import-untyped]
+
+    fonts = getattr(_local, "fonts", None)
     if fonts is None:
         fonts = _local.fonts = FontConfiguration()
     return fonts
@@ -208,6 +216,8 @@ def render_pdf(
 ) -> bytes:
     """The PDF/A-3b of ``certificate`` (arguments as ``certificate_html``), with the
     certificate's JSON attached as ``certificate.json`` (relationship Source)."""
+    from weasyprint import HTML, Attachment  # type: ignore[import-untyped]
+
     signed = json.dumps(certificate, ensure_ascii=False, indent=1)
     attachment = Attachment(
         string=signed,

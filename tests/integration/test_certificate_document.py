@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from coldtrace import signing
-from coldtrace.certificates.document import extract_signed_json
+from coldtrace.certificates.document import Readings, extract_signed_json, render_pdf
 from coldtrace.influx import InfluxClient
-from tests.conftest import Api
+from tests.conftest import Api, run_coldtrace
 from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
     MIN,
     T0,
@@ -184,3 +184,66 @@ def test_another_customer_gets_404(api: Api, scripted: dict[str, Any]) -> None:
     other = api.key("customer", "other")
     for path in (f"/certificates/{scripted['id']}/pdf", f"/certificates/{scripted['id']}"):
         assert api.client.get(f"/api/v1{path}", headers=other).status_code == 404
+
+
+def cli(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
+    """`coldtrace ARGS` on the API's store, InfluxDB and signing key (its run dir)."""
+    s = api.settings
+    return run_coldtrace(
+        *args,
+        COLDTRACE_RUN_DIR=str(s.run_dir),
+        COLDTRACE_DATABASE_URL=str(s.database_url),
+        COLDTRACE_INFLUX_URL=s.influx_url,
+        COLDTRACE_INFLUX_DATABASE=s.influx_database,
+    )
+
+
+def test_the_operators_terminal(
+    api: Api,
+    scripted: dict[str, Any],
+    fleet: tuple[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _, device = fleet
+    pdf = tmp_path / "ORD-PDF.pdf"
+    got = cli(api, "certificates", "get", "ORD-PDF", "-o", str(pdf), "--json")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == api.ok("GET", f"/certificates/{scripted['id']}")
+    assert pages_of(pdf.read_bytes(), tmp_path) == 2
+    assert "NON CONFORME" in text_of(pdf.read_bytes(), tmp_path)
+
+    table = cli(api, "certificates", "get", "ORD-PDF")
+    header, row = table.stdout.splitlines()
+    assert header.split()[:3] == ["DELIVERY", "VERSION", "VERDICT"]
+    assert row.split()[:3] == ["ORD-PDF", "1", "not_compliant"]
+
+    verified = cli(api, "certificates", "verify", str(pdf), "--json")
+    assert verified.returncode == 0, verified.stderr
+    assert [(r["certificate"], r["valid"]) for r in json.loads(verified.stdout)] == [
+        (scripted["id"], True)
+    ]
+    # A PDF whose attached certificate was altered does not verify, and says why.
+    forged = dict(scripted) | {"body": scripted["body"] | {"verdict": "compliant"}}
+    forged["verdict"] = "compliant"
+    (tmp_path / "forged.pdf").write_bytes(render_pdf(forged, Readings(), None))
+    refused = cli(api, "certificates", "verify", str(tmp_path / "forged.pdf"), "--json")
+    assert refused.returncode == 1
+    assert "changed after signing" in json.loads(refused.stdout)[0]["why"]
+    (tmp_path / "not.pdf").write_bytes(b"%PDF-1.7\nnothing")
+    broken = cli(api, "certificates", "verify", str(tmp_path / "not.pdf"))
+    assert broken.returncode == 2 and broken.stderr.startswith("error: ")
+    assert len(broken.stderr.splitlines()) == 1
+
+    listed = json.loads(cli(api, "deliveries", "list", "--customer", "labo", "--json").stdout)
+    assert [(d["reference"], d["state"], d["certificate"], d["verdict"]) for d in listed] == [
+        ("ORD-PDF", "closed", 1, "not_compliant")
+    ]
+    breaches = json.loads(cli(api, "breaches", "list", "--device", device, "--json").stdout)
+    assert [(b["rule"], b["start"], b["end"]) for b in breaches] == [
+        ("excursion_high", iso(T0 + 10 * MIN), iso(T0 + 40 * MIN))
+    ]
+    missing = cli(api, "certificates", "get", "ORD-NONE")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines()[-1] == (  # after the migrations' log lines
+        "error: no delivery 'ORD-NONE': see `coldtrace deliveries list`"
+    )
