@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from coldtrace import dashboards_cli
 from coldtrace.contract import DEVICE_ID_PATTERN, json_schema
 from coldtrace.settings import ConfigError, Settings, load_settings
 
@@ -285,6 +286,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         "COLDTRACE_INFLUX_URL": settings.influx_url,
         "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
         "COLDTRACE_DATABASE_URL": settings.sqlalchemy_url,
+        # its deliveries link to their Grafana dashboard (told at the end)
+        "COLDTRACE_GRAFANA_URL": settings.grafana_url or demo.GRAFANA_DEFAULT,
     }
     # The scenario's rules settings (a van whose door is judged by its own profile; a
     # silence longer than the replayed round's lag behind the wall clock), the same for
@@ -329,6 +332,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         call = demo.api_client(api.base, api.key)
         books = demo.books(demo.sent(placed), before, landed(influx))
         rows, breaches = demo.deliveries(call, placed)
+        delivery, link = demo.dashboard_link(call, rows)
     except (ApiFailed, IngestFailed, RunFailed, demo.DemoFailed) as exc:
         print(
             f"error: {str(exc).splitlines()[0]} (see run/api.log, run/ingest.log)", file=sys.stderr
@@ -339,6 +343,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         api.stop()
         influx.close()
     _tell(settings, books, rows, breaches, report, api.key)
+    grafana = settings.grafana_url or demo.GRAFANA_DEFAULT
+    print(demo.grafana_hint(grafana, settings.influx_url, delivery, link))
     bad = report.mismatches
     lost = sum(int(str(r["lost"])) for r in books)
     closed = all(r["verdict"] != demo.NO_CERTIFICATE for r in rows)
@@ -828,6 +834,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_services)
+
+    dashboards_cli.register(sub)
 
     p = sub.add_parser("ingest", help="MQTT -> validate -> InfluxDB, acking only what is stored")
     p.set_defaults(func=cmd_ingest)

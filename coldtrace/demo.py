@@ -137,3 +137,27 @@ def api_client(base: str, key: str) -> Call:
         return r.json()
 
     return call
+
+
+# Where the demo's API links deliveries when COLDTRACE_GRAFANA_URL is not set: a Grafana on
+# this machine (the compose stack's port).
+GRAFANA_DEFAULT = "http://localhost:3000"
+
+
+def dashboard_link(call: Call, rows: list[dict[str, object]]) -> tuple[object, str]:
+    """(delivery id, its Delivery dashboard link from the API) of the delivery with the most
+    breaches: the one worth opening."""
+    worst = max(rows, key=lambda r: int(str(r["breaches"])))
+    found = call("GET", f"/deliveries/{worst['delivery']}")
+    return worst["delivery"], str(found["dashboard_url"])
+
+
+def grafana_hint(grafana_url: str, influx_url: str, delivery: object, link: str) -> str:
+    """How to see the demo in Grafana: push the dashboards, then open one delivery."""
+    return (
+        "\nIn Grafana (dashboards/README.md): put coldtrace's dashboards, their InfluxDB "
+        "datasource and alert rules into yours with\n"
+        f"  coldtrace dashboards push --url {grafana_url} --token <service account token, "
+        f"Editor> --influx-url {influx_url}\n"
+        f"then open delivery {delivery}'s Delivery dashboard:\n  {link}"
+    )

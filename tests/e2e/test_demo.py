@@ -68,6 +68,15 @@ def test_the_demo_twice_and_after_a_one_van_simulation_loses_nothing(
         assert "verdicts: 10 compliant, 2 not_compliant" in out
         assert "34 checks, all as expected" in out  # with ingest's and the API's health
         assert re.search(r'curl -H "Authorization: Bearer ct_\S+" http://127\.0\.0\.1:8000/', out)
+        # how to see it in Grafana: the push, and van-03's delivery (4 breaches) on its
+        # Delivery dashboard, as the API links it
+        assert "coldtrace dashboards push --url http://localhost:3000 --token <service" in out
+        assert re.search(
+            r"open delivery \d+'s Delivery dashboard:\n  http://localhost:3000/d/coldtrace-delivery"
+            r"/delivery\?orgId=1&from=\d+&to=\d+&var-vehicle=demo\d+-van-03&var-compartment=\w+"
+            r"&var-device=demo\d+-van-03(&var-probe=\w+)+&var-low_c=[-\d.]+&var-high_c=[-\d.]+\n",
+            out,
+        ), out[-1500:]
     # Each round has boxes (and deliveries) of its own.
     assert "demo1-van-01" in rounds[0] and "demo2-van-01" in rounds[1]
 

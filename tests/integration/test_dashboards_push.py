@@ -5,8 +5,11 @@ Grafana is put back, and only that."""
 
 from __future__ import annotations
 
+import json
+
 from dashboards import definitions
 from dashboards.push import connect, push
+from tests.conftest import run_coldtrace
 from tests.grafana_standin import GrafanaStandIn
 
 TOKEN = "glsa_test_token"
@@ -83,3 +86,33 @@ def test_what_was_changed_in_grafana_is_put_back_and_only_that() -> None:
             for c in push(api, "http://other:8086", "coldtrace")
             if c.action != "unchanged"
         ] == [("coldtrace-influxdb", "updated")]
+
+
+def test_coldtrace_dashboards_push_twice_then_with_a_wrong_token() -> None:
+    with GrafanaStandIn(TOKEN) as grafana:
+        args = ("dashboards", "push", "--url", grafana.url, "--influx-url", "http://influxdb:8086")
+        first = run_coldtrace(*args, "--token", TOKEN, "--json")
+        assert first.returncode == 0, first.stderr
+        assert [c["action"] for c in json.loads(first.stdout)] == ["created"] * (
+            2 + len(DASHBOARDS) + len(RULES)
+        )
+        grafana.calls()
+        second = run_coldtrace(*args, "--token", TOKEN)
+        assert second.returncode == 0, second.stderr
+        lines = second.stdout.splitlines()
+        assert lines[0].split() == ["KIND", "UID", "TITLE", "ACTION"]
+        assert all(line.endswith("unchanged") for line in lines[1:]) and len(lines) == 1 + 2 + len(
+            DASHBOARDS
+        ) + len(RULES)
+        assert {method for method, _ in grafana.calls()} == {"GET"}
+
+        wrong = run_coldtrace(*args, "--token", "not-the-token")
+        assert wrong.returncode == 1
+        assert wrong.stderr.strip().splitlines() == [
+            f"error: Grafana at {grafana.url} refused the token: give a service account token "
+            "with the Editor role"
+        ]
+    gone = run_coldtrace(*args, "--token", TOKEN)
+    assert gone.returncode == 1
+    assert gone.stderr.startswith(f"error: cannot reach Grafana at {grafana.url}")
+    assert len(gone.stderr.strip().splitlines()) == 1

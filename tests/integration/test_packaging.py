@@ -80,7 +80,7 @@ def test_the_images_copy_list_installs_and_migrates_a_database(tmp_path: Path) -
         text=True,
         timeout=60,
     )
-    assert helped.returncode == 0, helped.stderr
+    assert helped.returncode == 0 and "dashboards" in helped.stdout, helped.stderr
     out = subprocess.run(
         [sys.executable, "-m", "coldtrace.cli", "db", "upgrade"],
         env=env,
