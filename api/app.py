@@ -20,7 +20,7 @@ from api import docs, problems
 from api.deps import AppSettings, DbSession, Influx
 from api.pipeline import ingest_state
 from api.ratelimit import RateLimiter
-from api.routes import breaches, deliveries, fleet_data, oversight, public, verification
+from api.routes import books, breaches, deliveries, fleet_data, oversight, public, verification
 from api.schemas import Health
 from coldtrace import signing
 from coldtrace.breaches import Breach
@@ -115,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     for router in (
         fleet_data.router,
+        books.router,
         deliveries.router,
         breaches.router,
         oversight.router,
@@ -171,6 +172,15 @@ def create_app(settings: Settings) -> FastAPI:
         if newest:
             lag_s = time.time() - newest[0]["values"][0][0] / 1000
             lines.append(f"coldtrace_ingest_lag_seconds {lag_s:.3f}")
+        # The fleet's books (docs/wire-format.md): every reading sent is stored, rejected or
+        # missing; InfluxDB sums what ingest wrote as it went (ingest/books.py checks it).
+        books = {
+            "stored": _scalar(influx, "SELECT count(seq) FROM device_health"),
+            "rejected": _scalar(influx, "SELECT sum(counted) FROM rejected"),
+            "missing": _scalar(influx, "SELECT sum(missing) FROM seq_gap"),
+        }
+        lines.append(f"coldtrace_books_sent {sum(books.values())}")
+        lines.extend(f"coldtrace_books_{name} {n}" for name, n in books.items())
         rejected = influx.query("SELECT sum(readings) FROM rejected WHERE time > now() - 5m")
         lines.append(
             f"coldtrace_readings_rejected_5m {rejected[0]['values'][0][1] if rejected else 0}"
@@ -215,6 +225,12 @@ def _mailer(
         settings.certificate_mail_retry_max_s,
         settings.certificate_mail_poll_s,
     )
+
+
+def _scalar(influx: InfluxClient, influxql: str) -> int:
+    """The one value of an aggregate query over all series; 0 when there is nothing."""
+    series = influx.query(influxql)
+    return int(series[0]["values"][0][1] or 0) if series else 0
 
 
 def _disagreeing_certificates(session: Session) -> list[str]:

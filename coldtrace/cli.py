@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -693,6 +694,38 @@ def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _books_instant(text: str) -> int:
+    """An ISO 8601 time (naive: UTC) -> epoch ms."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-12-01T08:00, naive is UTC)"
+        ) from None
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def cmd_books(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the books; exit 1 when a device's books disagree with what ingest wrote."""
+    from coldtrace.influx import InfluxClient, InfluxUnavailable
+    from ingest.books import load_books
+
+    influx = InfluxClient(settings)
+    try:
+        books = [load_books(influx, d, args.since, args.until) for d in args.devices]
+    except InfluxUnavailable as exc:
+        print(
+            f"error: InfluxDB at {settings.influx_url} did not answer ({exc}): start it "
+            "(coldtrace services up) or set COLDTRACE_INFLUX_URL",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        influx.close()
+    _emit([b.as_dict() for b in books], args.json)
+    return 1 if any(b.agrees is False for b in books) else 0
+
+
 def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every certificate in the file verifies (signing.check_all), 1 when one does
     not or there is none, 2 when the file or the key cannot be read."""
@@ -996,6 +1029,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_certificates)
+
+    p = sub.add_parser(
+        "books",
+        help="a device's books: sent = stored + rejected + missing, each seq in one",
+        description="Each device's readings, read back from InfluxDB: stored, rejected "
+        "(dead-lettered), missing (of which dropped: reported by the device), copies refused "
+        "(not in sent). Exit 1 when a device's books disagree with what ingest wrote.",
+    )
+    p.add_argument("devices", nargs="+", metavar="DEVICE")
+    p.add_argument(
+        "--since", type=_books_instant, help="readings of device time >= this (ISO 8601)"
+    )
+    p.add_argument("--until", type=_books_instant, help="readings of device time before this")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_books)
 
     p = sub.add_parser("schema", help="print the wire contract's JSON Schema")
     p.set_defaults(func=cmd_schema)

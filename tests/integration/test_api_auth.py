@@ -71,6 +71,7 @@ def routes(w: World) -> list[tuple[str, str, dict[str, Any] | None, set[str]]]:
         ("GET", f"/devices/{w.device}", None, STAFF),
         ("POST", f"/devices/{w.device}/assignments", assignment, OPERATORS),
         ("GET", f"/devices/{w.device}/assignments", None, STAFF),
+        ("GET", f"/devices/{w.device}/books", None, STAFF),
         ("GET", "/deliveries", None, EVERYONE),
         ("POST", "/deliveries", plan(w.vehicle), STAFF),
         ("GET", f"/deliveries/{w.own}", None, EVERYONE),
@@ -89,6 +90,12 @@ def routes(w: World) -> list[tuple[str, str, dict[str, Any] | None, set[str]]]:
         ("GET", "/audit", None, OPERATORS),
         ("DELETE", f"/deliveries/{w.own}", None, {ADMIN}),  # refused (409): not closed
     ]
+
+
+def customers_404(w: World) -> set[str]:
+    """Routes a customer's key gets 404 from, as for anything not its own (not 403: the
+    answer does not even say the device exists)."""
+    return {f"/devices/{w.device}/books"}
 
 
 def call(api: Api, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
@@ -130,11 +137,14 @@ def test_missing_unknown_and_revoked_keys_get_401(api: Api, world: World) -> Non
 
 def test_role_matrix(api: Api, world: World) -> None:
     keys = {role: api.key(role, "acme" if role == CUSTOMER else None) for role in EVERYONE}
+    hidden = customers_404(world)
     for method, path, body, allowed in routes(world):
         for role, headers in sorted(keys.items()):
             r = call(api, method, path, body, headers)
             if role in allowed:
                 assert r.status_code not in (401, 403, 404), (role, method, path, r.text)
+            elif role == CUSTOMER and path in hidden:
+                assert r.status_code == 404, (role, method, path, r.text)
             else:
                 assert r.status_code == 403, (role, method, path, r.text)
 

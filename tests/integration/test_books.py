@@ -16,10 +16,11 @@ import pytest
 from coldtrace.contract import MAX_BATCH_BYTES, telemetry_topic
 from coldtrace.db import upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, quote_string
+from coldtrace.settings import Settings
 from ingest.books import Books, load_books
 from ingest.held import HeldReadings
 from ingest.pipeline import InboundMessage, Pipeline
-from tests.conftest import stored_seqs
+from tests.conftest import Api, run_coldtrace, stored_seqs
 
 T = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 HOUR = 3_600_000
@@ -412,3 +413,91 @@ def test_readings_and_their_seq_gap_are_one_write(
     assert b"seq_gap," in body and b"device_health," in body
     assert gap_points(influx, d) == [("ingest", 2, 4, 3)]
     influx.close()
+
+
+# -- where the books are shown ---------------------------------------------------------------
+
+
+def metric(api: Api, name: str) -> int:
+    text = api.client.get("/metrics").text
+    [value] = [line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")]
+    return int(float(value))
+
+
+def test_books_over_the_api_for_staff_and_404_for_customers(
+    api: Api, ingest: Ingest, prefix: str
+) -> None:
+    d = f"{prefix}-01"
+    api.ok("POST", "/devices", json={"id": d})
+    api.ok("POST", "/customers", json={"id": "acme", "name": "ACME labs"})
+    totals = {
+        k: metric(api, f"coldtrace_books_{k}") for k in ("sent", "stored", "rejected", "missing")
+    }
+    ingest.send(d, batch(d, [reading(1), reading(3, door=1), reading(5)]))
+
+    assert api.ok("GET", f"/devices/{d}/books") == {
+        "device": d,
+        "sent": 5,
+        "stored": 2,
+        "rejected": 1,
+        "missing": 2,
+        "dropped": 0,
+        "copies": 0,
+        "first_seq": 1,
+        "last_seq": 5,
+        "agrees": True,
+    }
+    # The /metrics totals moved by exactly this device's books.
+    assert {k: metric(api, f"coldtrace_books_{k}") - n for k, n in totals.items()} == {
+        "sent": 5,
+        "stored": 2,
+        "rejected": 1,
+        "missing": 2,
+    }
+    since = "2025-11-24T16:00:05"  # T + 5 s: the readings from seq 5 on
+    ranged = api.ok("GET", f"/devices/{d}/books", params={"since": since})
+    assert (ranged["sent"], ranged["stored"], ranged["first_seq"], ranged["agrees"]) == (
+        1,
+        1,
+        5,
+        None,
+    )
+    for role in ("quality", "dispatcher"):
+        assert api.ok("GET", f"/devices/{d}/books", api.key(role))["stored"] == 2
+    acme = api.key("customer", "acme")
+    for device in (d, "no-such-device"):
+        r = api.client.get(f"/api/v1/devices/{device}/books", headers=acme)
+        assert r.status_code == 404, r.text
+    assert (
+        api.client.get("/api/v1/devices/no-such-device/books", headers=api.admin).status_code == 404
+    )
+
+
+def test_coldtrace_books_prints_the_table_and_json(
+    settings: Settings, ingest: Ingest, prefix: str
+) -> None:
+    d, quiet = f"{prefix}-01", f"{prefix}-02"
+    ingest.send(d, batch(d, [reading(1), reading(2, door=1), reading(4)]))
+    env = {
+        "COLDTRACE_INFLUX_URL": settings.influx_url,
+        "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
+    }
+
+    done = run_coldtrace("books", d, quiet, **env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "DEVICE        SENT  STORED  REJECTED  MISSING  DROPPED  COPIES  FIRST_SEQ  LAST_SEQ"
+        "  AGREES",
+        f"{d}     4       2         1        1        0       0          1         4  True  ",
+        f"{quiet}     0       0         0        0        0       0                       True  ",
+    ]
+    as_json = run_coldtrace("books", d, "--json", "--since", "2025-11-24T16:00:02Z", **env)
+    [books] = json.loads(as_json.stdout)
+    assert (books["stored"], books["first_seq"], books["agrees"]) == (1, 4, None)
+
+    bad = run_coldtrace("books", d, "--since", "yesterday", **env)
+    assert bad.returncode == 2 and "is not an ISO 8601 time" in bad.stderr
+    down = run_coldtrace("books", d, COLDTRACE_INFLUX_URL="http://127.0.0.1:9")
+    assert down.returncode == 2
+    assert down.stderr.strip().startswith("error: InfluxDB at http://127.0.0.1:9 did not answer")
+    assert "Traceback" not in down.stderr

@@ -1,0 +1,145 @@
+"""Issue 11's property: over random interleavings of batches, replays, dropped reports, held
+readings, conflicting duplicates, refused readings and restarts, every device's books balance
+exactly (each seq stored, rejected or missing, in one only, and what ingest wrote as it went
+agrees: ingest/books.py) and no stored value ever changes. Against the real InfluxDB."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from coldtrace.influx import InfluxClient, quote_string
+from ingest.books import load_books
+from tests.integration.test_books import Ingest
+
+T = 1_764_000_000_000
+SEQS = st.integers(1, 40)
+PER_BOOT = 10  # seqs 10b..10b+9 are boot b: a boot's first timed reading sets its clock
+
+
+def canonical(seq: int, held: bool, air: float | None = None) -> dict[str, Any]:
+    """Seq's one true reading: at T + seq s on its boot's clock, timed or not (held)."""
+    boot = seq // PER_BOOT
+    return {
+        "seq": seq,
+        "ts": None if held else T + seq * 1000,
+        "up": (seq - boot * PER_BOOT) * 1000 + 5,
+        "probes": {"air": float(seq) if air is None else air},
+    }
+
+
+def message(device: str, boot: int, readings: list[dict[str, Any]], **extra: Any) -> bytes:
+    return json.dumps({"device": device, "boot": boot, "readings": readings, **extra}).encode()
+
+
+# One step: ("batch", seqs, held), ("replay", i), ("dropped", first, last),
+# ("conflict", seq), ("time_taken", seq, other), ("invalid", seq), ("restart",).
+STEPS = st.one_of(
+    st.tuples(st.just("batch"), st.lists(SEQS, min_size=1, max_size=8, unique=True), st.booleans()),
+    st.tuples(st.just("replay"), st.integers(0, 20)),
+    st.tuples(st.just("dropped"), SEQS, st.integers(0, 6)),
+    st.tuples(st.just("conflict"), SEQS, st.booleans()),
+    st.tuples(st.just("time_taken"), SEQS, SEQS),
+    st.tuples(st.just("invalid"), SEQS),
+    st.tuples(st.just("restart")),
+)
+
+
+def stored_values(influx: InfluxClient, device: str) -> dict[int, tuple[int, float | None]]:
+    """seq -> (time, air) of every stored reading."""
+    rows = influx.rows(
+        f"SELECT seq, celsius FROM temperature WHERE device = {quote_string(device)}"
+    )
+    return {int(r["seq"]): (int(r["time"]), r["celsius"]) for r in rows}
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=st.lists(STEPS, min_size=1, max_size=12))
+def test_the_books_balance_and_nothing_stored_changes(
+    influx: InfluxClient, steps: list[tuple[Any, ...]]
+) -> None:
+    device = "prop-" + uuid.uuid4().hex[:10]
+    note(f"steps={steps!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ingest = Ingest(influx, Path(tmp))
+        sent: list[bytes] = []
+        held_boots: set[int] = set()
+        before: dict[int, tuple[int, float | None]] = {}
+
+        def send(body: bytes) -> None:
+            nonlocal before
+            sent.append(body)
+            ingest.send(device, body)
+            now = stored_values(influx, device)
+            changed = {s: (before[s], now.get(s)) for s in before if now.get(s) != before[s]}
+            assert changed == {}, f"stored values changed: {changed}"
+            assert len(now) == len(influx.rows(_health(device)))  # one point per seq
+            before = now
+
+        for step in steps:
+            kind = step[0]
+            if kind == "batch":
+                seqs, held = sorted(step[1]), step[2]
+                for boot in sorted({s // PER_BOOT for s in seqs}):
+                    mine = [s for s in seqs if s // PER_BOOT == boot]
+                    # Held: only the last reading of the boot's part carries the time.
+                    readings = [canonical(s, held and s != mine[-1]) for s in mine]
+                    if held and len(mine) == 1:
+                        readings = [canonical(mine[0], True)]
+                        held_boots.add(boot)
+                    send(message(device, boot, readings))
+            elif kind == "replay" and sent:
+                send(sent[step[1] % len(sent)])
+            elif kind == "dropped":
+                first, last = step[1], step[1] + step[2]
+                seq = last + 1
+                send(
+                    message(
+                        device,
+                        seq // PER_BOOT,
+                        [canonical(seq, False)],
+                        dropped=[{"from": first, "to": last}],
+                    )
+                )
+            elif kind == "conflict":
+                seq = step[1]
+                if step[2]:
+                    held_boots.add(seq // PER_BOOT)
+                send(message(device, seq // PER_BOOT, [canonical(seq, step[2], air=-5.0)]))
+            elif kind == "time_taken":
+                seq, other = step[1], step[2]
+                reading = canonical(seq, False)
+                reading["ts"] = T + other * 1000
+                send(message(device, seq // PER_BOOT, [reading]))
+            elif kind == "invalid":
+                seq = step[1]
+                send(message(device, seq // PER_BOOT, [{**canonical(seq, False), "door": 1}]))
+            else:
+                ingest.restart()
+        # Held readings wait for their boot's clock: give every such boot a timed reading
+        # (a seq of its own, above all others) so nothing is left in limbo.
+        for boot in sorted(held_boots):
+            seq = 1000 + boot
+            send(message(device, boot, [{**canonical(seq, False), "up": 999_000}]))
+
+        books = load_books(influx, device)
+        assert books.sent == books.stored + books.rejected + books.missing
+        if books.first_seq is not None and books.last_seq is not None:
+            # No reading without a valid seq was sent: every one of sent is a seq in the span.
+            assert books.sent == books.last_seq - books.first_seq + 1
+        assert books.agrees, books
+        assert ingest.held.count() == 0
+
+
+def _health(device: str) -> str:
+    return f"SELECT seq FROM device_health WHERE device = {quote_string(device)}"
