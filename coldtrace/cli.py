@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -16,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coldtrace import dashboards_cli
-from coldtrace.contract import DEVICE_ID_PATTERN, json_schema
+from coldtrace import cli_devices, dashboards_cli
+from coldtrace.contract import json_schema
 from coldtrace.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -94,33 +93,6 @@ def _register_sim_devices(settings: Settings, vehicles: int) -> None:
     from simulators.fleet import device_id
 
     LocalServices(settings).register_devices(device_id(i) for i in range(vehicles))
-
-
-def cmd_devices(settings: Settings, args: argparse.Namespace) -> int:
-    from coldtrace.services import LocalServices, device_password
-
-    if settings.env != "development":
-        print(
-            "error: `coldtrace devices add` manages the development broker only; in production "
-            "add the device to your broker's password file (mosquitto_passwd)",
-            file=sys.stderr,
-        )
-        return 2
-    bad = [d for d in args.device_ids if not re.fullmatch(DEVICE_ID_PATTERN, d)]
-    if bad:
-        print(
-            f"error: invalid device id {bad[0]!r}: use 1-64 of A-Z a-z 0-9 _ . - "
-            "(starting with a letter or digit)",
-            file=sys.stderr,
-        )
-        return 2
-    LocalServices(settings).register_devices(args.device_ids)
-    rows: list[dict[str, object]] = [
-        {"device": d, "username": d, "password": device_password(settings, d)}
-        for d in args.device_ids
-    ]
-    _emit(rows, args.json)
-    return 0
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -873,11 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="MQTT -> validate -> InfluxDB, acking only what is stored")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("devices", help="broker accounts of devices (development broker)")
-    p.add_argument("action", choices=["add"])
-    p.add_argument("device_ids", nargs="+", metavar="DEVICE_ID")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_devices)
+    cli_devices.register(sub)
 
     p = sub.add_parser("simulate", help="publish a simulated fleet's telemetry")
     p.add_argument("--vehicles", type=int, default=10)
