@@ -234,6 +234,10 @@ class LocalServices:
                 time.sleep(0.05)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (tests, demo)
+        # A killed multi-threaded server (influxd) shows as a zombie as soon as its main
+        # thread has exited, while its other threads may still hold the listening socket.
+        while not _port_free(self.port(name)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._pidfile(name).unlink(missing_ok=True)
         return True
 

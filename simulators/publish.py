@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
 
-from coldtrace.contract import TelemetryBatch, status_topic, telemetry_topic
+from coldtrace.contract import Ack, TelemetryBatch, ack_topic, status_topic, telemetry_topic
 from coldtrace.settings import Settings
 from simulators.fleet import Van, batches, make_fleet
+
+log = logging.getLogger(__name__)
 
 
 class PublishFailed(Exception):
@@ -53,6 +61,107 @@ class DeviceConnection:
         ).wait_for_publish(5)
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class AckingDevice(DeviceConnection):
+    """A device that keeps each batch until ingest's end-to-end acknowledgement (contract
+    v1.1, `coldtrace/v1/<device>/ack`) covers it, as the firmware's outbox does
+    (firmware/outbox.py, docs/wire-format.md): after a reconnect it sends again every batch not
+    covered; when an ack shows that ingest misses a seq this device holds although it has one
+    sent after that resend (the resend was lost), it sends them again."""
+
+    def __init__(
+        self, settings: Settings, device: str, password: str, max_inflight: int = 100
+    ) -> None:
+        super().__init__(settings, device, password, max_inflight)
+        self._lock = threading.Condition()
+        # last seq -> (first seq, readings, payload) of each batch not yet acknowledged
+        self._outbox: dict[int, tuple[int, int, bytes]] = {}
+        self._mark = -1  # the newest seq held at the last resend
+        self._connections = 0
+        self.acked = 0  # readings acknowledged
+        self.resends = 0  # times everything not acknowledged was sent again
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+
+    def send(self, batch: TelemetryBatch) -> None:
+        payload = batch.model_dump_json(by_alias=True, exclude_defaults=True).encode()
+        with self._lock:
+            entry = (batch.readings[0].seq, len(batch.readings), payload)
+            self._outbox[batch.readings[-1].seq] = entry
+        self.publish(payload)
+
+    def unacked(self) -> int:
+        """Readings sent and not yet acknowledged."""
+        with self._lock:
+            return sum(n for _, n, _ in self._outbox.values())
+
+    def wait_acked(self, timeout_s: float, resend_after_s: float = 10.0) -> bool:
+        """Wait until ingest has acknowledged everything sent; False after `timeout_s`. When
+        no ack moves for `resend_after_s`, everything not acknowledged goes again: a device
+        that has stopped sending has no newer reading to reveal a lost resend."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                before = self.acked
+                wait = min(resend_after_s, deadline - time.monotonic())
+                self._lock.wait_for(partial(self._moved, before), wait)
+                if not self._outbox:
+                    return True
+                moved = self.acked != before
+            if time.monotonic() >= deadline:
+                return False
+            if not moved:
+                self._resend()
+
+    def _moved(self, acked_before: int) -> bool:
+        return not self._outbox or self.acked != acked_before
+
+    def _resend(self) -> None:
+        with self._lock:
+            pending = [payload for _, _, payload in self._outbox.values()]
+            self._mark = max(self._outbox, default=-1)
+            self.resends += 1
+        for payload in pending:
+            self.publish(payload)
+
+    # -- paho callbacks (network thread) -----------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            return
+        client.subscribe(ack_topic(self.device), qos=1)
+        self._connections += 1
+        if self._connections > 1:
+            self._resend()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            ack = Ack.model_validate_json(msg.payload)
+        except ValidationError:
+            log.warning("%s: ack not understood: %r", self.device, msg.payload[:80])
+            return
+        high = ack.seq if ack.high is None else ack.high
+        with self._lock:
+            oldest = min((first for first, _, _ in self._outbox.values()), default=None)
+            if oldest is None:
+                return
+            missing = oldest < ack.first or (ack.seq < high and oldest <= ack.seq + 1)
+            resend = missing and high > self._mark
+            if oldest >= ack.first:
+                for last in [last for last in self._outbox if last <= ack.seq]:
+                    self.acked += self._outbox.pop(last)[1]
+                self._lock.notify_all()
+        if resend:
+            self._resend()
 
 
 def simulate(
