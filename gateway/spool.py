@@ -15,6 +15,8 @@ covers them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -90,11 +92,32 @@ class Added:
     seqs: list[int]
 
 
+class SpoolBusy(Exception):
+    """Another gateway process has this spool open; ``pid`` is its process id (0: unknown)."""
+
+    def __init__(self, path: Path, pid: int) -> None:
+        super().__init__(f"the spool {path} is in use by another gateway (pid {pid or '?'})")
+        self.pid = pid
+
+
 class Spool:
-    """Thread-safe: readers add, the publisher reads batches, the MQTT thread acks."""
+    """Thread-safe: readers add, the publisher reads batches, the MQTT thread acks. One
+    process at a time: an exclusive ``flock`` on ``<spool>.lock``, released by the kernel
+    however the holder ends (two gateways on one spool would each send it all)."""
 
     def __init__(self, path: Path, max_readings: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lockfile = path.with_name(path.name + ".lock").open("a+")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.seek(0)
+            held_by = self._lockfile.read().strip()
+            self._lockfile.close()
+            raise SpoolBusy(path, int(held_by) if held_by.isdigit() else 0) from None
+        self._lockfile.truncate(0)
+        self._lockfile.write(f"{os.getpid()}\n")
+        self._lockfile.flush()
         self.max_readings = max_readings
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -106,6 +129,7 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._lockfile.close()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -260,6 +284,12 @@ class Spool:
         """The highest seq an ack covered, -1 if none."""
         with self._lock:
             seq = self._one("SELECT acked_seq FROM devices WHERE device = ?", device)
+        return -1 if seq is None else int(seq)
+
+    def newest(self, device: str) -> int:
+        """The highest seq ever spooled of ``device``, -1 if none."""
+        with self._lock:
+            seq = self._one("SELECT high_seq FROM devices WHERE device = ?", device)
         return -1 if seq is None else int(seq)
 
     def next_batch(self, sent: dict[str, int], limit: int) -> Batch | None:

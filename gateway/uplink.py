@@ -20,7 +20,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coldtrace.contract import TOPIC_ROOT, ack_topic, status_topic, telemetry_topic
+from coldtrace.contract import TOPIC_ROOT, Ack, ack_topic, status_topic, telemetry_topic
 from gateway.config import GatewayConfig
 from gateway.decode import ack
 from gateway.spool import Spool
@@ -37,6 +37,7 @@ class _Sent:
     seq: int  # the highest seq sent
     acked: int  # the ack when it last moved
     since: float  # monotonic s: when it last moved (or the first send)
+    mark: int  # the device's newest spooled seq when this round of sending began
 
 
 def gateway_status_topic(gateway: str) -> str:
@@ -59,6 +60,7 @@ class Uplink:
         }
         self.connected = threading.Event()
         self.wake = threading.Event()  # new readings, or an ack
+        self.acks: dict[str, Ack] = {}  # the latest ack of each device
         self._generation = 0  # connections made: a new one sends the unacked again
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -107,6 +109,7 @@ class Uplink:
             log.warning("ack not understood on %s: %r", msg.topic, msg.payload[:80])
             return
         self.counters["acks"] += 1
+        self.acks[device] = got
         self.spool.ack(device, got.first, got.seq)
         self.wake.set()
 
@@ -151,7 +154,10 @@ class Uplink:
             progress = sent.get(batch.device)
             if progress is None:
                 sent[batch.device] = _Sent(
-                    batch.last_seq, self.spool.acked(batch.device), time.monotonic()
+                    batch.last_seq,
+                    self.spool.acked(batch.device),
+                    time.monotonic(),
+                    self.spool.newest(batch.device),
                 )
             else:
                 progress.seq = batch.last_seq
@@ -164,13 +170,30 @@ class Uplink:
             info.wait_for_publish(0.5)
 
     def _resend_stale(self, sent: dict[str, _Sent]) -> None:
-        """Send a device's unacked readings again once its ack has not moved for
-        ``resend_after_s`` (an ack lost, ingest restarted without its session)."""
+        """Send a device's unacked readings again when ingest says it misses one (its ack's
+        ``seq`` below its ``high``) and has something sent after this round began (``high``
+        above the mark: the round itself was lost, docs/wire-format.md v1.1), or when its
+        ack has not moved for ``resend_after_s`` (an ack lost, an ack without ``high``)."""
         now = time.monotonic()
         for device, progress in list(sent.items()):
             acked = self.spool.acked(device)
+            last = self.acks.get(device)
             if acked >= progress.seq:
                 del sent[device]  # all acked: nothing to watch
+            elif (
+                last is not None
+                and last.high is not None
+                and last.seq < last.high
+                and (last.high > progress.mark)
+            ):
+                log.warning(
+                    "ingest misses %s seq %d (has up to %d): sending again",
+                    device,
+                    last.seq + 1,
+                    last.high,
+                )
+                self.counters["resends"] += 1
+                del sent[device]
             elif acked != progress.acked:
                 progress.acked, progress.since = acked, now
             elif now - progress.since > self.cfg.resend_after_s:

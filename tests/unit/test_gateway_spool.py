@@ -3,11 +3,14 @@ the same every time; repeats are left out; acks clear it; bounded with dropped r
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from coldtrace.contract import TelemetryBatch
-from gateway.spool import Spool, read_status
+from gateway.spool import Spool, SpoolBusy, read_status
 
 
 def readings(seqs: range | list[int], ts: int | None = None) -> list[dict[str, Any]]:
@@ -121,3 +124,11 @@ def test_full_spool_drops_the_oldest_and_reports_the_range_until_acked(tmp_path:
     got = TelemetryBatch.model_validate_json(after.payload)
     assert ([r.seq for r in got.readings], got.dropped) == ([12], [])
     assert spool.status()["dropped_total"] == 4
+
+
+def test_one_gateway_per_spool(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", 10)
+    with pytest.raises(SpoolBusy, match=f"in use by another gateway \\(pid {os.getpid()}\\)"):
+        Spool(tmp_path / "spool.db", 10)
+    spool.close()
+    Spool(tmp_path / "spool.db", 10).close()
