@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coldtrace import cli_devices, dashboards_cli
+from coldtrace import cli_devices, dashboards_cli, gateway_cli
 from coldtrace.contract import json_schema
 from coldtrace.settings import ConfigError, Settings, load_settings
 
@@ -841,6 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_services)
 
     dashboards_cli.register(sub)
+    gateway_cli.register(sub)
 
     p = sub.add_parser("ingest", help="MQTT -> validate -> InfluxDB, acking only what is stored")
     p.set_defaults(func=cmd_ingest)
