@@ -1,5 +1,6 @@
-"""The FastAPI application: `create_app(settings)` migrates the database to head, then serves
-/api/v1 (OpenAPI at /docs), /api/v1/health and Prometheus-style /metrics."""
+"""The FastAPI application: `create_app` serves /api/v1 (OpenAPI at /docs), /api/v1/health and
+Prometheus-style /metrics, and sweeps the deliveries in the background. Built by
+coldtrace/bootstrap.py (``api_app``), which checks the configuration first."""
 
 from __future__ import annotations
 
@@ -22,13 +23,11 @@ from api.pipeline import ingest_state
 from api.ratelimit import RateLimiter
 from api.routes import books, breaches, deliveries, fleet_data, oversight, public, verification
 from api.schemas import Health
-from coldtrace import signing
 from coldtrace.breaches import Breach
 from coldtrace.certificates.issue import Issuer
 from coldtrace.certificates.mail import Mailer, PdfAttachment, outbox_counts
-from coldtrace.db import make_engine, upgrade
+from coldtrace.db import make_engine
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from coldtrace.profiles import load_profiles
 from coldtrace.settings import Settings
 from deliveries.automation import sweep
 from deliveries.models import Certificate, Delivery
@@ -39,13 +38,10 @@ PREFIX = "/api/v1"
 HSTS = "max-age=31536000"
 
 
-def create_app(settings: Settings) -> FastAPI:
-    # No signing key (COLDTRACE_CERTIFICATE_SIGNING_KEY) fails here, not at the first close.
-    key_id = signing.key_id(settings.certificate_key.public_key())
-    log.info("certificates are signed with key %s", key_id)
-    url = settings.sqlalchemy_url
-    upgrade(url)
-    engine = make_engine(url)
+def create_app(settings: Settings, profiles: frozenset[str]) -> FastAPI:
+    """The app on a store at the migrations' head, ``profiles`` the ids of the checked
+    product profiles: coldtrace/bootstrap.py checks the configuration and migrates first."""
+    engine = make_engine(settings.sqlalchemy_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.influx = InfluxClient(settings)
     app.state.source = ReadingSource(app.state.influx)
     app.state.certifier = Issuer(app.state.source, settings)
-    app.state.profiles = frozenset(load_profiles(settings.alerts_profiles_file))
+    app.state.profiles = profiles
     app.state.requests = Counter[tuple[str, int]]()
     problems.install(app)
 

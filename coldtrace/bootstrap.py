@@ -3,6 +3,7 @@
 - ``ingest_service``: `coldtrace ingest`, with its after-store observers in order (the rules
   stage, ``rules_observer``);
 - ``rules_stage``: the rules stage, given what it needs of deliveries as functions;
+- ``api_app``: `coldtrace api`, the API app with its background delivery sweep.
 
 The configuration a process depends on is checked once, here, before anything starts, and a
 mistake is a ConfigError naming the setting (the CLI prints it as one line). This is the one
@@ -12,19 +13,26 @@ takes what it needs from above as arguments (docs/architecture.md).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from alerts.stage import DeliveryLookups, RulesObserver, RulesStage
+from coldtrace import signing
 from coldtrace.db import make_engine, upgrade
 from coldtrace.profiles import Profile, ProfileError, load_profiles
 from coldtrace.settings import ENV_PREFIX, ConfigError, Settings
 from deliveries.attach import any_assignment, devices_on_active_delivery, profile_piece_at
 from ingest.service import IngestService
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
 # What the rules stage asks of deliveries (alerts sits below deliveries).
 DELIVERIES = DeliveryLookups(profile_piece_at, devices_on_active_delivery)
 
@@ -57,11 +65,10 @@ def rules_stage(
     return RulesStage(settings, profiles, DELIVERIES, clock)
 
 
-def rules_observer(settings: Settings) -> RulesObserver:
+def rules_observer(settings: Settings, profiles: dict[str, Profile]) -> RulesObserver:
     """The rules stage as ingest's observer: off while no probe has a profile to be judged
     by (the settings name none and no probe is assigned to a compartment, whose deliveries
-    name one), switched on by the first assignment."""
-    profiles = checked_profiles(settings)
+    name one), switched on by the first assignment. The store must be migrated."""
 
     def build() -> RulesStage | None:
         named = settings.alerts_default_profile is not None or settings.alerts_device_profiles
@@ -75,10 +82,25 @@ def rules_observer(settings: Settings) -> RulesObserver:
 def ingest_service(settings: Settings) -> IngestService:
     """`coldtrace ingest`: its after-store observers, in the order each stored batch is
     handed to them."""
+    profiles = checked_profiles(settings)
     # The relational store (held readings, breaches) at the migrations' head before any
     # use: its schema has one owner, Alembic, whichever process starts first.
     upgrade(settings.sqlalchemy_url)
-    return IngestService(settings, [rules_observer(settings)])
+    return IngestService(settings, [rules_observer(settings, profiles)])
+
+
+def api_app(settings: Settings) -> FastAPI:
+    """`coldtrace api`: the signing key and the product profiles checked, the store migrated
+    to head, then the app (api/app.py)."""
+    # Imported here: ingest, which shares this module, does not load the web framework.
+    from api.app import create_app
+
+    profiles = checked_profiles(settings)
+    # No signing key (COLDTRACE_CERTIFICATE_SIGNING_KEY) fails here, not at the first close.
+    key_id = signing.key_id(settings.certificate_key.public_key())
+    log.info("certificates are signed with key %s", key_id)
+    upgrade(settings.sqlalchemy_url)
+    return create_app(settings, frozenset(profiles))
 
 
 def _any_assignment(settings: Settings) -> bool:

@@ -281,10 +281,10 @@ class Api:
     def __init__(self, settings: Settings) -> None:
         from fastapi.testclient import TestClient
 
-        from api.app import create_app
+        from coldtrace.bootstrap import api_app
 
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = api_app(settings)
         self.client = TestClient(self.app)
         self.admin = self.key("admin")
 
