@@ -190,6 +190,7 @@ class Gateway:
             self.boot,
             self.spool.status()["depth"],
         )
+        self.save_status()  # this run's counters from zero: none of the last run's stay
         self.uplink.start()
         for reader in self.readers:
             reader.start()

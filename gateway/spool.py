@@ -150,10 +150,12 @@ class Spool:
     # -- meta --------------------------------------------------------------------------------
 
     def next_boot(self) -> int:
-        """The gateway's boot counter, counted up and kept: the `boot` of logger readings."""
+        """The gateway's boot counter, counted up and kept: the `boot` of logger readings.
+        The last run's port counters go with it (a status never shows them as this run's)."""
         with self._tx():
             boot = int(self._one("SELECT value FROM meta WHERE key = 'boot'") or -1) + 1
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('boot', ?)", (str(boot),))
+            self._db.execute("DELETE FROM meta WHERE key = 'ports'")
         return boot
 
     def put_meta(self, key: str, value: bytes) -> None:

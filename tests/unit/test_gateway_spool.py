@@ -68,9 +68,11 @@ def test_numbered_readings_continue_across_restarts(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db", 1000)
     assert spool.next_boot() == 0
     assert spool.add("reefer", 0, [{"ts": None, "up": 1, "probes": {}}], number=True).seqs == [0]
+    spool.put_meta("ports", b'{"reefer": {"opens": 1}}')
     spool.close()
     spool = Spool(tmp_path / "spool.db", 1000)
     assert spool.next_boot() == 1
+    assert spool.status()["ports"] == {}  # the last run's counters are not this run's
     two = [{"ts": None, "up": 5, "probes": {}}, {"ts": None, "up": 6, "probes": {}}]
     assert spool.add("reefer", 1, two, number=True).seqs == [1, 2]
     batch = spool.next_batch({"reefer": 0}, 10)
