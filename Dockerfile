@@ -4,18 +4,17 @@
 FROM python:3.11.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY requirements/app.txt requirements/app.txt
 COPY coldtrace coldtrace
 COPY ingest ingest
 COPY alerts alerts
-COPY deliveries deliveries
-COPY api api
-COPY migrations migrations
 COPY simulators simulators
 COPY dashboards dashboards
 COPY gateway gateway
-# urllib3-future (grafana-client's niquests) beside urllib3, not over it: deploy/bootstrap.sh
-RUN URLLIB3_NO_OVERRIDE=1 pip install --no-cache-dir --no-binary urllib3-future "urllib3-future>=2.12"
-RUN pip install --no-cache-dir .
+# urllib3-future (grafana-client's niquests) built beside urllib3, not over it: deploy/bootstrap.sh
+RUN URLLIB3_NO_OVERRIDE=1 pip install --no-cache-dir --require-hashes \
+        --no-binary urllib3-future -r requirements/app.txt \
+    && pip install --no-cache-dir --no-deps .
 RUN mkdir -p /var/lib/coldtrace && chown nobody /var/lib/coldtrace
 USER nobody
 CMD ["coldtrace", "ingest"]

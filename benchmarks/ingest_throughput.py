@@ -49,12 +49,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.contract import TELEMETRY_SUBSCRIPTION, TelemetryBatch, telemetry_topic
+from coldtrace.devtools.ingest_process import IngestFailed, IngestProcess
+from coldtrace.devtools.services import INGEST_MQTT_USER, LocalServices, device_password, free_port
 from coldtrace.influx import InfluxClient
 from coldtrace.records import PlacedReading
-from coldtrace.services import INGEST_MQTT_USER, LocalServices, device_password, free_port
 from coldtrace.settings import Settings, load_settings
 from ingest.lines import reading_lines
-from ingest.process import IngestFailed, IngestProcess
 from simulators.fleet import batches, make_fleet
 
 REPO = Path(__file__).resolve().parent.parent

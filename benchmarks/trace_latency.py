@@ -36,12 +36,12 @@ from pathlib import Path
 import httpx
 from sqlalchemy.orm import Session
 
-from api.fleet_setup import register_chilled_van
-from api.process import ApiProcess
+from coldtrace.api.fleet_setup import register_chilled_van
 from coldtrace.breaches import Breach
 from coldtrace.db import make_engine, upgrade
+from coldtrace.devtools.api_process import ApiProcess
+from coldtrace.devtools.services import LocalServices, free_port
 from coldtrace.influx import InfluxClient
-from coldtrace.services import LocalServices, free_port
 from coldtrace.settings import load_settings
 
 HOURS = 10

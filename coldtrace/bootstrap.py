@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from alerts.stage import DeliveryLookups, RulesObserver, RulesStage
 from coldtrace import signing
 from coldtrace.db import make_engine, upgrade
+from coldtrace.deliveries.attach import any_assignment, devices_on_active_delivery, profile_piece_at
 from coldtrace.profiles import Profile, ProfileError, load_profiles
 from coldtrace.settings import ENV_PREFIX, ConfigError, Settings
-from deliveries.attach import any_assignment, devices_on_active_delivery, profile_piece_at
 from ingest.service import IngestService
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.orm import DeclarativeBase
 
-# The modules that declare tables; the migrations (migrations/, Alembic) cover all of them.
-MODEL_MODULES = ("coldtrace.breaches", "ingest.held", "alerts.store", "deliveries.models")
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The tables are declared by the stages' model modules on ``Base``; the migrations
+# (coldtrace/migrations/, Alembic) cover all of them (their env.py imports those modules).
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for a permission denied
 
 

@@ -408,7 +408,7 @@ class Settings(BaseSettings):
     @property
     def local_postgres_url(self) -> str:
         """The database of the local PostgreSQL started by `coldtrace services`, as the
-        application's role (coldtrace.services creates it and the owner role)."""
+        application's role (coldtrace.devtools.services creates it and the owner role)."""
         return f"postgresql+psycopg://coldtrace@127.0.0.1:{self.postgres_port}/coldtrace"
 
     @property

@@ -49,7 +49,14 @@ if [ -e "$site/urllib3_future.pth" ]; then
   "$venv/bin/python" -m pip uninstall -q -y urllib3-future urllib3
   rm -rf "$site/urllib3"
 fi
-URLLIB3_NO_OVERRIDE=1 "$venv/bin/python" -m pip install -q --no-binary urllib3-future \
-  "urllib3-future>=2.12" urllib3
-"$venv/bin/python" -m pip install -q -e '.[dev]'
+# The locked versions, each checked against its hash; then coldtrace itself, whose declared
+# dependencies `pip check` finds in the lock (else: `make lock`).
+URLLIB3_NO_OVERRIDE=1 "$venv/bin/python" -m pip install -q --require-hashes \
+  --no-binary urllib3-future -r requirements/dev.txt
+"$venv/bin/python" -m pip install -q --no-deps -e .
+"$venv/bin/python" -m pip check >/dev/null || {
+  "$venv/bin/python" -m pip check >&2
+  echo "requirements/dev.txt misses a dependency of pyproject.toml: run make lock" >&2
+  exit 1
+}
 echo "ready: $venv/bin/coldtrace"

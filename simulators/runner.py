@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 
+from coldtrace.deliveries.trace import iso
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.settings import Settings
-from deliveries.trace import iso
 from simulators.compare import DeliveryFound, Found, Report, compare
 from simulators.firmware import Message
 from simulators.model import MINUTE_MS
@@ -47,7 +47,7 @@ class Runner:
         timeout_s: float = 90.0,
     ) -> None:
         """``password_for``: a device's broker password (development: derived from the dev
-        key, coldtrace.services.device_password)."""
+        key, coldtrace.devtools.services.device_password)."""
         self.settings = settings
         self.http = httpx.Client(
             base_url=f"{api_base.rstrip('/')}/api/v1",
@@ -145,7 +145,7 @@ class Runner:
         return out
 
     def _register(self, placed: Placed) -> None:
-        from coldtrace.services import LocalServices
+        from coldtrace.devtools.services import LocalServices
 
         sc = placed.scenario
         for customer in sc.customers:

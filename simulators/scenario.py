@@ -17,9 +17,9 @@ from typing import Annotated, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from coldtrace.deliveries.trace import iso
 from coldtrace.profiles import Profile
 from coldtrace.settings import Settings
-from deliveries.trace import iso
 from simulators.model import MINUTE_MS, VanRun, VanSpec, end_ms, route_of, simulate
 
 SCENARIOS_DIR: Final = Path(__file__).with_name("scenarios")

@@ -19,7 +19,7 @@ import pytest
 
 from coldtrace.contract import telemetry_topic
 from coldtrace.influx import InfluxClient, quote_string
-from coldtrace.services import (
+from coldtrace.devtools.services import (
     PG_APP,
     PG_OWNER,
     PG_SUPERUSER,
@@ -28,7 +28,7 @@ from coldtrace.services import (
     free_port,
 )
 from coldtrace.settings import Settings, load_settings
-from ingest.process import IngestProcess
+from coldtrace.devtools.ingest_process import IngestProcess
 from simulators.publish import DeviceConnection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -219,7 +219,7 @@ def rejections(influx: InfluxClient, device: str) -> list[dict[str, Any]]:
 
 def pg_url(pg: Settings, database: str, flavour: str = "sqlalchemy", role: str = PG_APP) -> str:
     """URL of a database on the session's PostgreSQL (for SQLAlchemy, or plain libpq), as
-    the application's role unless another is named (coldtrace.services: PG_*)."""
+    the application's role unless another is named (coldtrace.devtools.services: PG_*)."""
     url = pg.local_postgres_url.rsplit("/", 1)[0] + "/" + database
     url = url.replace(f"//{PG_APP}@", f"//{role}@")
     return url.replace("+psycopg", "") if flavour == "libpq" else url
@@ -290,8 +290,8 @@ class Api:
 
     def key(self, role: str, customer: str | None = None) -> dict[str, str]:
         """Headers carrying a new key of that role (as `coldtrace keys create` makes)."""
-        from api.keys import Role, create_key
-        from deliveries.store import Store
+        from coldtrace.api.keys import Role, create_key
+        from coldtrace.deliveries.store import Store
 
         with self.app.state.sessions() as session:
             new = create_key(Store(session, "test"), Role(role), customer)
@@ -318,13 +318,13 @@ def api(settings: Settings, database_url: str) -> Iterator[Api]:
 
 
 def act_on_delivery(database_url: str, delivery_id: int, action: str, at_ms: int) -> None:
-    """A lifecycle action (deliveries.lifecycle.Action value) on a delivery, at event time."""
+    """A lifecycle action (coldtrace.deliveries.lifecycle.Action value) on a delivery, at event time."""
     from sqlalchemy.orm import Session
 
     from coldtrace.db import make_engine
-    from deliveries.lifecycle import Action
-    from deliveries.models import Delivery
-    from deliveries.store import Store
+    from coldtrace.deliveries.lifecycle import Action
+    from coldtrace.deliveries.models import Delivery
+    from coldtrace.deliveries.store import Store
 
     engine = make_engine(database_url)
     with Session(engine) as session:
@@ -343,7 +343,7 @@ def put_on_delivery(
     from sqlalchemy.orm import Session
 
     from coldtrace.db import make_engine
-    from deliveries.store import DeliveryPlan, Store
+    from coldtrace.deliveries.store import DeliveryPlan, Store
 
     engine = make_engine(database_url)
     with Session(engine) as session:

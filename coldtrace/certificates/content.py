@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.evaluation import COMPLIANT, INCOMPLETE, NOT_COMPLIANT, Evaluation, ProbeKey, iso
 from coldtrace.profiles import Profile
-from deliveries.trace import BreachMark
+from coldtrace.deliveries.trace import BreachMark
 
 __all__ = [
     "COMPLIANT",

@@ -18,13 +18,13 @@ from coldtrace.certificates.content import Calibration, Context, Place, certific
 from coldtrace.certificates.judge import judge
 from coldtrace.certificates.measurement import certificate_line
 from coldtrace.settings import Settings
-from deliveries.attach import delivery_segments, window
-from deliveries.automation import trace_properties
-from deliveries.lifecycle import State
-from deliveries.models import Certificate, Customer, Delivery, ProbeCalibration, Vehicle
-from deliveries.source import ReadingSource
-from deliveries.store import ISSUED_FIELDS, Store, breach_links
-from deliveries.window import Segment
+from coldtrace.deliveries.attach import delivery_segments, window
+from coldtrace.deliveries.automation import trace_properties
+from coldtrace.deliveries.lifecycle import State
+from coldtrace.deliveries.models import Certificate, Customer, Delivery, ProbeCalibration, Vehicle
+from coldtrace.deliveries.source import ReadingSource
+from coldtrace.deliveries.store import ISSUED_FIELDS, Store, breach_links
+from coldtrace.deliveries.window import Segment
 
 log = logging.getLogger(__name__)
 

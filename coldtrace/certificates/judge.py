@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 
 from alerts.evaluation import Evaluation, LiveBreach, Position, ProbeKey, evaluate, locate
 from alerts.rules import Window
+from coldtrace.deliveries.attach import breach_mark, delivery_breaches, delivery_segments, window
+from coldtrace.deliveries.models import Delivery
+from coldtrace.deliveries.source import ReadingSource
+from coldtrace.deliveries.store import Conflict
+from coldtrace.deliveries.trace import BreachMark
 from coldtrace.profiles import Profile, load_profiles
 from coldtrace.settings import Settings
-from deliveries.attach import breach_mark, delivery_breaches, delivery_segments, window
-from deliveries.models import Delivery
-from deliveries.source import ReadingSource
-from deliveries.store import Conflict
-from deliveries.trace import BreachMark
 
 
 @cache

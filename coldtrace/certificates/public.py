@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from coldtrace import signing
 from coldtrace.certificates.document import NotACertificatePdf, extract_signed_json
 from coldtrace.certificates.render import envelope
-from deliveries.models import Certificate
+from coldtrace.deliveries.models import Certificate
 
-# 22 URL-safe base64 characters (deliveries.store.PUBLIC_ID_BYTES = 16 bytes); anything else
+# 22 URL-safe base64 characters (coldtrace.deliveries.store.PUBLIC_ID_BYTES = 16 bytes); anything else
 # is refused before the database is asked.
 PUBLIC_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
 

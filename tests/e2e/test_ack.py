@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from coldtrace.contract import ack_topic, telemetry_topic
+from coldtrace.devtools.services import LocalServices
 from coldtrace.influx import InfluxClient
-from coldtrace.services import LocalServices
 from coldtrace.settings import Settings
 from tests.conftest import stored_count, wait_for
 from tests.e2e.test_broker_security import DENIED, Probe, ingest_login, login

@@ -32,11 +32,11 @@ from alerts.store import Notification
 from coldtrace.breaches import Breach
 from coldtrace.contract import TOPIC_ROOT
 from coldtrace.db import make_engine
+from coldtrace.deliveries.attach import breach_mark, delivery_breaches
+from coldtrace.deliveries.models import Delivery
+from coldtrace.devtools.services import free_port
 from coldtrace.influx import InfluxClient, quote_string
-from coldtrace.services import free_port
 from coldtrace.settings import Settings
-from deliveries.attach import breach_mark, delivery_breaches
-from deliveries.models import Delivery
 from tests.conftest import (
     Devices,
     WebhookReceiver,
@@ -205,14 +205,19 @@ def test_excursion_gives_one_breach_stored_written_and_notified_once(
     # found 20+ minutes after its device time: flagged, with both times kept
     assert b.detected_late and b.detected_at > b.end_ts
 
-    points = influx.rows(
-        f"SELECT * FROM breach WHERE device = {quote_string(device)} ORDER BY time"
-    )
-    assert [(p["transition"], p["time"]) for p in points] == [
+    # The store and InfluxDB are two writes (store first: it is the breach's record); a
+    # reader of InfluxDB sees the points once the stage wrote them, not at the same instant.
+    def points() -> list[dict[str, Any]]:
+        query = f"SELECT * FROM breach WHERE device = {quote_string(device)} ORDER BY time"
+        return influx.rows(query)
+
+    wait_for(lambda: len(points()) == 2, what="the two breach points in InfluxDB")
+    written = points()
+    assert [(p["transition"], p["time"]) for p in written] == [
         ("opened", t0 + 10 * MINUTE),
         ("closed", t0 + 30 * MINUTE),
     ]
-    assert points[1]["end"] == t0 + 30 * MINUTE and points[1]["probe"] == "product"
+    assert written[1]["end"] == t0 + 30 * MINUTE and written[1]["probe"] == "product"
 
     wait_for(lambda: len(transitions(box.messages, device)) == 2, what="two e-mails")
     assert transitions(box.messages, device) == ["closed", "opened"]

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from api.app import HSTS
-from coldtrace.services import free_port
+from coldtrace.api.app import HSTS
+from coldtrace.devtools.services import free_port
 from coldtrace.settings import Settings
 from coldtrace.tls import ensure_development_ca, make_ca
 from tests.conftest import REPO, Api, wait_for

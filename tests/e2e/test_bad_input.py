@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from coldtrace.devtools.ingest_process import IngestProcess
 from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
-from ingest.process import IngestProcess
 from tests.conftest import (
     Devices,
     discard_ingest_session,

@@ -19,8 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.broker_accounts import hash_password
 from coldtrace.contract import config_topic, status_topic, telemetry_topic
+from coldtrace.devtools.services import LocalServices, device_password
 from coldtrace.influx import InfluxClient
-from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
 from coldtrace.tls import ensure_development_ca, issue_client_certificate, make_ca
 from tests.conftest import Devices, monitor_login, stored_count, wait_for

@@ -23,12 +23,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from api.process import ApiProcess
 from coldtrace.contract import telemetry_topic
 from coldtrace.db import upgrade
+from coldtrace.devtools.api_process import ApiProcess
+from coldtrace.devtools.services import device_password
 from coldtrace.influx import InfluxClient, InfluxRejected
 from coldtrace.profiles import load_profiles
-from coldtrace.services import device_password
 from coldtrace.settings import Settings
 from dashboards import definitions
 from dashboards.files import MIN_INTERVAL, ROOT

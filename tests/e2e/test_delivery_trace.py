@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from api.fleet_setup import register_chilled_van
-from api.process import ApiProcess
+from coldtrace.api.fleet_setup import register_chilled_van
 from coldtrace.contract import Reading, TelemetryBatch
+from coldtrace.devtools.api_process import ApiProcess
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.settings import Settings
 from simulators.fleet import Van

@@ -9,8 +9,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from coldtrace.devtools.ingest_process import IngestProcess
 from coldtrace.settings import Settings
-from ingest.process import IngestProcess
 from tests.conftest import discard_ingest_session, run_coldtrace
 
 

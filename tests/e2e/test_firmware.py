@@ -16,8 +16,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.contract import TelemetryBatch, config_topic, status_topic, telemetry_topic
+from coldtrace.devtools.services import LocalServices, device_password
 from coldtrace.influx import InfluxClient, quote_string
-from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
 from coldtrace.tls import make_ca
 from tests.conftest import monitor_login, rejections, stored_seqs, wait_for

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from coldtrace.devtools.services import LocalServices, device_password
 from coldtrace.influx import InfluxClient, quote_string
-from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
 from ingest import lock
 from ingest.report import landed

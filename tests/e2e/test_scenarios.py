@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from api.process import ApiProcess
-from coldtrace.cli import table
+from coldtrace.cli.output import table
 from coldtrace.db import upgrade
+from coldtrace.devtools.api_process import ApiProcess
+from coldtrace.devtools.services import device_password
 from coldtrace.profiles import load_profiles
-from coldtrace.services import device_password
 from coldtrace.settings import Settings
 from simulators import scenario
 from simulators.runner import Runner

@@ -529,7 +529,7 @@ def test_editing_a_delivery_s_profile_judges_its_breaches_again(
     from sqlalchemy.orm import Session
 
     from coldtrace.db import make_engine
-    from deliveries.models import Delivery
+    from coldtrace.deliveries.models import Delivery
 
     mistaken, right = f"{prefix}-mistaken", f"{prefix}-right"
     cold_then_warm = lambda m: 1.0 if m < 20 else 10.0  # noqa: E731
@@ -648,7 +648,7 @@ def test_a_device_moved_to_another_vehicle_is_judged_by_its_new_compartment(
     from sqlalchemy.orm import Session
 
     from coldtrace.db import make_engine
-    from deliveries.store import Store
+    from coldtrace.deliveries.store import Store
 
     engine = make_engine(database_url)
     with Session(engine) as session:

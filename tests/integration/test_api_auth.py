@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from api.keys import revoke_key
-from deliveries.models import ApiKey, Delivery
-from deliveries.store import Store
+from coldtrace.api.keys import revoke_key
+from coldtrace.deliveries.models import ApiKey, Delivery
+from coldtrace.deliveries.store import Store
 from tests.conftest import Api
 from tests.integration.test_api_deliveries import MIN, T0, add_breach, plan, setup_fleet
 

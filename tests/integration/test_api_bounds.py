@@ -112,7 +112,7 @@ def test_an_unexpected_error_is_a_500_problem_with_a_request_id(
         raise RuntimeError("secret internals")
 
     api.app.add_api_route("/api/v1/boom", boom)
-    with caplog.at_level(logging.ERROR, logger="api.problems"):
+    with caplog.at_level(logging.ERROR, logger="coldtrace.api.problems"):
         r = api.client.get("/api/v1/boom", headers=api.admin)
     assert r.status_code == 500
     assert r.headers["content-type"] == "application/problem+json"

@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coldtrace import signing
+from coldtrace.deliveries.automation import sweep
+from coldtrace.deliveries.store import wall_ms
 from coldtrace.influx import InfluxClient
-from deliveries.automation import sweep
-from deliveries.store import wall_ms
 from tests.conftest import Api, run_coldtrace
 from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
     MIN,

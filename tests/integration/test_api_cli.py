@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from coldtrace.deliveries.importer import COLUMNS
 from coldtrace.settings import Settings
-from deliveries.importer import COLUMNS
 from tests.conftest import REPO, Api
 
 

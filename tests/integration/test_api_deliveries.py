@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from api.fleet_setup import register_chilled_van
+from coldtrace.api.fleet_setup import register_chilled_van
 from coldtrace.breaches import Breach
+from coldtrace.deliveries.attach import profile_at
+from coldtrace.deliveries.automation import sweep
+from coldtrace.deliveries.store import wall_ms
+from coldtrace.devtools.services import free_port
 from coldtrace.influx import InfluxClient
-from coldtrace.services import free_port
 from coldtrace.settings import Settings
-from deliveries.attach import profile_at
-from deliveries.automation import sweep
-from deliveries.store import wall_ms
 from tests.conftest import Api
 
 T0 = 1_767_600_000_000  # 2026-01-05T08:00:00Z: device time of the test deliveries

@@ -15,9 +15,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from coldtrace.db import make_engine, upgrade
-from coldtrace.services import PG_OWNER, PG_SUPERUSER
+from coldtrace.deliveries.store import Store
+from coldtrace.devtools.services import PG_OWNER, PG_SUPERUSER
 from coldtrace.settings import ConfigError, Settings
-from deliveries.store import Store
 from tests.conftest import REPO, pg_url, run_coldtrace
 
 COLUMNS = "(id, at_ms, actor, action, entity, entity_id)"

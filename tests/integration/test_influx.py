@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from coldtrace.devtools.services import free_port
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from coldtrace.services import free_port
 from coldtrace.settings import Settings
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from alerts.stage import RulesObserver
 from coldtrace.bootstrap import ingest_service
-from coldtrace.services import free_port
+from coldtrace.devtools.services import free_port
 from coldtrace.settings import Settings
 from tests.conftest import Api, Devices, put_on_delivery, wait_for
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coldtrace.services import LocalServices, ServiceError, free_port
+from coldtrace.devtools.services import LocalServices, ServiceError, free_port
 from coldtrace.settings import Settings, load_settings
 
 

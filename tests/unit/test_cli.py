@@ -1,8 +1,8 @@
-"""cli.table(): the plain-text tables the commands print."""
+"""coldtrace.cli.output.table(): the plain-text tables the commands print."""
 
 from __future__ import annotations
 
-from coldtrace.cli import table
+from coldtrace.cli.output import table
 
 
 def test_no_rows() -> None:

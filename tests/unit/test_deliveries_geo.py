@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from deliveries.geo import Place, Position, StopRule, arrival, departure, distance_m, find_stops
+from coldtrace.deliveries.geo import (
+    Place,
+    Position,
+    StopRule,
+    arrival,
+    departure,
+    distance_m,
+    find_stops,
+)
 
 S = 1000  # ms
 

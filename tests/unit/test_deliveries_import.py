@@ -14,8 +14,8 @@ from coldtrace.certificates.content import (
     certificate_body,
 )
 from coldtrace.profiles import load_profiles
-from deliveries.importer import COLUMNS, BadRow, parse_plans
-from deliveries.trace import BreachMark
+from coldtrace.deliveries.importer import COLUMNS, BadRow, parse_plans
+from coldtrace.deliveries.trace import BreachMark
 
 HEADER = ",".join(COLUMNS)
 ROW = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deliveries.lifecycle import Action, State, TransitionRefused, close_due, next_state
+from coldtrace.deliveries.lifecycle import Action, State, TransitionRefused, close_due, next_state
 
 HAPPY_PATH = [
     (State.planned, Action.start, State.in_transit),

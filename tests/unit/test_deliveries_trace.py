@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from deliveries.geo import Position, StopRule
-from deliveries.trace import BreachMark, Readings, decimate, geojson, min_max, series, where
-from deliveries.window import Segment, Span, device_spans, segments
+from coldtrace.deliveries.geo import Position, StopRule
+from coldtrace.deliveries.trace import (
+    BreachMark,
+    Readings,
+    decimate,
+    geojson,
+    min_max,
+    series,
+    where,
+)
+from coldtrace.deliveries.window import Segment, Span, device_spans, segments
 
 MIN = 60_000
 

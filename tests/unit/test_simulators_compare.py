@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from coldtrace.deliveries.trace import iso
 from coldtrace.profiles import load_profiles
-from deliveries.trace import iso
 from simulators import scenario
 from simulators.compare import DeliveryFound, Found, compare
 

@@ -1,0 +1,28 @@
+"""The operator's session on the relational store, for the commands that change it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from coldtrace.settings import Settings
+
+if TYPE_CHECKING:
+    from coldtrace.deliveries.store import Store
+
+
+def operator_store(settings: Settings) -> Store:
+    """A session on the store, acting as the local operator (named in the audit log)."""
+    import getpass
+
+    from sqlalchemy.orm import Session
+
+    from coldtrace.db import make_engine, upgrade
+    from coldtrace.deliveries.store import Store
+    from coldtrace.profiles import load_profiles
+
+    upgrade(settings.sqlalchemy_url)
+    return Store(
+        Session(make_engine(settings.sqlalchemy_url)),
+        f"cli:{getpass.getuser()}",
+        profiles=frozenset(load_profiles(settings.alerts_profiles_file)),
+    )

@@ -1,0 +1,153 @@
+"""`coldtrace simulate`: a simulated fleet, or a ground-truth scenario played against the
+pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from coldtrace.cli.output import emit, progress_printer, table
+from coldtrace.settings import Settings
+
+
+def _register_sim_devices(settings: Settings, vehicles: int) -> None:
+    from coldtrace.devtools.services import LocalServices
+    from simulators.fleet import device_id
+
+    LocalServices(settings).register_devices(device_id(i) for i in range(vehicles))
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from coldtrace.devtools.services import device_password
+    from simulators.publish import simulate
+
+    if args.scenario:
+        return _simulate_scenario(settings, args)
+    _register_sim_devices(settings, args.vehicles)
+    sent = simulate(
+        settings,
+        lambda d: device_password(settings, d),
+        vehicles=args.vehicles,
+        readings=args.readings,
+        interval_s=args.interval,
+        speedup=args.speedup,
+        per_batch=args.batch,
+        seed=args.seed,
+        state_file=settings.run_dir / "simulator-state.json",
+        progress=progress_printer("published") if not args.json else None,
+    )
+    rows: list[dict[str, object]] = [{"device": d, "sent": n} for d, n in sorted(sent.items())]
+    emit(rows, args.json)
+    return 0
+
+
+def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
+    """`simulate --scenario NAME`: play it against the running pipeline, print expected
+    against found; exit 1 on any mismatch."""
+    import secrets
+    from datetime import datetime
+
+    from coldtrace.deliveries.trace import iso
+    from coldtrace.devtools.services import ServiceError, device_password
+    from coldtrace.profiles import load_profiles
+    from simulators import scenario as scenarios
+    from simulators.runner import RunFailed, Runner
+
+    key = args.api_key or os.environ.get("COLDTRACE_API_KEY")
+    if not key:
+        print(
+            "error: an admin API key is needed: --api-key KEY or COLDTRACE_API_KEY "
+            "(`coldtrace keys create --role admin`)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        sc = scenarios.load(args.scenario)
+        start = None if args.start is None else datetime.fromisoformat(args.start)
+    except scenarios.ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError:
+        print(
+            f"error: --start {args.start!r}: use ISO 8601, e.g. 2026-11-30T08:00Z", file=sys.stderr
+        )
+        return 2
+    prefix = args.prefix or f"sim{secrets.token_hex(3)}"
+    now_ms = int(time.time() * 1000)
+    placed = scenarios.place(
+        sc,
+        prefix,
+        load_profiles(settings.alerts_profiles_file),
+        now_ms,
+        settings.close_grace_s * 1000,
+        None if start is None else round(start.timestamp() * 1000),
+    )
+    if placed.epoch_ms + placed.duration_ms > now_ms:
+        print(
+            "error: --start: the scenario would end in the future; start it earlier",
+            file=sys.stderr,
+        )
+        return 2
+    missing = scenarios.missing_settings(placed, settings, now_ms)
+    if missing:
+        setting = " ".join(f"{n}='{v}'" for n, v in missing.items())
+        print(
+            f"error: scenario {sc.name} needs ingest run with {setting} (and this command "
+            f"with the same): restart ingest so, then run again with --prefix {prefix} "
+            f"--start {iso(placed.epoch_ms)}",
+            file=sys.stderr,
+        )
+        return 2
+
+    def progress(line: str) -> None:
+        if not args.json:
+            print(f"    {line}", file=sys.stderr, flush=True)
+
+    api = args.api or f"http://{settings.api_host}:{settings.api_port}"
+    runner = Runner(settings, api, key, lambda d: device_password(settings, d), progress)
+    try:
+        report = runner.run(placed)
+    except (RunFailed, ServiceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        runner.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(f"scenario {sc.name}: {sc.title}")
+        print(f"devices {prefix}-*, t+0 = {report.start}\n")
+        print(table([dataclasses.asdict(c) for c in report.checks]))
+        bad = len(report.mismatches)
+        print(f"\n{bad} mismatch{'es' if bad != 1 else ''}" if bad else "\nall as expected")
+    return 1 if report.mismatches else 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("simulate", help="publish a simulated fleet's telemetry")
+    p.add_argument("--vehicles", type=int, default=10)
+    p.add_argument("--readings", type=int, default=60, help="readings per vehicle")
+    p.add_argument(
+        "--interval", type=float, default=60.0, help="simulated seconds between readings"
+    )
+    p.add_argument("--speedup", type=float, default=60.0, help="time compression; 0 = flat out")
+    p.add_argument("--batch", type=int, default=1, help="readings per MQTT message")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--scenario",
+        metavar="NAME",
+        help="play a ground-truth scenario (simulators/scenarios/NAME.yaml) against the running "
+        "pipeline (ingest with its rules stage, the API) and compare with its expected outcome",
+    )
+    p.add_argument("--api", help="with --scenario: the API's URL (default from COLDTRACE_API_*)")
+    p.add_argument("--api-key", help="with --scenario: an admin key (or COLDTRACE_API_KEY)")
+    p.add_argument("--prefix", help="with --scenario: device ids PREFIX-<van> (default: new)")
+    p.add_argument(
+        "--start", help="with --scenario: its t+0 (ISO 8601; default: so that it ends now)"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate)

@@ -1,0 +1,165 @@
+"""What belongs to a delivery: the probes that measured its compartment during its window,
+and the breaches of those probes then."""
+
+from __future__ import annotations
+
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.orm import Session
+
+from coldtrace.breaches import Breach
+from coldtrace.deliveries.lifecycle import State
+from coldtrace.deliveries.models import Assignment, Delivery
+from coldtrace.deliveries.store import breach_links, window_end, window_start
+from coldtrace.deliveries.trace import BreachMark
+from coldtrace.deliveries.window import Segment, Span, segments
+from coldtrace.records import FAR_FUTURE_MS
+
+
+def window(d: Delivery, now_ms: int) -> tuple[int, int]:
+    """Started (or planned) until delivered or cancelled; until now while in transit; the
+    plan before the start. The same rule as ``store.window_end`` in SQL."""
+    start = d.started_ms if d.started_ms is not None else d.planned_start_ms
+    if d.delivered_ms is not None:
+        return start, d.delivered_ms
+    if d.cancelled_ms is not None:
+        return start, d.cancelled_ms
+    return start, now_ms if d.state == State.in_transit else d.planned_end_ms
+
+
+def delivery_segments(session: Session, d: Delivery, start: int, end: int) -> list[Segment]:
+    rows = session.scalars(select(Assignment).where(Assignment.compartment_id == d.compartment_id))
+    spans = [Span(a.device_id, a.probe, a.valid_from_ms, a.valid_to_ms) for a in rows]
+    return segments(spans, start, end)
+
+
+def breach_mark(b: Breach) -> BreachMark:
+    return BreachMark(
+        id=b.id,
+        device=b.device,
+        probe=b.probe,
+        rule=b.rule,
+        start=b.start_ts,
+        end=b.end_ts,
+        severity=b.severity,
+        extra={
+            "state": b.state,
+            "profile": b.profile,
+            "peak": b.peak,
+            "degree_minutes": b.degree_minutes,
+            "limit_c": b.limit_c,
+            "suppressed": b.suppressed,
+            "detected_late": b.detected_late,
+        },
+    )
+
+
+def delivery_breaches(session: Session, d: Delivery) -> list[Breach]:
+    rows = session.execute(
+        breach_links().where(Delivery.id == d.id).order_by(Breach.start_ts, Breach.id)
+    )
+    return [r[0] for r in rows]
+
+
+def profile_at(session: Session, device: str, probe: str, ts: int) -> str | None:
+    """The product profile a device's probe is judged by at `ts` (device time): that of the
+    delivery then under way in the compartment it measured, else the compartment's default;
+    None when the probe measured no compartment then. (For the rules: alerts/.)"""
+    assignment = session.scalars(
+        select(Assignment).where(
+            Assignment.device_id == device,
+            Assignment.probe == probe,
+            Assignment.valid_from_ms <= ts,
+            func.coalesce(Assignment.valid_to_ms, FAR_FUTURE_MS) > ts,
+        )
+    ).first()
+    if assignment is None:
+        return None
+    profile = session.scalars(
+        select(Delivery.profile)
+        .where(
+            Delivery.compartment_id == assignment.compartment_id,
+            # a delivery cancelled before it left carried nothing
+            or_(Delivery.state != State.cancelled.value, Delivery.started_ms.is_not(None)),
+            window_start() <= ts,
+            window_end() >= ts,
+        )
+        .order_by(Delivery.id.desc())
+    ).first()
+    return profile or assignment.compartment.profile
+
+
+def devices_on_active_delivery(session: Session, now_ms: int) -> dict[str, int]:
+    """The devices that, at ``now_ms``, have a probe measuring a compartment whose delivery is
+    in transit, each with since when (the later of the delivery's start and the probe's
+    assignment; the earliest such time over its probes): the devices whose silence matters.
+    (For the silence rule: alerts/.)"""
+    rows = session.execute(
+        select(Assignment.device_id, Assignment.valid_from_ms, window_start())
+        .join(Delivery, Delivery.compartment_id == Assignment.compartment_id)
+        .where(
+            Delivery.state == State.in_transit.value,
+            Assignment.valid_from_ms <= now_ms,
+            func.coalesce(Assignment.valid_to_ms, FAR_FUTURE_MS) > now_ms,
+        )
+    )
+    since: dict[str, int] = {}
+    for device, assigned, started in rows:
+        joined = max(assigned, started)
+        since[device] = min(since.get(device, joined), joined)
+    return since
+
+
+def profile_piece_at(
+    session: Session, device: str, probe: str, ts: int
+) -> tuple[int, int, str | None]:
+    """The stretch ``[start, end)`` of device time around ``ts`` over which ``profile_at``
+    gives one answer, and that answer. Its bounds are the times where the answer may change
+    (an assignment's or a delivery window's start, or the millisecond after a window's end),
+    so every call for any time in it returns the same start: the rules key their state by it.
+    Outside any assignment: the stretch between the neighbouring assignments, profile None.
+    (For the rules: alerts/.)"""
+    assignments = session.scalars(
+        select(Assignment).where(Assignment.device_id == device, Assignment.probe == probe)
+    ).all()
+    here = [
+        a
+        for a in assignments
+        if a.valid_from_ms <= ts < (a.valid_to_ms if a.valid_to_ms is not None else FAR_FUTURE_MS)
+    ]
+    if not here:
+        ends = [a.valid_to_ms for a in assignments if a.valid_to_ms is not None]
+        return (
+            max((t for t in ends if t <= ts), default=0),
+            min(
+                (a.valid_from_ms for a in assignments if a.valid_from_ms > ts),
+                default=FAR_FUTURE_MS,
+            ),
+            None,
+        )
+    a = here[0]
+    lo = a.valid_from_ms
+    hi = a.valid_to_ms if a.valid_to_ms is not None else FAR_FUTURE_MS
+    after_end = window_end() + 1  # windows include their end (as in profile_at)
+    before, since, upto, ends = session.execute(
+        select(
+            func.max(case((window_start() <= ts, window_start()))),
+            func.max(case((after_end <= ts, after_end))),
+            func.min(case((window_start() > ts, window_start()))),
+            func.min(case((after_end > ts, after_end))),
+        ).where(
+            Delivery.compartment_id == a.compartment_id,
+            # a delivery cancelled before it left carried nothing
+            or_(Delivery.state != State.cancelled.value, Delivery.started_ms.is_not(None)),
+            window_start() < hi,
+            window_end() >= lo,
+        )
+    ).one()
+    start = max(t for t in (lo, before, since) if t is not None)
+    end = min(t for t in (hi, upto, ends) if t is not None)
+    return start, end, profile_at(session, device, probe, ts)
+
+
+def any_assignment(session: Session) -> bool:
+    """Whether any probe measures (or measured) a compartment: the rules have a profile to
+    judge by even when the settings name none. (For the rules: alerts/.)"""
+    return session.scalars(select(Assignment.id).limit(1)).first() is not None
