@@ -4,7 +4,8 @@ Each probe is judged by the product profile of the delivery under way in the com
 measures (else that compartment's default), and by the settings' profile while it measures
 no compartment; a device's door by the settings' profile only. Where those stretches of
 device time begin and end, and their profile, come from ``piece_at`` (given by the entry
-point: deliveries.attach.profile_piece_at, asked at most every PIECE_REFRESH_MS per probe).
+point: coldtrace.deliveries.attach.profile_piece_at, asked at most every PIECE_REFRESH_MS per
+probe).
 
 One engine (alerts/engine.py) per (device, probe, stretch): on its creation it is rebuilt
 from the stored breaches of its stretch and the stored readings (``history``), so a restart

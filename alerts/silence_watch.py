@@ -1,7 +1,7 @@
 """The silence ticks of the rules stage: the silent-device rule (alerts/silence.py) kept per
 device, told of each batch heard and ticked every second on the wall clock. Only a device on
 a delivery in transit is ever silent; which devices are, and since when, comes from
-``on_delivery`` (given by the entry point: deliveries.attach.devices_on_active_delivery),
+``on_delivery`` (given by the entry point: coldtrace.deliveries.attach.devices_on_active_delivery),
 asked at most every ON_DELIVERY_REFRESH_MS.
 """
 

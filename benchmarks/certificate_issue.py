@@ -44,13 +44,13 @@ from coldtrace.certificates.issue import context
 from coldtrace.certificates.judge import judge
 from coldtrace.certificates.render import envelope, readings_of, verify_url
 from coldtrace.db import make_engine, upgrade
+from coldtrace.deliveries.automation import trace_properties
+from coldtrace.deliveries.models import Delivery
+from coldtrace.deliveries.source import ReadingSource
+from coldtrace.deliveries.store import Store
+from coldtrace.devtools.services import LocalServices, free_port
 from coldtrace.influx import InfluxClient
-from coldtrace.services import LocalServices, free_port
 from coldtrace.settings import load_settings
-from deliveries.automation import trace_properties
-from deliveries.models import Delivery
-from deliveries.source import ReadingSource
-from deliveries.store import Store
 
 TARGET_PER_S = 5.0
 

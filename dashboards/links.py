@@ -11,10 +11,10 @@ from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
 
+from coldtrace.deliveries.attach import delivery_segments, window
+from coldtrace.deliveries.models import Delivery
 from coldtrace.profiles import Profile
 from dashboards.definitions import DELIVERY_UID
-from deliveries.attach import delivery_segments, window
-from deliveries.models import Delivery
 
 
 def delivery_dashboard_url(

@@ -8,13 +8,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from coldtrace.deliveries.models import Delivery
+from coldtrace.deliveries.source import ReadingSource
+from coldtrace.deliveries.store import wall_ms
 from coldtrace.influx import InfluxClient
 from coldtrace.profiles import load_profiles
 from coldtrace.settings import Settings
 from dashboards.links import delivery_link
-from coldtrace.deliveries.models import Delivery
-from coldtrace.deliveries.source import ReadingSource
-from coldtrace.deliveries.store import wall_ms
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, overload
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from coldtrace.contract import DEVICE_ID_PATTERN
-from coldtrace.settings import known_timezone
 from coldtrace.deliveries.lifecycle import Action, State
+from coldtrace.settings import known_timezone
 
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from deliveries.trace import decimate, min_max
+from coldtrace.deliveries.trace import decimate, min_max
 
 Point = tuple[int, float]  # (epoch ms, C)
 Span = tuple[int, int]  # [start, end] epoch ms
@@ -24,7 +24,7 @@ Span = tuple[int, int]  # [start, end] epoch ms
 WIDTH, HEIGHT = 640.0, 150.0
 LEFT, RIGHT, TOP, BOTTOM = 42.0, 8.0, 8.0, 20.0
 # At most this many points per polyline: per bucket its lowest and highest reading, so an
-# excursion's peak is always drawn (deliveries.trace.min_max).
+# excursion's peak is always drawn (coldtrace.deliveries.trace.min_max).
 MAX_POINTS = 200
 ROUTE_SIZE = 200.0
 MAX_FIXES = 200

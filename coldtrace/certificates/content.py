@@ -13,8 +13,8 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from alerts.evaluation import COMPLIANT, INCOMPLETE, NOT_COMPLIANT, Evaluation, ProbeKey, iso
-from coldtrace.profiles import Profile
 from coldtrace.deliveries.trace import BreachMark
+from coldtrace.profiles import Profile
 
 __all__ = [
     "COMPLIANT",

@@ -17,7 +17,6 @@ from coldtrace.breaches import Breach
 from coldtrace.certificates.content import Calibration, Context, Place, certificate_body
 from coldtrace.certificates.judge import judge
 from coldtrace.certificates.measurement import certificate_line
-from coldtrace.settings import Settings
 from coldtrace.deliveries.attach import delivery_segments, window
 from coldtrace.deliveries.automation import trace_properties
 from coldtrace.deliveries.lifecycle import State
@@ -25,6 +24,7 @@ from coldtrace.deliveries.models import Certificate, Customer, Delivery, ProbeCa
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import ISSUED_FIELDS, Store, breach_links
 from coldtrace.deliveries.window import Segment
+from coldtrace.settings import Settings
 
 log = logging.getLogger(__name__)
 

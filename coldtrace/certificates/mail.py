@@ -1,5 +1,5 @@
 """E-mailing each certificate version to its customer's contact addresses, from the outbox
-(deliveries.models.CertificateMail: one row per version, written when it is issued).
+(coldtrace.deliveries.models.CertificateMail: one row per version, written when it is issued).
 
 At most once per version, also across restarts and with several API processes: a row is
 claimed (``sending_ms``, committed) before the SMTP conversation and marked sent after it.
@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 from coldtrace.certificates import public
 from coldtrace.certificates.render import version_pdf
 from coldtrace.smtp import SmtpRelay
-from deliveries.models import Certificate, CertificateMail
-from deliveries.source import ReadingSource
-from deliveries.store import Store, wall_ms
+from coldtrace.deliveries.models import Certificate, CertificateMail
+from coldtrace.deliveries.source import ReadingSource
+from coldtrace.deliveries.store import Store, wall_ms
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coldtrace.certificates.document import Readings, logo_uri, render_pdf
-from deliveries.attach import delivery_segments
-from deliveries.models import Certificate, Delivery
-from deliveries.source import ReadingSource
-from deliveries.store import NotFound
+from coldtrace.deliveries.attach import delivery_segments
+from coldtrace.deliveries.models import Certificate, Delivery
+from coldtrace.deliveries.source import ReadingSource
+from coldtrace.deliveries.store import NotFound
 
 
 def _iso(ms: int | None) -> str | None:

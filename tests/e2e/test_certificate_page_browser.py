@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from coldtrace.services import free_port
+from coldtrace.devtools.services import free_port
 from coldtrace.settings import Settings
 from tests.conftest import Api, wait_for
 from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)

@@ -1,6 +1,6 @@
 """The judge registry (alerts/judges.py) driven with timestamped samples: no thread, no
 InfluxDB, no store. Which profile a probe's stretch of time has is a plain function here, as
-the entry point gives it (deliveries.attach.profile_piece_at); the readings an engine is
+the entry point gives it (coldtrace.deliveries.attach.profile_piece_at); the readings an engine is
 rebuilt from are those the test "stored" before judging them, as ingest stores a batch
 before the stage sees it."""
 

@@ -13,9 +13,9 @@ from coldtrace.certificates.content import (
     Place,
     certificate_body,
 )
-from coldtrace.profiles import load_profiles
 from coldtrace.deliveries.importer import COLUMNS, BadRow, parse_plans
 from coldtrace.deliveries.trace import BreachMark
+from coldtrace.profiles import load_profiles
 
 HEADER = ",".join(COLUMNS)
 ROW = (

@@ -34,7 +34,6 @@ from coldtrace.api.schemas import (
     to_ms,
 )
 from coldtrace.broker_accounts import BrokerAccounts
-from coldtrace.settings import ConfigError, Settings
 from coldtrace.deliveries.accounts import DeviceAccounts
 from coldtrace.deliveries.models import (
     Assignment,
@@ -45,6 +44,7 @@ from coldtrace.deliveries.models import (
     Vehicle,
 )
 from coldtrace.deliveries.store import NotFound, Store
+from coldtrace.settings import ConfigError, Settings
 
 router = APIRouter()
 Row = TypeVar("Row")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coldtrace import signing
 from coldtrace.api.auth import Anyone, Operators, Principal, Staff
 from coldtrace.api.deps import AppSettings, DbSession, Influx, Source
 from coldtrace.api.pipeline import ingest_state
@@ -25,13 +26,19 @@ from coldtrace.api.schemas import (
     PublicKeyOut,
     from_ms,
 )
-from coldtrace import signing
 from coldtrace.breaches import Breach
 from coldtrace.certificates.render import version_pdf
-from coldtrace.influx import InfluxClient
 from coldtrace.deliveries.lifecycle import State
-from coldtrace.deliveries.models import Assignment, AuditEntry, Certificate, Compartment, Delivery, Vehicle
+from coldtrace.deliveries.models import (
+    Assignment,
+    AuditEntry,
+    Certificate,
+    Compartment,
+    Delivery,
+    Vehicle,
+)
 from coldtrace.deliveries.store import NotFound
+from coldtrace.influx import InfluxClient
 
 router = APIRouter()
 
