@@ -64,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Libraries whose INFO lines are their own progress, not news to the user.
+    for chatty in ("httpx", "weasyprint", "fontTools"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         settings = load_settings()
     except ConfigError as exc:
