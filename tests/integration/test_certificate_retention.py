@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from deliveries.models import Certificate, Delivery
-from deliveries.store import Conflict, Store
+from coldtrace.deliveries.models import Certificate, Delivery
+from coldtrace.deliveries.store import Conflict, Store
 from tests.conftest import Api
 from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
     MIN,
