@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 
 from coldtrace.certificates import public
 from coldtrace.certificates.render import version_pdf
-from coldtrace.smtp import SmtpRelay
 from coldtrace.deliveries.models import Certificate, CertificateMail
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import Store, wall_ms
+from coldtrace.smtp import SmtpRelay
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from coldtrace.certificates.document import NotACertificatePdf, extract_signed_j
 from coldtrace.certificates.render import envelope
 from coldtrace.deliveries.models import Certificate
 
-# 22 URL-safe base64 characters (coldtrace.deliveries.store.PUBLIC_ID_BYTES = 16 bytes); anything else
-# is refused before the database is asked.
+# 22 URL-safe base64 characters (coldtrace.deliveries.store.PUBLIC_ID_BYTES = 16 bytes);
+# anything else is refused before the database is asked.
 PUBLIC_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
 
 

@@ -22,15 +22,15 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coldtrace.api.fleet_setup import register_chilled_van
-from coldtrace.devtools.api_process import ApiProcess
 from coldtrace import signing
+from coldtrace.api.fleet_setup import register_chilled_van
 from coldtrace.certificates.document import extract_signed_json
 from coldtrace.db import make_engine
-from coldtrace.influx import InfluxClient
-from coldtrace.devtools.services import free_port
-from coldtrace.settings import Settings
 from coldtrace.deliveries.models import CertificateMail
+from coldtrace.devtools.api_process import ApiProcess
+from coldtrace.devtools.services import free_port
+from coldtrace.influx import InfluxClient
+from coldtrace.settings import Settings
 from tests.conftest import wait_for
 from tests.e2e.test_delivery_trace import cli_env
 from tests.integration.test_api_deliveries import MIN, T0, iso, plan, write_run

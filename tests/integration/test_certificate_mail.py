@@ -18,10 +18,10 @@ from sqlalchemy import select
 from coldtrace import signing
 from coldtrace.certificates.document import extract_signed_json
 from coldtrace.certificates.mail import Mailer, PdfAttachment, outbox_counts
-from coldtrace.devtools.services import free_port
-from coldtrace.smtp import SmtpRelay
 from coldtrace.deliveries.models import Certificate, CertificateMail, Delivery
 from coldtrace.deliveries.store import ISSUED_FIELDS, Store
+from coldtrace.devtools.services import free_port
+from coldtrace.smtp import SmtpRelay
 from tests.conftest import Api
 from tests.integration.test_api_deliveries import closed_delivery, fleet  # noqa: F401 (fixtures)
 

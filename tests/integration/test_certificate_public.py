@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from coldtrace import signing
 from coldtrace.certificates.document import extract_signed_json
-from coldtrace.settings import Settings
 from coldtrace.deliveries.models import CertificateMail
+from coldtrace.settings import Settings
 from tests.conftest import Api
 from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
     MIN,
