@@ -16,16 +16,16 @@ from fastapi import APIRouter, Depends, File, Path, Request, Response, UploadFil
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
+from coldtrace import signing
 from coldtrace.api.deps import AppSettings, DbSession, Source
 from coldtrace.api.problems import Problem
 from coldtrace.api.ratelimit import RateLimiter
-from coldtrace import signing
 from coldtrace.certificates import public
 from coldtrace.certificates.document import certificate_html, logo_uri
 from coldtrace.certificates.public import Checked, State, Status
 from coldtrace.certificates.render import envelope, readings_of, verify_url, version_pdf
-from coldtrace.settings import Settings
 from coldtrace.deliveries.models import Certificate
+from coldtrace.settings import Settings
 
 # A certificate with its breaches is a few hundred kB at most; a PDF a few MB.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
