@@ -8,6 +8,7 @@ import dataclasses
 import os
 import sys
 
+from coldtrace.cli.output import emit
 from coldtrace.settings import Settings
 
 TOKEN_ENV = "GRAFANA_TOKEN"
@@ -38,7 +39,6 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
     from grafana_client.client import GrafanaClientError, GrafanaException
     from niquests.exceptions import RequestException
 
-    from coldtrace.cli import _emit
     from dashboards.push import connect, push
 
     url = args.url or settings.grafana_url
@@ -64,5 +64,5 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"error: cannot reach Grafana at {url} ({reason}): check --url", file=sys.stderr)
         return 1
-    _emit([dataclasses.asdict(c) for c in changes], args.json)
+    emit([dataclasses.asdict(c) for c in changes], args.json)
     return 0
