@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from coldtrace.cli import (
     analyze,
     api,
+    books,
     breaches,
     certificates,
     dashboards,
@@ -42,6 +43,7 @@ COMMANDS = (
     deliveries,
     breaches,
     certificates,
+    books,
     schema,
 )
 

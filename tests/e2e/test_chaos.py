@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from coldtrace.devtools.services import LocalServices, device_password
 from coldtrace.influx import InfluxClient
-from coldtrace.services import LocalServices, device_password
 from coldtrace.settings import Settings
 from ingest.books import load_books
 from simulators.fleet import batches, make_fleet

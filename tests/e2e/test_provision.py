@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from coldtrace.contract import status_topic, telemetry_topic
-from coldtrace.services import LocalServices
+from coldtrace.devtools.services import LocalServices
 from coldtrace.settings import Settings
 from tests.conftest import monitor_login, run_coldtrace, wait_for
 from tests.e2e.test_broker_security import Probe

@@ -1,0 +1,59 @@
+"""`coldtrace books`: a device's books, sent = stored + rejected + missing, each seq in one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+
+from coldtrace.cli.output import emit
+from coldtrace.settings import Settings
+
+
+def _books_instant(text: str) -> int:
+    """An ISO 8601 time (naive: UTC) -> epoch ms."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-12-01T08:00, naive is UTC)"
+        ) from None
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def cmd_books(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the books; exit 1 when a device's books disagree with what ingest wrote."""
+    from coldtrace.influx import InfluxClient, InfluxUnavailable
+    from ingest.books import load_books
+
+    influx = InfluxClient(settings)
+    try:
+        books = [load_books(influx, d, args.since, args.until) for d in args.devices]
+    except InfluxUnavailable as exc:
+        print(
+            f"error: InfluxDB at {settings.influx_url} did not answer ({exc}): start it "
+            "(coldtrace services up) or set COLDTRACE_INFLUX_URL",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        influx.close()
+    emit([b.as_dict() for b in books], args.json)
+    return 1 if any(b.agrees is False for b in books) else 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "books",
+        help="a device's books: sent = stored + rejected + missing, each seq in one",
+        description="Each device's readings, read back from InfluxDB: stored, rejected "
+        "(dead-lettered), missing (of which dropped: reported by the device), copies refused "
+        "(not in sent). Exit 1 when a device's books disagree with what ingest wrote.",
+    )
+    p.add_argument("devices", nargs="+", metavar="DEVICE")
+    p.add_argument(
+        "--since", type=_books_instant, help="readings of device time >= this (ISO 8601)"
+    )
+    p.add_argument("--until", type=_books_instant, help="readings of device time before this")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_books)
