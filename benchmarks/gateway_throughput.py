@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coldtrace.services import LocalServices, device_password, free_port
+from coldtrace.devtools.services import LocalServices, device_password, free_port
 from coldtrace.settings import load_settings
 from gateway.spool import Spool, read_status
 from tests.conftest import ingest_process, wait_for

@@ -91,9 +91,9 @@ def ingest_service(settings: Settings) -> IngestService:
 
 def api_app(settings: Settings) -> FastAPI:
     """`coldtrace api`: the signing key and the product profiles checked, the store migrated
-    to head, then the app (api/app.py)."""
+    to head, then the app (coldtrace/api/app.py)."""
     # Imported here: ingest, which shares this module, does not load the web framework.
-    from api.app import create_app
+    from coldtrace.api.app import create_app
 
     profiles = checked_profiles(settings)
     # No signing key (COLDTRACE_CERTIFICATE_SIGNING_KEY) fails here, not at the first close.

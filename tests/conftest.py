@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from coldtrace.contract import telemetry_topic
-from coldtrace.influx import InfluxClient, quote_string
+from coldtrace.devtools.ingest_process import IngestProcess
 from coldtrace.devtools.services import (
     PG_APP,
     PG_OWNER,
@@ -27,8 +27,8 @@ from coldtrace.devtools.services import (
     device_password,
     free_port,
 )
+from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.settings import Settings, load_settings
-from coldtrace.devtools.ingest_process import IngestProcess
 from simulators.publish import DeviceConnection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -318,7 +318,8 @@ def api(settings: Settings, database_url: str) -> Iterator[Api]:
 
 
 def act_on_delivery(database_url: str, delivery_id: int, action: str, at_ms: int) -> None:
-    """A lifecycle action (coldtrace.deliveries.lifecycle.Action value) on a delivery, at event time."""
+    """A lifecycle action (coldtrace.deliveries.lifecycle.Action value) on a delivery, at
+    event time."""
     from sqlalchemy.orm import Session
 
     from coldtrace.db import make_engine

@@ -21,17 +21,25 @@ from coldtrace.api import docs, problems
 from coldtrace.api.deps import AppSettings, DbSession, Influx
 from coldtrace.api.pipeline import ingest_state
 from coldtrace.api.ratelimit import RateLimiter
-from coldtrace.api.routes import books, breaches, deliveries, fleet_data, oversight, public, verification
+from coldtrace.api.routes import (
+    books,
+    breaches,
+    deliveries,
+    fleet_data,
+    oversight,
+    public,
+    verification,
+)
 from coldtrace.api.schemas import Health
 from coldtrace.breaches import Breach
 from coldtrace.certificates.issue import Issuer
 from coldtrace.certificates.mail import Mailer, PdfAttachment, outbox_counts
 from coldtrace.db import make_engine
-from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from coldtrace.settings import Settings
 from coldtrace.deliveries.automation import sweep
 from coldtrace.deliveries.models import Certificate, Delivery
 from coldtrace.deliveries.source import ReadingSource
+from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from coldtrace.settings import Settings
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"

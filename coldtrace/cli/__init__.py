@@ -20,6 +20,7 @@ from coldtrace.cli import (
     deliveries,
     demo,
     devices,
+    gateway,
     ingest,
     keys,
     schema,
@@ -32,6 +33,7 @@ from coldtrace.settings import ConfigError, Settings, load_settings
 COMMANDS = (
     services,
     dashboards,
+    gateway,
     ingest,
     devices,
     simulate,

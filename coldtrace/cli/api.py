@@ -13,7 +13,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from coldtrace.api.app import create_app
+    from coldtrace.bootstrap import api_app
     from coldtrace.settings import port_taken
 
     host, port = args.host or settings.api_host, args.port or settings.api_port
@@ -25,7 +25,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:
         sock.close()
         raise port_taken("API_PORT", host, port, exc) from None
-    app = create_app(settings)
+    app = api_app(settings)
     # A long trace allocates ~100,000 short-lived objects (and the API keeps finished ones):
     # with the default threshold (700) the collector's passes doubled a cold trace's time.
     gc.freeze()

@@ -26,8 +26,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.broker_accounts import gateway_acl
+from coldtrace.devtools.services import free_port
 from coldtrace.influx import InfluxClient, quote_string
-from coldtrace.services import free_port
 from coldtrace.settings import Settings
 from gateway.spool import read_status
 from gateway.uplink import gateway_status_topic

@@ -61,7 +61,7 @@ def _run(cfg: GatewayConfig) -> int:
 
 
 def _status(spool: Path, as_json: bool) -> int:
-    from coldtrace.cli import table
+    from coldtrace.cli.output import table
     from gateway.spool import read_status
 
     try:
