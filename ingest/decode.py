@@ -167,7 +167,8 @@ def _count(raw_readings: object) -> tuple[int, tuple[int, ...]]:
     if not isinstance(raw_readings, list):
         return 0, ()
     seqs = (valid_seq(r.get("seq")) if isinstance(r, dict) else None for r in raw_readings)
-    return len(raw_readings), tuple(s for s in seqs if s is not None)
+    # Each seq once: a repeated one is the same reading's seq, not another reading's.
+    return len(raw_readings), tuple(dict.fromkeys(s for s in seqs if s is not None))
 
 
 def _decode_salvage(device: str, payload: bytes, whole_error: ValidationError | None) -> Decoded:

@@ -143,3 +143,95 @@ def test_the_books_balance_and_nothing_stored_changes(
 
 def _health(device: str) -> str:
     return f"SELECT seq FROM device_health WHERE device = {quote_string(device)}"
+
+
+# -- hostile input ---------------------------------------------------------------------------
+
+
+def hostile(device: str, kind: str, seq: int) -> bytes:
+    """One message of a battery of hostile payloads (the issue's 63 kinds, by family)."""
+    good = json.dumps(canonical(seq, False))
+    two = json.dumps([canonical(seq, False), canonical(seq + 1, False)])
+    envelope = f'{{"device":"{device}","boot":{seq // PER_BOOT},"readings":'
+    bodies = {
+        "malformed": envelope + "[" + good,
+        "not_object": "[1, 2]",
+        "repeated_boot": f'{{"device":"{device}","boot":1,"boot":7,"readings":[{good}]}}',
+        "repeated_probe": envelope + "[" + good.replace('"air": ', '"air": 4.5, "air": ') + "]}",
+        "bool_seq": envelope + "[" + good.replace(f'"seq": {seq}', '"seq": true') + "]}",
+        "huge_seq": envelope + "[" + good.replace(f'"seq": {seq}', f'"seq": {2**64 - 1}') + "]}",
+        "nan_probe": envelope + "[" + good.replace('"air": ', '"air": NaN, "x": ') + "]}",
+        "wrong_type": envelope + "[" + good.replace('"up": ', '"up": "') + "]}",
+        "spoofed": f'{{"device":"someone-else","boot":1,"readings":{two}}}',
+        "backwards": envelope + json.dumps(list(reversed(json.loads(two)))) + "}",
+        "repeated_seq_batch": envelope + f'[{good},{good}], "extra": 1}}',
+        "missing_boot": f'{{"device":"{device}","readings":{two}}}',
+        "oversize": envelope + two + f', "pad": "{"x" * 1_100_000}"}}',
+    }
+    return bodies[kind].encode()
+
+
+HOSTILE = st.sampled_from(
+    [
+        "malformed",
+        "not_object",
+        "repeated_boot",
+        "repeated_probe",
+        "bool_seq",
+        "huge_seq",
+        "nan_probe",
+        "wrong_type",
+        "spoofed",
+        "backwards",
+        "repeated_seq_batch",
+        "missing_boot",
+        "oversize",
+    ]
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("good"), SEQS),
+            st.tuples(st.just("hostile"), HOSTILE, SEQS),
+            st.tuples(st.just("replay"), st.integers(0, 20)),
+            st.tuples(st.just("restart")),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_hostile_payloads_keep_the_books_exact(
+    influx: InfluxClient, steps: list[tuple[Any, ...]]
+) -> None:
+    device = "hostile-" + uuid.uuid4().hex[:10]
+    note(f"steps={steps!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ingest = Ingest(influx, Path(tmp))
+        sent: list[bytes] = []
+        for step in steps:
+            if step[0] == "good":
+                body = message(device, step[1] // PER_BOOT, [canonical(step[1], False)])
+            elif step[0] == "hostile":
+                body = hostile(device, step[1], step[2])
+            elif step[0] == "replay" and sent:
+                body = sent[step[1] % len(sent)]
+            else:
+                ingest.restart()
+                continue
+            sent.append(body)
+            ingest.send(device, body)
+        refused = influx.rows(
+            f"SELECT reason FROM rejected WHERE device = {quote_string(device)} "
+            "AND reason = 'storage_rejected'"
+        )
+        assert refused == []  # every dead letter's point was taken by InfluxDB
+        books = load_books(influx, device)
+        assert books.agrees, books
+        assert books.sent == books.stored + books.rejected + books.missing
