@@ -140,12 +140,28 @@ def fleet_now() -> JSON:
         description="Devices measuring a delivery in transit that sent nothing for "
         "COLDTRACE_ALERTS_SILENT_AFTER_S (rule device_silent).",
     )
+    transit = panel(
+        "table",
+        "Deliveries in transit",
+        [
+            target(
+                "A",
+                'SELECT sum("in_transit") AS "in_transit" FROM "delivery" '
+                'GROUP BY "vehicle", "compartment"',
+                "table",
+            )
+        ],
+        (0, 20, 24, 6),
+        description="Per vehicle and compartment, how many deliveries are in transit now "
+        "(measurement delivery: +1 at each start, -1 at each hand-over or cancellation; "
+        "over all time, not the time range).",
+    )
     return dashboard(
         FLEET_UID,
         "coldtrace: Fleet now",
         "Each vehicle's last position and state, current temperatures, open breaches, "
-        "silent devices.",
-        [geomap, current, breaches, silent],
+        "silent devices, deliveries in transit.",
+        [geomap, current, breaches, silent, transit],
         time_from="now-24h",
     )
 

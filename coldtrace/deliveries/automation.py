@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from coldtrace.deliveries import geo
 from coldtrace.deliveries.attach import delivery_segments, window
 from coldtrace.deliveries.lifecycle import Action, State, close_due
+from coldtrace.deliveries.measurement import transit_line
 from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import Conflict, Store, wall_ms
@@ -57,6 +58,19 @@ def trace_properties(d: Delivery, start: int, end: int) -> dict[str, Any]:
     }
 
 
+def transition(
+    store: Store, d: Delivery, action: Action, at: int | None, why: str, source: ReadingSource
+) -> None:
+    """``store.transition``, and the delivery going in or out of transit written to
+    InfluxDB (deliveries.measurement) before the store commits: a transition InfluxDB did
+    not take is not made either."""
+    before = d.state
+    store.transition(d, action, at, why)
+    line = transit_line(d, before)
+    if line is not None:
+        source.influx.write(line.encode(), precision="ns")
+
+
 def detect(store: Store, d: Delivery, source: ReadingSource, settings: Settings) -> None:
     """Start on leaving the pickup geofence, end on stopping inside the drop-off geofence
     (COLDTRACE_GEOFENCE_RADIUS_M, COLDTRACE_STOP_SPEED_KMH, COLDTRACE_STOP_MIN_DWELL_S)."""
@@ -67,13 +81,13 @@ def detect(store: Store, d: Delivery, source: ReadingSource, settings: Settings)
         pickup = geo.Place(d.pickup_lat, d.pickup_lon)
         departed = geo.departure(source.readings(segs).positions, pickup, radius)
         if departed is not None:
-            store.transition(d, Action.start, departed, "geofence")
+            transition(store, d, Action.start, departed, "geofence", source)
     if d.state == State.in_transit and d.started_ms is not None:
         segs = delivery_segments(store.session, d, d.started_ms, now)
         dropoff = geo.Place(d.dropoff_lat, d.dropoff_lon)
         arrived = geo.arrival(source.readings(segs).positions, dropoff, radius, stop_rule(settings))
         if arrived is not None:
-            store.transition(d, Action.deliver, arrived, "geofence")
+            transition(store, d, Action.deliver, arrived, "geofence", source)
 
 
 def final_readings_in(store: Store, d: Delivery, source: ReadingSource, grace_s: int) -> str:

@@ -16,7 +16,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -116,6 +116,26 @@ def loaded(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
             ),
             what="the malformed payloads dead-lettered",
         )
+        # one more delivery, for the door van's chiller, on its way now
+        door_run = placed["door-left-open"]
+        stop = door_run.runs["van-b"].route.stops[0].place
+        place = {"address": stop.name, "lat": stop.lat, "lon": stop.lon}
+        now = datetime.now(UTC)
+        extra = runner.call(
+            "POST",
+            "/deliveries",
+            {
+                "reference": f"{door_run.prefix}-DO-2",
+                "customer_id": f"{door_run.prefix}-etoile",
+                "vehicle_id": door_van,
+                "compartment": "chiller",
+                "pickup": place,
+                "dropoff": place,
+                "planned_start": now.isoformat(),
+                "planned_end": (now + timedelta(hours=1)).isoformat(),
+            },
+        )
+        runner.call("POST", f"/deliveries/{extra['id']}/transitions", {"action": "start"})
         # a heartbeat of ingest's after everything above was stored
         stored = time.time_ns()
         wait_for(
@@ -238,6 +258,11 @@ def expectations(x: Loaded) -> dict[tuple[str, str, str], Check]:
         assert columns(s) == {("time", "severity", "peak", "limit_c", "start")}
         got = [(r["device"], r["probe"], r["rule"], r["severity"]) for r in flat(s)]
         assert got == [(van_a, "product", "excursion_high", "critical")]
+
+    def in_transit(s: Series) -> None:
+        got = {(r["vehicle"], r["compartment"]): r["in_transit"] for r in flat(s)}
+        # every scenario delivery started and was handed over; DO-2 is on its way
+        assert got == {(van_a, "chiller"): 0, (van_a, "freezer"): 0, (van_b, "chiller"): 1}
 
     def nothing(s: Series) -> None:
         assert s == []
@@ -368,6 +393,7 @@ def expectations(x: Loaded) -> dict[tuple[str, str, str], Check]:
         (fleet, "Current temperature per probe", "A"): current,
         (fleet, "Open breaches", "A"): open_breaches,
         (fleet, "Silent devices on a delivery", "A"): nothing,
+        (fleet, "Deliveries in transit", "A"): in_transit,
         (delivery, "Temperature per probe against the profile limits", "A"): temperature,
         (delivery, "Temperature per probe against the profile limits", "B"): limit(
             "high limit", 4.0

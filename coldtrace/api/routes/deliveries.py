@@ -162,7 +162,7 @@ def transition(
     if body.action is Action.close:
         automation.close(store, d, source, settings, Issuer(source, settings), at)
     else:
-        store.transition(d, body.action, at, body.source)
+        automation.transition(store, d, body.action, at, body.source, source)
     session.commit()
     return delivery_out(d, link)
 
