@@ -46,6 +46,22 @@ MAX_BREACHES: Final = 8
 MAX_CHARTS: Final = 4
 
 
+# What the document shows beyond the figures: versions issued before certificates carried
+# these (coldtrace.certificates.content) have no document.
+DOCUMENT_FIELDS: Final = frozenset(
+    {"judged_against", "issuer", "customer", "timezone", "pickup", "dropoff", "signer"}
+)
+
+
+class NoDocument(ValueError):
+    """A version issued before certificates carried what the document shows."""
+
+
+def has_document(body: Mapping[str, Any]) -> bool:
+    """Whether a version's body carries what its document shows (DOCUMENT_FIELDS)."""
+    return body.keys() >= DOCUMENT_FIELDS
+
+
 class NotACertificatePdf(ValueError):
     """A file that is not a PDF, or a PDF without a certificate attached; the message says
     which, in one line."""
@@ -184,8 +200,14 @@ def certificate_html(
     """The document's HTML for ``certificate`` (an envelope as the API returns it, its body
     from coldtrace.certificates.content). ``verify_url``: the public verification address
     for the QR code (None: no code); ``logo``: a data: URI; ``language``: "en" or "fr"
-    (None: the body's customer language)."""
+    (None: the body's customer language). NoDocument for a version issued before
+    certificates carried the document's content."""
     body = certificate["body"]
+    if not has_document(body):
+        raise NoDocument(
+            f"version {body.get('version')} of delivery {body.get('delivery_id')} was issued "
+            "before certificates had documents"
+        )
     t = Writer(language or language_of(body), body["timezone"])
     return (
         _environment()

@@ -24,6 +24,7 @@ def _certificates_text(file: Path) -> str:
 def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
     """The current certificate of a delivery (by reference or id): a summary table, its JSON
     (--json) as the API returns it, and with -o its PDF (readings from InfluxDB)."""
+    from coldtrace.certificates.document import NoDocument
     from coldtrace.certificates.render import current_version, envelope, version_pdf
     from coldtrace.deliveries.source import ReadingSource
     from coldtrace.deliveries.store import NotFound
@@ -53,6 +54,9 @@ def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
                 "services up influxdb) or set COLDTRACE_INFLUX_URL",
                 file=sys.stderr,
             )
+            return 2
+        except NoDocument as exc:
+            print(f"error: {exc}: --json gives it; re-evaluate it for a PDF", file=sys.stderr)
             return 2
         finally:
             source.close()

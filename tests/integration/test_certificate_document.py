@@ -17,6 +17,8 @@ import pytest
 
 from coldtrace import signing
 from coldtrace.certificates.document import Readings, extract_signed_json, render_pdf
+from coldtrace.deliveries.models import Delivery
+from coldtrace.deliveries.store import Store
 from coldtrace.influx import InfluxClient
 from tests.conftest import Api, run_coldtrace
 from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
@@ -247,3 +249,24 @@ def test_the_operators_terminal(
     assert missing.stderr.splitlines()[-1] == (  # after the migrations' log lines
         "error: no delivery 'ORD-NONE': see `coldtrace deliveries list`"
     )
+
+
+def test_a_version_from_before_documents_has_no_pdf(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+) -> None:
+    """A version issued before certificates carried the document's content (an older body):
+    409 saying how to get one, not a 500."""
+    vehicle, _ = fleet
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    with api.app.state.sessions() as session:
+        delivery = session.get(Delivery, d["id"])
+        assert delivery is not None
+        old = {"delivery_id": d["id"], "verdict": "compliant", "readings": 10}
+        issued = Store(session, "test").issue_certificate(
+            delivery, "compliant", old, api.settings.certificate_key
+        )
+        session.commit()
+    r = api.client.get(f"/api/v1/certificates/{issued.id}/pdf", headers=api.admin)
+    assert r.status_code == 409
+    assert f"/deliveries/{d['id']}/reevaluate" in r.json()["detail"]

@@ -16,9 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from coldtrace import signing
 from coldtrace.certificates.charts import BREACH, GAP, ProbeChart, probe_chart, route_plot
 from coldtrace.certificates.document import (
+    NoDocument,
     NotACertificatePdf,
     Readings,
+    certificate_html,
     extract_signed_json,
+    logo_uri,
     render_pdf,
 )
 from tests.unit.test_certificate_content import samples, scripted_body, track
@@ -146,3 +149,20 @@ def test_the_route_marks_pickup_dropoff_and_each_breach() -> None:
     svg = route_plot(fixes, fixes[0], fixes[-1], [fixes[300], fixes[600]])
     assert svg.count("<polyline") == 1 and svg.count('fill="#c62828"') == 2
     assert svg.count("<circle") == 4
+
+
+def test_a_body_from_before_documents_is_refused() -> None:
+    old = signed() | {"body": {"delivery_id": 42, "version": 1, "verdict": "compliant"}}
+    with pytest.raises(NoDocument, match="version 1 of delivery 42 was issued before"):
+        render_pdf(old, Readings(), None)
+
+
+def test_the_issuers_logo_is_drawn(tmp_path: Path) -> None:
+    logo = tmp_path / "logo.svg"
+    logo.write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 40 10">'
+        '<rect width="40" height="10" fill="#1f4e79"/></svg>'
+    )
+    html = certificate_html(signed(), Readings(), URL, logo_uri(logo))
+    assert 'src="data:image/svg+xml;base64,' in html.split("<h1>")[0]  # in the header
+    assert page_count(render_pdf(signed(), readings(), URL, logo_uri(logo)), tmp_path) == 2

@@ -27,6 +27,7 @@ from coldtrace.api.schemas import (
     from_ms,
 )
 from coldtrace.breaches import Breach
+from coldtrace.certificates.document import NoDocument
 from coldtrace.certificates.render import version_pdf
 from coldtrace.deliveries.lifecycle import State
 from coldtrace.deliveries.models import (
@@ -37,7 +38,7 @@ from coldtrace.deliveries.models import (
     Delivery,
     Vehicle,
 )
-from coldtrace.deliveries.store import NotFound
+from coldtrace.deliveries.store import Conflict, NotFound
 from coldtrace.influx import InfluxClient
 
 router = APIRouter()
@@ -88,9 +89,15 @@ def get_certificate_pdf(
     its verification page), with the signed certificate attached as certificate.json: the
     PDF alone verifies offline (`coldtrace certificates verify FILE.pdf`)."""
     row = visible_certificate(session, who, certificate_id)
-    pdf = version_pdf(
-        session, row, source, settings.public_url, settings.certificate_issuer_logo, language
-    )
+    try:
+        pdf = version_pdf(
+            session, row, source, settings.public_url, settings.certificate_issuer_logo, language
+        )
+    except NoDocument as exc:
+        raise Conflict(
+            f"{exc}: POST /api/v1/deliveries/{row.delivery_id}/reevaluate issues a version "
+            "that has one"
+        ) from None
     name = f"certificate-{row.delivery_id}-v{row.version}.pdf"
     return Response(
         pdf,
