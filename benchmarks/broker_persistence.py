@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coldtrace.services import free_port
+from coldtrace.devtools.services import free_port
 from simulators.fleet import batches, make_fleet
 
 SETTINGS = {
