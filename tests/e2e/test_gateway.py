@@ -31,6 +31,7 @@ from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.settings import Settings
 from gateway.spool import read_status
 from gateway.uplink import gateway_status_topic
+from ingest.books import load_books
 from tests.conftest import REPO, ingest_process, rejections, run_coldtrace, stored_seqs, wait_for
 from tests.fakes.esp32.harness import Board
 from tests.fakes.serial_wire import Wire
@@ -256,6 +257,14 @@ def retained_status(rig: Rig) -> dict[str, Any] | None:
     return json.loads(got[0]) if got else None
 
 
+def assert_books(influx: InfluxClient, device: str, readings: int) -> None:
+    """The device's books read back from InfluxDB (`coldtrace books`): every reading stored
+    once, none rejected or missing, and the books agree with what ingest wrote."""
+    books = load_books(influx, device, None, None)
+    assert (books.sent, books.stored, books.rejected, books.missing) == (readings, readings, 0, 0)
+    assert (books.first_seq, books.last_seq, books.agrees) == (0, readings - 1, True)
+
+
 def rows(influx: InfluxClient, query: str, device: str) -> list[dict[str, Any]]:
     return influx.rows(query.format(device=quote_string(device)))
 
@@ -296,6 +305,8 @@ def test_box_gnss_and_logger_lines_are_stored_by_ingest_and_acked_out_of_the_spo
     wait_for(lambda: len(stored_seqs(influx, rig.reefer)) == 25, 60, "25 logger readings")
     assert stored_seqs(influx, rig.box) == list(range(80))
     assert stored_seqs(influx, rig.reefer) == list(range(25))
+    assert_books(influx, rig.box, 80)
+    assert_books(influx, rig.reefer, 25)
     assert rejections(influx, rig.box) == [] and rejections(influx, rig.reefer) == []
 
     # Positions from the gateway's GNSS: the reading at the drive's first fix has that fix
@@ -393,6 +404,8 @@ def test_broker_away_the_spool_grows_then_drains_in_order(rig: Rig, influx: Infl
     wait_for(lambda: len(stored_seqs(influx, rig.reefer)) == 30, 30, "the logger's backlog")
     assert stored_seqs(influx, rig.box) == list(range(400))
     assert stored_seqs(influx, rig.reefer) == list(range(30))
+    assert_books(influx, rig.box, 400)
+    assert_books(influx, rig.reefer, 30)
     assert rejections(influx, rig.box) == []
     wait_for(lambda: rig.gateway.status()["depth"] == 0, 30, "the spool emptied")
 
@@ -424,6 +437,8 @@ def test_sigkill_mid_publish_then_restart_stores_each_reading_once(
     wait_for(lambda: len(stored_seqs(influx, rig.box)) == total, 120, "every box reading stored")
     wait_for(lambda: len(stored_seqs(influx, rig.reefer)) == 30, 30, "every logger reading")
     assert stored_seqs(influx, rig.box) == list(range(total))
+    assert_books(influx, rig.box, total)
+    assert_books(influx, rig.reefer, 30)
     # The logger's seqs go on across the gateway's restart, in its next boot
     health = rows(influx, "SELECT seq, boot FROM device_health WHERE device = {device}", rig.reefer)
     assert [(r["seq"], r["boot"]) for r in health] == [(i, 0 if i < 20 else 1) for i in range(30)]
