@@ -199,6 +199,7 @@ def create_app(settings: Settings, profiles: frozenset[str]) -> FastAPI:
         )
         mail = outbox_counts(session)
         lines.append(f"coldtrace_certificate_mail_pending {mail.pending}")
+        lines.append(f"coldtrace_certificate_mail_retrying {mail.retrying}")
         lines.append(f"coldtrace_certificate_mail_sent {mail.sent}")
         lines.append(f"coldtrace_certificate_mail_interrupted {mail.interrupted}")
         for state, n in session.execute(

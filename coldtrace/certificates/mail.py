@@ -235,9 +235,11 @@ class Mailer:
 
 @dataclass(frozen=True)
 class OutboxCounts:
-    """For /metrics: versions waiting to be sent, sent, and interrupted mid-send."""
+    """For /metrics: versions waiting to be sent (``retrying``: of those, the ones whose
+    last attempt failed), sent, and interrupted mid-send."""
 
     pending: int
+    retrying: int
     sent: int
     interrupted: int
 
@@ -248,6 +250,11 @@ def outbox_counts(session: Session) -> OutboxCounts:
 
     return OutboxCounts(
         pending=count(CertificateMail.sent_ms.is_(None), CertificateMail.sending_ms.is_(None)),
+        retrying=count(
+            CertificateMail.sent_ms.is_(None),
+            CertificateMail.sending_ms.is_(None),
+            CertificateMail.attempts > 0,
+        ),
         sent=count(CertificateMail.sent_ms.is_not(None)),
         interrupted=count(
             CertificateMail.sent_ms.is_(None), CertificateMail.last_error.startswith(INTERRUPTED)

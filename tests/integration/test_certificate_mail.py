@@ -102,6 +102,7 @@ def test_a_refused_message_is_retried_with_backoff_and_sent_once(
     first = row(api, version_id)
     assert (first.attempts, first.sending_ms, first.next_attempt_ms) == (1, None, NOW + 2000)
     assert first.last_error is not None and "554" in first.last_error
+    assert "coldtrace_certificate_mail_retrying 1\n" in api.client.get("/metrics").text
     clock[0] += 1999
     assert m.send_due() == 0 and row(api, version_id).attempts == 1  # not due yet
     clock[0] += 1
@@ -124,7 +125,12 @@ def test_a_refused_message_is_retried_with_backoff_and_sent_once(
     assert certificate["body"]["version"] == 2
     assert signing.check(api.settings.certificate_key.public_key(), certificate) == ""
     with api.app.state.sessions() as session:
-        assert outbox_counts(session).__dict__ == {"pending": 0, "sent": 1, "interrupted": 0}
+        assert outbox_counts(session).__dict__ == {
+            "pending": 0,
+            "retrying": 0,
+            "sent": 1,
+            "interrupted": 0,
+        }
     audit = api.ok("GET", "/audit?entity=certificate")["items"]
     assert [(a["actor"], a["new"]["to"]) for a in audit if a["action"] == "certificate.mail"] == [
         ("system:mailer", ["a@acme.test", "b@acme.test"])
@@ -158,6 +164,11 @@ def test_an_interrupted_send_is_not_sent_again(
         "(attempt 1): it may or may not have arrived, so it is not sent again automatically"
     ]
     with api.app.state.sessions() as session:
-        assert outbox_counts(session).__dict__ == {"pending": 0, "sent": 0, "interrupted": 1}
+        assert outbox_counts(session).__dict__ == {
+            "pending": 0,
+            "retrying": 0,
+            "sent": 0,
+            "interrupted": 1,
+        }
     metrics = api.client.get("/metrics").text
     assert "coldtrace_certificate_mail_interrupted 1\n" in metrics
