@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -80,6 +81,12 @@ def qr_address(api: Api, certificate: dict[str, Any]) -> str:
     return f"{api.settings.public_url}/v/{certificate['body']['public_id']}"
 
 
+def settled(browser: WebDriver) -> WebDriverWait[WebDriver]:
+    """A wait for the page a click leads to: until then the previous page's elements may be
+    found and go stale as it is replaced."""
+    return WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException])
+
+
 def status(browser: WebDriver) -> str:
     return str(browser.find_element(By.ID, "status").text)
 
@@ -105,7 +112,7 @@ def test_the_qr_address_says_valid_then_superseded(
     browser.get(qr_address(api, v1))
     assert status(browser) == "superseded by version 2"
     browser.find_element(By.LINK_TEXT, "version 2").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "status").text == "valid")
+    settled(browser).until(lambda b: b.find_element(By.ID, "status").text == "valid")
     assert browser.find_element(By.ID, "verdict").text == "incomplete"
 
 
@@ -123,7 +130,7 @@ def test_a_tampered_file_given_to_the_page_says_invalid_and_why(
     # What a drop on the form's file field does: the file becomes its value.
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(path))
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "checked"))
+    settled(browser).until(lambda b: b.find_elements(By.ID, "checked"))
     [result] = browser.find_elements(By.CSS_SELECTOR, "#checked td.status")
     assert result.text == "invalid: the signature does not match the body: changed after signing"
 
@@ -132,7 +139,7 @@ def test_a_tampered_file_given_to_the_page_says_invalid_and_why(
     pdf.write_bytes(api.client.get(f"/v/{v1['body']['public_id']}/certificate.pdf").content)
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(pdf))
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(browser, 10).until(
+    settled(browser).until(
         lambda b: (
             b.find_element(By.CSS_SELECTOR, "#checked td.status").text
             == "valid (this installation's record)"
