@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from coldtrace import signing
 from coldtrace.certificates.document import extract_signed_json
-from coldtrace.deliveries.models import CertificateMail
+from coldtrace.deliveries.models import CertificateMail, Delivery
+from coldtrace.deliveries.store import Store
 from coldtrace.settings import Settings
 from tests.conftest import Api
 from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
@@ -251,3 +252,27 @@ def test_a_version_is_queued_for_the_customers_contacts_when_mail_is_on(
             ]
     finally:
         api.close()
+
+
+def test_a_version_from_before_the_document_has_its_page_only(
+    api: Api,
+    fleet: tuple[str, str],  # noqa: F811
+) -> None:
+    """Versions issued before certificates carried the document's content (no time zone):
+    the page shows the table; the document and its PDF answer 404, not an error."""
+    d = api.ok("POST", "/deliveries", json=plan(fleet[0]))["id"]
+    with api.app.state.sessions() as session:
+        delivery = session.get_one(Delivery, d)
+        legacy = Store(session, "test").issue_certificate(
+            delivery,
+            "compliant",
+            {"delivery_id": d, "verdict": "compliant"},
+            api.settings.certificate_key,
+        )
+        session.commit()
+        public_id = legacy.public_id
+    page = api.client.get(f"/v/{public_id}")
+    assert (page.status_code, status_of(page.text)) == (200, "valid")
+    assert 'id="document"' not in page.text
+    for path in ("document", "certificate.pdf"):
+        assert api.client.get(f"/v/{public_id}/{path}").status_code == 404

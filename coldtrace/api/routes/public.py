@@ -111,8 +111,21 @@ def certificate_page(
         certificate=envelope(found),
         status=status,
         public_id=found.public_id,
-        document="timezone" in found.body,
+        document=has_document(found),
     )
+
+
+def has_document(c: Certificate) -> bool:
+    """Whether the version's body has what the document shows (versions issued before
+    certificates carried it, e.g. the customer's time zone, have only the page's table)."""
+    return "timezone" in c.body
+
+
+def _with_document(session: DbSession, public_id: str) -> Certificate:
+    found = _stored(session, public_id)
+    if not has_document(found):
+        raise Problem(404, "this version has no document: it was issued before they existed")
+    return found
 
 
 def _well_formed(public_id: str) -> bool:
@@ -126,9 +139,7 @@ def certificate_document(
     """The certificate as the PDF shows it (coldtrace.certificates.document's HTML, in its
     customer's language and time zone), framed by the page. 404 for versions issued before
     certificates carried that content (the page's table shows their facts)."""
-    found = _stored(session, public_id)
-    if "timezone" not in found.body:
-        raise Problem(404, "this version has no document: it was issued before they existed")
+    found = _with_document(session, public_id)
     html = certificate_html(
         envelope(found),
         readings_of(session, found, source),
@@ -166,7 +177,7 @@ def certificate_pdf(
 ) -> Response:
     """The certificate as a PDF/A-3 in its customer's language, the signed JSON attached
     (as GET /api/v1/certificates/{id}/pdf)."""
-    found = _stored(session, public_id)
+    found = _with_document(session, public_id)
     pdf = version_pdf(session, found, source, settings.public_url, settings.certificate_issuer_logo)
     return _download(found, pdf, "application/pdf", "pdf")
 
