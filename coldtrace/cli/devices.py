@@ -1,5 +1,5 @@
 """`coldtrace devices`: device and gateway accounts (the registry row and the broker account
-together, deliveries/accounts.py) and provisioning a box over USB serial
+together, coldtrace/deliveries/accounts.py) and provisioning a box over USB serial
 (coldtrace/provision.py). The command group's own module (coldtrace/cli/__init__.py lists it)."""
 
 from __future__ import annotations

@@ -57,8 +57,8 @@ class Device(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     # When its broker account was disabled (login refused; the row and its history stay).
     disabled_ms: Mapped[int | None] = mapped_column(BigInteger)
-    # A gateway's account: the boxes whose topics it publishes for (deliveries/accounts.py);
-    # None for a device publishing its own.
+    # A gateway's account: the boxes whose topics it publishes for
+    # (coldtrace/deliveries/accounts.py); None for a device publishing its own.
     carries: Mapped[list[str] | None] = mapped_column(JSON)
 
 

@@ -1,8 +1,8 @@
-"""Device accounts (deliveries/accounts.py) through the API against the session's real broker,
-started with the shipped config: the registry row and the broker account change together;
-after rotate the old password fails and the new one works; after disable the device cannot
-log in and its row stays; a gateway account publishes only for the boxes it carries and reads
-only their config and ack topics."""
+"""Device accounts (coldtrace/deliveries/accounts.py) through the API against the session's
+real broker, started with the shipped config: the registry row and the broker account change
+together; after rotate the old password fails and the new one works; after disable the device
+cannot log in and its row stays; a gateway account publishes only for the boxes it carries
+and reads only their config and ack topics."""
 
 from __future__ import annotations
 

@@ -98,8 +98,8 @@ def device_out(d: Device) -> DeviceOut:
 
 
 def device_accounts(session: Session, actor: str, settings: Settings) -> DeviceAccounts:
-    """The registry and the broker's accounts together (deliveries/accounts.py), or 503 when
-    this API has no broker account files configured."""
+    """The registry and the broker's accounts together (coldtrace/deliveries/accounts.py), or
+    503 when this API has no broker account files configured."""
     try:
         files = settings.broker_files
     except ConfigError as exc:
