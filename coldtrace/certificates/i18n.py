@@ -18,6 +18,7 @@ NONE: Final = "\u2013"  # an en dash where there is no value
 WORDS: Final[dict[str, dict[str, str]]] = {
     "en": {
         "title": "Temperature certificate",
+        "colon": ": ",
         "certificate": "Certificate",
         "version": "version",
         "delivery": "Delivery",
@@ -99,6 +100,7 @@ WORDS: Final[dict[str, dict[str, str]]] = {
     },
     "fr": {
         "title": "Certificat de température",
+        "colon": "\u00a0: ",  # French puts a (no-break) space before the colon
         "certificate": "Certificat",
         "version": "version",
         "delivery": "Livraison",
