@@ -296,9 +296,18 @@ class Pipeline:
         self._reject(work, m, rej, first_index + len(work.ns_lines), counted)
 
     def _ask(self, device: str, ledger: DeviceLedger, seq: int, fp: int, ts: int) -> Verdict:
-        """Beyond the ledger's memory: what InfluxDB holds at this seq or this device time."""
+        """Beyond the ledger's memory: what InfluxDB holds at this seq or this device time.
+
+        A time below the window loads the window below it at once (one query, not one per
+        reading: a backlog older than what the ledger holds arrives in batches); a seq the
+        window forgot is asked for alone (a rare old replay)."""
         dev = quote_string(device)
-        for where in (f"seq = {seq}", f"time = {ts}ms"):
+        queries = [f"seq = {seq}"]
+        if ts < ledger.horizon:
+            since = ts - ledger.window_ms
+            queries = [f"time >= {since}ms AND time < {ledger.horizon}ms", *queries]
+            ledger.horizon = since
+        for where in queries:
             query = f"SELECT seq, fp FROM device_health WHERE device = {dev} AND {where}"
             for row in self._with_retry(partial(self.influx.rows, query)):
                 ledger.learn(int(row["seq"]), int(row["fp"]), int(row["time"]))

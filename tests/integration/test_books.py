@@ -389,20 +389,48 @@ def test_the_broker_takes_a_message_larger_than_the_contracts_largest_batch() ->
 
 
 class CountingInflux(InfluxClient):
-    """The real client, counting its writes."""
+    """The real client, counting its writes and queries."""
 
     writes: list[bytes]
+    queries: list[str]
 
     def write(self, body: bytes, precision: Any = "ms") -> None:
         self.writes.append(body)
         super().write(body, precision)
+
+    def query(self, influxql: str) -> list[dict[str, Any]]:
+        self.queries.append(influxql)
+        return super().query(influxql)
+
+
+def test_a_backlog_older_than_the_ledgers_window_is_loaded_once_not_asked_per_reading(
+    settings: Settings, tmp_path: Path, prefix: str
+) -> None:
+    influx = CountingInflux(settings)
+    influx.writes, influx.queries = [], []
+    ingest = Ingest(influx, tmp_path)
+    d = f"{prefix}-01"
+    old = T - 72 * HOUR
+    ingest.send(d, batch(d, [reading(s, ts=old + s * 1000) for s in range(1, 301)]))
+    ingest.restart()
+    ingest.send(d, batch(d, [reading(1000, ts=T)]))  # primes the window: T - 24 h .. T
+    influx.queries.clear()
+    # The device's spool replayed (seqs 1..300, three days old) and its next readings.
+    replay = [reading(s, ts=old + s * 1000) for s in range(1, 301)]
+    more = [reading(s, ts=old + s * 1000) for s in range(301, 400)]
+    ingest.send(d, batch(d, replay), batch(d, more))
+
+    assert len(influx.queries) == 2  # the window below, and the first seq
+    assert ingest.pipeline.totals["duplicates"] == 300
+    assert summary(books(ingest, d)) == (1000, 400, 0, 600, 0, 0, True)
+    influx.close()
 
 
 def test_readings_and_their_seq_gap_are_one_write(
     settings: Any, tmp_path: Path, prefix: str
 ) -> None:
     influx = CountingInflux(settings)
-    influx.writes = []
+    influx.writes, influx.queries = [], []
     ingest = Ingest(influx, tmp_path)
     d = f"{prefix}-01"
     ingest.send(d, batch(d, [reading(1)]))
