@@ -90,4 +90,5 @@ def test_device_accounts_are_hashed_in_the_password_file(
     passwd = (settings.run_dir / "mosquitto" / "passwd").read_text()
     line = next(ln for ln in passwd.splitlines() if ln.startswith("hash-check-01:"))
     assert line.split(":", 1)[1].startswith("$7$")  # PBKDF2-SHA512, never the plain password
-    assert oct(os.stat(settings.run_dir / "mosquitto" / "passwd").st_mode)[-3:] == "600"
+    # the owner writes, the broker's group reads (compose: group mosquitto), no one else
+    assert oct(os.stat(settings.run_dir / "mosquitto" / "passwd").st_mode)[-3:] == "640"
