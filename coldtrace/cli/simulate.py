@@ -38,7 +38,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         per_batch=args.batch,
         seed=args.seed,
         state_file=settings.run_dir / "simulator-state.json",
-        progress=progress_printer("acknowledged") if not args.json else None,
+        progress=progress_printer("published") if not args.json else None,
     )
     rows: list[dict[str, object]] = [{"device": d, "sent": n} for d, n in sorted(sent.items())]
     emit(rows, args.json)
