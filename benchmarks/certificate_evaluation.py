@@ -24,10 +24,8 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,9 +43,9 @@ from coldtrace.deliveries.lifecycle import Action
 from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import DeliveryPlan, Store
-from coldtrace.devtools.services import LocalServices, free_port
+from coldtrace.devtools.scratch import scratch_influx
 from coldtrace.influx import InfluxClient
-from coldtrace.settings import Settings, load_settings
+from coldtrace.settings import Settings
 
 HOURS = 10
 START = 1_767_600_000_000  # 2026-01-05T08:00:00Z
@@ -129,19 +127,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    run_dir = Path(tempfile.mkdtemp(prefix="coldtrace-bench-"))
-    settings = load_settings(
-        run_dir=run_dir,
-        influx_url=f"http://127.0.0.1:{free_port()}",
-        influx_database="bench",
-        mqtt_port=free_port(),
-    )
-    services = LocalServices(settings)
-    try:
-        services.up(["influxdb"])
-        influx = InfluxClient(settings)
+    with scratch_influx() as (settings, influx):
         points = write_delivery(influx)
-        url = f"sqlite:///{run_dir / 'store.db'}"
+        url = f"sqlite:///{settings.run_dir / 'store.db'}"
         upgrade(url)
         delivery_id = make_delivery(url)
         session = Session(make_engine(url))
@@ -194,7 +182,6 @@ def main() -> int:
         }
         session.close()
         source.close()
-        influx.close()
         if args.json:
             print(json.dumps(report, indent=2))
         else:
@@ -211,9 +198,6 @@ def main() -> int:
             print(f"median {'within' if ok else 'OVER'} the {TARGET_MS} ms target")
             print(f"load average (1 min) at the end: {report['load_average_1m']}")
         return 0
-    finally:
-        services.down()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,9 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from certificate_evaluation import END, START, cpu_model, make_delivery, write_delivery
 from sqlalchemy.orm import Session
@@ -48,9 +45,7 @@ from coldtrace.deliveries.automation import trace_properties
 from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import Store
-from coldtrace.devtools.services import LocalServices, free_port
-from coldtrace.influx import InfluxClient
-from coldtrace.settings import load_settings
+from coldtrace.devtools.scratch import scratch_influx
 
 TARGET_PER_S = 5.0
 
@@ -61,21 +56,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    run_dir = Path(tempfile.mkdtemp(prefix="coldtrace-bench-"))
-    settings = load_settings(
-        run_dir=run_dir,
-        influx_url=f"http://127.0.0.1:{free_port()}",
-        influx_database="bench",
-        mqtt_port=free_port(),
-        certificate_issuer_name="Bench Transports",
-        certificate_timezone="Europe/Paris",
-    )
-    services = LocalServices(settings)
-    try:
-        services.up(["influxdb"])
-        influx = InfluxClient(settings)
+    with scratch_influx(
+        certificate_issuer_name="Bench Transports", certificate_timezone="Europe/Paris"
+    ) as (settings, influx):
         write_delivery(influx)
-        url = f"sqlite:///{run_dir / 'store.db'}"
+        url = f"sqlite:///{settings.run_dir / 'store.db'}"
         upgrade(url)
         delivery_id = make_delivery(url)
         session = Session(make_engine(url))
@@ -135,7 +120,6 @@ def main() -> int:
         }
         session.close()
         source.close()
-        influx.close()
         if args.json:
             print(json.dumps(report, indent=2))
         else:
@@ -160,9 +144,6 @@ def main() -> int:
             )
             print(f"load average (1 min) at the end: {report['load_average_1m']}")
         return 0
-    finally:
-        services.down()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,11 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 from sqlalchemy.orm import Session
@@ -40,9 +38,8 @@ from coldtrace.api.fleet_setup import register_chilled_van
 from coldtrace.breaches import Breach
 from coldtrace.db import make_engine, upgrade
 from coldtrace.devtools.api_process import ApiProcess
-from coldtrace.devtools.services import LocalServices, free_port
+from coldtrace.devtools.scratch import scratch_influx
 from coldtrace.influx import InfluxClient
-from coldtrace.settings import load_settings
 
 HOURS = 10
 START = 1_767_600_000_000  # 2026-01-05T08:00:00Z
@@ -111,29 +108,19 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    run_dir = Path(tempfile.mkdtemp(prefix="coldtrace-bench-"))
-    settings = load_settings(
-        run_dir=run_dir,
-        influx_url=f"http://127.0.0.1:{free_port()}",
-        influx_database="bench",
-        mqtt_port=free_port(),
-    )
-    services = LocalServices(settings)
-    api_proc: ApiProcess | None = None
-    try:
-        services.up(["influxdb"])
-        influx = InfluxClient(settings)
+    with scratch_influx() as (settings, influx), ExitStack() as stack:
         points = write_delivery(influx)
-        url = f"sqlite:///{run_dir / 'store.db'}"
+        url = f"sqlite:///{settings.run_dir / 'store.db'}"
         upgrade(url)
         env = {
             **os.environ,
-            "COLDTRACE_RUN_DIR": str(run_dir),
+            "COLDTRACE_RUN_DIR": str(settings.run_dir),
             "COLDTRACE_INFLUX_URL": settings.influx_url,
             "COLDTRACE_INFLUX_DATABASE": "bench",
             "COLDTRACE_DATABASE_URL": url,
         }
         api_proc = ApiProcess(env).start()
+        stack.callback(api_proc.stop)
         api_proc.call("POST", "/customers", json={"id": "bench", "name": "Bench"})
         register_chilled_van(api_proc.call, DEVICE, DEVICE, iso(START - 3_600_000))
         end = START + HOURS * 3_600_000
@@ -223,11 +210,6 @@ def main() -> int:
                 print(f"{name} median {'within' if ok else 'OVER'} the {TARGET_MS} ms target")
             print(f"load average (1 min) at the end: {report['load_average_1m']}")
         return 0
-    finally:
-        if api_proc is not None:
-            api_proc.stop()
-        services.down()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
