@@ -11,7 +11,7 @@ end_to_end   its own Mosquitto and InfluxDB (LocalServices, a temporary run dire
              pseudo-terminal, timed from the first byte until the spool is empty (every
              reading stored and acked); CPU seconds of the gateway process per reading
 
-  .venv/bin/python -m benchmarks.gateway_throughput [--readings 50000] [--per-line 50]
+  .venv/bin/python benchmarks/gateway_throughput.py [--readings 50000] [--per-line 50]
       [--runs 3] [--json]
 """
 
@@ -30,14 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coldtrace.devtools.services import LocalServices, device_password, free_port
-from coldtrace.settings import load_settings
+from coldtrace.devtools.gateway_process import GatewayProcess
+from coldtrace.devtools.ingest_process import ingest_in
+from coldtrace.devtools.scratch import scratch_settings
+from coldtrace.devtools.serial_wire import Wire
+from coldtrace.devtools.services import LocalServices, device_password
+from coldtrace.devtools.wait import wait_for
 from gateway.spool import Spool, read_status
-from tests.conftest import ingest_process, wait_for
-from tests.e2e.test_gateway import T0, GatewayProcess, box_lines
-from tests.fakes.serial_wire import Wire
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+T0 = 1_784_073_573_000  # 2026-07-14T23:59:33Z
 
 
 def say(msg: str) -> None:
@@ -53,6 +55,15 @@ def reading(seq: int) -> dict[str, Any]:
         "door": False,
         "battery_v": 12.6,
     }
+
+
+def box_lines(device: str, readings: int, per_line: int) -> bytes:
+    """A tethered box's JSON lines, `per_line` readings a line, as its firmware writes them."""
+    return b"".join(
+        json.dumps({"device": device, "boot": 1, "readings": [reading(s) for s in seqs]}).encode()
+        + b"\n"
+        for seqs in (range(i, min(i + per_line, readings)) for i in range(0, readings, per_line))
+    )
 
 
 def spool_cost(directory: Path, readings: int, per_line: int) -> dict[str, float]:
@@ -89,14 +100,7 @@ def cpu_s(pid: int) -> float:
 
 
 def end_to_end(run_dir: Path, readings: int, per_line: int, run: int) -> dict[str, float]:
-    settings = load_settings(
-        run_dir=run_dir,
-        mqtt_port=free_port(),
-        mqtt_tls_port=free_port(),
-        mqtt_mtls_port=free_port(),
-        influx_url=f"http://127.0.0.1:{free_port()}",
-        influx_database="bench",
-    )
+    settings = scratch_settings(run_dir)
     services = LocalServices(settings)
     services.up()
     work = run_dir / f"run-{run}"
@@ -115,11 +119,11 @@ def end_to_end(run_dir: Path, readings: int, per_line: int, run: int) -> dict[st
             f'[[ports]]\nname = "box"\nkind = "box"\npath = "{wire.link}"\n'
             f'carries = ["{box}"]\n'
         )
-        ingest = ingest_process(settings, work).start()
+        ingest = ingest_in(settings, work, COLDTRACE_INGEST_BATCH_DELAY_MS="20").start()
         gw = GatewayProcess(config, work / "gateway.log").start()
         gw.wait_open()
         assert gw.proc is not None
-        data = box_lines(box, 1, range(readings), per_line, T0)
+        data = box_lines(box, readings, per_line)
         cpu0 = cpu_s(gw.proc.pid)
         start = time.perf_counter()
         wire.write(data, timeout=300)

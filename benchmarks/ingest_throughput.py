@@ -49,11 +49,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.contract import TELEMETRY_SUBSCRIPTION, TelemetryBatch, telemetry_topic
-from coldtrace.devtools.ingest_process import IngestFailed, IngestProcess
-from coldtrace.devtools.services import INGEST_MQTT_USER, LocalServices, device_password, free_port
+from coldtrace.devtools.ingest_process import IngestFailed, IngestProcess, ingest_in
+from coldtrace.devtools.scratch import scratch_settings
+from coldtrace.devtools.services import INGEST_MQTT_USER, LocalServices, device_password
 from coldtrace.influx import InfluxClient
 from coldtrace.records import PlacedReading
-from coldtrace.settings import Settings, load_settings
+from coldtrace.settings import Settings
 from ingest.lines import reading_lines
 from simulators.fleet import batches, make_fleet
 
@@ -375,13 +376,7 @@ def bench_ingest(settings: Settings, workdir: Path, profile: str | None) -> Inge
     account's username (the broker makes it so: use_username_as_clientid), so each run
     discards that session afterwards."""
     rules = {} if profile is None else {"COLDTRACE_ALERTS_DEFAULT_PROFILE": profile}
-    return IngestProcess(
-        settings,
-        workdir / "ingest.log",
-        COLDTRACE_INGEST_HEALTH_PORT=str(free_port()),
-        COLDTRACE_DATABASE_URL=f"sqlite:///{workdir / 'ingest.db'}",
-        **rules,
-    )
+    return ingest_in(settings, workdir, **rules)
 
 
 # -- publishing --------------------------------------------------------------------------------
@@ -697,12 +692,7 @@ def run_once(
 
 @contextmanager
 def local_services(run_dir: Path) -> Iterator[tuple[Settings, LocalServices]]:
-    settings = load_settings(
-        run_dir=run_dir,
-        mqtt_port=free_port(),
-        influx_url=f"http://127.0.0.1:{free_port()}",
-        influx_database=DATABASE,
-    )
+    settings = scratch_settings(run_dir, influx_database=DATABASE)
     services = LocalServices(settings)
     try:
         services.up()

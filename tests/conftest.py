@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +17,8 @@ from typing import Any
 import pytest
 
 from coldtrace.contract import telemetry_topic
-from coldtrace.devtools.ingest_process import IngestProcess
+from coldtrace.devtools.ingest_process import IngestProcess, ingest_in
+from coldtrace.devtools.scratch import scratch_settings
 from coldtrace.devtools.services import (
     PG_APP,
     PG_OWNER,
@@ -27,6 +27,7 @@ from coldtrace.devtools.services import (
     device_password,
     free_port,
 )
+from coldtrace.devtools.wait import wait_for as wait_for  # the tests import it from here
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.settings import Settings, load_settings
 from simulators.publish import DeviceConnection
@@ -61,29 +62,11 @@ def run_coldtrace(
     )
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """The session's services: one Mosquitto, one InfluxDB, each on a free port."""
     run_dir = tmp_path_factory.mktemp("run")
-    s = load_settings(
-        run_dir=run_dir,
-        mqtt_port=free_port(),
-        mqtt_tls_port=free_port(),
-        mqtt_mtls_port=free_port(),
-        influx_url=f"http://127.0.0.1:{free_port()}",
-        influx_database="coldtrace_test",
-    )
+    s = scratch_settings(run_dir, influx_database="coldtrace_test")
     services = LocalServices(s)
     services.up()
     yield s
@@ -137,13 +120,9 @@ def monitor_login(settings: Settings) -> tuple[str, str]:
 
 
 def ingest_process(settings: Settings, workdir: Path, **env: str) -> IngestProcess:
-    """`coldtrace ingest` with its own health port and held-readings db."""
-    own = {
-        "COLDTRACE_INGEST_HEALTH_PORT": str(free_port()),
-        "COLDTRACE_DATABASE_URL": f"sqlite:///{workdir / 'ingest.db'}",
-        "COLDTRACE_INGEST_BATCH_DELAY_MS": "20",
-    }
-    return IngestProcess(settings, workdir / "ingest.log", **{**own, **env})
+    """`coldtrace ingest` in `workdir` (`ingest_in`), storing a batch after 20 ms: the tests
+    wait on what it stored."""
+    return ingest_in(settings, workdir, **{"COLDTRACE_INGEST_BATCH_DELAY_MS": "20", **env})
 
 
 @pytest.fixture

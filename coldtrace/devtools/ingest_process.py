@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from coldtrace.devtools.services import free_port
 from coldtrace.settings import ENV_PREFIX, Settings
 
 
@@ -104,3 +105,14 @@ class IngestProcess:
 
     def logtext(self) -> str:
         return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
+
+
+def ingest_in(settings: Settings, workdir: Path, **env: str) -> IngestProcess:
+    """`coldtrace ingest` with a health port of its own and its held-readings db
+    (`workdir/ingest.db`), writing to `workdir/ingest.log`; `env`: more COLDTRACE_ settings.
+    Not started."""
+    own = {
+        f"{ENV_PREFIX}INGEST_HEALTH_PORT": str(free_port()),
+        f"{ENV_PREFIX}DATABASE_URL": f"sqlite:///{workdir / 'ingest.db'}",
+    }
+    return IngestProcess(settings, workdir / "ingest.log", **{**own, **env})

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,15 +25,16 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.broker_accounts import gateway_acl
+from coldtrace.devtools.gateway_process import GatewayProcess
+from coldtrace.devtools.serial_wire import Wire
 from coldtrace.devtools.services import free_port
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.settings import Settings
 from gateway.spool import read_status
 from gateway.uplink import gateway_status_topic
 from ingest.books import load_books
-from tests.conftest import REPO, ingest_process, rejections, run_coldtrace, stored_seqs, wait_for
+from tests.conftest import REPO, ingest_process, rejections, stored_seqs, wait_for
 from tests.fakes.esp32.harness import Board
-from tests.fakes.serial_wire import Wire
 
 NMEA = REPO / "tests" / "fixtures" / "nmea" / "rungis-to-paris-midnight.nmea"
 T0 = 1_784_073_573_000  # 2026-07-14T23:59:33Z: the recorded drive's first fix
@@ -88,62 +88,6 @@ class Broker:
             self.proc.terminate()
             self.proc.wait(15)
             self.proc = None
-
-
-class GatewayProcess:
-    """`coldtrace gateway run --config FILE`, as the systemd unit runs it."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> GatewayProcess:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "coldtrace.cli",
-                    "gateway",
-                    "run",
-                    "--config",
-                    str(self.config),
-                ],
-                env=clean,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        rc = self.proc.wait(30)
-        self.proc = None
-        return rc
-
-    def status(self) -> dict[str, Any]:
-        out = run_coldtrace("gateway", "status", "--config", str(self.config), "--json")
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-    def wait_open(self, opens: int = 1) -> None:
-        """Until every port has been opened ``opens`` times: pyserial empties a tty's input
-        when it opens it, as a UART's receiver starts empty, so the writers wait for it."""
-
-        def opened() -> bool:
-            if run_coldtrace("gateway", "status", "--config", str(self.config)).returncode:
-                return False  # no spool yet
-            ports = self.status()["ports"]
-            return bool(ports) and all(p.get("opens", 0) >= opens for p in ports.values())
-
-        wait_for(opened, 30, f"the gateway's ports opened ({opens})")
-
-    def logtext(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
 
 class Rig:

@@ -1,8 +1,8 @@
-"""A serial cable for the gateway's tests: a real pseudo-terminal, so pyserial opens and
-reads a real tty. The gateway is given ``link`` (like /dev/serial/by-id/usb-...-if00, a
-symlink to the tty); the test writes the device's bytes at the pty's master side. ``unplug``
-hangs the tty up (the gateway reads EIO, as from a USB adapter pulled out) and ``plug``
-makes a new tty behind the same by-id link."""
+"""A serial cable for the gateway's tests and its benchmark: a real pseudo-terminal, so
+pyserial opens and reads a real tty. The gateway is given ``link`` (like
+/dev/serial/by-id/usb-...-if00, a symlink to the tty); the test writes the device's bytes at
+the pty's master side. ``unplug`` hangs the tty up (the gateway reads EIO, as from a USB
+adapter pulled out) and ``plug`` makes a new tty behind the same by-id link."""
 
 from __future__ import annotations
 
