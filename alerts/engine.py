@@ -74,7 +74,7 @@ class ProbeEngine:
         changes: list[Event] = []
         for key, b in list(self.view.items()):
             if b.end is None:
-                self.view[key] = replace(b, end=end)
+                self.view[key] = self._clipped(b)
                 changes.append(BreachClosed(self.view[key], end))
         return changes
 
@@ -174,7 +174,13 @@ class ProbeEngine:
         return changes
 
     def _clipped(self, b: BreachRecord) -> BreachRecord:
-        return b if self.until is None or b.end is not None else replace(b, end=self.until)
+        """A breach still open where its stretch ended, closed there with its peak and
+        degree-minutes up to the stretch's last reading (its events carry them as they were
+        when it opened or escalated, which would understate a breach that kept warming)."""
+        if self.until is None or b.end is not None:
+            return b
+        now = {c.key: c for c in self.rules.current(self.state)}
+        return replace(now.get(b.key, b), end=self.until)
 
     def _latest(self, key: Key) -> BreachRecord | None:
         """The breach as the events now say it is (None: no event names it any more)."""

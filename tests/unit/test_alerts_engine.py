@@ -158,3 +158,24 @@ def test_run_rule_by_rule_equals_update_reading_by_reading(samples, data) -> Non
         if i in marks:
             marked.append(state)
     assert CHILLED.run(CHILLED.initial(), samples, marks) == (state, events, marked)
+
+
+def test_a_breach_closed_where_its_stretch_ends_keeps_its_peak_and_degree_minutes() -> None:
+    """Chilled (critical above +8 C): 5 C from minute 10, 9 C at minute 20 (critical at
+    once: the breach opens escalated), 12 C from 21 to 29; the delivery ends at minute 30.
+    The closed breach carries the peak and degree-minutes of all its readings, not those
+    of the reading that escalated it (9 C, 10 degree-minutes)."""
+    engine = ProbeEngine(CHILLED)
+    engine.add(
+        excursion(range(0, 10), 3.0)
+        + excursion(range(10, 20), 5.0)
+        + excursion(range(20, 21), 9.0)
+        + excursion(range(21, 30), 12.0)
+    )
+    (closed,) = engine.close_at(T0 + 30 * MINUTE_MS)
+    assert isinstance(closed, BreachClosed)
+    b = closed.breach
+    assert (b.start, b.end, b.severity) == (T0 + 10 * MINUTE_MS, T0 + 30 * MINUTE_MS, "critical")
+    # 1 K for minutes 10..19, 5 K for minute 20, 8 K for minutes 21..28 (to the last reading)
+    assert (b.peak, b.degree_minutes) == (12.0, 10 + 5 + 8 * 8)
+    assert engine.breaches() == [b]
