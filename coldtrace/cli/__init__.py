@@ -68,8 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    # Libraries whose INFO lines are their own progress, not news to the user.
-    for chatty in ("httpx", "weasyprint", "fontTools"):
+    # Libraries whose INFO lines are their own progress, not news to the user (Alembic's:
+    # a dozen lines on every command that opens the store; `db upgrade` shows its own).
+    for chatty in ("httpx", "weasyprint", "fontTools", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         settings = load_settings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from coldtrace.settings import Settings
 
@@ -10,6 +11,8 @@ from coldtrace.settings import Settings
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from coldtrace.db import upgrade
 
+    # Each migration it runs, by name (the CLI quietens Alembic for the other commands).
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
     upgrade(settings.migration_url, settings.app_role)
     print(f"database at head: {settings.sqlalchemy_url.split('@')[-1]}")
     return 0

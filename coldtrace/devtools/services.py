@@ -197,12 +197,12 @@ class LocalServices:
         if self.pid(name) is not None:
             log.info("%s already running (pid %s)", name, self.pid(name))
             return
-        port = self.port(name)
-        if not _port_free(port):
-            raise ServiceError(
-                f"{name}: port {port} on 127.0.0.1 is taken by another process; stop it, or "
-                f"pick another port ({spec.port_setting})"
-            )
+        for setting, port in self._listeners(name).items():
+            if not _port_free(port):
+                raise ServiceError(
+                    f"{name}: port {port} on 127.0.0.1 is taken by another process; stop it, "
+                    f"or pick another port ({setting})"
+                )
         self._dir(name).mkdir(parents=True, exist_ok=True)
         conf = self._render(spec)
         logfile = (self._dir(name) / f"{name}.out").open("ab")
@@ -284,6 +284,16 @@ class LocalServices:
             "influxdb": self.influx_port,
             "postgresql": self.settings.postgres_port,
         }[name]
+
+    def _listeners(self, name: str) -> dict[str, int]:
+        """Every port the server listens on, by the setting that picks it: Mosquitto's TLS
+        listeners too, which would otherwise fail its start with a bare "Address already in
+        use" naming none."""
+        ports = {SERVICES[name].port_setting: self.port(name)}
+        if name == "mosquitto":
+            ports["COLDTRACE_MQTT_TLS_PORT"] = self.settings.mqtt_tls_port
+            ports["COLDTRACE_MQTT_MTLS_PORT"] = self.settings.mqtt_mtls_port
+        return ports
 
     @staticmethod
     def _alive(pid: int) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from coldtrace.cli.output import table
+from tests.conftest import run_coldtrace
 
 
 def test_no_rows() -> None:
@@ -38,3 +41,17 @@ def test_negative_numbers_are_right_aligned_like_the_others() -> None:
     rows: list[dict[str, object]] = [{"t": "-1.5"}, {"t": "112.5"}]
 
     assert table(rows).splitlines() == ["T    ", " -1.5", "112.5"]
+
+
+def test_a_command_that_opens_the_store_prints_no_library_progress(tmp_path: Path) -> None:
+    """`keys list` migrates a new store first: Alembic's INFO lines are no news to the user
+    (they were a dozen lines on stderr on every such command)."""
+    proc = run_coldtrace("keys", "list", COLDTRACE_RUN_DIR=str(tmp_path))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "(nothing)\n", "")
+
+
+def test_db_upgrade_names_each_migration_it_runs(tmp_path: Path) -> None:
+    proc = run_coldtrace("db", "upgrade", COLDTRACE_RUN_DIR=str(tmp_path))
+    assert proc.returncode == 0
+    assert "Running upgrade  -> " in proc.stderr
+    assert proc.stdout == f"database at head: sqlite:///{tmp_path}/coldtrace.db\n"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from coldtrace.devtools.services import free_port
 from tests.conftest import run_coldtrace
 
 
@@ -62,6 +63,24 @@ def test_the_broker_port_taken(tmp_path: Path, taken_port: int) -> None:
     assert one_line(proc.stderr) == (
         f"error: mosquitto: port {taken_port} on 127.0.0.1 is taken by another process; stop "
         "it, or pick another port (COLDTRACE_MQTT_PORT)"
+    )
+
+
+def test_the_broker_tls_port_taken(tmp_path: Path, taken_port: int) -> None:
+    """Mosquitto listens for TLS too (docs/security.md): a taken TLS port is named as well."""
+    proc = run_coldtrace(
+        "services",
+        "up",
+        "mosquitto",
+        COLDTRACE_MQTT_PORT=str(free_port()),
+        COLDTRACE_MQTT_TLS_PORT=str(taken_port),
+        COLDTRACE_MQTT_MTLS_PORT=str(free_port()),
+        COLDTRACE_RUN_DIR=str(tmp_path),
+    )
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        f"error: mosquitto: port {taken_port} on 127.0.0.1 is taken by another process; stop "
+        "it, or pick another port (COLDTRACE_MQTT_TLS_PORT)"
     )
 
 
