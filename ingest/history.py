@@ -8,6 +8,8 @@ from ingest.decode import valid_seq
 from ingest.ledger import DeviceHistory, SeqGap, subtract
 from ingest.lines import parse_seq_ranges
 
+_SPANS_PER_QUERY = 100  # seq spans OR-ed into one query: keeps a query short to parse
+
 
 def rejected_seqs(influx: InfluxClient, device: str) -> set[int]:
     """Every seq a dead letter of the device accounts for (`device` is a field: scanned)."""
@@ -17,6 +19,33 @@ def rejected_seqs(influx: InfluxClient, device: str) -> set[int]:
             seqs.add(seq)
         elif row.get("seqs"):
             seqs.update(parse_seq_ranges(str(row["seqs"])))
+    return seqs
+
+
+def stored_in(influx: InfluxClient, device: str, spans: list[tuple[int, int]]) -> set[int]:
+    """The device's stored seqs inside inclusive seq spans (its open gaps), whatever their
+    device time: `seen` holds only the window's readings, and a reading that filled a gap may
+    lie before it (a backlog, or a gap revealed at receive time by a dead letter or a held
+    reading), so the window alone would reload a filled seq as missing."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    seqs: set[int] = set()
+    # Span by span (in chunks), not min..max: an old reported gap must not pull in every
+    # reading stored since.
+    for i in range(0, len(merged), _SPANS_PER_QUERY):
+        where = " OR ".join(
+            f"(seq >= {lo} AND seq <= {hi})" for lo, hi in merged[i : i + _SPANS_PER_QUERY]
+        )
+        seqs.update(
+            int(row["seq"])
+            for row in influx.rows(
+                f"SELECT seq FROM device_health WHERE device = {quote_string(device)} AND ({where})"
+            )
+        )
     return seqs
 
 
@@ -41,17 +70,11 @@ def load_device_history(influx: InfluxClient, device: str, since_ms: int) -> Dev
     reported = {(int(r["first"]), int(r["last"])) for r in rows if r["source"] == "device"}
     known.extend(n for r in rows for n in (int(r["first"]), int(r["last"])))
     open_rows = [r for r in rows if int(r["missing"]) > 0]
-    accounted = set(seen) | rejected
-    if any(int(r["time"]) < since_ms for r in open_rows):
-        lo = min(int(r["first"]) for r in open_rows)
-        hi = max(int(r["last"]) for r in open_rows)
-        accounted.update(
-            int(row["seq"])
-            for row in influx.rows(
-                f"SELECT seq FROM device_health WHERE device = {dev} "
-                f"AND seq >= {lo} AND seq <= {hi}"
-            )
-        )
+    accounted = (
+        set(seen)
+        | rejected
+        | stored_in(influx, device, [(int(r["first"]), int(r["last"])) for r in open_rows])
+    )
     gaps: list[SeqGap] = []
     for row in open_rows:
         first, last = int(row["first"]), int(row["last"])

@@ -207,6 +207,40 @@ def test_a_dropped_range_overlapping_stored_seqs_counts_only_the_unseen(
     assert summary(books(ingest, d)) == (15, 13, 0, 2, 2, 0, True)
 
 
+def test_a_gap_revealed_by_a_dead_letter_reloads_with_its_old_filler_after_a_restart(
+    ingest: Ingest, prefix: str
+) -> None:
+    """The dead letter of seq 1 reveals gap 2..9 at its receive time (today); seq 5 fills it
+    with a device time a year before, outside the window a restart reloads (24 h): the
+    reloaded gap must still know 5 is stored, or the next change writes one too many."""
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [reading(10)]))
+    ingest.send(d, batch(d, [reading(1, door=1)]))
+    ingest.send(d, batch(d, [reading(5)]))
+    assert gap_points(ingest.influx, d) == [("ingest", 2, 9, 7)]
+    ingest.restart()
+    ingest.send(d, batch(d, [reading(3, door=1)]))  # primes the ledger: now - 24 h on
+
+    assert ingest.pipeline.ledger[d].gaps[0].missing == [[2, 2], [4, 4], [6, 9]]
+    assert gap_points(ingest.influx, d) == [("ingest", 2, 9, 6)]
+    assert summary(books(ingest, d)) == (10, 2, 2, 6, 0, 0, True)
+
+
+def test_a_backlog_reading_older_than_the_window_stays_out_of_its_reloaded_gap(
+    ingest: Ingest, prefix: str
+) -> None:
+    """Gap 2..9 opens at T + 1 s; seq 5 arrives from a backlog 30 h older. Reloaded from the
+    window (from T + 3 s - 24 h), 5 would be missing again."""
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [reading(10)]), batch(d, [reading(1)]))
+    ingest.send(d, batch(d, [reading(5, ts=T - 30 * HOUR)]))
+    ingest.restart()
+    ingest.send(d, batch(d, [reading(3), reading(11)]))
+
+    assert gap_points(ingest.influx, d) == [("ingest", 2, 9, 6)]
+    assert summary(books(ingest, d)) == (11, 5, 0, 6, 0, 0, True)
+
+
 def test_a_replayed_message_of_held_readings_writes_its_dropped_gap_once(
     ingest: Ingest, prefix: str
 ) -> None:

@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -61,8 +60,7 @@ def stored_values(influx: InfluxClient, device: str) -> dict[int, tuple[int, flo
 
 
 # The same examples on every run (derandomize, no example database): CI must not pass or fail
-# by chance. The falsifying sequence these runs once found by chance is kept below as its own
-# test, an expected failure until the bug it shows is fixed.
+# by chance. Each falsifying sequence found by other runs is kept below as its own test.
 @settings(
     max_examples=30,
     deadline=None,
@@ -78,14 +76,11 @@ def test_the_books_balance_and_nothing_stored_changes(
     play(influx, steps)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: after restarts, the gap points' `missing` no longer sum to the seqs "
-    "missing once a dead letter and a device-reported drop fill the reloaded gap "
-    "(agrees=False; sent = stored + rejected + missing still holds)",
-)
 def test_books_agree_after_restarts_with_a_reloaded_gap_filled(influx: InfluxClient) -> None:
-    """The falsifying example the property test found (Hypothesis, 2026-12-01)."""
+    """The falsifying example the property test found (Hypothesis, 2026-12-01): the dead
+    letter of seq 10 opens gap 11..36 at its receive time, seq 29 (device time a year before)
+    fills it; reloaded after a restart, the gap had 29 missing again, and each later change
+    to it (dead letter 36, the report of 17, seq 18) wrote one too many."""
     play(
         influx,
         [
