@@ -8,12 +8,11 @@ from coldtrace.settings import Settings
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
-    import gc
     import socket
 
     import uvicorn
 
-    from coldtrace.bootstrap import api_app
+    from coldtrace.bootstrap import api_app, api_collector
     from coldtrace.settings import port_taken
 
     host, port = args.host or settings.api_host, args.port or settings.api_port
@@ -26,10 +25,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         sock.close()
         raise port_taken("API_PORT", host, port, exc) from None
     app = api_app(settings)
-    # A long trace allocates ~100,000 short-lived objects (and the API keeps finished ones):
-    # with the default threshold (700) the collector's passes doubled a cold trace's time.
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    api_collector()
     config = uvicorn.Config(
         app,
         host=host,
