@@ -52,13 +52,10 @@ def create_key(
         label=label,
         created_ms=store.clock(),
     )
-    store.session.add(row)
-    store.session.flush()
-    store.audit(
+    store.insert(
+        row,
         "api_key.create",
         "api_key",
-        row.id,
-        None,
         {"role": role.value, "customer_id": customer_id, "label": label, "prefix": row.prefix},
     )
     return NewKey(row.id, key, role, customer_id)

@@ -123,12 +123,17 @@ class Store:
             )
         )
 
+    def insert(self, row: Any, action: str, entity: str, new: dict[str, Any]) -> None:
+        """Add `row`, flush it (so that it has its id) and audit it: `action` on `entity`,
+        `new` what it holds."""
+        self.session.add(row)
+        self.session.flush()
+        self.audit(action, entity, row.id, None, new)
+
     def _new(self, row: Any, entity: str, key: object, *columns: str) -> None:
         if self.session.get(type(row), key) is not None:
             raise Conflict(f"{entity} {key!r} exists already")
-        self.session.add(row)
-        self.session.flush()
-        self.audit(f"{entity}.create", entity, key, None, snapshot(row, *columns))
+        self.insert(row, f"{entity}.create", entity, snapshot(row, *columns))
 
     def create_customer(
         self,
@@ -207,13 +212,10 @@ class Store:
             reference=reference,
             created_ms=self.clock(),
         )
-        self.session.add(row)
-        self.session.flush()
-        self.audit(
+        self.insert(
+            row,
             "calibration.create",
             "probe_calibration",
-            row.id,
-            None,
             snapshot(row, "device_id", "probe", "calibrated_ms", "due_ms", "reference"),
         )
         return row
@@ -248,13 +250,10 @@ class Store:
             compartment_id=target.id,
             valid_from_ms=valid_from_ms,
         )
-        self.session.add(row)
-        self.session.flush()
-        self.audit(
+        self.insert(
+            row,
             "assignment.create",
             "assignment",
-            row.id,
-            None,
             {
                 "device": device_id,
                 "probe": probe,
@@ -301,13 +300,10 @@ class Store:
             state=State.planned,
             created_ms=self.clock(),
         )
-        self.session.add(row)
-        self.session.flush()
-        self.audit(
+        self.insert(
+            row,
             "delivery.create",
             "delivery",
-            row.id,
-            None,
             {**plan.__dict__, "profile": profile, "state": State.planned.value},
         )
         return row
@@ -385,13 +381,10 @@ class Store:
             key_id=signing.key_id(key.public_key()),
             disagreements=disagreements,
         )
-        self.session.add(row)
-        self.session.flush()
-        self.audit(
+        self.insert(
+            row,
             "certificate.issue",
             "certificate",
-            row.id,
-            None,
             {
                 "delivery_id": delivery.id,
                 "version": row.version,
