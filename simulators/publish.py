@@ -46,9 +46,19 @@ class DeviceConnection:
         self.settings = settings
 
     def connect(self) -> None:
-        rc = self.client.connect(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
+        """Connect, or raise PublishFailed with the one line that says what to do."""
+        host, port = self.settings.mqtt_host, self.settings.mqtt_port
+        try:
+            rc = self.client.connect(host, port, keepalive=30)
+        except OSError as exc:
+            rc, why = mqtt.MQTT_ERR_NO_CONN, f"{exc.strerror or exc}"
+        else:
+            why = mqtt.error_string(rc)
         if rc != mqtt.MQTT_ERR_SUCCESS:
-            raise PublishFailed(f"{self.device}: connect failed: {mqtt.error_string(rc)}")
+            raise PublishFailed(
+                f"cannot reach the broker at {host}:{port} as {self.device} ({why}): start it "
+                "(`coldtrace services up`) or set COLDTRACE_MQTT_HOST / COLDTRACE_MQTT_PORT"
+            )
         self.client.loop_start()
         self.client.publish(status_topic(self.device), b"online", qos=1, retain=True)
 

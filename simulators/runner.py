@@ -211,11 +211,8 @@ class Runner:
             )
             try:
                 conn.connect()
-            except (OSError, PublishFailed) as exc:
-                raise RunFailed(
-                    f"cannot reach the broker at {self.settings.mqtt_host}:"
-                    f"{self.settings.mqtt_port} as {device} ({exc}): `coldtrace services up`"
-                ) from None
+            except PublishFailed as exc:
+                raise RunFailed(str(exc)) from None
             conns[device] = conn
         return conns
 

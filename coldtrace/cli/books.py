@@ -39,6 +39,15 @@ def cmd_books(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         influx.close()
     emit([b.as_dict() for b in books], args.json)
+    # All zeros and "agrees" is what a mistyped id gets too: say so, apart from the table.
+    within = " in that time range" if args.since is not None or args.until is not None else ""
+    for b in books:
+        if b.sent == 0 and b.copies == 0:
+            print(
+                f"note: {b.device}: nothing from this device in InfluxDB{within}; check its "
+                "id (coldtrace devices list)",
+                file=sys.stderr,
+            )
     return 1 if any(b.agrees is False for b in books) else 0
 
 

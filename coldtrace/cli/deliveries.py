@@ -8,6 +8,7 @@ from pathlib import Path
 
 from coldtrace.cli.operator import operator_store
 from coldtrace.cli.output import emit, iso_time
+from coldtrace.deliveries.lifecycle import State
 from coldtrace.settings import Settings
 
 
@@ -86,7 +87,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_deliveries)
     a = actions.add_parser("list", help="deliveries with their certificate's verdict")
-    a.add_argument("--state", help="only these (planned, in_transit, delivered, closed, ...)")
+    a.add_argument("--state", choices=[s.value for s in State], help="only those in this state")
     a.add_argument("--customer", help="only this customer's")
     a.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     a.add_argument("--json", action="store_true")

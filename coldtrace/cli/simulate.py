@@ -23,23 +23,27 @@ def _register_sim_devices(settings: Settings, vehicles: int) -> None:
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from coldtrace.devtools.services import device_password
-    from simulators.publish import simulate
+    from simulators.publish import PublishFailed, simulate
 
     if args.scenario:
         return _simulate_scenario(settings, args)
     _register_sim_devices(settings, args.vehicles)
-    sent = simulate(
-        settings,
-        lambda d: device_password(settings, d),
-        vehicles=args.vehicles,
-        readings=args.readings,
-        interval_s=args.interval,
-        speedup=args.speedup,
-        per_batch=args.batch,
-        seed=args.seed,
-        state_file=settings.run_dir / "simulator-state.json",
-        progress=progress_printer("published") if not args.json else None,
-    )
+    try:
+        sent = simulate(
+            settings,
+            lambda d: device_password(settings, d),
+            vehicles=args.vehicles,
+            readings=args.readings,
+            interval_s=args.interval,
+            speedup=args.speedup,
+            per_batch=args.batch,
+            seed=args.seed,
+            state_file=settings.run_dir / "simulator-state.json",
+            progress=progress_printer("published") if not args.json else None,
+        )
+    except PublishFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     rows: list[dict[str, object]] = [{"device": d, "sent": n} for d, n in sorted(sent.items())]
     emit(rows, args.json)
     return 0
@@ -57,14 +61,6 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
     from simulators import scenario as scenarios
     from simulators.runner import RunFailed, Runner
 
-    key = args.api_key or os.environ.get("COLDTRACE_API_KEY")
-    if not key:
-        print(
-            "error: an admin API key is needed: --api-key KEY or COLDTRACE_API_KEY "
-            "(`coldtrace keys create --role admin`)",
-            file=sys.stderr,
-        )
-        return 2
     try:
         sc = scenarios.load(args.scenario)
         start = None if args.start is None else datetime.fromisoformat(args.start)
@@ -74,6 +70,14 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError:
         print(
             f"error: --start {args.start!r}: use ISO 8601, e.g. 2026-11-30T08:00Z", file=sys.stderr
+        )
+        return 2
+    key = args.api_key or os.environ.get("COLDTRACE_API_KEY")
+    if not key:
+        print(
+            "error: an admin API key is needed: --api-key KEY or COLDTRACE_API_KEY "
+            "(`coldtrace keys create --role admin`)",
+            file=sys.stderr,
         )
         return 2
     prefix = args.prefix or f"sim{secrets.token_hex(3)}"

@@ -553,6 +553,11 @@ def test_coldtrace_books_prints_the_table_and_json(
         f"{d}     4       2         1        1        0       0          1         4  True  ",
         f"{quiet}     0       0         0        0        0       0                       True  ",
     ]
+    # a device with nothing at all (a mistyped id looks the same) is pointed out
+    assert done.stderr == (
+        f"note: {quiet}: nothing from this device in InfluxDB; check its id "
+        "(coldtrace devices list)\n"
+    )
     as_json = run_coldtrace("books", d, "--json", "--since", "2025-11-24T16:00:02Z", **env)
     [books] = json.loads(as_json.stdout)
     assert (books["stored"], books["first_seq"], books["agrees"]) == (1, 4, None)

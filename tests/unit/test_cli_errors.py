@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from coldtrace.devtools.services import free_port
-from tests.conftest import run_coldtrace
+from tests.conftest import REPO, run_coldtrace
 
 
 @pytest.fixture
@@ -125,3 +125,39 @@ def test_a_closed_pipe(tmp_path: Path) -> None:
     finally:
         os.close(write_end)
     assert (proc.returncode, proc.stderr) == (1, "")
+
+
+def test_simulate_with_the_broker_down(tmp_path: Path) -> None:
+    """No broker listens on the port: one line naming it, no traceback."""
+    closed = free_port()
+    proc = run_coldtrace(
+        "simulate",
+        "--vehicles",
+        "1",
+        "--readings",
+        "2",
+        COLDTRACE_MQTT_PORT=str(closed),
+        COLDTRACE_RUN_DIR=str(tmp_path),
+    )
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        f"error: cannot reach the broker at 127.0.0.1:{closed} as van-01 (Connection refused): "
+        "start it (`coldtrace services up`) or set COLDTRACE_MQTT_HOST / COLDTRACE_MQTT_PORT"
+    )
+
+
+def test_an_unknown_scenario_is_named_before_the_api_key_is_asked_for(tmp_path: Path) -> None:
+    known = sorted(p.stem for p in (REPO / "simulators" / "scenarios").glob("*.yaml"))
+    proc = run_coldtrace("simulate", "--scenario", "nosuch", COLDTRACE_RUN_DIR=str(tmp_path))
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == f"error: no scenario 'nosuch'; known: {', '.join(known)}"
+
+
+def test_deliveries_list_of_an_unknown_state(tmp_path: Path) -> None:
+    """Not an empty list, as if no delivery were in that state."""
+    proc = run_coldtrace("deliveries", "list", "--state", "done", COLDTRACE_RUN_DIR=str(tmp_path))
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        "coldtrace deliveries list: error: argument --state: invalid choice: 'done' (choose "
+        "from 'planned', 'in_transit', 'delivered', 'closed', 'cancelled')"
+    )
