@@ -114,7 +114,11 @@ class DeviceLedger:
             return Verdict.REFUSED_BEFORE
         if ts in self.times:
             return Verdict.TIME_TAKEN
-        if ts < self.horizon or self._forgotten(seq):
+        if ts < self.horizon:
+            return Verdict.UNKNOWN
+        high = self.high
+        # Above the books (the common case: the next seq) nothing can have been forgotten.
+        if high is not None and seq <= high and self._forgotten(seq):
             return Verdict.UNKNOWN
         return Verdict.NEW
 
@@ -142,6 +146,9 @@ class DeviceLedger:
         self._since_prune += 1
         if self._since_prune >= 10_000:
             self._prune()
+        if self.high is not None and seq == self.high + 1:
+            self.high = seq  # the next seq (the common case): no gap opens or fills
+            return []
         return self._account(device, seq, p.ts)
 
     def hold(self, device: str, seqs: list[int], ts: int) -> list[GapChange]:

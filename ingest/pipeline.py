@@ -192,6 +192,11 @@ class Pipeline:
                 self._ledger(work, m, d, ledger, placed, held, rejections, counted, first_index)
             for i, rej in enumerate(rejections + copies):
                 self._reject(work, m, rej, i, counted[i] if i < len(counted) else 0)
+        # Once per device and batch, as of the batch's end: each message's would be overwritten.
+        for device in dict.fromkeys(d.device for d in decoded):
+            ledger = self.ledger.devices.get(device)
+            if ledger is not None and (acked := ledger.acked()) is not None:
+                work.acks[device] = acked
         return work
 
     def _ledger(
@@ -223,6 +228,10 @@ class Pipeline:
         refused = sorted((s, i) for i, rej in enumerate(rejections) for s in rej.all_seqs)
         j = 0
         ahead = received_ms + self.max_ahead_ms
+        late_before = received_ms - self.late_ms
+        # Bound once: this loop runs for every reading ingest receives.
+        check, record, out, out_placed = ledger.check, ledger.record, work.lines, work.placed
+        stored = 0
         for p in placed:
             seq = p.reading.seq
             while j < len(refused) and refused[j][0] < seq:
@@ -240,18 +249,19 @@ class Pipeline:
                 continue
             lines: list[str] = []
             fp = reading_lines(p, lines)
-            verdict = ledger.check(seq, fp, p.ts)
+            verdict = check(seq, fp, p.ts)
             if verdict is Verdict.UNKNOWN:
                 verdict = self._ask(d.device, ledger, seq, fp, p.ts)
             if verdict is Verdict.NEW:
-                if p.ts < received_ms - self.late_ms:
+                if p.ts < late_before:
                     # Accepted, flagged: older than the late-data horizon when received.
                     lines[-1] = lines[-1].replace(",fp=", ",late=true,fp=", 1)
                     work.counts["late"] += 1
-                work.lines.extend(lines)
-                work.placed.append(p)
-                gaps.extend(ledger.record(d.device, p, fp))
-                work.counts["stored"] += 1
+                out.extend(lines)
+                out_placed.append(p)
+                if changes := record(d.device, p, fp):
+                    gaps.extend(changes)
+                stored += 1
             elif verdict is Verdict.DUPLICATE:
                 work.counts["duplicates"] += 1
             elif verdict is Verdict.CONFLICT:
@@ -265,8 +275,7 @@ class Pipeline:
                 self._refuse(work, m, p, "time_taken", detail, refuse_seq(seq, p.ts), first_index)
         for seq, i in refused[j:]:
             counted[i] += refuse_seq(seq, hint_ts)
-        if (acked := ledger.acked()) is not None:
-            work.acks[d.device] = acked
+        work.counts["stored"] += stored
         for change in gaps:
             work.ns_lines.append(gap_line(change))
             gap = change.gap
