@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,14 +163,19 @@ def provision(
     firmware: Path = FIRMWARE_DIR,
     soft_reset: bool = True,
     progress: Callable[[str], None] = lambda _: None,
+    new_password: Callable[[], str] | None = None,
 ) -> str | None:
     """Write the firmware and the box's config onto the board at ``port``; returns the
-    firmware's version."""
+    firmware's version. ``new_password``: issues the box's password (`--rotate`) once the
+    board answers, so that a box not plugged in keeps its old one rather than being locked
+    out with a new one nobody saw."""
     files = firmware_files(firmware)
-    files[CONFIG_FILE] = json.dumps(box.as_json(), indent=1).encode()
     if box.ca_der is not None:
         files[CA_FILE] = box.ca_der
     with Board(port, soft_reset) as board:
+        if new_password is not None:
+            box = replace(box, password=new_password())
+        files[CONFIG_FILE] = json.dumps(box.as_json(), indent=1).encode()
         board.write(files, progress)
     return firmware_version(files)
 

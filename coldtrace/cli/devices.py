@@ -149,9 +149,10 @@ def _board(settings: Settings, args: argparse.Namespace) -> int:
     if not args.tethered and not args.wifi_ssid:
         print("error: give --wifi-ssid and --wifi-password, or --tethered", file=sys.stderr)
         return 2
+    rotate = args.rotate and not args.tethered
     config = provision.BoxConfig(
         device=args.device_id,
-        password="" if args.tethered else _password(settings, args),
+        password="" if args.tethered or rotate else _password(args),
         broker_host=args.broker_host or settings.mqtt_host,
         broker_port=args.broker_port
         or (settings.mqtt_tls_port if args.ca is not None else settings.mqtt_port),
@@ -167,19 +168,23 @@ def _board(settings: Settings, args: argparse.Namespace) -> int:
         args.firmware or provision.FIRMWARE_DIR,
         soft_reset,
         lambda path: print(f"  {path}", file=sys.stderr),
+        (lambda: _rotated(settings, args.device_id)) if rotate else None,
     )
     print(f"box {args.device_id} provisioned on {args.port}: firmware {version}")
     return 0
 
 
-def _password(settings: Settings, args: argparse.Namespace) -> str:
-    """The box's broker password: a new one (--rotate), else read from stdin (a prompt on a
-    terminal), e.g. piped from `coldtrace devices add --json`."""
-    if args.rotate:
-        accounts = _accounts(settings)
-        password = accounts.rotate(args.device_id)
-        accounts.store.session.commit()
-        return password
+def _rotated(settings: Settings, device: str) -> str:
+    """A new broker password for the box (--rotate); its old one is refused from now on."""
+    accounts = _accounts(settings)
+    password = accounts.rotate(device)
+    accounts.store.session.commit()
+    return password
+
+
+def _password(args: argparse.Namespace) -> str:
+    """The box's broker password, read from stdin (a prompt on a terminal), e.g. piped from
+    `coldtrace devices add --json`."""
     if sys.stdin.isatty():
         return getpass.getpass(f"broker password of {args.device_id}: ")
     return sys.stdin.readline().strip()

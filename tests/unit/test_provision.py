@@ -16,6 +16,7 @@ from coldtrace.provision import (
     firmware_version,
 )
 from coldtrace.tls import ensure_development_ca
+from tests.conftest import run_coldtrace
 
 
 def test_the_firmware_files_are_what_runs_on_the_board() -> None:
@@ -64,3 +65,21 @@ def test_the_ca_is_converted_to_der(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("-----BEGIN nothing")
     with pytest.raises(ProvisionError, match="not a certificate"):
         ca_der(tmp_path / "junk.pem")
+
+
+def test_a_box_that_cannot_be_reached_keeps_its_password(tmp_path: Path) -> None:
+    """`provision --rotate` with no box on the port: the error, and the box's account as it
+    was (rotating first locked the box out with a password nobody saw)."""
+    env = {"COLDTRACE_RUN_DIR": str(tmp_path)}
+    assert run_coldtrace("devices", "add", "van-17", **env).returncode == 0
+    passwd = tmp_path / "mosquitto" / "passwd"
+    before = passwd.read_text()
+    port = str(tmp_path / "ttyUSB0")  # nothing there
+    proc = run_coldtrace(
+        "devices", "provision", "--port", port, "--device-id", "van-17", "--rotate",
+        "--wifi-ssid", "depot", "--wifi-password", "secret", **env,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith(f"error: cannot open {port}: ")
+    assert proc.stderr.endswith("; is the box plugged in?\n")
+    assert passwd.read_text() == before
