@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 
 from coldtrace.cli.output import emit
@@ -46,6 +47,9 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
     if not url:
         print("error: give Grafana's address: --url or COLDTRACE_GRAFANA_URL", file=sys.stderr)
         return 2
+    if not url.startswith(("http://", "https://")):
+        print(f"error: --url {url!r}: give it as http://HOST:PORT", file=sys.stderr)
+        return 2
     if not token:
         print(f"error: give a service account token: --token or ${TOKEN_ENV}", file=sys.stderr)
         return 2
@@ -61,8 +65,20 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: Grafana at {url} {why}", file=sys.stderr)
         return 1
     except (GrafanaException, RequestException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: cannot reach Grafana at {url} ({reason}): check --url", file=sys.stderr)
+        print(
+            f"error: cannot reach Grafana at {url} ({_reason(exc)}): check --url", file=sys.stderr
+        )
         return 1
     emit([dataclasses.asdict(c) for c in changes], args.json)
     return 0
+
+
+def _reason(exc: Exception) -> str:
+    """What the connection attempt itself said ("Failed to establish a new connection:
+    [Errno 111] Connection refused", "Failed to resolve 'host' (...)"), without the HTTP
+    library's pool and object reprs wrapped around it; else the first line."""
+    text = str(exc)
+    found = re.search(r"object at 0x[0-9a-f]+>: (.*)[\"']\)+$", text)
+    if found:
+        return found.group(1)
+    return text.splitlines()[0] if text else type(exc).__name__

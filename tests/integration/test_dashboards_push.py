@@ -113,6 +113,13 @@ def test_coldtrace_dashboards_push_twice_then_with_a_wrong_token() -> None:
             "with the Editor role"
         ]
     gone = run_coldtrace(*args, "--token", TOKEN)
-    assert gone.returncode == 1
-    assert gone.stderr.startswith(f"error: cannot reach Grafana at {grafana.url}")
-    assert len(gone.stderr.strip().splitlines()) == 1
+    assert (gone.returncode, gone.stderr) == (
+        1,
+        f"error: cannot reach Grafana at {grafana.url} (Failed to establish a new connection: "
+        "[Errno 111] Connection refused): check --url\n",
+    )
+    no_scheme = run_coldtrace("dashboards", "push", "--url", "localhost:3000", "--token", TOKEN)
+    assert (no_scheme.returncode, no_scheme.stderr) == (
+        2,
+        "error: --url 'localhost:3000': give it as http://HOST:PORT\n",
+    )
