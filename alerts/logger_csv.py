@@ -249,6 +249,11 @@ def _classify(
     """(column, name, unit) of the temperature columns; (column, name, what) of the rest."""
     temperatures: list[tuple[int, str, Unit]] = []
     skipped: list[tuple[int, str, str]] = []
+    # A mistyped --skip would otherwise leave the column it meant judged as a temperature.
+    for name in skip:
+        if name not in layout.header:
+            columns = ", ".join(repr(n) for n in layout.header)
+            raise LoggerFileError(f"--skip {name!r}: no such column (the columns: {columns})")
     for j, name in enumerate(layout.header):
         if j in layout.time_cols:
             continue

@@ -39,6 +39,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+# pip is quiet (-q) below: say what the minute or two without output is.
+echo "installing coldtrace and its locked Python dependencies into $venv (a minute or two the first time) ..."
 "$venv/bin/python" -m pip install -q --upgrade pip
 # grafana-client (coldtrace dashboards push) brings niquests, whose urllib3-future wheel
 # replaces urllib3 itself at every interpreter start (a .pth hook), which breaks `requests`

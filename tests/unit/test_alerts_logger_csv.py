@@ -61,3 +61,13 @@ def test_a_user_profile_replaces_a_shipped_one(tmp_path: Path) -> None:
     mine.write_text('version = 1\n[profiles.chilled]\nname = "Chilled, ours"\nhigh_c = 5.0\n')
     profiles = load_profiles(mine)
     assert profiles["chilled"].high_c == 5.0 and "pharma" in profiles
+
+
+def test_skipping_a_column_the_file_does_not_have_is_refused() -> None:
+    text = "Date;Temp (°C);Battery\n2026-07-14T08:00:00+02:00;3,0;98\n"
+    with pytest.raises(LoggerFileError) as refused:
+        read_logger_csv(text, skip=["Temp (C)"])
+    assert str(refused.value) == (
+        "--skip 'Temp (C)': no such column (the columns: 'Date', 'Temp (°C)', 'Battery')"
+    )
+    assert read_logger_csv(text, skip=["Battery"]).skipped == [("Battery", "skipped by --skip")]
