@@ -2,6 +2,9 @@
 # CI (no Docker engine on the build machines); `make test` checks that this file's COPY list
 # installs and migrates (tests/integration/test_packaging.py).
 FROM python:3.11.11-slim
+# The font the certificates' PDFs embed (Typst finds it among the system's fonts).
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY requirements/app.txt requirements/app.txt

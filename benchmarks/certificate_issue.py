@@ -12,8 +12,9 @@ times, each time all of:
   sign+store   the Ed25519 signature and the new version's row (Store.issue_certificate,
                rolled back after each run so that every run issues version 1)
   readings     the readings read back again for the pictures (cold: not from the source's
-               cache; coldtrace.certificates.render.readings_of)
-  pdf          the PDF/A-3 rendered with the signed JSON attached (document.render_pdf):
+               cache; coldtrace.certificates.render.readings_of), shifted a little for
+               each run (``apart``)
+  pdf          the PDF/A-3 rendered with the signed JSON attached (pdf.render_pdf):
                together, what GET /api/v1/certificates/{id}/pdf does
 
 Timed as wall time and as this process's CPU time, per step and in all (what one core
@@ -39,9 +40,10 @@ from sqlalchemy.orm import Session
 
 from coldtrace.bootstrap import api_collector
 from coldtrace.certificates.content import certificate_body
-from coldtrace.certificates.document import render_pdf
+from coldtrace.certificates.document import Readings
 from coldtrace.certificates.issue import context
 from coldtrace.certificates.judge import judge
+from coldtrace.certificates.pdf import render_pdf
 from coldtrace.certificates.render import envelope, readings_of, verify_url
 from coldtrace.db import make_engine, upgrade
 from coldtrace.deliveries.automation import trace_properties
@@ -51,6 +53,19 @@ from coldtrace.deliveries.store import Store
 from coldtrace.devtools.scratch import scratch_influx
 
 TARGET_PER_S = 5.0
+
+
+def apart(readings: Readings, run: int) -> Readings:
+    """The readings with each temperature shifted by ``run`` x 0.1 C and each fix by ``run``
+    x 0.0001 degree: every run's charts and route differ, so that no run reuses what Typst
+    memoized while typesetting another (real certificates' pictures differ too)."""
+    return Readings(
+        {
+            key: [(ts, None if c is None else c + run / 10) for ts, c in series]
+            for key, series in readings.samples.items()
+        },
+        [(lat + run / 10_000, lon) for lat, lon in readings.fixes],
+    )
 
 
 def main() -> int:
@@ -76,7 +91,7 @@ def main() -> int:
         steps_cpu: dict[str, list[float]] = {k: [] for k in names}
         wall, cpu, sizes = [], [], []
         verdict = ""
-        for _ in range(args.runs + 1):  # the first run warms caches: not counted
+        for run in range(args.runs + 1):  # the first run warms caches: not counted
             t0, c0 = time.perf_counter(), time.process_time()
             evaluation, device_breaches = judge(session, d, source, settings, END)
             t1, c1 = time.perf_counter(), time.process_time()
@@ -91,7 +106,7 @@ def main() -> int:
             issued = store.issue_certificate(d, verdict, body, settings.certificate_key)
             t3, c3 = time.perf_counter(), time.process_time()
             source.cache.clear()  # cold: the readings read back as after a close
-            readings = readings_of(session, issued, source)
+            readings = apart(readings_of(session, issued, source), run)
             t4, c4 = time.perf_counter(), time.process_time()
             pdf = render_pdf(
                 envelope(issued), readings, verify_url(settings.public_url, issued.body)

@@ -16,9 +16,8 @@ command -v openssl >/dev/null || need+=(openssl)
 # The public verification page is tested in a real headless browser (Selenium drives it).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
-# Certificate PDFs: WeasyPrint's Pango, the DejaVu fonts they embed, and poppler-utils
-# (pdftoppm, pdftotext) with which the tests read them as a person would.
-ldconfig -p | grep -q libpangoft2-1.0 || need+=(libpango-1.0-0 libpangoft2-1.0-0)
+# Certificate PDFs: the DejaVu fonts Typst embeds in them, and poppler-utils (pdftoppm,
+# pdftotext) with which the tests read them as a person would.
 fc-list 2>/dev/null | grep -q "DejaVu Sans" || need+=(fonts-dejavu-core fontconfig)
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
 if [ ${#need[@]} -gt 0 ]; then

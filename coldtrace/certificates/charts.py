@@ -3,8 +3,8 @@ profile's limit band, breaches and data gaps shaded) and the route from the GPS 
 map tiles: the document must render offline). Pure: strings from numbers.
 
 Drawn by hand rather than with matplotlib: a chart is a few rectangles and one polyline,
-which WeasyPrint renders as vectors (sharp at any zoom, a few kB), and it costs well under a
-millisecond where a matplotlib figure costs tens (docs/performance.md).
+which the PDF and the browser draw as vectors (sharp at any zoom, a few kB), and it costs
+well under a millisecond where a matplotlib figure costs tens (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ Span = tuple[int, int]  # [start, end] epoch ms
 
 # Chart geometry in SVG user units (the template scales the picture to the page's width).
 WIDTH, HEIGHT = 640.0, 150.0
-LEFT, RIGHT, TOP, BOTTOM = 42.0, 8.0, 8.0, 20.0
+LEFT, RIGHT, TOP, BOTTOM = 42.0, 16.0, 8.0, 20.0  # RIGHT: room for the last hour's label
 # At most this many points per polyline: per bucket its lowest and highest reading, so an
 # excursion's peak is always drawn (coldtrace.deliveries.trace.min_max).
 MAX_POINTS = 200

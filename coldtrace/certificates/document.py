@@ -1,19 +1,17 @@
-"""The certificate as a document for people: one HTML template (templates/certificate.html,
-Jinja2) rendered by WeasyPrint into a one- or two-page A4 PDF/A-3b in the customer's
-language, fonts embedded, with the signed certificate (the API's JSON) attached as
-``certificate.json``, so that the PDF alone verifies offline (``extract_signed_json``);
-the verification page shows the same HTML. docs/certificates.md "The document" says why
-these libraries.
+"""The certificate as a document for people, in the customer's language and time zone:
+what it shows beyond the body's own values (``certificate_content``: limits as text, the
+charts, route and QR code as SVG), its HTML for the verification page
+(templates/certificate.html, Jinja2), and the signed certificate read back from its PDF
+(``extract_signed_json``; the PDF itself: coldtrace.certificates.pdf). docs/certificates.md
+"The document" says why these libraries.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import mimetypes
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,11 +28,8 @@ from alerts.evaluation import ProbeKey
 from coldtrace.certificates.charts import ProbeChart, probe_chart, route_plot
 from coldtrace.certificates.i18n import LANGUAGES, Writer
 
-# WeasyPrint logs each step of every document at INFO, and pypdf warns about each flaw of
-# a damaged file: noise in the API's log and on the CLI's stderr (a file that cannot be read
-# is reported once, by extract_signed_json). WeasyPrint is imported when a document is
-# rendered (it parses its stylesheets on import): verifying a PDF does not need it.
-logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
+# pypdf warns about each flaw of a damaged file: noise in the API's log and on the CLI's
+# stderr (a file that cannot be read is reported once, by extract_signed_json).
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 TEMPLATES: Final = Path(__file__).with_name("templates")
@@ -74,20 +69,6 @@ class Readings:
 
     samples: Mapping[ProbeKey, Sequence[tuple[int, float | None]]] = field(default_factory=dict)
     fixes: Sequence[tuple[float, float]] = ()
-
-
-_local = threading.local()
-
-
-def _fonts() -> Any:
-    """This thread's WeasyPrint font configuration, kept between documents: building one
-    per document costs a fifth of the rendering time (they are not shared across threads)."""
-    from weasyprint.text.fonts import FontConfiguration  # type: ignore[import-untyped]
-
-    fonts = getattr(_local, "fonts", None)
-    if fonts is None:
-        fonts = _local.fonts = FontConfiguration()
-    return fonts
 
 
 @cache
@@ -147,7 +128,7 @@ def _charts(body: Mapping[str, Any], readings: Readings, t: Writer) -> list[dict
         charts.append(
             {
                 "title": f"{p['device']} / {p['probe']}",
-                "svg": _image(probe_chart(chart, body["timezone"], t.number)),
+                "svg": probe_chart(chart, body["timezone"], t.number),
             }
         )
     return charts
@@ -159,7 +140,7 @@ def _route(body: Mapping[str, Any], readings: Readings) -> str:
     where = [(x["where"]["lat"], x["where"]["lon"]) for x in body["breaches"] if x["where"]]
     pickup = (body["pickup"]["lat"], body["pickup"]["lon"])
     dropoff = (body["dropoff"]["lat"], body["dropoff"]["lon"])
-    return _image(route_plot(readings.fixes, pickup, dropoff, where))
+    return route_plot(readings.fixes, pickup, dropoff, where)
 
 
 def _qr(url: str | None) -> str:
@@ -167,13 +148,42 @@ def _qr(url: str | None) -> str:
         return ""
     buffer = io.BytesIO()
     segno.make(url, error="m").save(buffer, kind="svg", xmldecl=False, svgns=True, border=1)
-    return _image(buffer.getvalue().decode())
+    return buffer.getvalue().decode()
 
 
 def _image(svg: str) -> str:
-    """An <img> of the SVG (a data: URI): WeasyPrint draws it without giving each of its
-    elements a CSS style (inline SVG costs a tenth of the rendering more), browsers alike."""
+    """An <img> of the SVG (a data: URI), as the PDF draws it (a picture, not part of the
+    page's own markup): the page's style does not reach into it."""
     return f'<img alt="" src="data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()}">'
+
+
+def certificate_content(
+    certificate: Mapping[str, Any], readings: Readings, verify_url: str | None, t: Writer
+) -> dict[str, Any]:
+    """What both forms of the document (this HTML, coldtrace.certificates.pdf) compute
+    beyond the body's own values: the range and critical limits as text, a chart per probe
+    (at most MAX_CHARTS: ``title``, ``svg``), the route and the QR code (SVG text, "" when
+    there are no fixes or no ``verify_url``)."""
+    body = certificate["body"]
+    return {
+        "range_text": _range_text(t, body["judged_against"]),
+        "critical_text": _critical_text(t, body["judged_against"]),
+        "charts": _charts(body, readings, t),
+        "route": _route(body, readings),
+        "qr": _qr(verify_url),
+    }
+
+
+def document_writer(body: Mapping[str, Any], language: str | None = None) -> Writer:
+    """The words, numbers and times of ``body``'s document in ``language`` ("en", "fr"; None:
+    the body's customer language) and the body's time zone. NoDocument for a version issued
+    before certificates carried the document's content."""
+    if not has_document(body):
+        raise NoDocument(
+            f"version {body.get('version')} of delivery {body.get('delivery_id')} was issued "
+            "before certificates had documents"
+        )
+    return Writer(language or language_of(body), body["timezone"])
 
 
 def logo_uri(path: Path | None) -> str | None:
@@ -198,17 +208,13 @@ def certificate_html(
     language: str | None = None,
 ) -> str:
     """The document's HTML for ``certificate`` (an envelope as the API returns it, its body
-    from coldtrace.certificates.content). ``verify_url``: the public verification address
-    for the QR code (None: no code); ``logo``: a data: URI; ``language``: "en" or "fr"
-    (None: the body's customer language). NoDocument for a version issued before
-    certificates carried the document's content."""
+    from coldtrace.certificates.content), for the verification page. ``verify_url``: the
+    public verification address for the QR code (None: no code); ``logo``: a data: URI;
+    ``language``: "en" or "fr" (None: the body's customer language). NoDocument for a
+    version issued before certificates carried the document's content."""
     body = certificate["body"]
-    if not has_document(body):
-        raise NoDocument(
-            f"version {body.get('version')} of delivery {body.get('delivery_id')} was issued "
-            "before certificates had documents"
-        )
-    t = Writer(language or language_of(body), body["timezone"])
+    t = document_writer(body, language)
+    content = certificate_content(certificate, readings, verify_url, t)
     return (
         _environment()
         .get_template("certificate.html")
@@ -218,40 +224,15 @@ def certificate_html(
             t=t,
             css=_css(),
             logo=logo,
-            range_text=_range_text(t, body["judged_against"]),
-            critical_text=_critical_text(t, body["judged_against"]),
-            charts=_charts(body, readings, t),
-            route=_route(body, readings),
-            qr=_qr(verify_url),
+            range_text=content["range_text"],
+            critical_text=content["critical_text"],
+            charts=[{"title": x["title"], "svg": _image(x["svg"])} for x in content["charts"]],
+            route=_image(content["route"]) if content["route"] else "",
+            qr=_image(content["qr"]) if content["qr"] else "",
             verify_url=verify_url,
             max_breaches=MAX_BREACHES,
         )
     )
-
-
-def render_pdf(
-    certificate: Mapping[str, Any],
-    readings: Readings,
-    verify_url: str | None,
-    logo: str | None = None,
-    language: str | None = None,
-) -> bytes:
-    """The PDF/A-3b of ``certificate`` (arguments as ``certificate_html``), with the
-    certificate's JSON attached as ``certificate.json`` (relationship Source)."""
-    from weasyprint import HTML, Attachment  # type: ignore[import-untyped]
-
-    signed = json.dumps(certificate, ensure_ascii=False, indent=1)
-    attachment = Attachment(
-        string=signed,
-        name=ATTACHMENT,
-        description="the signed certificate (coldtrace certificates verify)",
-        relationship="Source",
-    )
-    html = certificate_html(certificate, readings, verify_url, logo, language)
-    pdf: bytes = HTML(string=html).write_pdf(
-        pdf_variant="pdf/a-3b", attachments=[attachment], font_config=_fonts()
-    )
-    return pdf
 
 
 def extract_signed_json(pdf: bytes) -> str:

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coldtrace.certificates.document import Readings, logo_uri, render_pdf
+from coldtrace.certificates.document import Readings, logo_uri
+from coldtrace.certificates.pdf import render_pdf
 from coldtrace.deliveries.attach import delivery_segments
 from coldtrace.deliveries.models import Certificate, Delivery
 from coldtrace.deliveries.source import ReadingSource

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Libraries whose INFO lines are their own progress, not news to the user (Alembic's:
     # a dozen lines on every command that opens the store; `db upgrade` shows its own).
-    for chatty in ("httpx", "weasyprint", "fontTools", "alembic"):
+    for chatty in ("httpx", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         settings = load_settings()

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from coldtrace import signing
-from coldtrace.certificates.document import Readings, extract_signed_json, render_pdf
+from coldtrace.certificates.document import Readings, extract_signed_json
+from coldtrace.certificates.pdf import render_pdf
 from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.store import Store
 from coldtrace.influx import InfluxClient

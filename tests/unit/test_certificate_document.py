@@ -22,8 +22,8 @@ from coldtrace.certificates.document import (
     certificate_html,
     extract_signed_json,
     logo_uri,
-    render_pdf,
 )
+from coldtrace.certificates.pdf import render_pdf
 from tests.unit.test_certificate_content import samples, scripted_body, track
 
 pytestmark = pytest.mark.skipif(
