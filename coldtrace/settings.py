@@ -303,6 +303,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _database_url_supported(self) -> Settings:
+        """SQLite, or PostgreSQL through psycopg (the driver installed): another URL failed
+        at the first command that opened the store, with a traceback."""
+        if self.database_url is None:
+            return self
+        usage = "use sqlite:///PATH or postgresql+psycopg://ROLE:PASSWORD@HOST:PORT/DATABASE"
+        try:
+            url = make_url(self.database_url)
+        except ArgumentError:
+            raise ValueError(f"{ENV_PREFIX}DATABASE_URL is not a database URL: {usage}") from None
+        if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+            shown = url.render_as_string(hide_password=True)
+            raise ValueError(f"{ENV_PREFIX}DATABASE_URL={shown!r}: {usage}")
+        return self
+
+    @model_validator(mode="after")
     def _api_tls_pair(self) -> Settings:
         if (self.api_tls_certfile is None) != (self.api_tls_keyfile is None):
             raise ValueError(

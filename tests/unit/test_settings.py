@@ -178,6 +178,39 @@ def test_good_influx_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: s
     assert load_settings(run_dir=tmp_path).influx_url == url
 
 
+DB_USAGE = "use sqlite:///PATH or postgresql+psycopg://ROLE:PASSWORD@HOST:PORT/DATABASE"
+DB = "COLDTRACE_DATABASE_URL"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("foo://bar", f"{DB}='foo://bar': {DB_USAGE}"),
+        # psycopg2, the driver plain postgresql:// means, is not installed; no password shown
+        ("postgresql://a:pw@db/ct", f"{DB}='postgresql://a:***@db/ct': {DB_USAGE}"),
+        ("not a url", f"{DB} is not a database URL: {DB_USAGE}"),
+    ],
+)  # fmt: skip
+def test_a_database_url_coldtrace_cannot_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    """Refused with the settings, not at the first command that opens the store (a traceback)."""
+    monkeypatch.setenv("COLDTRACE_DATABASE_URL", url)
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:////var/lib/coldtrace/db.sqlite", "postgresql+psycopg://a:pw@db:5432/ct"]
+)
+def test_database_urls_coldtrace_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("COLDTRACE_DATABASE_URL", url)
+    assert load_settings(run_dir=tmp_path).database_url == url
+
+
 def test_overrides_are_validated_too(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^COLDTRACE_INGEST_BATCH_MESSAGES: "):
         load_settings(run_dir=tmp_path, ingest_batch_messages=0)
