@@ -35,9 +35,9 @@ import httpx
 from sqlalchemy.orm import Session
 
 from coldtrace.api.fleet_setup import register_chilled_van
-from coldtrace.breaches import Breach
 from coldtrace.db import make_engine, upgrade
 from coldtrace.devtools.api_process import ApiProcess
+from coldtrace.devtools.breach_rows import breach_row
 from coldtrace.devtools.scratch import scratch_influx
 from coldtrace.influx import InfluxClient
 
@@ -148,20 +148,13 @@ def main() -> int:
             deliveries.append(delivery)
         with Session(make_engine(url)) as session:
             session.add(
-                Breach(
-                    device=DEVICE,
-                    probe="product",
+                breach_row(
+                    DEVICE,
+                    START + 14_400_000,
+                    START + 16_200_000,
                     rule="excursion_high",
-                    profile="chilled",
-                    start_ts=START + 14_400_000,
-                    end_ts=START + 16_200_000,
-                    state="closed",
-                    severity="major",
                     peak=7.5,
                     degree_minutes=100.0,
-                    limit_c=4.0,
-                    suppressed=False,
-                    detected_late=False,
                     detected_at=0,
                     updated_at=0,
                 )

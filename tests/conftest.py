@@ -33,6 +33,8 @@ from coldtrace.settings import Settings, load_settings
 from simulators.publish import DeviceConnection
 
 REPO = Path(__file__).resolve().parent.parent
+# The API tests' world (fleet, closed_delivery): fixtures for the integration and e2e tests.
+pytest_plugins = ["tests.world"]
 
 
 @pytest.fixture

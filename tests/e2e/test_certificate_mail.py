@@ -33,7 +33,7 @@ from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
 from tests.conftest import wait_for
 from tests.e2e.test_delivery_trace import cli_env
-from tests.integration.test_api_deliveries import MIN, T0, iso, plan, write_run
+from tests.world import MIN, T0, iso, plan, write_run
 
 CONTACTS = ["goods-in@acme.test", "quality@acme.test"]
 

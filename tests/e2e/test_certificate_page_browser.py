@@ -26,13 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from coldtrace.devtools.services import free_port
 from coldtrace.settings import Settings
 from tests.conftest import Api, wait_for
-from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
-    MIN,
-    T0,
-    add_breach,
-    closed_delivery,
-    fleet,
-)
+from tests.world import MIN, T0, add_breach
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
@@ -94,8 +88,8 @@ def status(browser: WebDriver) -> str:
 def test_the_qr_address_says_valid_then_superseded(
     api: Api,
     browser: WebDriver,
-    fleet: tuple[str, str],  # noqa: F811
-    closed_delivery: int,  # noqa: F811
+    fleet: tuple[str, str],
+    closed_delivery: int,
 ) -> None:
     [v1] = api.ok("GET", f"/deliveries/{closed_delivery}/certificates")
     browser.get(qr_address(api, v1))
@@ -119,7 +113,7 @@ def test_the_qr_address_says_valid_then_superseded(
 def test_a_tampered_file_given_to_the_page_says_invalid_and_why(
     api: Api,
     browser: WebDriver,
-    closed_delivery: int,  # noqa: F811
+    closed_delivery: int,
     tmp_path: Path,
 ) -> None:
     [v1] = api.ok("GET", f"/deliveries/{closed_delivery}/certificates")

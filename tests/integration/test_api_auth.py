@@ -14,7 +14,7 @@ from coldtrace.api.keys import revoke_key
 from coldtrace.deliveries.models import ApiKey, Delivery
 from coldtrace.deliveries.store import Store
 from tests.conftest import Api
-from tests.integration.test_api_deliveries import MIN, T0, add_breach, plan, setup_fleet
+from tests.world import MIN, T0, add_breach, plan, setup_fleet
 
 ADMIN, QUALITY, DISPATCHER, CUSTOMER = "admin", "quality", "dispatcher", "customer"
 EVERYONE = {ADMIN, QUALITY, DISPATCHER, CUSTOMER}

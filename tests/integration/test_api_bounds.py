@@ -10,11 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
-from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
-    T0,
-    fleet,
-    plan,
-)
+from tests.world import T0, plan
 
 TOO_BIG = "99999999999999999999"
 MAX_ID = 2**31 - 1  # INTEGER ids: 32-bit in PostgreSQL
@@ -49,7 +45,7 @@ def problem(api: Api, method: str, path: str, status: int, **kw: Any) -> dict[st
 )
 def test_out_of_range_ids_offsets_and_times_are_422(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811 (the customer acme)
+    fleet: tuple[str, str],
     path: str,
 ) -> None:
     customer = api.key("customer", "acme")
@@ -75,7 +71,7 @@ def test_the_largest_storable_id_and_offset_are_answered(api: Api) -> None:
 )
 def test_a_delivery_out_of_range_is_refused_and_nothing_is_stored(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    fleet: tuple[str, str],
     change: dict[str, str],
 ) -> None:
     vehicle, _ = fleet
@@ -89,7 +85,7 @@ def test_a_delivery_out_of_range_is_refused_and_nothing_is_stored(
 
 def test_a_transition_or_assignment_out_of_range_is_refused(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    fleet: tuple[str, str],
 ) -> None:
     vehicle, device = fleet
     d = api.ok("POST", "/deliveries", json=plan(vehicle, start=T0 + 86_400_000))

@@ -21,16 +21,7 @@ from coldtrace.deliveries.automation import sweep
 from coldtrace.deliveries.store import wall_ms
 from coldtrace.influx import InfluxClient
 from tests.conftest import Api, run_coldtrace
-from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
-    MIN,
-    T0,
-    add_breach,
-    closed_delivery,
-    fleet,
-    iso,
-    plan,
-    run,
-)
+from tests.world import MIN, T0, add_breach, iso, plan, run
 
 
 def public_key_of(api: Api, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -52,7 +43,7 @@ def coldtrace_verify(api: Api, file: Path, *args: str) -> subprocess.CompletedPr
 
 def test_a_closed_deliverys_certificate_verifies_with_the_published_key(
     api: Api,
-    closed_delivery: int,  # noqa: F811
+    closed_delivery: int,
 ) -> None:
     customer = api.key("customer", "acme")  # the delivery's customer: a lab checking it
     published = public_key_of(api, customer)
@@ -77,8 +68,8 @@ def test_a_closed_deliverys_certificate_verifies_with_the_published_key(
 
 def test_a_superseded_version_stays_signed(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
-    closed_delivery: int,  # noqa: F811
+    fleet: tuple[str, str],
+    closed_delivery: int,
 ) -> None:
     _, device = fleet
     add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)  # found late, live only
@@ -97,7 +88,7 @@ def test_a_superseded_version_stays_signed(
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl (deploy/bootstrap.sh)")
 def test_openssl_alone_verifies_the_canonical_body(
     api: Api,
-    closed_delivery: int,  # noqa: F811
+    closed_delivery: int,
     tmp_path: Path,
 ) -> None:
     """What README "Verifying a certificate" tells a lab to do, without coldtrace."""
@@ -119,7 +110,7 @@ def test_openssl_alone_verifies_the_canonical_body(
 
 def test_cli_verifies_what_the_api_returns_and_refuses_a_tampered_file(
     api: Api,
-    closed_delivery: int,  # noqa: F811
+    closed_delivery: int,
     tmp_path: Path,
 ) -> None:
     certs = api.ok("GET", f"/deliveries/{closed_delivery}/certificates")
@@ -212,7 +203,7 @@ def metric(api: Api, name: str) -> str:
 
 def test_warm_product_is_not_compliant_even_without_a_live_breach(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    fleet: tuple[str, str],
     influx: InfluxClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -310,7 +301,7 @@ def test_warm_product_is_not_compliant_even_without_a_live_breach(
 
 def test_a_compartment_probe_that_never_reported_is_incomplete(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    fleet: tuple[str, str],
     influx: InfluxClient,
 ) -> None:
     vehicle, device = fleet
@@ -323,7 +314,7 @@ def test_a_compartment_probe_that_never_reported_is_incomplete(
 
 def test_a_gap_longer_than_the_profile_allows_is_incomplete(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    fleet: tuple[str, str],
     influx: InfluxClient,
 ) -> None:
     vehicle, device = fleet
@@ -344,7 +335,7 @@ def test_a_gap_longer_than_the_profile_allows_is_incomplete(
 
 def test_late_readings_after_close_supersede_the_certificate(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    fleet: tuple[str, str],
     influx: InfluxClient,
 ) -> None:
     """A tunnel: the readings of minutes 20.5..44.5 arrive after the close; the product was

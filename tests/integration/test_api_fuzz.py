@@ -16,7 +16,6 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.conftest import Api
-from tests.integration.test_api_deliveries import fleet  # noqa: F401 (fixtures)
 
 EXAMPLES_PER_OPERATION = 15  # per generation mode
 
@@ -24,7 +23,7 @@ EXAMPLES_PER_OPERATION = 15  # per generation mode
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_generated_requests_never_get_a_server_error(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811 (master data for the generated ids to meet)
+    fleet: tuple[str, str],  # master data for the generated ids to meet
 ) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
     keys = [api.admin, api.key("customer", "acme")]

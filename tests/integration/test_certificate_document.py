@@ -22,16 +22,7 @@ from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.store import Store
 from coldtrace.influx import InfluxClient
 from tests.conftest import Api, run_coldtrace
-from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
-    MIN,
-    T0,
-    add_breach,
-    fleet,
-    iso,
-    plan,
-    run,
-    track,
-)
+from tests.world import MIN, T0, add_breach, iso, plan, run, track
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pdftoppm") is None, reason="poppler-utils (deploy/bootstrap.sh)"
@@ -59,7 +50,7 @@ def write_scripted(influx: InfluxClient, device: str) -> None:
 
 
 @pytest.fixture
-def scripted(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> dict[str, Any]:  # noqa: F811
+def scripted(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> dict[str, Any]:
     """The scripted delivery, closed: its current certificate as the API returns it."""
     vehicle, device = fleet
     api.ok(
@@ -204,7 +195,7 @@ def cli(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_operators_terminal(
     api: Api,
     scripted: dict[str, Any],
-    fleet: tuple[str, str],  # noqa: F811
+    fleet: tuple[str, str],
     tmp_path: Path,
 ) -> None:
     _, device = fleet
@@ -254,7 +245,7 @@ def test_the_operators_terminal(
 
 def test_a_version_from_before_documents_has_no_pdf(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    fleet: tuple[str, str],
 ) -> None:
     """A version issued before certificates carried the document's content (an older body):
     409 saying how to get one, not a 500."""

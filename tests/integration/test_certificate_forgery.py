@@ -13,13 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api, run_coldtrace
-from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
-    MIN,
-    T0,
-    add_breach,
-    closed_delivery,
-    fleet,
-)
+from tests.world import MIN, T0, add_breach
 
 
 def reordered(value: Any) -> Any:
@@ -32,7 +26,7 @@ def reordered(value: Any) -> Any:
 
 
 @pytest.fixture
-def versions(api: Api, fleet: tuple[str, str], closed_delivery: int) -> list[dict[str, Any]]:  # noqa: F811
+def versions(api: Api, fleet: tuple[str, str], closed_delivery: int) -> list[dict[str, Any]]:
     """Versions 2 (current, not compliant: a breach found late) and 1 (compliant, superseded)
     of a delivery."""
     _, device = fleet
@@ -100,7 +94,7 @@ def forgeries(
 @pytest.fixture
 def other(api: Api, versions: list[dict[str, Any]]) -> dict[str, Any]:
     """Another delivery's certificate (same vehicle, the next day), signed by the same key."""
-    from tests.integration.test_api_deliveries import plan, run
+    from tests.world import plan, run
 
     vehicle = api.ok("GET", "/vehicles")["items"][0]["id"]
     day = 24 * 60 * MIN

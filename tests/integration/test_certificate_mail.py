@@ -23,7 +23,6 @@ from coldtrace.deliveries.store import ISSUED_FIELDS, Store
 from coldtrace.devtools.services import free_port
 from coldtrace.smtp import SmtpRelay
 from tests.conftest import Api
-from tests.integration.test_api_deliveries import closed_delivery, fleet  # noqa: F401 (fixtures)
 
 NOW = 2_000_000_000_000  # 2033-05-18: after version 1 was issued (now)
 TO = ["a@acme.test", "b@acme.test"]
@@ -90,7 +89,7 @@ def row(api: Api, certificate_id: int) -> CertificateMail:
 
 def test_a_refused_message_is_retried_with_backoff_and_sent_once(
     api: Api,
-    closed_delivery: int,  # noqa: F811
+    closed_delivery: int,
     relay: tuple[Relay, int],
 ) -> None:
     handler, port = relay
@@ -139,7 +138,7 @@ def test_a_refused_message_is_retried_with_backoff_and_sent_once(
 
 def test_an_interrupted_send_is_not_sent_again(
     api: Api,
-    closed_delivery: int,  # noqa: F811
+    closed_delivery: int,
     relay: tuple[Relay, int],
     caplog: pytest.LogCaptureFixture,
 ) -> None:

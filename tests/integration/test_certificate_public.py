@@ -19,16 +19,7 @@ from coldtrace.deliveries.models import CertificateMail, Delivery
 from coldtrace.deliveries.store import Store
 from coldtrace.settings import Settings
 from tests.conftest import Api
-from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
-    MIN,
-    T0,
-    add_breach,
-    closed_delivery,
-    fleet,
-    plan,
-    run,
-    write_run,
-)
+from tests.world import MIN, T0, add_breach, plan, run, write_run
 
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
@@ -52,8 +43,8 @@ def versions(api: Api, delivery: int) -> list[dict[str, Any]]:
 
 def test_each_version_has_a_signed_unguessable_public_id(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
-    closed_delivery: int,  # noqa: F811
+    fleet: tuple[str, str],
+    closed_delivery: int,
 ) -> None:
     _, device = fleet
     add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)  # found late: version 2
@@ -72,8 +63,8 @@ def test_each_version_has_a_signed_unguessable_public_id(
 
 def test_the_page_says_valid_then_superseded_by_the_newer_version(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
-    closed_delivery: int,  # noqa: F811
+    fleet: tuple[str, str],
+    closed_delivery: int,
 ) -> None:
     [v1] = versions(api, closed_delivery)
     page = api.client.get(f"/v/{v1['body']['public_id']}")  # no key
@@ -108,7 +99,7 @@ def test_the_page_says_valid_then_superseded_by_the_newer_version(
     assert answer["certificate"] | {"superseded": None} == v1 | {"superseded": None}
 
 
-def test_unknown_and_malformed_addresses_look_the_same(api: Api, closed_delivery: int) -> None:  # noqa: F811
+def test_unknown_and_malformed_addresses_look_the_same(api: Api, closed_delivery: int) -> None:
     [v1] = versions(api, closed_delivery)
     known = v1["body"]["public_id"]
     wrong = ("A" if known[0] != "A" else "B") + known[1:]
@@ -133,8 +124,8 @@ def checked_rows(page: str) -> list[str]:
 
 def test_a_dropped_file_is_checked_strictly(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
-    closed_delivery: int,  # noqa: F811
+    fleet: tuple[str, str],
+    closed_delivery: int,
 ) -> None:
     [v1] = versions(api, closed_delivery)
     code, page = upload(api, json.dumps(v1))
@@ -223,7 +214,7 @@ def test_a_version_is_queued_for_the_customers_contacts_when_mail_is_on(
     api = Api(mailing)
     try:
         vehicle, device = f"{prefix}-van", f"{prefix}-logger"
-        from tests.integration.test_api_deliveries import setup_fleet
+        from tests.world import setup_fleet
 
         setup_fleet(api, vehicle, device)
         contacts = ["goods-in@acme.test", "quality@acme.test"]
@@ -256,7 +247,7 @@ def test_a_version_is_queued_for_the_customers_contacts_when_mail_is_on(
 
 def test_a_version_from_before_the_document_has_its_page_only(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
+    fleet: tuple[str, str],
 ) -> None:
     """Versions issued before certificates carried the document's content (no time zone):
     the page shows the table; the document and its PDF answer 404, not an error."""

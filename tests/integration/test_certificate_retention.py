@@ -10,22 +10,15 @@ from sqlalchemy import select
 from coldtrace.deliveries.models import Certificate, Delivery
 from coldtrace.deliveries.store import Conflict, Store
 from tests.conftest import Api
-from tests.integration.test_api_deliveries import (  # noqa: F401 (fixtures)
-    MIN,
-    T0,
-    add_breach,
-    closed_delivery,
-    fleet,
-    plan,
-)
+from tests.world import MIN, T0, add_breach, plan
 
 DAY = 86_400_000
 
 
 def test_deletion_is_refused_until_the_newest_version_is_old_enough(
     api: Api,
-    fleet: tuple[str, str],  # noqa: F811
-    closed_delivery: int,  # noqa: F811
+    fleet: tuple[str, str],
+    closed_delivery: int,
 ) -> None:
     _, device = fleet
     add_breach(api, device, T0 + 15 * MIN, T0 + 25 * MIN)
@@ -81,7 +74,7 @@ def v2_issued_ms(api: Api, delivery: int) -> int:
         return int(session.scalars(newest).one())
 
 
-def test_an_open_delivery_is_not_deleted(api: Api, fleet: tuple[str, str]) -> None:  # noqa: F811
+def test_an_open_delivery_is_not_deleted(api: Api, fleet: tuple[str, str]) -> None:
     d = api.ok("POST", "/deliveries", json=plan(fleet[0]))["id"]
     r = api.client.delete(f"/api/v1/deliveries/{d}", headers=api.admin)
     assert (r.status_code, r.json()["detail"]) == (
