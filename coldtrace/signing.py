@@ -138,6 +138,8 @@ def read_certificates(text: str) -> list[dict[str, Any]]:
     GET /api/v1/certificates/{id} and /api/v1/deliveries/{id}/certificates return them),
     remembering duplicate keys for `check`. Unreadable if it is not JSON or not that shape;
     an empty list is returned as such (it verifies nothing: the caller says so)."""
+    if not text.strip():  # e.g. what `curl ... > cert.json` leaves when the API is down
+        raise Unreadable("empty: a certificate's JSON (or its PDF) was expected")
     try:
         loaded = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
     except ValueError as exc:  # json.JSONDecodeError, Unreadable

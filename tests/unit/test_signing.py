@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coldtrace import signing
+from coldtrace.devtools.services import free_port
 from coldtrace.settings import ConfigError, Settings, load_settings
 from tests.conftest import run_coldtrace
 
@@ -149,6 +150,7 @@ def test_production_without_the_signing_key_fails_at_start_up(tmp_path: Path) ->
     proc = run_coldtrace(
         "api",
         COLDTRACE_ENV="production",
+        COLDTRACE_API_PORT=str(free_port()),  # not 8000: the developer's own API may hold it
         COLDTRACE_RUN_DIR=str(tmp_path),
         COLDTRACE_MQTT_USERNAME="ingest",
         COLDTRACE_MQTT_PASSWORD="s3cret",
@@ -289,6 +291,8 @@ def test_a_version_saying_it_is_current_beside_a_later_one_is_refused() -> None:
 @pytest.mark.parametrize(
     ("text", "why"),
     [
+        ("", "empty: a certificate's JSON (or its PDF) was expected"),
+        (" \n", "empty: a certificate's JSON (or its PDF) was expected"),
         ("{", "not JSON: Expecting property name"),
         ('{"body": NaN}', "not JSON: NaN is not JSON"),
         ("[1]", "not a certificate (or list of them)"),
