@@ -22,7 +22,7 @@ def cmd_services(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "up":
         services.up(args.names or DEFAULT_SERVICES)
     elif args.action == "down":
-        stopped = services.down()
+        stopped = [n for n in args.names if services.stop(n)] if args.names else services.down()
         if not args.json:
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
     emit(services.status(), args.json)
@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "names",
         nargs="*",
         metavar="SERVICE",
-        help="mosquitto, influxdb, postgresql (up: default mosquitto and influxdb)",
+        help="mosquitto, influxdb, postgresql (up: default mosquitto and influxdb; down: "
+        "default all)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_services)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,19 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coldtrace.devtools.services import LocalServices, ServiceError, free_port
-from coldtrace.settings import Settings, load_settings
+from coldtrace.devtools.scratch import scratch_settings
+from coldtrace.devtools.services import LocalServices, ServiceError
+from coldtrace.settings import Settings
+from tests.conftest import run_coldtrace
 
 
 def _own_services(tmp_path: Path, **overrides: object) -> LocalServices:
-    values: dict[str, object] = {
-        "run_dir": tmp_path / "run",
-        "mqtt_port": free_port(),
-        "influx_url": f"http://127.0.0.1:{free_port()}",
-        **overrides,
-    }
-    settings = load_settings(**values)
-    return LocalServices(settings)
+    """Servers of the test's own on free ports, every listener (not Mosquitto's TLS ports
+    8883/8884, which a developer's `services up` or another test run holds)."""
+    return LocalServices(scratch_settings(tmp_path / "run", **overrides))
 
 
 def _alive(pid: int) -> bool:
@@ -58,6 +56,29 @@ def test_up_then_down_stops_exactly_what_it_started(
     assert all(r["state"] == "stopped" for r in own.status())
     # The session's servers were not touched.
     assert [r["pid"] for r in services.status()] == session_pids
+
+
+def test_down_of_one_service_leaves_the_others_running(tmp_path: Path) -> None:
+    own = _own_services(tmp_path)
+    s = own.settings
+    env = {
+        "COLDTRACE_RUN_DIR": str(s.run_dir),
+        "COLDTRACE_MQTT_PORT": str(s.mqtt_port),
+        "COLDTRACE_MQTT_TLS_PORT": str(s.mqtt_tls_port),
+        "COLDTRACE_MQTT_MTLS_PORT": str(s.mqtt_mtls_port),
+        "COLDTRACE_INFLUX_URL": s.influx_url,
+    }
+    own.up()
+    try:
+        done = run_coldtrace("services", "down", "mosquitto", "--json", **env)
+        assert done.returncode == 0, done.stderr
+        states = {r["service"]: r["state"] for r in json.loads(done.stdout)}
+        assert states == {"mosquitto": "stopped", "influxdb": "running"}
+        again = run_coldtrace("services", "down", "mosquitto", **env)
+        assert again.stdout.splitlines()[0] == "stopped: nothing was running"
+        assert httpx.get(f"{s.influx_url}/ping").status_code == 204
+    finally:
+        own.down()
 
 
 def test_down_never_kills_a_process_it_did_not_start(tmp_path: Path) -> None:
