@@ -93,8 +93,10 @@ def ingest_service(settings: Settings) -> IngestService:
 
 def api_app(settings: Settings) -> FastAPI:
     """`coldtrace api`: the signing key and the product profiles checked, the store migrated
-    to head, then the app (coldtrace/api/app.py)."""
+    to head, then the app (coldtrace/api/app.py) with its delivery sweep and certificate
+    mailer running while it serves (coldtrace/api/background.py)."""
     # Imported here: ingest, which shares this module, does not load the web framework.
+    from coldtrace.api import background
     from coldtrace.api.app import create_app
 
     profiles = checked_profiles(settings)
@@ -102,7 +104,7 @@ def api_app(settings: Settings) -> FastAPI:
     key_id = signing.key_id(settings.certificate_key.public_key())
     log.info("certificates are signed with key %s", key_id)
     upgrade(settings.sqlalchemy_url)
-    return create_app(settings, frozenset(profiles))
+    return create_app(settings, frozenset(profiles), background.running)
 
 
 def api_collector() -> None:

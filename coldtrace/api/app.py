@@ -1,15 +1,14 @@
 """The FastAPI application: `create_app` serves /api/v1 (OpenAPI at /docs), /api/v1/health and
-Prometheus-style /metrics, and sweeps the deliveries in the background. Built by
-coldtrace/bootstrap.py (``api_app``), which checks the configuration first."""
+Prometheus-style /metrics. Built by coldtrace/bootstrap.py (``api_app``), which checks the
+configuration first and gives it its background work (coldtrace/api/background.py)."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -33,9 +32,8 @@ from coldtrace.api.routes import (
 from coldtrace.api.schemas import Health
 from coldtrace.breaches import Breach
 from coldtrace.certificates.issue import Issuer
-from coldtrace.certificates.mail import Mailer, PdfAttachment, outbox_counts
+from coldtrace.certificates.mail import outbox_counts
 from coldtrace.db import make_engine
-from coldtrace.deliveries.automation import sweep
 from coldtrace.deliveries.models import Certificate, Delivery
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
@@ -46,28 +44,21 @@ PREFIX = "/api/v1"
 HSTS = "max-age=31536000"
 
 
-def create_app(settings: Settings, profiles: frozenset[str]) -> FastAPI:
+def create_app(
+    settings: Settings,
+    profiles: frozenset[str],
+    background: Callable[[FastAPI], AbstractContextManager[None]],
+) -> FastAPI:
     """The app on a store at the migrations' head, ``profiles`` the ids of the checked
-    product profiles: coldtrace/bootstrap.py checks the configuration and migrates first."""
+    product profiles: coldtrace/bootstrap.py checks the configuration and migrates first.
+    ``background``: what runs beside the requests while the app serves (entered at startup,
+    left at shutdown; the composition root gives coldtrace.api.background.running)."""
     engine = make_engine(settings.sqlalchemy_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        mailer = _mailer(settings, app.state.sessions, app.state.source)
-        if mailer is not None:
-            mailer.start()
-        stop = threading.Event()
-        if settings.delivery_sweep_s > 0:
-            threading.Thread(
-                target=_sweep_loop,
-                args=(app, settings.delivery_sweep_s, stop),
-                name="delivery-sweep",
-                daemon=True,
-            ).start()
-        yield
-        stop.set()
-        if mailer is not None:
-            mailer.stop()
+        with background(app):
+            yield
         app.state.source.close()
         app.state.influx.close()
         engine.dispose()
@@ -213,25 +204,6 @@ def create_app(settings: Settings, profiles: frozenset[str]) -> FastAPI:
     return app
 
 
-def _mailer(
-    settings: Settings, sessions: Callable[[], Session], source: ReadingSource
-) -> Mailer | None:
-    """The certificate mailer when certificates are e-mailed (COLDTRACE_CERTIFICATE_SMTP_*):
-    each version's PDF attached."""
-    relay = settings.certificate_smtp
-    if relay is None or settings.certificate_smtp_from is None:
-        return None
-    return Mailer(
-        sessions,
-        relay,
-        settings.certificate_smtp_from,
-        settings.public_url,
-        PdfAttachment(source, settings.public_url, settings.certificate_issuer_logo),
-        settings.certificate_mail_retry_max_s,
-        settings.certificate_mail_poll_s,
-    )
-
-
 def _scalar(influx: InfluxClient, influxql: str) -> int:
     """The one value of an aggregate query over all series; 0 when there is nothing."""
     series = influx.query(influxql)
@@ -251,17 +223,3 @@ def _disagreeing_certificates(session: Session) -> list[str]:
         "one of the evaluation of the stored readings and the live rules stage"
         for delivery, version, n in rows
     ]
-
-
-def _sweep_loop(app: FastAPI, interval_s: float, stop: threading.Event) -> None:
-    """Every interval: GPS-detected starts and ends, closing what may close."""
-    while not stop.wait(interval_s):
-        try:
-            changed = sweep(
-                app.state.sessions, app.state.source, app.state.settings, app.state.certifier
-            )
-        except Exception:  # the database or InfluxDB away: try again next time
-            log.exception("delivery sweep failed")
-            continue
-        if changed:
-            log.info("delivery sweep: %d deliveries moved on", changed)

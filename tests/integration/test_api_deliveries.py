@@ -3,6 +3,8 @@ master data, delivery lifecycle, trace, readings, breaches, certificates, fleet,
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -14,7 +16,7 @@ from coldtrace.deliveries.store import wall_ms
 from coldtrace.devtools.services import free_port
 from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
-from tests.conftest import Api
+from tests.conftest import Api, wait_for
 from tests.world import (
     MIN,
     T0,
@@ -432,6 +434,31 @@ def test_sweep_starts_ends_and_closes_on_its_own(
     audit = api.ok("GET", "/audit", params={"entity": "delivery", "entity_id": str(d["id"])})
     assert {e["actor"] for e in audit["items"][:3]} == {"system:sweeper"}
     assert sweep(state.sessions, state.source, state.settings, state.certifier) == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_serving_app_sweeps_on_its_own_until_it_stops(
+    api: Api, fleet: tuple[str, str], influx: InfluxClient
+) -> None:
+    """The sweep thread the composition root starts with the app (coldtrace.api.background):
+    it moves a delivery on while the app serves, and ends with it."""
+    from fastapi.testclient import TestClient
+
+    from coldtrace.bootstrap import api_app
+
+    vehicle, device = fleet
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle))
+    serving = api_app(api.settings.model_copy(update={"delivery_sweep_s": 0.2}))
+    with TestClient(serving):  # its lifespan: startup, then shutdown on the way out
+        wait_for(
+            lambda: api.ok("GET", f"/deliveries/{d['id']}")["state"] == "closed",
+            30,
+            "the sweep to close the delivery",
+        )
+        [sweeper] = [t for t in threading.enumerate() if t.name == "delivery-sweep"]
+    sweeper.join(5)
+    assert not sweeper.is_alive()
 
 
 def test_profile_a_probe_is_judged_by(api: Api, fleet: tuple[str, str]) -> None:
