@@ -46,6 +46,12 @@ class HeldReadings:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(held_reading)).scalar_one())
 
+    def seqs(self, device: str) -> set[int]:
+        """The seqs of one device held now (any boot): they prime its ledger's books."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(held_reading.c.seq).where(held_reading.c.device == device))
+            return {int(r.seq) for r in rows}
+
     def hold(self, device: str, boot: int, readings: list[Reading]) -> list[Reading]:
         """Hold readings; return those whose seq is already held with other content (boot or
         values): conflicting duplicates, for the caller to dead-letter. The first copy stays;

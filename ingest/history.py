@@ -49,7 +49,13 @@ def stored_in(influx: InfluxClient, device: str, spans: list[tuple[int, int]]) -
     return seqs
 
 
-def load_device_history(influx: InfluxClient, device: str, since_ms: int) -> DeviceHistory:
+def load_device_history(
+    influx: InfluxClient, device: str, since_ms: int, held: set[int] | None = None
+) -> DeviceHistory:
+    """The device's books as InfluxDB holds them, its readings' fingerprints from device time
+    `since_ms` (ms) on, and `held`: the seqs its holding area (ingest.held) keeps for their
+    clock. A held seq is accounted for like a stored one (ledger.DeviceLedger.hold), unless a
+    copy of it is stored or dead-lettered already (that copy is the seq's fate)."""
     dev = quote_string(device)
     seen = {
         int(row["seq"]): (int(row["fp"]), int(row["time"]))
@@ -61,11 +67,15 @@ def load_device_history(influx: InfluxClient, device: str, since_ms: int) -> Dev
     bounds = influx.rows(f"SELECT min(seq), max(seq) FROM device_health WHERE device = {dev}")
     known = [int(bounds[0][k]) for k in ("min", "max") if bounds and bounds[0][k] is not None]
     known.extend(rejected)
+    waiting = set(held or ()) - rejected
+    waiting -= stored_in(influx, device, [(s, s) for s in waiting])
+    known.extend(waiting)
     rows = sorted(
         influx.rows(f"SELECT first, last, missing, source FROM seq_gap WHERE device = {dev}"),
-        # The order the ledger wrote them in: a device's report takes over the seqs an
-        # ingest gap (or an earlier report) held, so it is applied after them.
-        key=lambda row: (row["source"] == "device", int(row["time"])),
+        # A device's report takes over the seqs an ingest gap held, and of two reports the
+        # later point (time, then first seq) holds the seqs both miss (ledger.report_dropped):
+        # each is applied after those it takes from.
+        key=lambda row: (row["source"] == "device", int(row["time"]), int(row["first"])),
     )
     reported = {(int(r["first"]), int(r["last"])) for r in rows if r["source"] == "device"}
     known.extend(n for r in rows for n in (int(r["first"]), int(r["last"])))
@@ -73,6 +83,7 @@ def load_device_history(influx: InfluxClient, device: str, since_ms: int) -> Dev
     accounted = (
         set(seen)
         | rejected
+        | waiting
         | stored_in(influx, device, [(int(r["first"]), int(r["last"])) for r in open_rows])
     )
     gaps: list[SeqGap] = []
@@ -98,6 +109,7 @@ def load_device_history(influx: InfluxClient, device: str, since_ms: int) -> Dev
         rejected,
         reported,
         since_ms,
+        waiting,
     )
 
 

@@ -63,6 +63,11 @@ class SeqGap:
         return sum(hi - lo + 1 for lo, hi in self.missing)
 
 
+def _key(gap: SeqGap) -> tuple[int, int]:
+    """The order of a device report's point (lines.gap_line): its ms time, then first seq."""
+    return gap.opened_ts, gap.first
+
+
 @dataclass(frozen=True, slots=True)
 class GapChange:
     device: str
@@ -81,6 +86,7 @@ class DeviceHistory:
     rejected: set[int] = field(default_factory=set)  # seqs dead-lettered (not stored)
     reported: set[tuple[int, int]] = field(default_factory=set)  # dropped ranges reported
     since: int | None = None  # device time (ms) from which `seen` is complete
+    held: set[int] = field(default_factory=set)  # seqs held for their clock, none stored
 
 
 class DeviceLedger:
@@ -96,7 +102,7 @@ class DeviceLedger:
         self.low = history.low if history.low is not None else history.high
         self.gaps = list(history.gaps)
         self.rejected = set(history.rejected)
-        self.held: set[int] = set()  # seqs held for their clock (see hold)
+        self.held = set(history.held)  # seqs held for their clock (see hold)
         self.reported = set(history.reported)
         self.window_ms = window_ms
         self.max_ts = max((ts for _, ts in history.seen.values()), default=0)
@@ -214,11 +220,14 @@ class DeviceLedger:
 
         Reconciled against the books: seqs of the range that are stored or dead-lettered are
         not missing, seqs an open gap held move to the reported one (each seq missing in one
-        gap only), and a report seen before (a replayed message) changes nothing."""
+        gap only), and a report seen before (a replayed message) changes nothing. Of two
+        reports that overlap, the one with the later point (``ts``, then ``first``: the order
+        history.load_device_history reloads them in) holds the seqs both miss, whichever came
+        first: the gap points then say the same after a restart."""
         if (first, last) in self.reported:
             return []
         self.reported.add((first, last))
-        changes, moved = self._fill(device, first, last)
+        changes, moved = self._fill(device, first, last, report=(ts, first))
         missing = moved
         if self.high is None or self.low is None:
             missing = [[first, last]]
@@ -246,12 +255,17 @@ class DeviceLedger:
         if len(self.gaps) > MAX_OPEN_GAPS:
             del self.gaps[0]
 
-    def _fill(self, device: str, lo: int, hi: int) -> tuple[list[GapChange], list[list[int]]]:
-        """Take [lo, hi] out of every open gap: the changes, and the ranges taken out."""
+    def _fill(
+        self, device: str, lo: int, hi: int, report: tuple[int, int] | None = None
+    ) -> tuple[list[GapChange], list[list[int]]]:
+        """Take [lo, hi] out of every open gap: the changes, and the ranges taken out. For a
+        `report` (its point's ms time and first seq), a later device report keeps its seqs."""
         changes: list[GapChange] = []
         taken: list[list[int]] = []
         for gap in self.gaps:
             if hi < gap.first or lo > gap.last:
+                continue
+            if report is not None and gap.source == "device" and _key(gap) > report:
                 continue
             before = gap.missing_count
             taken.extend([max(a, lo), min(b, hi)] for a, b in gap.missing if a <= hi and b >= lo)

@@ -349,8 +349,9 @@ class Pipeline:
             if not self.ledger.knows(d.device):
                 known = [r.ts for r in d.readings if r.ts is not None]
                 since = (min(known) if known else int(time.time() * 1000)) - self.ledger.window_ms
+                held = self.held.seqs(d.device)
                 history = self._with_retry(
-                    partial(load_device_history, self.influx, d.device, since)
+                    partial(load_device_history, self.influx, d.device, since, held)
                 )
                 self.ledger.prime(d.device, history)
             key = (d.device, d.boot)

@@ -241,6 +241,41 @@ def test_a_backlog_reading_older_than_the_window_stays_out_of_its_reloaded_gap(
     assert summary(books(ingest, d)) == (11, 5, 0, 6, 0, 0, True)
 
 
+def test_a_held_seq_between_two_gaps_counts_when_dead_lettered_after_a_restart(
+    ingest: Ingest, prefix: str
+) -> None:
+    """Held seq 3 (boot 2, no clock) fills gap 2..3, seq 5 opens gap 4..4. After a restart
+    the books must still know 3 is held: released onto seq 5's device time, it is dead-
+    lettered and counts as rejected (taken for a seq stored long ago, it counted 0)."""
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [reading(1)]))
+    ingest.send(d, batch(d, [unsynced(3)], boot=2))
+    ingest.send(d, batch(d, [reading(5)]))
+    ingest.restart()
+    # Boot 2's clock: seq 3 (up 3 s) lands at T + 5 s, seq 5's device time.
+    ingest.send(d, batch(d, [reading(6, ts=T + 8000, up=6000)], boot=2))
+
+    assert dead(ingest.influx, d) == [("time_taken", 3, 1, 1)]
+    assert sorted(gap_points(ingest.influx, d)) == [("ingest", 2, 2, 1), ("ingest", 4, 4, 1)]
+    assert summary(books(ingest, d)) == (6, 3, 1, 2, 0, 0, True)
+
+
+def test_a_held_seq_above_the_stored_ones_opens_no_false_gap_after_a_restart(
+    ingest: Ingest, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [reading(1)]))
+    ingest.send(d, batch(d, [unsynced(2)], boot=2))
+    ingest.restart()
+    with caplog.at_level(logging.WARNING, logger="ingest.pipeline"):
+        ingest.send(d, batch(d, [reading(3)]))
+    ingest.send(d, batch(d, [reading(4, up=4000)], boot=2))
+
+    assert "seq gap" not in caplog.text
+    assert gap_points(ingest.influx, d) == []
+    assert summary(books(ingest, d)) == (4, 4, 0, 0, 0, 0, True)
+
+
 def test_a_replayed_message_of_held_readings_writes_its_dropped_gap_once(
     ingest: Ingest, prefix: str
 ) -> None:

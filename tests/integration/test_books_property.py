@@ -100,6 +100,33 @@ def test_books_agree_after_restarts_with_a_reloaded_gap_filled(influx: InfluxCli
     )
 
 
+def test_books_agree_after_a_restart_with_overlapping_reports_sent_out_of_order(
+    influx: InfluxClient,
+) -> None:
+    """Found by hand with this file's steps: the report of 8..12 (its point at T + 13 s) came
+    after the report of 10..15 (T + 16 s); live, the later message took 10..12, the restart
+    gave them back to the later point, and storing 11 then wrote one too many."""
+    play(
+        influx,
+        [
+            ("batch", [1], False),
+            ("dropped", 10, 5),
+            ("dropped", 8, 4),
+            ("restart",),
+            ("batch", [11], False),
+        ],
+    )
+
+
+def test_books_agree_when_a_reading_held_across_a_restart_is_dead_lettered(
+    influx: InfluxClient,
+) -> None:
+    """Found with a larger budget (seed 3): held seq 32 sat between gaps 24..31 and 33..39;
+    after the restart the ledger did not know it was held, so when its boot's clock put it on
+    seq 23's device time, its dead letter counted 0 (taken for a seq stored long ago)."""
+    play(influx, [("batch", [1, 19, 40, 32, 2, 3, 4, 23], True), ("restart",)])
+
+
 def play(influx: InfluxClient, steps: list[tuple[Any, ...]]) -> None:
     """Send `steps` through a real ingest pipeline on InfluxDB; assert the books balance and
     agree, and that no stored value ever changed."""

@@ -239,6 +239,24 @@ def test_report_dropped_covering_a_whole_ingest_gap_closes_it() -> None:
     assert ledger.gaps == [SeqGap(3, 5, T, "device", [[3, 5]])]
 
 
+def test_of_two_overlapping_reports_the_later_point_holds_the_seqs_both_miss() -> None:
+    """Whichever arrives first: the order a restart reloads them in (history)."""
+    late, early = (10, 15, T + 16_000), (8, 12, T + 13_000)
+    for order in ([late, early], [early, late]):
+        ledger = fresh()
+        record(ledger, 1)
+        for first, last, ts in order:
+            ledger.report_dropped(DEV, first, last, ts)
+
+        reports = {
+            (g.first, g.last): {s for lo, hi in g.missing for s in range(lo, hi + 1)}
+            for g in ledger.gaps
+            if g.source == "device"
+        }
+        assert reports == {(10, 15): set(range(10, 16)), (8, 12): {8, 9}}
+        assert [g.missing for g in ledger.gaps if g.source == "ingest"] == [[[2, 7]]]
+
+
 def test_report_dropped_on_a_device_never_seen() -> None:
     ledger = fresh()
 
