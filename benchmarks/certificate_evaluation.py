@@ -23,12 +23,10 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -43,6 +41,7 @@ from coldtrace.deliveries.lifecycle import Action
 from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import DeliveryPlan, Store
+from coldtrace.devtools.machine import machine
 from coldtrace.devtools.scratch import scratch_influx
 from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
@@ -111,16 +110,6 @@ class Recording(InfluxClient):
         return super().query(influxql)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=15, help="timed runs of each")
@@ -164,8 +153,7 @@ def main() -> int:
         median = statistics.median(evaluation_ms)
         ceiling = statistics.median(ceiling_ms)
         report = {
-            "machine": f"{platform.machine()}, nproc {os.cpu_count()}, {cpu_model()}, Python "
-            f"{platform.python_version()}",
+            "machine": machine(),
             "points_written": points,
             "segments": len(segs),
             "readings_evaluated": evaluation.readings,

@@ -30,12 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
-from certificate_evaluation import END, START, cpu_model, make_delivery, write_delivery
+from certificate_evaluation import END, START, make_delivery, write_delivery
 from sqlalchemy.orm import Session
 
 from coldtrace.bootstrap import api_collector
@@ -50,6 +49,7 @@ from coldtrace.deliveries.automation import trace_properties
 from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import Store
+from coldtrace.devtools.machine import machine
 from coldtrace.devtools.scratch import scratch_influx
 
 TARGET_PER_S = 5.0
@@ -127,8 +127,7 @@ def main() -> int:
         per_s_wall = 1 / statistics.median(wall)
         per_s_cpu = 1 / statistics.median(cpu)
         report = {
-            "machine": f"{platform.machine()}, nproc {os.cpu_count()}, {cpu_model()}, Python "
-            f"{platform.python_version()}",
+            "machine": machine(),
             "verdict": verdict,
             "readings": evaluation.readings,
             "runs": args.runs,

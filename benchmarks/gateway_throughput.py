@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -32,6 +31,7 @@ from typing import Any
 
 from coldtrace.devtools.gateway_process import GatewayProcess
 from coldtrace.devtools.ingest_process import ingest_in
+from coldtrace.devtools.machine import machine
 from coldtrace.devtools.scratch import scratch_settings
 from coldtrace.devtools.serial_wire import Wire
 from coldtrace.devtools.services import LocalServices, device_password
@@ -168,7 +168,7 @@ def main() -> int:
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": machine(),
         "readings": args.readings,
         "per_line": args.per_line,
         "runs": args.runs,

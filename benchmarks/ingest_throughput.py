@@ -50,6 +50,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.contract import TELEMETRY_SUBSCRIPTION, TelemetryBatch, telemetry_topic
 from coldtrace.devtools.ingest_process import IngestFailed, IngestProcess, ingest_in
+from coldtrace.devtools.machine import cpu_model
 from coldtrace.devtools.scratch import scratch_settings
 from coldtrace.devtools.services import INGEST_MQTT_USER, LocalServices, device_password
 from coldtrace.influx import InfluxClient
@@ -730,14 +731,9 @@ def command_version(argv: list[str]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    models = [
-        line.split(":", 1)[1].strip()
-        for line in Path("/proc/cpuinfo").read_text().splitlines()
-        if line.startswith("model name")
-    ]
     return {
         "nproc": os.cpu_count(),
-        "cpu_model": models[0] if models else platform.processor() or "unknown",
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "mosquitto": command_version(["mosquitto", "-h"]),
         "influxd": command_version(["influxd", "version"]),

@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ from coldtrace.api.fleet_setup import register_chilled_van
 from coldtrace.db import make_engine, upgrade
 from coldtrace.devtools.api_process import ApiProcess
 from coldtrace.devtools.breach_rows import breach_row
+from coldtrace.devtools.machine import machine
 from coldtrace.devtools.scratch import scratch_influx
 from coldtrace.influx import InfluxClient
 
@@ -177,8 +177,7 @@ def main() -> int:
             client.get(path).raise_for_status()  # its readings in memory
             results[name] = timed(client, [path] * args.requests)
         report = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}",
+            "machine": machine(),
             "points_written": points,
             "requests_per_endpoint": args.requests,
             "target_ms": TARGET_MS,
