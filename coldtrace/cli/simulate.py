@@ -100,9 +100,9 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
     if missing:
         setting = " ".join(f"{n}='{v}'" for n, v in missing.items())
         print(
-            f"error: scenario {sc.name} needs ingest run with {setting} (and this command "
-            f"with the same): restart ingest so, then run again with --prefix {prefix} "
-            f"--start {iso(placed.epoch_ms)}",
+            f"error: scenario {sc.name} needs ingest and the API run with {setting} (and "
+            f"this command with the same; the API judges certificates by them): restart both "
+            f"so, then run again with --prefix {prefix} --start {iso(placed.epoch_ms)}",
             file=sys.stderr,
         )
         return 2

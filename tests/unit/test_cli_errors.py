@@ -161,3 +161,24 @@ def test_deliveries_list_of_an_unknown_state(tmp_path: Path) -> None:
         "coldtrace deliveries list: error: argument --state: invalid choice: 'done' (choose "
         "from 'planned', 'in_transit', 'delivered', 'closed', 'cancelled')"
     )
+
+
+def test_a_scenario_names_the_settings_it_needs_of_ingest_and_the_api(tmp_path: Path) -> None:
+    """Both: the API judges certificates by the suppression windows too (restarting ingest
+    alone, as the line once said, made the defrost scenario's verdict wrong)."""
+    proc = run_coldtrace(
+        "simulate", "--scenario", "defrost-suppressed", "--api-key", "unused",
+        "--prefix", "simtest", "--start", "2026-11-30T08:00:00Z",
+        COLDTRACE_RUN_DIR=str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    line = one_line(proc.stderr)
+    assert line.startswith(
+        "error: scenario defrost-suppressed needs ingest and the API run with "
+        'COLDTRACE_ALERTS_SUPPRESS_WINDOWS=\'{"simtest-van-d": [["2026-11-30T08:43:00Z", '
+        "\"2026-11-30T09:12:00Z\"]]}' COLDTRACE_ALERTS_SILENT_AFTER_S='"
+    )
+    assert line.endswith(
+        "(and this command with the same; the API judges certificates by them): restart both "
+        "so, then run again with --prefix simtest --start 2026-11-30T08:00:00Z"
+    )
