@@ -277,34 +277,47 @@ def test_tethered_mode_writes_contract_batches_as_json_lines(tmp_path: Path) -> 
     assert all(r.probes == {"air": 3.5} and r.ts is None for b in batches for r in b.readings)
 
 
-def test_gps_sets_the_clock_without_ntp_and_the_led_shows_an_excursion(tmp_path: Path) -> None:
+def run_on_gps(tmp_path: Path, nmea: Path, product_c: float, run_ms: int, report: str) -> Any:
+    """The device's inputs and sampler for `run_ms` (ms) with one product probe at
+    `product_c` (limits 0..+4 C) read every 100 ms, `nmea` played on the GNSS UART at
+    20,000 B/s and no NTP; `report`: the MicroPython list printed as JSON afterwards (``d``
+    the device, ``readings`` what its outbox holds, ``PINS`` the board's pins)."""
     config = {
         "interval_ms": 100,
         "ds18b20_conversion_ms": 1,
         "probes": {PRODUCT: "product"},
         "limits": {"product": [0, 4]},
     }
-    flash = flash_with(tmp_path, config)
     world = {
-        "probes": {PRODUCT: 6.5},
-        "nmea": str(NMEA_FIXTURE),
-        "nmea_bytes_per_s": 20000,  # the whole drive in half a second, in arbitrary chunks
+        "probes": {PRODUCT: product_c},
+        "nmea": str(nmea),
+        "nmea_bytes_per_s": 20000,  # a whole drive in half a second, in arbitrary chunks
         "ntp_after_ms": None,
     }
-    code = """
+    code = f"""
 import asyncio, json, app, config
 from machine import PINS
 d = app.Device(config.load())
 async def go():
     tasks = [asyncio.create_task(d.inputs()), asyncio.create_task(d.sampler())]
-    await asyncio.sleep_ms(1500)
+    await asyncio.sleep_ms({run_ms})
     for t in tasks:
         t.cancel()
 asyncio.run(go())
 boot, readings, _ = d.outbox.take(100)
-print(json.dumps([d.clock.source, d.gps.rejected, PINS[2].value(), readings[-1]]))
+print(json.dumps({report}))
 """
-    source, rejected, led, last = run(code, flash, world)
+    return run(code, flash_with(tmp_path, config), world)
+
+
+def test_gps_sets_the_clock_without_ntp_and_the_led_shows_an_excursion(tmp_path: Path) -> None:
+    source, rejected, led, last = run_on_gps(
+        tmp_path,
+        NMEA_FIXTURE,
+        6.5,
+        1500,
+        "[d.clock.source, d.gps.rejected, PINS[2].value(), readings[-1]]",
+    )
     assert source == "gps"
     assert rejected == 3, "sentences split across UART reads are put back together"
     assert led == 1, "product at 6.5 C is above its 4 C limit"

@@ -127,33 +127,14 @@ def test_the_clock_refuses_times_before_the_build_or_years_after(tmp_path: Path)
 
 
 def test_a_device_whose_gps_says_1999_keeps_its_readings_unsynced(tmp_path: Path) -> None:
-    from tests.unit.test_firmware_device import PRODUCT, flash_with
+    from tests.unit.test_firmware_device import run_on_gps
 
-    config = {
-        "interval_ms": 100,
-        "ds18b20_conversion_ms": 1,
-        "probes": {PRODUCT: "product"},
-        "limits": {"product": [0, 4]},
-    }
-    flash = flash_with(tmp_path, config)
-    world = {
-        "probes": {PRODUCT: 3.0},
-        "nmea": str(FIELD / "case-04-two-digit-year-99.nmea"),
-        "nmea_bytes_per_s": 20000,
-        "ntp_after_ms": None,
-    }
-    code = """
-import asyncio, json, app, config
-d = app.Device(config.load())
-async def go():
-    tasks = [asyncio.create_task(d.inputs()), asyncio.create_task(d.sampler())]
-    await asyncio.sleep_ms(600)
-    for t in tasks:
-        t.cancel()
-asyncio.run(go())
-boot, readings, _ = d.outbox.take(100)
-print(json.dumps([d.clock.source, d.gps.utc_ms, [r["ts"] for r in readings]]))
-"""
-    source, utc, stamps = run(code, flash, world)
+    source, utc, stamps = run_on_gps(
+        tmp_path,
+        FIELD / "case-04-two-digit-year-99.nmea",
+        3.0,
+        600,
+        '[d.clock.source, d.gps.utc_ms, [r["ts"] for r in readings]]',
+    )
     assert utc == calendar.timegm((1999, 8, 22, 10, 15, 30)) * 1000  # read, and refused
     assert source is None and stamps and set(stamps) == {None}
