@@ -5,6 +5,7 @@ attached to it, which verifies offline."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pypdf import PdfReader
 
 from coldtrace import signing
 from coldtrace.certificates.charts import BREACH, GAP, ProbeChart, probe_chart, route_plot
@@ -119,6 +121,39 @@ def test_without_readings_or_url_it_still_renders(tmp_path: Path) -> None:
     pdf = render_pdf(signed(), Readings(), None)
     assert 1 <= page_count(pdf, tmp_path) <= 2
     assert "NON CONFORME" in pdf_text(pdf, tmp_path)
+
+
+def test_the_pdf_declares_pdf_a_3b_and_carries_its_json_as_source(tmp_path: Path) -> None:
+    """What PDF/A-3b asks of the file that can be read back without a validator (veraPDF
+    cannot be installed here: docs/certificates.md): the XMP identification, an sRGB output
+    intent with its ICC profile, the attachment associated with the document as its Source
+    with a MIME type, every font embedded, no encryption."""
+    pdf = render_pdf(signed(), readings(), URL)
+    reader = PdfReader(io.BytesIO(pdf))
+    root = reader.trailer["/Root"]
+    xmp = root["/Metadata"].get_object().get_data().decode()
+    assert "<pdfaid:part>3</pdfaid:part>" in xmp
+    assert "<pdfaid:conformance>B</pdfaid:conformance>" in xmp
+    [intent] = [x.get_object() for x in root["/OutputIntents"]]
+    assert intent["/S"] == "/GTS_PDFA1" and intent["/DestOutputProfile"].get_object().get_data()
+    [spec] = [x.get_object() for x in root["/AF"]]
+    assert (spec["/F"], spec["/UF"], spec["/AFRelationship"]) == (
+        "certificate.json",
+        "certificate.json",
+        "/Source",
+    )
+    assert spec["/EF"]["/F"].get_object()["/Subtype"] == "/application/json"
+    assert not reader.is_encrypted
+    (tmp_path / "c.pdf").write_bytes(pdf)
+    listed = subprocess.run(
+        ["pdffonts", "c.pdf"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.splitlines()[2:]  # after the header and its rule
+    assert {line.split()[0].split("+")[1] for line in listed} == {
+        "DejaVuSans",
+        "DejaVuSans-Bold",
+        "DejaVuSansMono",
+    }
+    assert all(line.split()[-5] == "yes" for line in listed)  # the "emb" column
 
 
 @pytest.mark.parametrize(
