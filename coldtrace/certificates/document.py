@@ -1,9 +1,9 @@
 """The certificate as a document for people, in the customer's language and time zone:
-what it shows beyond the body's own values (``certificate_content``: limits as text, the
-charts, route and QR code as SVG), its HTML for the verification page
-(templates/certificate.html, Jinja2), and the signed certificate read back from its PDF
-(``extract_signed_json``; the PDF itself: coldtrace.certificates.pdf). docs/certificates.md
-"The document" says why these libraries.
+whether a version has one, what it shows beyond the body's own values
+(``certificate_content``: limits as text, the charts, route and QR code as SVG), and the
+signed certificate read back from its PDF (``extract_signed_json``). Its content as data:
+coldtrace.certificates.view; its PDF: .pdf; its HTML for the verification page: .html.
+docs/certificates.md "The document" says why these libraries.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import mimetypes
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
 import segno
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError
 
@@ -69,22 +67,6 @@ class Readings:
 
     samples: Mapping[ProbeKey, Sequence[tuple[int, float | None]]] = field(default_factory=dict)
     fixes: Sequence[tuple[float, float]] = ()
-
-
-@cache
-def _environment() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
-@cache
-def _css() -> str:
-    return (TEMPLATES / "certificate.css").read_text(encoding="utf-8")
 
 
 def _ms(iso: str) -> int:
@@ -151,12 +133,6 @@ def _qr(url: str | None) -> str:
     return buffer.getvalue().decode()
 
 
-def _image(svg: str) -> str:
-    """An <img> of the SVG (a data: URI), as the PDF draws it (a picture, not part of the
-    page's own markup): the page's style does not reach into it."""
-    return f'<img alt="" src="data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()}">'
-
-
 def certificate_content(
     certificate: Mapping[str, Any], readings: Readings, verify_url: str | None, t: Writer
 ) -> dict[str, Any]:
@@ -198,41 +174,6 @@ def language_of(body: Mapping[str, Any]) -> str:
     """The body's customer language when the document knows it, else English."""
     language = str(body.get("customer", {}).get("language", "en"))
     return language if language in LANGUAGES else "en"
-
-
-def certificate_html(
-    certificate: Mapping[str, Any],
-    readings: Readings,
-    verify_url: str | None,
-    logo: str | None = None,
-    language: str | None = None,
-) -> str:
-    """The document's HTML for ``certificate`` (an envelope as the API returns it, its body
-    from coldtrace.certificates.content), for the verification page. ``verify_url``: the
-    public verification address for the QR code (None: no code); ``logo``: a data: URI;
-    ``language``: "en" or "fr" (None: the body's customer language). NoDocument for a
-    version issued before certificates carried the document's content."""
-    body = certificate["body"]
-    t = document_writer(body, language)
-    content = certificate_content(certificate, readings, verify_url, t)
-    return (
-        _environment()
-        .get_template("certificate.html")
-        .render(
-            b=body,
-            c=certificate,
-            t=t,
-            css=_css(),
-            logo=logo,
-            range_text=content["range_text"],
-            critical_text=content["critical_text"],
-            charts=[{"title": x["title"], "svg": _image(x["svg"])} for x in content["charts"]],
-            route=_image(content["route"]) if content["route"] else "",
-            qr=_image(content["qr"]) if content["qr"] else "",
-            verify_url=verify_url,
-            max_breaches=MAX_BREACHES,
-        )
-    )
 
 
 def extract_signed_json(pdf: bytes) -> str:

@@ -21,10 +21,10 @@ from coldtrace.certificates.document import (
     NoDocument,
     NotACertificatePdf,
     Readings,
-    certificate_html,
     extract_signed_json,
     logo_uri,
 )
+from coldtrace.certificates.html import certificate_html
 from coldtrace.certificates.pdf import render_pdf
 from tests.unit.test_certificate_content import samples, scripted_body, track
 

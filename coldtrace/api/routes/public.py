@@ -21,7 +21,8 @@ from coldtrace.api.deps import AppSettings, DbSession, Source
 from coldtrace.api.problems import Problem
 from coldtrace.api.ratelimit import RateLimiter
 from coldtrace.certificates import public
-from coldtrace.certificates.document import certificate_html, logo_uri
+from coldtrace.certificates.document import logo_uri
+from coldtrace.certificates.html import certificate_html
 from coldtrace.certificates.public import Checked, State, Status
 from coldtrace.certificates.render import envelope, readings_of, verify_url, version_pdf
 from coldtrace.deliveries.models import Certificate
