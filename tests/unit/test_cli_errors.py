@@ -182,3 +182,21 @@ def test_a_scenario_names_the_settings_it_needs_of_ingest_and_the_api(tmp_path: 
         "(and this command with the same; the API judges certificates by them): restart both "
         "so, then run again with --prefix simtest --start 2026-11-30T08:00:00Z"
     )
+
+
+def test_https_files_that_cannot_be_loaded(tmp_path: Path) -> None:
+    """Found before the API starts (uvicorn raised a bare FileNotFoundError, a traceback)."""
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    proc = run_coldtrace(
+        "api",
+        COLDTRACE_API_PORT=str(free_port()),
+        COLDTRACE_API_TLS_CERTFILE=str(cert),
+        COLDTRACE_API_TLS_KEYFILE=str(key),
+        COLDTRACE_RUN_DIR=str(tmp_path),
+    )
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        f"configuration error: COLDTRACE_API_TLS_CERTFILE / _KEYFILE: cannot load {cert} with "
+        f"{key} (No such file or directory): give the server's PEM certificate and its private "
+        "key"
+    )
