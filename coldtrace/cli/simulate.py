@@ -11,6 +11,7 @@ import sys
 import time
 
 from coldtrace.cli.output import emit, progress_printer, table
+from coldtrace.contract import MAX_READINGS_PER_BATCH
 from coldtrace.settings import Settings
 
 
@@ -131,6 +132,20 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.mismatches else 0
 
 
+def _batch_size(text: str) -> int:
+    """--batch: a batch the wire contract takes (a larger one failed building it, a
+    traceback; 0 sent every reading in one message)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_READINGS_PER_BATCH:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 1 to {MAX_READINGS_PER_BATCH} readings per message"
+        )
+    return n
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="publish a simulated fleet's telemetry")
     p.add_argument("--vehicles", type=int, default=10)
@@ -139,7 +154,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--interval", type=float, default=60.0, help="simulated seconds between readings"
     )
     p.add_argument("--speedup", type=float, default=60.0, help="time compression; 0 = flat out")
-    p.add_argument("--batch", type=int, default=1, help="readings per MQTT message")
+    p.add_argument(
+        "--batch",
+        type=_batch_size,
+        default=1,
+        help=f"readings per MQTT message (1..{MAX_READINGS_PER_BATCH}, the wire contract's most)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--scenario",

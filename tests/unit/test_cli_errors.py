@@ -200,3 +200,14 @@ def test_https_files_that_cannot_be_loaded(tmp_path: Path) -> None:
         f"{key} (No such file or directory): give the server's PEM certificate and its private "
         "key"
     )
+
+
+@pytest.mark.parametrize("batch", ["0", "501"])
+def test_simulate_batches_the_contract_does_not_take(tmp_path: Path, batch: str) -> None:
+    """Refused before anything is published (501 failed building the batch: a traceback)."""
+    proc = run_coldtrace("simulate", "--batch", batch, COLDTRACE_RUN_DIR=str(tmp_path))
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        f"coldtrace simulate: error: argument --batch: '{batch}': give 1 to 500 readings per "
+        "message"
+    )
