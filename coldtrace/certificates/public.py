@@ -109,12 +109,14 @@ def check_file(session: Session, key: Ed25519PublicKey, data: bytes) -> list[Che
             text = extract_signed_json(data)
         except NotACertificatePdf as exc:
             raise signing.Unreadable(str(exc)) from None
+        certificates = signing.read_certificates(text)
     else:
         try:
-            text = data.decode()
+            certificates = signing.read_certificates(data.decode())
         except UnicodeDecodeError:
             raise signing.Unreadable("neither a certificate JSON (UTF-8) nor a PDF") from None
-    certificates = signing.read_certificates(text)
+        except signing.Unreadable as exc:  # a text file: say what was expected first
+            raise signing.Unreadable(f"neither a certificate JSON nor a PDF ({exc})") from None
     if not certificates:
         raise signing.Unreadable("an empty list: no certificate in it")
     reasons = signing.check_all(key, certificates)

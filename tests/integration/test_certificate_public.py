@@ -164,6 +164,12 @@ def test_a_dropped_file_is_checked_strictly(
 
     code, page = upload(api, b"\x89PNG not a certificate", "photo.png")
     assert (code, status_of(page)) == (422, "invalid: neither a certificate JSON (UTF-8) nor a PDF")
+    code, page = upload(api, "Delivery notes, not a certificate", "notes.txt")
+    assert (code, status_of(page)) == (
+        422,
+        "invalid: neither a certificate JSON nor a PDF (not JSON: Expecting value: line 1 "
+        "column 1 (char 0))",
+    )
     code, page = upload(api, "[]")
     assert (code, status_of(page)) == (422, "invalid: an empty list: no certificate in it")
 
