@@ -26,6 +26,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,7 +43,7 @@ from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import DeliveryPlan, Store
 from coldtrace.devtools.machine import machine
-from coldtrace.devtools.scratch import scratch_influx
+from coldtrace.devtools.scratch import scratch_influx, write_lines
 from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
 
@@ -55,28 +56,23 @@ INTERVAL_S = 30
 TARGET_MS = 300
 
 
-def write_delivery(influx: InfluxClient) -> int:
-    """10 hours of one van as ingest stores them; returns the number of points written."""
-    lines: list[str] = []
-    written = 0
+def delivery_lines() -> Iterator[str]:
+    """10 hours of one van as ingest stores them, in InfluxDB line protocol."""
     for s in range(0, HOURS * 3600 + 1, INTERVAL_S):
         ts, i = START + s * 1000, s // INTERVAL_S
         lat = 48.757 + 0.8 * s / (HOURS * 3600)
         lon = 2.351 + 2.5 * s / (HOURS * 3600)
         door = "true" if s % 7200 == 3600 else "false"  # a stop every two hours
-        lines.append(f"position,device={DEVICE} lat={lat:.6f},lon={lon:.6f},seq={i}i {ts}")
-        lines.append(f"device_health,device={DEVICE} seq={i}i,boot=1i,up={s}i,door={door} {ts}")
+        yield f"position,device={DEVICE} lat={lat:.6f},lon={lon:.6f},seq={i}i {ts}"
+        yield f"device_health,device={DEVICE} seq={i}i,boot=1i,up={s}i,door={door} {ts}"
         product = 3.0 + 0.5 * math.sin(s / 3600) + (3.0 if 14_400 <= s < 16_200 else 0.0)
         for probe, value in zip(PROBES, (product, product - 0.7, product - 0.3), strict=True):
-            lines.append(
-                f"temperature,device={DEVICE},probe={probe} celsius={value:.2f},seq={i}i {ts}"
-            )
-        if len(lines) >= 5000:
-            influx.write("\n".join(lines).encode())
-            written += len(lines)
-            lines = []
-    influx.write("\n".join(lines).encode())
-    return written + len(lines)
+            yield f"temperature,device={DEVICE},probe={probe} celsius={value:.2f},seq={i}i {ts}"
+
+
+def write_delivery(influx: InfluxClient) -> int:
+    """`delivery_lines` written; returns the number of points written."""
+    return write_lines(influx, delivery_lines())
 
 
 def make_delivery(url: str) -> int:

@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 
@@ -38,7 +39,7 @@ from coldtrace.db import make_engine, upgrade
 from coldtrace.devtools.api_process import ApiProcess
 from coldtrace.devtools.breach_rows import breach_row
 from coldtrace.devtools.machine import machine
-from coldtrace.devtools.scratch import scratch_influx
+from coldtrace.devtools.scratch import scratch_influx, write_lines
 from coldtrace.influx import InfluxClient
 
 HOURS = 10
@@ -51,35 +52,30 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-def write_delivery(influx: InfluxClient) -> int:
-    """10 hours of one van as ingest stores them; returns the number of points written."""
-    lines: list[str] = []
-    written = 0
+def delivery_lines() -> Iterator[str]:
+    """10 hours of one van as ingest stores them, in InfluxDB line protocol."""
     for s in range(HOURS * 3600 + 1):
         ts = START + s * 1000
         lat = 48.757 + 0.8 * s / (HOURS * 3600) + 0.001 * math.sin(s / 300)
         lon = 2.351 + 2.5 * s / (HOURS * 3600)
         speed = 0.0 if (s // 1800) % 4 == 3 else 60.0  # a stop every two hours
         door = "true" if speed == 0 and s % 1800 == 60 else "false"
-        lines.append(
+        yield (
             f"position,device={DEVICE} lat={lat:.6f},lon={lon:.6f},speed_kmh={speed},"
             f"hdop=0.9,seq={s}i {ts}"
         )
-        lines.append(
-            f"device_health,device={DEVICE} seq={s}i,boot=1i,up={s * 1000}i,door={door} {ts}"
-        )
+        yield f"device_health,device={DEVICE} seq={s}i,boot=1i,up={s * 1000}i,door={door} {ts}"
         if s % 30 == 0:
             product = 3.0 + 0.5 * math.sin(s / 3600) + (4.0 if 14_400 <= s < 16_200 else 0.0)
             for probe, value in (("product", product), ("air", product - 0.7)):
-                lines.append(
+                yield (
                     f"temperature,device={DEVICE},probe={probe} celsius={value:.2f},seq={s}i {ts}"
                 )
-        if len(lines) >= 5000:
-            influx.write("\n".join(lines).encode())
-            written += len(lines)
-            lines = []
-    influx.write("\n".join(lines).encode())
-    return written + len(lines)
+
+
+def write_delivery(influx: InfluxClient) -> int:
+    """`delivery_lines` written; returns the number of points written."""
+    return write_lines(influx, delivery_lines())
 
 
 def timed(client: httpx.Client, paths: list[str]) -> dict[str, float]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 
 from coldtrace.devtools.services import LocalServices, free_port
@@ -49,3 +50,14 @@ def scratch_influx(**overrides: object) -> Iterator[tuple[Settings, InfluxClient
     finally:
         services.down()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def write_lines(influx: InfluxClient, lines: Iterable[str], batch: int = 5000) -> int:
+    """InfluxDB line protocol (ms timestamps) written `batch` lines a request, as ingest
+    writes its batches; returns the number of lines (points) written."""
+    written = 0
+    it = iter(lines)
+    while chunk := list(islice(it, batch)):
+        influx.write("\n".join(chunk).encode())
+        written += len(chunk)
+    return written
