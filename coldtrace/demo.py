@@ -44,18 +44,9 @@ def next_round(run_dir: Path) -> int:
     return n
 
 
-def sent(placed: Placed) -> Counter[str]:
-    """Readings each box sent (a reading sent twice, as a duplicate or a replay, once)."""
-    return Counter(
-        {
-            placed.device(van): len({(m.boot, s) for m in run.messages for s in m.seqs})
-            for van, run in placed.runs.items()
-        }
-    )
-
-
 def books(sent: Counter[str], before: Landed, after: Landed) -> list[dict[str, object]]:
-    """Per box: sent = stored + rejected + missing (seq gaps); lost is what is left over."""
+    """Per box: sent (what ingest acknowledged, `Runner.acknowledged`) = stored + rejected +
+    missing (seq gaps); lost is what is left over."""
     rows: list[dict[str, object]] = []
     for device, n in sorted(sent.items()):
         stored = after.stored[device] - before.stored[device]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from pydantic import ValidationError
 
 from coldtrace.contract import Ack, TelemetryBatch, ack_topic, status_topic, telemetry_topic
 from coldtrace.settings import Settings
-from simulators.fleet import Van, batches, make_fleet
+from simulators.fleet import batches, make_fleet
+from simulators.state import Held, SimState
 
 log = logging.getLogger(__name__)
 
@@ -74,38 +74,57 @@ class DeviceConnection:
 
 
 class AckingDevice(DeviceConnection):
-    """A device that keeps each batch until ingest's end-to-end acknowledgement (contract
+    """A device that keeps each message until ingest's end-to-end acknowledgement (contract
     v1.1, `coldtrace/v1/<device>/ack`) covers it, as the firmware's outbox does
-    (firmware/outbox.py, docs/wire-format.md): after a reconnect it sends again every batch not
-    covered; when an ack shows that ingest misses a seq this device holds although it has one
-    sent after that resend (the resend was lost), it sends them again."""
+    (firmware/outbox.py, docs/wire-format.md): after a reconnect it sends again every message
+    not covered; when an ack shows that ingest misses a seq this device holds although it has
+    one sent after that resend (the resend was lost), it sends them again. The one sender of
+    `coldtrace simulate`, the scenario runner and the chaos tests."""
 
     def __init__(
         self, settings: Settings, device: str, password: str, max_inflight: int = 100
     ) -> None:
         super().__init__(settings, device, password, max_inflight)
         self._lock = threading.Condition()
-        # last seq -> (first seq, readings, payload) of each batch not yet acknowledged
-        self._outbox: dict[int, tuple[int, int, bytes]] = {}
+        # last seq -> the message not yet acknowledged that ends with it
+        self._outbox: dict[int, Held] = {}
+        self._ack: Ack | None = None  # the latest ack ingest published
         self._mark = -1  # the newest seq held at the last resend
         self._connections = 0
         self.acked = 0  # readings acknowledged
+        self._counted: set[int] = set()  # the last seqs of the messages counted in `acked`
         self.resends = 0  # times everything not acknowledged was sent again
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
 
-    def send(self, batch: TelemetryBatch) -> None:
-        payload = batch.model_dump_json(by_alias=True, exclude_defaults=True).encode()
+    def send(self, payload: bytes, seqs: Sequence[int]) -> None:
+        """Publish one message of readings `seqs` (consecutive) and keep it until
+        acknowledged."""
+        self.send_held(Held(min(seqs), max(seqs), len(seqs), payload.decode()))
+
+    def send_held(self, held: Held) -> None:
+        """Publish `held` and keep it until acknowledged. A message the latest ack already
+        covers (a scenario's replay, or one kept by an earlier run that ingest has stored
+        since) goes out but is not kept; one with the same last seq as a message kept (a
+        duplicate) replaces it."""
         with self._lock:
-            entry = (batch.readings[0].seq, len(batch.readings), payload)
-            self._outbox[batch.readings[-1].seq] = entry
-        self.publish(payload)
+            ack = self._ack
+            if ack is not None and ack.first <= held.first <= held.last <= ack.seq:
+                self._count(held)
+            else:
+                self._outbox[held.last] = held
+        self.publish(held.payload.encode())
 
     def unacked(self) -> int:
         """Readings sent and not yet acknowledged."""
         with self._lock:
-            return sum(n for _, n, _ in self._outbox.values())
+            return sum(h.readings for h in self._outbox.values())
+
+    def held(self) -> list[Held]:
+        """The messages not yet acknowledged, oldest first."""
+        with self._lock:
+            return [self._outbox[last] for last in sorted(self._outbox)]
 
     def wait_acked(self, timeout_s: float, resend_after_s: float = 10.0) -> bool:
         """Wait until ingest has acknowledged everything sent; False after `timeout_s`. When
@@ -115,7 +134,7 @@ class AckingDevice(DeviceConnection):
         while True:
             with self._lock:
                 before = self.acked
-                wait = min(resend_after_s, deadline - time.monotonic())
+                wait = max(0.0, min(resend_after_s, deadline - time.monotonic()))
                 self._lock.wait_for(partial(self._moved, before), wait)
                 if not self._outbox:
                     return True
@@ -125,12 +144,18 @@ class AckingDevice(DeviceConnection):
             if not moved:
                 self._resend()
 
+    def _count(self, held: Held) -> None:
+        """Count an acknowledged message's readings, once however often it was sent."""
+        if held.last not in self._counted:
+            self._counted.add(held.last)
+            self.acked += held.readings
+
     def _moved(self, acked_before: int) -> bool:
         return not self._outbox or self.acked != acked_before
 
     def _resend(self) -> None:
         with self._lock:
-            pending = [payload for _, _, payload in self._outbox.values()]
+            pending = [h.payload.encode() for h in self._outbox.values()]
             self._mark = max(self._outbox, default=-1)
             self.resends += 1
         for payload in pending:
@@ -161,17 +186,43 @@ class AckingDevice(DeviceConnection):
             return
         high = ack.seq if ack.high is None else ack.high
         with self._lock:
-            oldest = min((first for first, _, _ in self._outbox.values()), default=None)
+            self._ack = ack
+            oldest = min((h.first for h in self._outbox.values()), default=None)
             if oldest is None:
                 return
             missing = oldest < ack.first or (ack.seq < high and oldest <= ack.seq + 1)
             resend = missing and high > self._mark
             if oldest >= ack.first:
                 for last in [last for last in self._outbox if last <= ack.seq]:
-                    self.acked += self._outbox.pop(last)[1]
+                    self._count(self._outbox.pop(last))
                 self._lock.notify_all()
         if resend:
             self._resend()
+
+
+def wire(batch: TelemetryBatch) -> tuple[bytes, list[int]]:
+    """A batch as `AckingDevice.send` takes it: (payload, its seqs)."""
+    payload = batch.model_dump_json(by_alias=True, exclude_defaults=True).encode()
+    return payload, [r.seq for r in batch.readings]
+
+
+def wait_all_acked(devices: Iterable[AckingDevice], timeout_s: float) -> bool:
+    """Wait until every device's messages are acknowledged, `timeout_s` for all together."""
+    deadline = time.monotonic() + timeout_s
+    return all([d.wait_acked(max(0.0, deadline - time.monotonic())) for d in devices])
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What one device's run came to, in readings: ``sent`` (``carried`` of them kept from an
+    earlier run) = ``acked`` (ingest acknowledged them) + ``pending`` (kept in the state
+    file for the next run)."""
+
+    device: str
+    sent: int
+    carried: int
+    acked: int
+    pending: int
 
 
 def simulate(
@@ -186,98 +237,69 @@ def simulate(
     seed: int = 1,
     prefix: str = "van",
     state_file: Path | None = None,
+    ack_timeout_s: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
-) -> Counter[str]:
-    """Publish `readings` readings per van; return readings PUBACKed per device.
+) -> list[Tally]:
+    """Publish `readings` readings per van, each van keeping them until ingest acknowledges
+    them (AckingDevice); wait up to `ack_timeout_s` after the last for the acks; return each
+    device's tally.
 
     Simulated time ends now, so a run shows up at once on dashboards; `speedup` compresses
     it (60: one simulated minute per second; 0: as fast as the broker takes it). With a
-    state_file, each van carries on from its last run as a real device would: the next boot,
-    seqs continuing upward, time continuing after its last reading. A run resumed so soon that
-    its readings would lie in the future at interval_s is squeezed between its last reading
-    and now instead: ingest refuses device times ahead of its clock (clock_ahead).
+    state_file (simulators.state), each van carries on from its last run as a real device
+    would: the next boot, seqs continuing upward, time continuing after its last reading; the
+    readings not acknowledged are kept there, and every device holding some sends them first
+    in the next run (a van not among this run's `vehicles` only sends those). A run resumed
+    so soon that its readings would lie in the future at interval_s is squeezed between its
+    last reading and now instead: ingest refuses device times ahead of its clock
+    (clock_ahead). PublishFailed when the broker cannot be reached.
     """
     fleet = make_fleet(vehicles, seed, prefix=prefix)
+    state = SimState.load(state_file)
     now_ms = int(time.time() * 1000)
     start_ms = int(now_ms - readings * interval_s * 1000)
-    if state_file is not None:
-        last_ms = _resume(fleet, state_file)
+    last_ms = state.resume(fleet)
+    if last_ms:
         if last_ms + readings * interval_s * 1000 > now_ms:
             interval_s = max(0.001, (now_ms - last_ms) / readings / 1000)
         start_ms = max(start_ms, last_ms + int(interval_s * 1000))
-    conns = {
-        van.device: DeviceConnection(settings, van.device, password_for(van.device))
-        for van in fleet
-    }
-    for conn in conns.values():
-        conn.connect()
+    names = sorted({van.device for van in fleet} | set(state.holding()))
+    devices = {d: AckingDevice(settings, d, password_for(d)) for d in names}
+    for device in devices.values():
+        device.connect()
+    carried = {d: state.pending(d) for d in names}
     streams = {van.device: batches(van, start_ms, readings, interval_s, per_batch) for van in fleet}
-    pending: list[tuple[str, int, mqtt.MQTTMessageInfo]] = []
-    sent: Counter[str] = Counter()
+    total = vehicles * readings + sum(h.readings for held in carried.values() for h in held)
     t0 = time.monotonic()
     step = 0
     try:
+        for d, held in carried.items():
+            for h in held:
+                devices[d].send_held(h)
         while streams:
-            for device in list(streams):
-                batch = next(streams[device], None)
+            for d in list(streams):
+                batch = next(streams[d], None)
                 if batch is None:
-                    del streams[device]
+                    del streams[d]
                     continue
-                pending.append((device, len(batch.readings), _publish(conns[device], batch)))
+                devices[d].send(*wire(batch))
             step += 1
-            pending = _settle(pending, sent)
             if progress:
-                progress(sum(sent.values()), vehicles * readings)
+                progress(sum(c.acked for c in devices.values()), total)
             if speedup > 0:
                 wait = t0 + step * per_batch * interval_s / speedup - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-        _settle(pending, sent, wait=True)
+        wait_all_acked(devices.values(), ack_timeout_s)
     finally:
-        for conn in conns.values():
-            conn.close()
-        if state_file is not None:
-            _save(fleet, state_file, start_ms + int((readings - 1) * interval_s * 1000))
-    return sent
-
-
-def _save(fleet: list[Van], state_file: Path, last_ts: int) -> None:
-    """Record this run's vans in the state file, keeping the vans of other runs: a run of
-    fewer vans must not send the others back to boot 1, seq 1 (their next readings would
-    then be conflicting duplicates of what they already sent)."""
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    state.update({van.device: {"boot": van.boot, "seq": van.seq, "ts": last_ts} for van in fleet})
-    state_file.write_text(json.dumps(state, indent=1))
-
-
-def _resume(fleet: list[Van], state_file: Path) -> int:
-    """Load each van's last boot and seq; return the latest timestamp already sent."""
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    last_ts = 0
-    for van in fleet:
-        if van.device in state:
-            van.boot = state[van.device]["boot"] + 1
-            van.seq = state[van.device]["seq"]
-            last_ts = max(last_ts, state[van.device]["ts"])
-    return last_ts
-
-
-def _publish(conn: DeviceConnection, batch: TelemetryBatch) -> mqtt.MQTTMessageInfo:
-    return conn.publish(batch.model_dump_json(by_alias=True, exclude_defaults=True).encode())
-
-
-def _settle(
-    pending: list[tuple[str, int, mqtt.MQTTMessageInfo]], sent: Counter[str], wait: bool = False
-) -> list[tuple[str, int, mqtt.MQTTMessageInfo]]:
-    """Count the PUBACKed messages; keep the others pending."""
-    still: list[tuple[str, int, mqtt.MQTTMessageInfo]] = []
-    for device, n, info in pending:
-        if wait:
-            info.wait_for_publish(timeout=30)
-        if info.is_published():
-            sent[device] += n
-        elif wait or info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise PublishFailed(f"{device}: message {info.mid} not acknowledged ({info.rc})")
-        else:
-            still.append((device, n, info))
-    return still
+        for device in devices.values():
+            device.close()
+        last_ts = start_ms + int((readings - 1) * interval_s * 1000)
+        state.save(fleet, last_ts, {d: c.held() for d, c in devices.items()})
+    ours = {van.device for van in fleet}
+    tallies = []
+    for d, device in devices.items():
+        old = sum(h.readings for h in carried[d])
+        sent = old + (readings if d in ours else 0)
+        tallies.append(Tally(d, sent, old, device.acked, device.unacked()))
+    return tallies

@@ -6,7 +6,9 @@ What the ordering system and the drivers do goes through the HTTP API: customers
 with their compartments, the boxes and their probe assignments, the deliveries, then their
 start and delivery at the scenario's times (or, ``lifecycle: gps``, detected by the API from
 the GPS track once every reading is in). The boxes publish over MQTT, each with its own
-broker account, as fast as the broker takes it (the rules judge by device time). Before a
+broker account, as fast as the broker takes it (the rules judge by device time), and keep
+each message until ingest acknowledges it (contract v1.1, simulators.publish.AckingDevice):
+what a box sent counts once ingest acknowledged it (`Runner.acknowledged`). Before a
 delivery is closed, the runner waits until InfluxDB holds every reading sent so far and the
 rules stage has judged them (ingest's /metrics). A delivery closed before the last of its
 readings arrived (a backlog after a tunnel) is re-evaluated once they are in.
@@ -15,6 +17,7 @@ readings arrived (a backlog after a tunnel) is re-evaluated once they are in.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +29,7 @@ from coldtrace.settings import Settings
 from simulators.compare import DeliveryFound, Found, Report, compare
 from simulators.firmware import Message
 from simulators.model import MINUTE_MS
-from simulators.publish import DeviceConnection, PublishFailed
+from simulators.publish import AckingDevice, PublishFailed, wait_all_acked
 from simulators.scenario import DeliveryTimes, Placed
 
 Progress = Callable[[str], None]
@@ -58,6 +61,8 @@ class Runner:
         self.progress = progress or (lambda _: None)
         self.timeout_s = timeout_s
         self.influx = InfluxClient(settings)
+        # readings each box sent that ingest acknowledged (contract v1.1), each seq once
+        self.acknowledged: Counter[str] = Counter()
 
     def close(self) -> None:
         self.http.close()
@@ -107,6 +112,7 @@ class Runner:
         finally:
             for conn in conns.values():
                 conn.close()
+            self.acknowledged = Counter({d: conn.acked for d, conn in conns.items()})
         for d in placed.deliveries:
             if d.spec.lifecycle == "gps":
                 self._detect(ids[d.spec.ref])
@@ -202,13 +208,11 @@ class Runner:
             )
         return delivery_id
 
-    def _connect(self, placed: Placed) -> dict[str, DeviceConnection]:
+    def _connect(self, placed: Placed) -> dict[str, AckingDevice]:
         conns = {}
         for van in placed.runs:
             device = placed.device(van)
-            conn = DeviceConnection(
-                self.settings, device, self.password_for(device), max_inflight=200
-            )
+            conn = AckingDevice(self.settings, device, self.password_for(device), max_inflight=200)
             try:
                 conn.connect()
             except PublishFailed as exc:
@@ -219,26 +223,29 @@ class Runner:
     def _publish(
         self,
         placed: Placed,
-        conns: dict[str, DeviceConnection],
+        conns: dict[str, AckingDevice],
         batch: list[tuple[Message, str]],
         sent: list[tuple[Message, str]],
     ) -> None:
-        """Publish, wait for every PUBACK, then until the pipeline stored and judged all."""
+        """Publish, each box keeping its messages until ingest acknowledges them, wait for
+        every acknowledgement, then until the pipeline stored and judged all (a held reading
+        is acknowledged before it is stored)."""
         if not batch:
             return
         before = self._metrics().get("alerts_readings_evaluated_total", 0.0)
         readings = len({(van, s) for m, van in batch for s in m.seqs})
         name = placed.scenario.name
         self.progress(f"{name}: publishing {len(batch)} messages ({readings} readings)")
-        infos = []
         for i, (m, van) in enumerate(batch):
-            infos.append(conns[placed.device(van)].publish(m.payload))
+            conns[placed.device(van)].send(m.payload, m.seqs)
             if i % 200 == 199:
                 self.progress(f"{name}: published {i + 1}/{len(batch)} messages")
-        for info in infos:
-            info.wait_for_publish(timeout=30)
-            if not info.is_published():
-                raise RunFailed(f"the broker did not acknowledge message {info.mid}")
+        if not wait_all_acked(conns.values(), self.timeout_s):
+            short = ", ".join(f"{d} {c.unacked()}" for d, c in conns.items() if c.unacked())
+            raise RunFailed(
+                f"ingest did not acknowledge every reading in {self.timeout_s:.0f}s (not yet: "
+                f"{short}): is `coldtrace ingest` running? (see its log)"
+            )
         sent += batch
         self.progress(f"{name}: waiting for ingest to store them and its rules to judge them")
         self._wait_stored(placed, sent)

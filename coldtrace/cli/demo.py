@@ -106,7 +106,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             runner.close()
         print("5/5 reading back what the pipeline made of it ...", flush=True)
         call = demo.api_client(api.base, api.key)
-        books = demo.books(demo.sent(placed), before, landed(influx))
+        books = demo.books(runner.acknowledged, before, landed(influx))
         rows, breaches = demo.deliveries(call, placed)
         delivery, link = demo.dashboard_link(call, rows)
     except (ApiFailed, IngestFailed, RunFailed, demo.DemoFailed) as exc:

@@ -14,23 +14,29 @@ from coldtrace.cli.output import emit, progress_printer, table
 from coldtrace.contract import MAX_READINGS_PER_BATCH
 from coldtrace.settings import Settings
 
-
-def _register_sim_devices(settings: Settings, vehicles: int) -> None:
-    from coldtrace.devtools.services import LocalServices
-    from simulators.fleet import device_id
-
-    LocalServices(settings).register_devices(device_id(i) for i in range(vehicles))
+# Exit status of a run whose readings are not all acknowledged by ingest (kept for the next
+# run); 1 is a scenario's mismatch, 2 a refusal to run.
+PENDING_EXIT = 3
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from coldtrace.devtools.services import device_password
+    """A simulated fleet whose vans keep each reading until ingest acknowledges it: a table of
+    sent, acknowledged and pending per device; exit 0 when all were acknowledged, else
+    PENDING_EXIT with one line saying where they are kept and what to do."""
+    from coldtrace.devtools.services import LocalServices, device_password
+    from simulators.fleet import device_id
     from simulators.publish import PublishFailed, simulate
+    from simulators.state import SimState
 
     if args.scenario:
         return _simulate_scenario(settings, args)
-    _register_sim_devices(settings, args.vehicles)
+    state_file = settings.run_dir / "simulator-state.json"
+    vans = {device_id(i) for i in range(args.vehicles)}
+    LocalServices(settings).register_devices(
+        sorted(vans | set(SimState.load(state_file).holding()))
+    )
     try:
-        sent = simulate(
+        tallies = simulate(
             settings,
             lambda d: device_password(settings, d),
             vehicles=args.vehicles,
@@ -39,15 +45,34 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             speedup=args.speedup,
             per_batch=args.batch,
             seed=args.seed,
-            state_file=settings.run_dir / "simulator-state.json",
-            progress=progress_printer("published") if not args.json else None,
+            state_file=state_file,
+            ack_timeout_s=args.ack_timeout,
+            progress=progress_printer("acknowledged") if not args.json else None,
         )
     except PublishFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rows: list[dict[str, object]] = [{"device": d, "sent": n} for d, n in sorted(sent.items())]
+    rows: list[dict[str, object]] = [
+        {
+            "device": t.device,
+            "sent": t.sent,
+            "carried_over": t.carried,
+            "acknowledged": t.acked,
+            "pending": t.pending,
+        }
+        for t in tallies
+    ]
     emit(rows, args.json)
-    return 0
+    pending = sum(t.pending for t in tallies)
+    if not pending:
+        return 0
+    print(
+        f"{pending} reading{'s' if pending != 1 else ''} not yet acknowledged by ingest within "
+        f"{args.ack_timeout:g} s (is `coldtrace ingest` running?); kept in {state_file}; the "
+        "next `coldtrace simulate` sends them first",
+        file=sys.stderr,
+    )
+    return PENDING_EXIT
 
 
 def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
@@ -161,6 +186,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"readings per MQTT message (1..{MAX_READINGS_PER_BATCH}, the wire contract's most)",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait after the last reading for ingest's acknowledgements; what is "
+        f"not acknowledged by then is kept for the next run (exit {PENDING_EXIT})",
+    )
     p.add_argument(
         "--scenario",
         metavar="NAME",

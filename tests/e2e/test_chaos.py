@@ -16,7 +16,7 @@ from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
 from ingest.books import load_books
 from simulators.fleet import batches, make_fleet
-from simulators.publish import AckingDevice
+from simulators.publish import AckingDevice, wire
 from tests.conftest import stored_count, stored_seqs, wait_for
 
 T0 = 1_764_000_000_000
@@ -42,7 +42,7 @@ def vans(settings: Settings, prefix: str) -> Iterator[list[tuple[AckingDevice, l
 def send_all(vans: list[tuple[AckingDevice, list[Any]]]) -> None:
     for i in range(READINGS // PER_BATCH):
         for device, stream in vans:
-            device.send(stream[i])
+            device.send(*wire(stream[i]))
 
 
 def settle(vans: list[tuple[AckingDevice, list[Any]]], influx: InfluxClient) -> None:
@@ -112,7 +112,7 @@ def test_broker_ingest_and_influxdb_killed_in_turn(
     half = READINGS // PER_BATCH // 2
     for i in range(half):
         for device, stream in vans:
-            device.send(stream[i])
+            device.send(*wire(stream[i]))
     wait_for(stored(influx, prefix, 1000), 30, "1,000 readings stored")
     kill_broker(services)
     wait_for(stored(influx, prefix, 2000), 60, "2,000 readings stored")
@@ -120,7 +120,7 @@ def test_broker_ingest_and_influxdb_killed_in_turn(
     ingest = start_ingest()
     for i in range(half, READINGS // PER_BATCH):
         for device, stream in vans:
-            device.send(stream[i])
+            device.send(*wire(stream[i]))
     wait_for(stored(influx, prefix, 4000), 60, "4,000 readings stored")
     services.stop("influxdb", signal.SIGKILL)
     services.start("influxdb")

@@ -1,17 +1,22 @@
 """`coldtrace demo` as `make demo` runs it, twice in a row with `coldtrace simulate
---vehicles 1` in between, on the session's Mosquitto and InfluxDB: every round loses nothing,
+--vehicles 1` in between (no ingest running: its readings kept for the next simulation), on
+the session's Mosquitto and InfluxDB: every round loses nothing,
 and the story ends as its scenario (simulators/scenarios/demo.yaml) says: vans 3 and 7 not
 compliant, the ten others compliant, every check against the ground truth as expected."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from coldtrace.devtools.ingest_process import IngestProcess
+from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
-from tests.conftest import discard_ingest_session, run_coldtrace
+from ingest.books import load_books
+from tests.conftest import discard_ingest_session, run_coldtrace, stored_seqs
 
 
 def demo_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
@@ -41,17 +46,46 @@ def run_demo(env: dict[str, str]) -> str:
     return proc.stdout
 
 
+def simulate_one_van(env: dict[str, str], *options: str) -> subprocess.CompletedProcess[str]:
+    return run_coldtrace(
+        "simulate", "--vehicles", "1", "--readings", "5", "--speedup", "0", *options, **env
+    )
+
+
 def test_the_demo_twice_and_after_a_one_van_simulation_loses_nothing(
-    settings: Settings, tmp_path: Path
+    settings: Settings,
+    tmp_path: Path,
+    influx: InfluxClient,
+    start_ingest: Callable[..., IngestProcess],
 ) -> None:
+    """Between the rounds, `coldtrace simulate` runs while no ingest does: nothing can
+    acknowledge its van's readings, so it keeps them, says so and exits 3; the next
+    simulation, with ingest running, delivers them first: the van's books exact."""
     env = demo_env(settings, tmp_path)
     discard_ingest_session(settings)  # what earlier tests left queued is not the demo's
     rounds = [run_demo(env)]
-    simulated = run_coldtrace(
-        "simulate", "--vehicles", "1", "--readings", "5", "--speedup", "0", **env
+    simulated = simulate_one_van(env, "--ack-timeout", "2", "--json")
+    assert simulated.returncode == 3, simulated.stderr
+    assert json.loads(simulated.stdout) == [
+        {"device": "van-01", "sent": 5, "carried_over": 0, "acknowledged": 0, "pending": 5}
+    ]
+    assert simulated.stderr == (
+        "5 readings not yet acknowledged by ingest within 2 s (is `coldtrace ingest` "
+        f"running?); kept in {settings.run_dir / 'simulator-state.json'}; the next "
+        "`coldtrace simulate` sends them first\n"
     )
-    assert simulated.returncode == 0, simulated.stderr
     rounds.append(run_demo(env))
+
+    start_ingest()
+    simulated = simulate_one_van(env)
+    assert simulated.returncode == 0, simulated.stderr
+    assert simulated.stdout.splitlines() == [
+        "DEVICE  SENT  CARRIED_OVER  ACKNOWLEDGED  PENDING",
+        "van-01    10             5            10        0",
+    ]
+    books = load_books(influx, "van-01")
+    assert (books.sent, books.stored, books.rejected, books.missing) == (10, 10, 0, 0)
+    assert stored_seqs(influx, "van-01") == list(range(1, 11))
 
     caterer, lab = "Traiteur Bellecour (caterer)", "Hospices Civils de Lyon, biology lab"
     for out in rounds:

@@ -65,7 +65,7 @@ def test_simulated_fleet_is_stored_exactly_once_with_duplicates_and_replay(
 ) -> None:
     ingest = start_ingest()
     LocalServices(settings).register_devices(f"{prefix}-{i:02d}" for i in (1, 2, 3))
-    sent = simulate(
+    tallies = simulate(
         settings,
         partial(device_password, settings),
         vehicles=3,
@@ -74,8 +74,8 @@ def test_simulated_fleet_is_stored_exactly_once_with_duplicates_and_replay(
         per_batch=4,
         prefix=prefix,
     )
-    assert sum(sent.values()) == 120
-    wait_for(lambda: stored_count(influx, f"^{prefix}") == 120, what="120 stored readings")
+    assert [(t.sent, t.acked, t.pending) for t in tallies] == [(40, 40, 0)] * 3
+    assert stored_count(influx, f"^{prefix}") == 120  # acknowledged: stored
 
     # MQTT redelivery and a gateway replaying its spool: the same batches again, twice.
     replay = fleet_payloads(prefix + "r", 2, 30, 5)
@@ -116,9 +116,13 @@ def test_a_simulator_run_of_fewer_vans_keeps_the_other_vans_state(
         prefix=prefix,
         state_file=tmp_path / "simulator-state.json",
     )
-    sent = run(vehicles=3) + run(vehicles=1) + run(vehicles=3)
-    assert sent == Counter({f"{prefix}-01": 30, f"{prefix}-02": 20, f"{prefix}-03": 20})
-    wait_for(lambda: stored_count(influx, f"^{prefix}") == 70, what="70 stored readings")
+    acked: Counter[str] = Counter()
+    for vehicles in (3, 1, 3):
+        for t in run(vehicles=vehicles):
+            assert (t.carried, t.pending) == (0, 0)
+            acked[t.device] += t.acked
+    assert acked == Counter({f"{prefix}-01": 30, f"{prefix}-02": 20, f"{prefix}-03": 20})
+    assert stored_count(influx, f"^{prefix}") == 70
     assert influx.rows(f"SELECT * FROM rejected WHERE device =~ /^{prefix}/") == []
     assert stored_seqs(influx, f"{prefix}-02") == list(range(1, 21))
 
