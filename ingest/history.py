@@ -12,14 +12,33 @@ _SPANS_PER_QUERY = 100  # seq spans OR-ed into one query: keeps a query short to
 
 
 def rejected_seqs(influx: InfluxClient, device: str) -> set[int]:
-    """Every seq a dead letter of the device accounts for (`device` is a field: scanned)."""
+    """Every seq the device's dead letters put in its books as rejected (`device` is a field:
+    scanned). Not a refused copy: a dead letter that counted none of its seqs stood for a seq
+    stored, held or dead-lettered before (a conflicting copy of a held reading must not turn
+    the held one away at its release); of a letter that counted only some, the seqs stored."""
     seqs: set[int] = set()
-    for row in influx.rows(f"SELECT seq, seqs FROM rejected WHERE device = {quote_string(device)}"):
+    some: set[int] = set()
+    rows = influx.rows(
+        f"SELECT seq, seqs, readings, counted FROM rejected WHERE device = {quote_string(device)}"
+    )
+    for row in rows:
         if (seq := valid_seq(row.get("seq"))) is not None:
-            seqs.add(seq)
+            letter = [seq]
         elif row.get("seqs"):
-            seqs.update(parse_seq_ranges(str(row["seqs"])))
-    return seqs
+            letter = parse_seq_ranges(str(row["seqs"]))
+        else:
+            continue
+        if row.get("counted") is None:  # written before `counted` was: all counted
+            seqs.update(letter)
+            continue
+        # `counted` also holds the letter's readings without a valid seq (lines.rejection_line).
+        new = int(row["counted"]) - max(0, int(row.get("readings") or 0) - len(letter))
+        if new >= len(letter):
+            seqs.update(letter)
+        elif new > 0:
+            some.update(letter)
+    some -= seqs
+    return seqs | (some - stored_in(influx, device, [(s, s) for s in some]))
 
 
 def stored_in(influx: InfluxClient, device: str, spans: list[tuple[int, int]]) -> set[int]:
