@@ -15,28 +15,37 @@ from alerts.stage import RulesObserver
 from coldtrace.bootstrap import ingest_service
 from coldtrace.devtools.services import free_port
 from coldtrace.settings import Settings
+from ingest.service import IngestService
 from tests.conftest import Api, Devices, put_on_delivery, wait_for
 
 
-def test_health_fails_when_the_rules_stage_thread_ends(settings: Settings, tmp_path: Path) -> None:
+def ingest_here(settings: Settings, tmp_path: Path, **update: object) -> tuple[IngestService, str]:
+    """`coldtrace ingest` in this process, not started: a health port of its own, its
+    held-readings db in `tmp_path`, the settings `update`d; and its base URL (/health,
+    /metrics)."""
     port = free_port()
     service = ingest_service(
         settings.model_copy(
             update={
                 "ingest_health_port": port,
                 "database_url": f"sqlite:///{tmp_path / 'ingest.db'}",
-                "alerts_default_profile": "chilled",
+                **update,
             }
         )
     )
+    return service, f"http://127.0.0.1:{port}"
+
+
+def test_health_fails_when_the_rules_stage_thread_ends(settings: Settings, tmp_path: Path) -> None:
+    service, base = ingest_here(settings, tmp_path, alerts_default_profile="chilled")
     (rules,) = service.observers
     assert isinstance(rules, RulesObserver) and rules.stage is not None
     service.start()
     try:
-        health = f"http://127.0.0.1:{port}/health"
+        health = f"{base}/health"
         wait_for(lambda: httpx.get(health).status_code == 200, what="healthy ingest")
         assert httpx.get(health).json()["rules_alive"] is True
-        metrics = f"http://127.0.0.1:{port}/metrics"
+        metrics = f"{base}/metrics"
         assert "coldtrace_alerts_up 1\n" in httpx.get(metrics).text
 
         rules.stage.runner.stopping.set()  # its thread ends, as one that died would
@@ -55,23 +64,15 @@ def test_the_rules_stage_starts_once_a_probe_is_assigned(
 ) -> None:
     """No profile in the settings and nothing assigned: no rules stage. The first assignment,
     made while ingest runs, switches it on without a restart."""
-    port = free_port()
-    database_url = f"sqlite:///{tmp_path / 'ingest.db'}"
-    service = ingest_service(
-        settings.model_copy(
-            update={
-                "ingest_health_port": port,
-                "database_url": database_url,
-                "alerts_default_profile": None,
-                "alerts_device_profiles": {},
-            }
-        )
+    service, base = ingest_here(
+        settings, tmp_path, alerts_default_profile=None, alerts_device_profiles={}
     )
+    database_url = service.settings.database_url
     (rules,) = service.observers
     assert isinstance(rules, RulesObserver) and rules.stage is None
     service.start()
     try:
-        health = f"http://127.0.0.1:{port}/health"
+        health = f"{base}/health"
         wait_for(lambda: httpx.get(health).status_code == 200, what="healthy ingest")
         assert "rules_alive" not in httpx.get(health).json()
         assert rules.switch_on() is False
@@ -90,17 +91,8 @@ def test_health_names_a_probe_the_rules_stage_quarantined(
     """An error injected into the judging of one probe: ingest's /health answers 503 naming
     it, the metrics count it, the device's other probe is judged all the same, and the API
     told where ingest is shows it in its /health and its fleet view."""
-    port = free_port()
-    database_url = f"sqlite:///{tmp_path / 'ingest.db'}"
-    service = ingest_service(
-        settings.model_copy(
-            update={
-                "ingest_health_port": port,
-                "database_url": database_url,
-                "alerts_default_profile": "chilled",
-            }
-        )
-    )
+    service, base = ingest_here(settings, tmp_path, alerts_default_profile="chilled")
+    database_url = service.settings.database_url
     (rules,) = service.observers
     assert isinstance(rules, RulesObserver) and rules.stage is not None
     judge = rules.stage._judge
@@ -120,12 +112,12 @@ def test_health_names_a_probe_the_rules_stage_quarantined(
     ]
     service.start()
     try:
-        health = f"http://127.0.0.1:{port}/health"
+        health = f"{base}/health"
         wait_for(lambda: httpx.get(health).status_code == 200, what="healthy ingest")
         devices.publish(
             device, [json.dumps({"device": device, "boot": 1, "readings": readings}).encode()]
         )
-        metrics = f"http://127.0.0.1:{port}/metrics"
+        metrics = f"{base}/metrics"
         evaluated = "coldtrace_alerts_readings_evaluated_total 10\n"
         wait_for(lambda: evaluated in httpx.get(metrics).text, what="the batch judged")
         body = httpx.get(health).json()
@@ -142,7 +134,7 @@ def test_health_names_a_probe_the_rules_stage_quarantined(
             settings.model_copy(
                 update={
                     "database_url": database_url,
-                    "ingest_health_url": f"http://127.0.0.1:{port}",
+                    "ingest_health_url": base,
                 }
             )
         )
@@ -162,16 +154,10 @@ def test_health_names_a_probe_the_rules_stage_quarantined(
             api.close()
     finally:
         service.shutdown()
-    api = Api(
-        settings.model_copy(
-            update={"database_url": database_url, "ingest_health_url": f"http://127.0.0.1:{port}"}
-        )
-    )
+    api = Api(settings.model_copy(update={"database_url": database_url, "ingest_health_url": base}))
     try:  # ingest gone: the API says so
         r = api.client.get("/api/v1/health")
         assert (r.status_code, r.json()["ingest"]) == (503, "unreachable")
-        assert r.json()["reasons"][0].startswith(
-            f"ingest unreachable at http://127.0.0.1:{port}/health"
-        )
+        assert r.json()["reasons"][0].startswith(f"ingest unreachable at {base}/health")
     finally:
         api.close()
