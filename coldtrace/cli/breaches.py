@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from coldtrace.cli.args import count
 from coldtrace.cli.operator import operator_store
 from coldtrace.cli.output import emit, iso_time
 from coldtrace.settings import Settings
@@ -47,6 +48,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = actions.add_parser("list", help="newest first")
     a.add_argument("--device", help="only this device's")
     a.add_argument("--open", action="store_true", help="only those still open")
-    a.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    a.add_argument("--limit", type=count, default=50, help="at most this many (default 50)")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_breaches_list)

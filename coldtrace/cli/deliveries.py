@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from coldtrace.cli.args import count
 from coldtrace.cli.operator import operator_store
 from coldtrace.cli.output import emit, iso_time
 from coldtrace.deliveries.lifecycle import State
@@ -89,6 +90,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = actions.add_parser("list", help="deliveries with their certificate's verdict")
     a.add_argument("--state", choices=[s.value for s in State], help="only those in this state")
     a.add_argument("--customer", help="only this customer's")
-    a.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    a.add_argument("--limit", type=count, default=50, help="at most this many (default 50)")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_deliveries_list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from coldtrace.cli.args import row_id
 from coldtrace.cli.operator import operator_store
 from coldtrace.cli.output import emit
 from coldtrace.settings import Settings
@@ -65,5 +66,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k = keys.add_parser("list")
     k.add_argument("--json", action="store_true")
     k = keys.add_parser("revoke")
-    k.add_argument("id", type=int)
+    k.add_argument("id", type=row_id, help="its id (`coldtrace keys list`)")
     p.set_defaults(func=cmd_keys)

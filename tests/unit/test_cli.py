@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from coldtrace.cli.output import table
 from tests.conftest import run_coldtrace
 
@@ -55,3 +57,38 @@ def test_db_upgrade_names_each_migration_it_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "Running upgrade  -> " in proc.stderr
     assert proc.stdout == f"database at head: sqlite:///{tmp_path}/coldtrace.db\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ("keys", "revoke", "99999999999999999999"),
+            "coldtrace keys revoke: error: argument id: '99999999999999999999': give an id "
+            "from 1 to 2147483647",
+        ),
+        (
+            ("keys", "revoke", "0"),
+            "coldtrace keys revoke: error: argument id: '0': give an id from 1 to 2147483647",
+        ),
+        (
+            ("breaches", "list", "--limit", "-1"),
+            "coldtrace breaches list: error: argument --limit: '-1': give a whole number of at "
+            "least 1",
+        ),
+        (
+            ("deliveries", "list", "--limit", "0"),
+            "coldtrace deliveries list: error: argument --limit: '0': give a whole number of "
+            "at least 1",
+        ),
+    ],
+)
+def test_an_id_or_limit_out_of_range_is_refused_in_one_line(
+    tmp_path: Path, args: tuple[str, ...], error: str
+) -> None:
+    """A key id past the store's integers was an OverflowError traceback; --limit -1 listed
+    everything (SQL's LIMIT -1)."""
+    proc = run_coldtrace(*args, COLDTRACE_RUN_DIR=str(tmp_path))
+    assert (proc.returncode, proc.stdout, proc.stderr.splitlines()[-1]) == (2, "", error)
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "coldtrace.db").exists()  # refused before opening the store
