@@ -121,10 +121,14 @@ class AckingDevice(DeviceConnection):
         with self._lock:
             return sum(h.readings for h in self._outbox.values())
 
-    def held(self) -> list[Held]:
-        """The messages not yet acknowledged, oldest first."""
+    def held(self, also: Iterable[Held] = ()) -> list[Held]:
+        """The messages not yet acknowledged, oldest first, with those of `also` that are not
+        acknowledged either (messages a run meant to send again, in case it was interrupted
+        before it did)."""
         with self._lock:
-            return [self._outbox[last] for last in sorted(self._outbox)]
+            keep = {h.last: h for h in also if h.last not in self._counted}
+            keep.update(self._outbox)
+            return [keep[last] for last in sorted(keep)]
 
     def wait_acked(self, timeout_s: float, resend_after_s: float = 10.0) -> bool:
         """Wait until ingest has acknowledged everything sent; False after `timeout_s`. When
@@ -252,7 +256,10 @@ def simulate(
     in the next run (a van not among this run's `vehicles` only sends those). A run resumed
     so soon that its readings would lie in the future at interval_s is squeezed between its
     last reading and now instead: ingest refuses device times ahead of its clock
-    (clock_ahead). PublishFailed when the broker cannot be reached.
+    (clock_ahead). PublishFailed when the broker cannot be reached. A run interrupted
+    (KeyboardInterrupt) saves the state as far as it got: each van's seq and time are those of
+    the last reading it sent (a reading made but not sent is made again), and nothing sent or
+    carried over and not acknowledged is dropped from its outbox.
     """
     fleet = make_fleet(vehicles, seed, prefix=prefix)
     state = SimState.load(state_file)
@@ -264,10 +271,10 @@ def simulate(
             interval_s = max(0.001, (now_ms - last_ms) / readings / 1000)
         start_ms = max(start_ms, last_ms + int(interval_s * 1000))
     names = sorted({van.device for van in fleet} | set(state.holding()))
-    devices = {d: AckingDevice(settings, d, password_for(d)) for d in names}
-    for device in devices.values():
-        device.connect()
+    devices = _connect({d: AckingDevice(settings, d, password_for(d)) for d in names})
     carried = {d: state.pending(d) for d in names}
+    last_seq = {van.device: van.seq for van in fleet}  # of the last reading sent
+    last_ts = last_ms
     streams = {van.device: batches(van, start_ms, readings, interval_s, per_batch) for van in fleet}
     total = vehicles * readings + sum(h.readings for held in carried.values() for h in held)
     t0 = time.monotonic()
@@ -283,6 +290,7 @@ def simulate(
                     del streams[d]
                     continue
                 devices[d].send(*wire(batch))
+                last_seq[d], last_ts = batch.readings[-1].seq, batch.readings[-1].ts or last_ts
             step += 1
             if progress:
                 progress(sum(c.acked for c in devices.values()), total)
@@ -294,8 +302,9 @@ def simulate(
     finally:
         for device in devices.values():
             device.close()
-        last_ts = start_ms + int((readings - 1) * interval_s * 1000)
-        state.save(fleet, last_ts, {d: c.held() for d, c in devices.items()})
+        for van in fleet:
+            van.seq = last_seq[van.device]
+        state.save(fleet, last_ts, {d: c.held(carried[d]) for d, c in devices.items()})
     ours = {van.device for van in fleet}
     tallies = []
     for d, device in devices.items():
@@ -303,3 +312,17 @@ def simulate(
         sent = old + (readings if d in ours else 0)
         tallies.append(Tally(d, sent, old, device.acked, device.unacked()))
     return tallies
+
+
+def _connect(devices: dict[str, AckingDevice]) -> dict[str, AckingDevice]:
+    """Connect every device, or none: those connected are closed again when one fails."""
+    connected: list[AckingDevice] = []
+    try:
+        for device in devices.values():
+            device.connect()
+            connected.append(device)
+    except BaseException:
+        for device in connected:
+            device.close()
+        raise
+    return devices

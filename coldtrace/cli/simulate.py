@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 
@@ -15,14 +16,18 @@ from coldtrace.contract import MAX_READINGS_PER_BATCH
 from coldtrace.settings import Settings
 
 # Exit status of a run whose readings are not all acknowledged by ingest (kept for the next
-# run); 1 is a scenario's mismatch, 2 a refusal to run.
+# run); 1 is a scenario's mismatch, 2 a refusal to run, 130 an interrupted run (the shell's
+# 128 + SIGINT).
 PENDING_EXIT = 3
+INTERRUPTED_EXIT = 130
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     """A simulated fleet whose vans keep each reading until ingest acknowledges it: a table of
     sent, acknowledged and pending per device; exit 0 when all were acknowledged, else
-    PENDING_EXIT with one line saying where they are kept and what to do."""
+    PENDING_EXIT with one line saying where they are kept and what to do. Interrupted (Ctrl-C,
+    SIGTERM): the state as far as it got is kept, one line says what is pending,
+    INTERRUPTED_EXIT."""
     from coldtrace.devtools.services import LocalServices, device_password
     from simulators.fleet import device_id
     from simulators.publish import PublishFailed, simulate
@@ -31,10 +36,13 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     if args.scenario:
         return _simulate_scenario(settings, args)
     state_file = settings.run_dir / "simulator-state.json"
-    vans = {device_id(i) for i in range(args.vehicles)}
+    prefix = args.prefix or "van"
+    vans = {device_id(i, prefix) for i in range(args.vehicles)}
     LocalServices(settings).register_devices(
         sorted(vans | set(SimState.load(state_file).holding()))
     )
+    # SIGTERM as Ctrl-C: the run saves its vans' outboxes on the way out
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         tallies = simulate(
             settings,
@@ -45,6 +53,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             speedup=args.speedup,
             per_batch=args.batch,
             seed=args.seed,
+            prefix=prefix,
             state_file=state_file,
             ack_timeout_s=args.ack_timeout,
             progress=progress_printer("acknowledged") if not args.json else None,
@@ -52,6 +61,15 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     except PublishFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        state = SimState.load(state_file)
+        held = sum(h.readings for d in state.holding() for h in state.pending(d))
+        print(
+            f"interrupted: {held} reading{'s' if held != 1 else ''} not yet acknowledged by "
+            f"ingest kept in {state_file}; the next `coldtrace simulate` sends them first",
+            file=sys.stderr,
+        )
+        return INTERRUPTED_EXIT
     rows: list[dict[str, object]] = [
         {
             "device": t.device,
@@ -202,7 +220,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--api", help="with --scenario: the API's URL (default from COLDTRACE_API_*)")
     p.add_argument("--api-key", help="with --scenario: an admin key (or COLDTRACE_API_KEY)")
-    p.add_argument("--prefix", help="with --scenario: device ids PREFIX-<van> (default: new)")
+    p.add_argument(
+        "--prefix",
+        help="device ids PREFIX-NN (default: van); with --scenario PREFIX-<van> (default: new)",
+    )
     p.add_argument(
         "--start", help="with --scenario: its t+0 (ISO 8601; default: so that it ends now)"
     )
