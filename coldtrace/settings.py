@@ -319,6 +319,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _profiles_file_exists(self) -> Settings:
+        # Checked here so that every command and service names the setting (a missing file
+        # was a bare "No such file" error, or a traceback, naming only the path).
+        path = self.alerts_profiles_file
+        if path is not None and not path.is_file():
+            raise ValueError(
+                f"{ENV_PREFIX}ALERTS_PROFILES_FILE={str(path)!r}: no such file: give your "
+                "profiles' TOML file (the format of coldtrace/profiles.toml) or unset it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _api_tls_pair(self) -> Settings:
         if (self.api_tls_certfile is None) != (self.api_tls_keyfile is None):
             raise ValueError(

@@ -17,7 +17,8 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
     from alerts.evaluation import COMPLIANT
     from alerts.logger_csv import LoggerFileError, decode_logger_file, read_logger_csv
     from alerts.logger_times import TimeError, parse_zone
-    from coldtrace.profiles import ProfileError, get_profile, load_profiles
+    from coldtrace.bootstrap import checked_profiles
+    from coldtrace.profiles import ProfileError, get_profile
 
     try:
         tz = None if args.tz is None else parse_zone(args.tz)
@@ -25,7 +26,7 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: --tz: {exc}", file=sys.stderr)
         return 2
     try:
-        profile = get_profile(load_profiles(settings.alerts_profiles_file), args.profile)
+        profile = get_profile(checked_profiles(settings), args.profile)
         text, encoding = decode_logger_file(args.file.read_bytes())
         series = read_logger_csv(
             text, tz, date_order=args.date_order, unit=args.unit, skip=args.skip

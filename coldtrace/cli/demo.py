@@ -21,11 +21,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """The `demo` scenario told in five steps (coldtrace/demo.py); exit 0 when nothing was
     lost, every delivery closed with its certificate and all was as the scenario expects."""
     from coldtrace import demo
+    from coldtrace.bootstrap import checked_profiles
     from coldtrace.devtools.api_process import ApiFailed, ApiProcess
     from coldtrace.devtools.ingest_process import IngestFailed, IngestProcess
     from coldtrace.devtools.services import LocalServices, ServiceError, device_password, free_port
     from coldtrace.influx import InfluxClient
-    from coldtrace.profiles import load_profiles
     from ingest import lock
     from ingest.report import landed
     from simulators import scenario as scenarios
@@ -50,7 +50,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     placed = scenarios.place(
         sc,
         f"demo{demo.next_round(settings.run_dir)}",
-        load_profiles(settings.alerts_profiles_file),
+        checked_profiles(settings),
         now_ms,
         settings.close_grace_s * 1000,
     )

@@ -11,18 +11,19 @@ if TYPE_CHECKING:
 
 
 def operator_store(settings: Settings) -> Store:
-    """A session on the store, acting as the local operator (named in the audit log)."""
+    """A session on the store, acting as the local operator (named in the audit log);
+    ConfigError naming the setting when the profiles do not load."""
     import getpass
 
     from sqlalchemy.orm import Session
 
+    from coldtrace.bootstrap import checked_profiles
     from coldtrace.db import make_engine, upgrade
     from coldtrace.deliveries.store import Store
-    from coldtrace.profiles import load_profiles
 
     upgrade(settings.sqlalchemy_url)
     return Store(
         Session(make_engine(settings.sqlalchemy_url)),
         f"cli:{getpass.getuser()}",
-        profiles=frozenset(load_profiles(settings.alerts_profiles_file)),
+        profiles=frozenset(checked_profiles(settings)),
     )

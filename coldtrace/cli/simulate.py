@@ -99,9 +99,9 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
     import secrets
     from datetime import datetime
 
+    from coldtrace.bootstrap import checked_profiles
     from coldtrace.deliveries.trace import iso
     from coldtrace.devtools.services import ServiceError, device_password
-    from coldtrace.profiles import load_profiles
     from simulators import scenario as scenarios
     from simulators.runner import RunFailed, Runner
 
@@ -129,7 +129,7 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
     placed = scenarios.place(
         sc,
         prefix,
-        load_profiles(settings.alerts_profiles_file),
+        checked_profiles(settings),
         now_ms,
         settings.close_grace_s * 1000,
         None if start is None else round(start.timestamp() * 1000),

@@ -92,3 +92,32 @@ def test_an_id_or_limit_out_of_range_is_refused_in_one_line(
     assert (proc.returncode, proc.stdout, proc.stderr.splitlines()[-1]) == (2, "", error)
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "coldtrace.db").exists()  # refused before opening the store
+
+
+def test_a_missing_profiles_file_is_named_by_its_setting(tmp_path: Path) -> None:
+    """It was a traceback ending in "No such file" (or, from `analyze`, the bare path)."""
+    missing = tmp_path / "profiles.toml"
+    proc = run_coldtrace(
+        "keys", "list", COLDTRACE_RUN_DIR=str(tmp_path), COLDTRACE_ALERTS_PROFILES_FILE=str(missing)
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        f"configuration error: COLDTRACE_ALERTS_PROFILES_FILE='{missing}': no such file: give "
+        "your profiles' TOML file (the format of coldtrace/profiles.toml) or unset it\n",
+    )
+
+
+def test_a_profiles_file_that_does_not_load_is_named_by_its_setting(tmp_path: Path) -> None:
+    """A command that opens the store read the file without naming it: a traceback."""
+    user = tmp_path / "profiles.toml"
+    user.write_text("version = 2\n")
+    proc = run_coldtrace(
+        "keys", "list", COLDTRACE_RUN_DIR=str(tmp_path), COLDTRACE_ALERTS_PROFILES_FILE=str(user)
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        f"configuration error: COLDTRACE_ALERTS_PROFILES_FILE: {user}: needs `version = 1` at "
+        "the top\n",
+    )
