@@ -45,6 +45,7 @@ class MqttConsumer:
         self.generation = 0
         self.received = 0  # messages delivered by the broker (only the network thread adds)
         self._lock = threading.Lock()
+        self._leaving = False  # stop() asked for the disconnect
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.mqtt_client_id,
@@ -88,6 +89,7 @@ class MqttConsumer:
             )
 
     def stop(self) -> None:
+        self._leaving = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -149,7 +151,10 @@ class MqttConsumer:
     ) -> None:
         with self._lock:
             self.connected.clear()
-        log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason_code)
+        if self._leaving:  # a normal stop (SIGTERM): no news for whoever watches warnings
+            log.info("MQTT disconnected (%s): ingest is stopping", reason_code)
+        else:
+            log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.received += 1

@@ -308,6 +308,21 @@ def test_health_and_metrics_report_the_running_ingest(
     assert httpx.get(f"http://127.0.0.1:{ingest.health_port}/nope").status_code == 404
 
 
+def test_a_normal_stop_logs_no_warning(start_ingest, devices: Devices, prefix: str) -> None:
+    """SIGTERM is how ingest is stopped (systemd, the demo): it logged the MQTT disconnect
+    it asked for as a WARNING, as if the broker had gone away."""
+    ingest = start_ingest()
+    devices.publish(f"{prefix}-01", [payload(f"{prefix}-01", [reading(1)])])
+    wait_for(lambda: ingest.metrics().get("coldtrace_ingest_stored_total") == 1)
+    before = ingest.log.read_text()
+    assert ingest.stop(signal.SIGTERM) == 0
+    said = ingest.log.read_text().removeprefix(before).splitlines()
+    # "2026-12-01 06:40:00,123 LEVEL logger message"
+    assert [line.split()[2] for line in said if line[:2] == "20"] == ["INFO"] * len(said)
+    assert said[0].endswith(" ingest.service signal 15: stopping after the current batch")
+    assert " ingest.service ingest stopped; totals: {" in said[-1]
+
+
 def test_a_second_ingest_on_the_same_session_says_so_and_leaves_the_first_running(
     settings: Settings, influx: InfluxClient, start_ingest, devices: Devices, prefix: str
 ) -> None:
