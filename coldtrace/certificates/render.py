@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from coldtrace.certificates.document import Readings, logo_uri
 from coldtrace.certificates.pdf import render_pdf
 from coldtrace.deliveries.attach import delivery_segments
+from coldtrace.deliveries.lifecycle import State
 from coldtrace.deliveries.models import Certificate, Delivery
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import NotFound
@@ -93,9 +94,24 @@ def version_pdf(
     )
 
 
+class NotIssued(Exception):
+    """A delivery with no certificate yet: one is issued when it closes (never for a
+    cancelled one); the message names the state it is in."""
+
+    def __init__(self, delivery: object, state: str) -> None:
+        why = (
+            "a cancelled delivery has no certificate"
+            if state == State.cancelled
+            else "its certificate is issued when the delivery closes"
+        )
+        super().__init__(f"delivery {delivery!r} is {state}: {why}")
+        self.state = state
+
+
 def current_version(session: Session, delivery: int | str) -> Certificate:
     """The current version of the certificate of a delivery named by its reference or id;
-    NotFound when there is no such delivery or it has no certificate yet."""
+    NotFound when there is no such delivery (or, closed, it has none), NotIssued when it is
+    not closed yet."""
     d = session.scalars(select(Delivery).where(Delivery.reference == str(delivery))).first()
     if d is None and str(delivery).isdigit():
         d = session.get(Delivery, int(delivery))
@@ -106,6 +122,8 @@ def current_version(session: Session, delivery: int | str) -> Certificate:
             Certificate.delivery_id == d.id, Certificate.superseded_ms.is_(None)
         )
     ).first()
+    if c is None and d.state != State.closed:
+        raise NotIssued(delivery, d.state)
     if c is None:
         raise NotFound("certificate of delivery", delivery)
     return c

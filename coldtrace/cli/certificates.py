@@ -25,7 +25,7 @@ def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
     """The current certificate of a delivery (by reference or id): a summary table, its JSON
     (--json) as the API returns it, and with -o its PDF (readings from InfluxDB)."""
     from coldtrace.certificates.document import NoDocument
-    from coldtrace.certificates.render import current_version, envelope, version_pdf
+    from coldtrace.certificates.render import NotIssued, current_version, envelope, version_pdf
     from coldtrace.deliveries.source import ReadingSource
     from coldtrace.deliveries.store import NotFound
     from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
@@ -35,6 +35,9 @@ def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
         c = current_version(store.session, args.delivery)
     except NotFound as exc:
         print(f"error: {exc}: see `coldtrace deliveries list`", file=sys.stderr)
+        return 2
+    except NotIssued as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.output is not None:
         influx = InfluxClient(settings)

@@ -243,6 +243,31 @@ def test_the_operators_terminal(
     )
 
 
+def test_the_terminal_says_when_a_certificate_is_issued(api: Api, fleet: tuple[str, str]) -> None:
+    """`certificates get` on a delivery not closed yet said "no certificate of delivery", as
+    if something were missing: it names the state the delivery is in, in one line."""
+    vehicle, _ = fleet
+    d = api.ok("POST", "/deliveries", json=plan(vehicle, reference="ORD-LATER"))
+
+    def said(reference: str) -> tuple[int, str, str]:
+        got = cli(api, "certificates", "get", reference)
+        return got.returncode, got.stdout, got.stderr
+
+    when = "its certificate is issued when the delivery closes"
+    assert said("ORD-LATER") == (2, "", f"error: delivery 'ORD-LATER' is planned: {when}\n")
+    run(api, d["id"], "start", T0)
+    assert said("ORD-LATER") == (2, "", f"error: delivery 'ORD-LATER' is in_transit: {when}\n")
+    run(api, d["id"], "deliver", T0 + 60 * MIN)
+    assert said("ORD-LATER") == (2, "", f"error: delivery 'ORD-LATER' is delivered: {when}\n")
+    gone = api.ok("POST", "/deliveries", json=plan(vehicle, start=T0 + DAY, reference="ORD-GONE"))
+    run(api, gone["id"], "cancel")
+    assert said(str(gone["id"])) == (
+        2,
+        "",
+        f"error: delivery '{gone['id']}' is cancelled: a cancelled delivery has no certificate\n",
+    )
+
+
 def test_a_version_from_before_documents_has_no_pdf(
     api: Api,
     fleet: tuple[str, str],
