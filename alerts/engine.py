@@ -4,8 +4,9 @@ Samples are kept sorted by (ts, seq), with the rule state after every 32nd one. 
 older than the newest is merged in place and the rules re-run from the checkpoint before
 it, so the outcome depends only on the set of samples, never on arrival order, batching or
 repeats (a known (ts, seq) is ignored). Breaches are keyed by (rule, start); what the
-engine reports are the changes of that keyed view: opened, escalated, closed, and, when
-late data rewrote history, revised or withdrawn. Samples older than ``horizon_ms`` before
+engine reports are the changes of that keyed view: opened, escalated, closed, updated (an
+open breach's peak and degree-minutes as of the newest reading, at most once per batch), and,
+when late data rewrote history, revised or withdrawn. Samples older than ``horizon_ms`` before
 the newest are compacted away; a sample arriving older than that is counted, not evaluated.
 Pure: no clock, no I/O.
 """
@@ -22,6 +23,7 @@ from alerts.rules import (
     BreachOpened,
     BreachRecord,
     BreachRevised,
+    BreachUpdated,
     BreachWithdrawn,
     Event,
     Events,
@@ -72,9 +74,10 @@ class ProbeEngine:
         them, so a late sample never reopens them."""
         self.until = end
         changes: list[Event] = []
+        current = self._current()
         for key, b in list(self.view.items()):
             if b.end is None:
-                self.view[key] = self._clipped(b)
+                self.view[key] = self._now(b, current)
                 changes.append(BreachClosed(self.view[key], end))
         return changes
 
@@ -127,25 +130,49 @@ class ProbeEngine:
         self.state = state
         # After its stretch ended every sample is late, and open breaches are closed there.
         changes = self._changes(old_events, self.events[pos:], late or self.until is not None)
+        self._refresh(changes)
         self._compact()
         return changes
+
+    def _refresh(self, changes: list[Event]) -> None:
+        """Bring the open breaches of the view to their figures as of the newest reading,
+        appending one ``BreachUpdated`` per breach whose peak or degree-minutes moved: a
+        quality manager watching an excursion in progress sees how bad it is now, not how
+        bad it was when it opened (its events carry the figures of that moment)."""
+        if not any(b.end is None for b in self.view.values()):
+            return  # the common case: nothing open, no need to ask the rules
+        current = self._current()
+        at = self.order[-1][0]
+        for key, b in list(self.view.items()):
+            now = current.get(key)
+            if b.end is None and now is not None and now != b:
+                self.view[key] = now
+                changes.append(BreachUpdated(now, at))
 
     def _changes(self, old: list[Events], new: list[Events], late: bool) -> list[Event]:
         at = self.order[-1][0]
         changes: list[Event] = []
         if not late:  # plain append: the new events are the changes, in order
+            current: dict[Key, BreachRecord] | None = None
             for e in (e for ev in new for e in ev):
-                if self.view.get(e.breach.key) != e.breach:  # not already known (restart)
-                    self.view[e.breach.key] = e.breach
-                    changes.append(e)
+                known = self.view.get(e.breach.key)
+                if known == e.breach:
+                    continue  # already known (restart)
+                if known is not None and e.breach.end is None:
+                    current = self._current() if current is None else current
+                    if known == self._now(e.breach, current):
+                        continue  # known as it stands now (restart of an open breach)
+                self.view[e.breach.key] = e.breach
+                changes.append(e)
             return changes
         affected = [e.breach.key for ev in old for e in ev] + [
             e.breach.key for ev in new for e in ev
         ]
+        current = self._current()
         for key in dict.fromkeys(affected):
             before = self.view.get(key)
             derived = self._latest(key)
-            after = derived if derived is None else self._clipped(derived)
+            after = derived if derived is None else self._now(derived, current)
             if after == before:
                 continue
             if after is None:
@@ -154,11 +181,14 @@ class ProbeEngine:
                 changes.append(BreachWithdrawn(before, at))
                 continue
             self.view[key] = after
+            assert derived is not None  # after is derived as it stands now
             if before is None:  # new to the view: report its own transitions in order
-                for ev in new:
-                    changes.extend(replace(e, late=True) for e in ev if e.breach.key == key)
-                if after is not derived:  # still open where its stretch ended
-                    changes.append(BreachClosed(after, after.end or at, late=True))
+                told = [replace(e, late=True) for ev in new for e in ev if e.breach.key == key]
+                changes.extend(told)
+                if derived.end is None and after.end is not None:  # open where its stretch ended
+                    changes.append(BreachClosed(after, after.end, late=True))
+                elif told and told[-1].breach != after:  # it kept going after its last event
+                    changes.append(BreachUpdated(after, at))
                 continue
             alarms = before.suppressed and not after.suppressed
             escalated = SEVERITY_RANK[after.severity] > SEVERITY_RANK[before.severity]
@@ -173,14 +203,19 @@ class ProbeEngine:
                 changes.append(BreachRevised(after, at))
         return changes
 
-    def _clipped(self, b: BreachRecord) -> BreachRecord:
-        """A breach still open where its stretch ended, closed there with its peak and
-        degree-minutes up to the stretch's last reading (its events carry them as they were
-        when it opened or escalated, which would understate a breach that kept warming)."""
-        if self.until is None or b.end is not None:
+    def _current(self) -> dict[Key, BreachRecord]:
+        """The breaches open at the newest reading, with their figures up to it."""
+        return {b.key: b for b in self.rules.current(self.state)}
+
+    def _now(self, b: BreachRecord, current: dict[Key, BreachRecord]) -> BreachRecord:
+        """A breach as it stands at the newest reading: an open one with its peak and
+        degree-minutes up to there (its events carry them as they were when it opened or
+        escalated, which would understate a breach that kept warming), closed where its
+        stretch ended if it did."""
+        if b.end is not None:
             return b
-        now = {c.key: c for c in self.rules.current(self.state)}
-        return replace(now.get(b.key, b), end=self.until)
+        b = current.get(b.key, b)
+        return b if self.until is None else replace(b, end=self.until)
 
     def _latest(self, key: Key) -> BreachRecord | None:
         """The breach as the events now say it is (None: no event names it any more)."""

@@ -292,13 +292,10 @@ def _judged(samples: list[Sample], profile: Profile, cuts: list[int]) -> list[Br
         if not part:
             continue
         engine = ProbeEngine(ProbeRules(profile))
-        engine.add(part)
-        now = {b.key: b for b in engine.rules.current(engine.state)}
+        engine.add(part)  # its view holds open breaches with their figures up to part[-1]
         for b in engine.view.values():
-            if b.end is None:
-                b = now.get(b.key, b)
-                if cut is not None:
-                    b = replace(b, end=part[-1].ts)
+            if b.end is None and cut is not None:
+                b = replace(b, end=part[-1].ts)
             records.append(b)
     return sorted(records, key=lambda r: (r.start, r.rule))
 

@@ -95,13 +95,22 @@ class BreachRevised(BreachChange):
 
 
 @dataclass(frozen=True, slots=True)
+class BreachUpdated(BreachChange):
+    """An open breach's figures as of the newest reading (its peak and degree-minutes grew
+    since it was last reported); the engine reports it at most once per batch per breach.
+    Stored, never notified: only opened, escalated, closed and withdrawn notify."""
+
+
+@dataclass(frozen=True, slots=True)
 class BreachWithdrawn(BreachChange):
     """Late readings showed a reported breach never happened (e.g. a gap in its middle)."""
 
     late: bool = True
 
 
-Event = BreachOpened | BreachEscalated | BreachClosed | BreachRevised | BreachWithdrawn
+Event = (
+    BreachOpened | BreachEscalated | BreachClosed | BreachUpdated | BreachRevised | BreachWithdrawn
+)
 Events = tuple[Event, ...]
 NO_EVENTS: Final[Events] = ()
 

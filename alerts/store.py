@@ -39,6 +39,7 @@ from alerts.rules import (
     BreachOpened,
     BreachRecord,
     BreachRevised,
+    BreachUpdated,
     BreachWithdrawn,
     Event,
     Severity,
@@ -72,6 +73,7 @@ TRANSITIONS: Final = {
     BreachOpened: "opened",
     BreachEscalated: "escalated",
     BreachClosed: "closed",
+    BreachUpdated: "updated",
     BreachRevised: "revised",
     BreachWithdrawn: "withdrawn",
 }

@@ -4,11 +4,16 @@ probe judged by the profile of the delivery under way in the compartment it meas
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from alerts.stage import RulesStage
+from alerts.store import Notification
 from coldtrace.bootstrap import rules_stage
 from coldtrace.breaches import Breach
 from coldtrace.contract import Reading
@@ -664,3 +669,50 @@ def test_a_device_moved_to_another_vehicle_is_judged_by_its_new_compartment(
     stage.evaluate(store(influx, readings(device, range(0, 120), cold)))
     judged = [(b.probe, b.profile, b.rule, b.start_ts, b.state) for b in breaches(stage, device)]
     assert judged == [("product", "deep-frozen", "excursion_high", T0 + 60 * MINUTE, "open")]
+
+
+def test_an_open_breach_is_stored_with_its_figures_as_of_the_newest_reading(
+    settings, influx, prefix, database_url
+) -> None:
+    """Chilled (0..4 C, 15 min delay), 6 C from minute 0 then 7 C from minute 20: the open
+    excursion's stored peak and degree-minutes follow each batch (30 C*min when it opened at
+    minute 15, 38 at minute 19, 52 at minute 24), notifying only when it opens and closes."""
+    device = f"{prefix}-van"
+    clock = Clock(T0 + 20 * MINUTE)
+    stage = make_stage(
+        settings,
+        database_url,
+        clock,
+        notify_webhook_url="http://127.0.0.1:9/hook",
+        notify_webhook_secret=SecretStr("s3cret"),
+    )
+    warm = lambda m: 6.0 if m < 20 else (7.0 if m < 25 else 3.0)  # noqa: E731
+
+    def excursion() -> tuple[object, ...]:
+        (b,) = [b for b in breaches(stage, device) if b.rule == "excursion_high"]
+        return (b.state, b.end_ts, b.peak, b.degree_minutes, b.updated_at)
+
+    stage.evaluate(store(influx, readings(device, range(0, 20), warm)))
+    assert excursion() == ("open", None, 6.0, 38.0, T0 + 20 * MINUTE)
+    clock.ms = T0 + 25 * MINUTE
+    stage.evaluate(store(influx, readings(device, range(20, 25), warm)))
+    assert excursion() == ("open", None, 7.0, 52.0, T0 + 25 * MINUTE)
+    clock.ms = T0 + 26 * MINUTE
+    stage.evaluate(store(influx, readings(device, range(25, 26), warm)))
+    assert excursion() == ("closed", T0 + 25 * MINUTE, 7.0, 55.0, T0 + 26 * MINUTE)
+
+    def outbox(session: Session) -> list[tuple[str, float | None]]:
+        rows = session.scalars(select(Notification).order_by(Notification.id))
+        return [(n.transition, json.loads(n.payload)["peak_c"]) for n in rows]
+
+    assert stage.store.ask(outbox) == [("opened", 6.0), ("closed", 7.0)]
+    points = influx.rows(
+        "SELECT transition, peak, degree_minutes FROM breach"
+        f" WHERE device = {quote_string(device)} AND rule = 'excursion_high'"
+    )
+    assert [(p["transition"], p["peak"], p["degree_minutes"]) for p in points] == [
+        ("opened", 6.0, 30.0),
+        ("updated", 6.0, 38.0),
+        ("updated", 7.0, 52.0),
+        ("closed", 7.0, 55.0),
+    ]

@@ -12,6 +12,7 @@ from alerts.rules import (
     BreachClosed,
     BreachOpened,
     BreachRecord,
+    BreachUpdated,
     BreachWithdrawn,
     Event,
     ProbeRules,
@@ -108,7 +109,7 @@ def test_backlog_arriving_late_is_merged_and_flagged_late() -> None:
 def test_a_late_reading_in_range_withdraws_a_breach_it_disproves() -> None:
     engine = ProbeEngine(CHILLED)
     first = engine.add(excursion(range(0, 14, 2), 6.0) + excursion(range(16, 20, 2), 6.0))
-    assert [type(e) for e in first] == [BreachOpened]
+    assert [type(e) for e in first] == [BreachOpened, BreachUpdated]
     # the reading of minute 14 arrives late and is in range: no 15 minutes out in a row
     changes = engine.add(excursion(range(14, 15), 2.0))
     assert [type(e) for e in changes] == [BreachWithdrawn]
@@ -118,8 +119,8 @@ def test_a_late_reading_in_range_withdraws_a_breach_it_disproves() -> None:
 def test_known_breaches_are_not_reported_again_after_a_restart() -> None:
     samples = excursion(range(0, 30), 6.0)
     first = ProbeEngine(CHILLED)
-    (opened,) = first.add(samples)
-    restarted = ProbeEngine(CHILLED, known=[opened.breach])
+    first.add(samples)
+    restarted = ProbeEngine(CHILLED, known=first.breaches())  # as the store holds them
     assert restarted.add(samples) == []
     assert [type(e) for e in restarted.add(excursion(range(30, 31), 3.0))] == [BreachClosed]
 
@@ -179,3 +180,37 @@ def test_a_breach_closed_where_its_stretch_ends_keeps_its_peak_and_degree_minute
     # 1 K for minutes 10..19, 5 K for minute 20, 8 K for minutes 21..28 (to the last reading)
     assert (b.peak, b.degree_minutes) == (12.0, 10 + 5 + 8 * 8)
     assert engine.breaches() == [b]
+
+
+def figures(changes: list[Event]) -> list[tuple[str, int, float | None, float, int | None]]:
+    return [
+        (type(e).__name__, e.at, e.breach.peak, e.breach.degree_minutes, e.breach.end)
+        for e in changes
+    ]
+
+
+def test_an_open_breach_is_reported_with_its_figures_as_of_the_newest_reading() -> None:
+    """Chilled (0..4 C, 15 min delay): 6 C from minute 0 opens the excursion at minute 15 with
+    15 min x 2 C = 30 C*min; the batch's last reading (minute 19) brings it to 38. Each later
+    batch updates it once; a late reading revises it; the first reading back in range closes
+    it with every reading's figures."""
+    engine = ProbeEngine(CHILLED)
+    m = MINUTE_MS
+    assert figures(engine.add(excursion(range(0, 20), 6.0))) == [
+        ("BreachOpened", T0 + 15 * m, 6.0, 30.0, None),
+        ("BreachUpdated", T0 + 19 * m, 6.0, 38.0, None),
+    ]
+    # 38 + 1 min x 2 C (minute 19 holds to 20) + 4 min x 3 C = 52
+    assert figures(engine.add(excursion(range(20, 25), 7.0))) == [
+        ("BreachUpdated", T0 + 24 * m, 7.0, 52.0, None),
+    ]
+    assert engine.add(excursion(range(20, 25), 7.0)) == []  # a repeat changes nothing
+    # 7.5 C at minute 22.5, late: 52 - 0.5 x 3 + 0.5 x 3.5 = 52.25, peak 7.5
+    late = engine.add([Sample(T0 + 22 * m + m // 2, 1000, 7.5)])
+    assert figures(late) == [("BreachRevised", T0 + 24 * m, 7.5, 52.25, None)]
+    # back in range at minute 25: 52.25 + 1 min x 3 C = 55.25
+    assert figures(engine.add(excursion(range(25, 26), 3.0))) == [
+        ("BreachClosed", T0 + 25 * m, 7.5, 55.25, T0 + 25 * m),
+    ]
+    (closed,) = engine.breaches()
+    assert (closed.peak, closed.degree_minutes) == (7.5, 55.25)
