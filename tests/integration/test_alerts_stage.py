@@ -21,7 +21,7 @@ from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.records import PlacedReading
 from coldtrace.settings import Settings
 from ingest.lines import reading_lines
-from tests.conftest import act_on_delivery, put_on_delivery, wait_for
+from tests.conftest import act_on_delivery, put_on_delivery, run_coldtrace, wait_for
 
 MINUTE = 60_000
 T0 = 1_784_007_600_000  # 2026-07-14T05:40:00Z
@@ -672,11 +672,12 @@ def test_a_device_moved_to_another_vehicle_is_judged_by_its_new_compartment(
 
 
 def test_an_open_breach_is_stored_with_its_figures_as_of_the_newest_reading(
-    settings, influx, prefix, database_url
+    settings, influx, prefix, database_url, api
 ) -> None:
     """Chilled (0..4 C, 15 min delay), 6 C from minute 0 then 7 C from minute 20: the open
     excursion's stored peak and degree-minutes follow each batch (30 C*min when it opened at
-    minute 15, 38 at minute 19, 52 at minute 24), notifying only when it opens and closes."""
+    minute 15, 38 at minute 19, 52 at minute 24), as the API and `coldtrace breaches list`
+    show it, notifying only when it opens and closes."""
     device = f"{prefix}-van"
     clock = Clock(T0 + 20 * MINUTE)
     stage = make_stage(
@@ -697,6 +698,19 @@ def test_an_open_breach_is_stored_with_its_figures_as_of_the_newest_reading(
     clock.ms = T0 + 25 * MINUTE
     stage.evaluate(store(influx, readings(device, range(20, 25), warm)))
     assert excursion() == ("open", None, 7.0, 52.0, T0 + 25 * MINUTE)
+    shown = lambda b: (b["rule"], b["state"], b["peak"], b["degree_minutes"])  # noqa: E731
+    listed = api.ok("GET", f"/breaches?device={device}&state=open")["items"]
+    assert [shown(b) for b in listed] == [("excursion_high", "open", 7.0, 52.0)]
+    cli = run_coldtrace(
+        *("breaches", "list", "--open", "--device", device, "--json"),
+        COLDTRACE_DATABASE_URL=database_url,
+        COLDTRACE_RUN_DIR=str(api.settings.run_dir),
+    )
+    assert cli.returncode == 0, cli.stderr
+    listed = json.loads(cli.stdout)
+    assert [(b["rule"], b["peak_c"], b["degree_minutes"]) for b in listed] == [
+        ("excursion_high", 7.0, 52.0)
+    ]
     clock.ms = T0 + 26 * MINUTE
     stage.evaluate(store(influx, readings(device, range(25, 26), warm)))
     assert excursion() == ("closed", T0 + 25 * MINUTE, 7.0, 55.0, T0 + 26 * MINUTE)
