@@ -8,11 +8,38 @@ import time
 from collections.abc import Callable, Sequence
 
 
+class Instant(str):
+    """An ISO 8601 UTC time as ``iso_time`` writes it, "2026-01-05T08:30:00.123000Z" (the
+    API's form: microseconds only when set): the JSON output carries it whole, a table shows
+    it to the second (``to_second``)."""
+
+    __slots__ = ()
+
+    def to_second(self) -> str:
+        """To the second, "2026-01-05T08:30:00Z": the fraction of a second dropped."""
+        return self[:19] + "Z"
+
+
+def _cell(value: object) -> str:
+    """What a table shows of a value: none as an empty cell, a boolean as yes/no, an
+    ``Instant`` to the second; else the value as it prints."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Instant):
+        return value.to_second()
+    return str(value)
+
+
 def table(rows: Sequence[dict[str, object]]) -> str:
+    """Rows as an aligned plain-text table for people: the columns of the first row, headed
+    in capitals, numbers right-aligned, values as ``_cell`` shows them; "(nothing)" for no
+    rows. ``emit``'s JSON gives scripts the values themselves."""
     if not rows:
         return "(nothing)"
     cols = list(rows[0])
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     head = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))
     body = [
@@ -42,8 +69,9 @@ def progress_printer(label: str) -> Callable[[int, int], None]:
     return show
 
 
-def iso_time(ms: int | None) -> str | None:
-    """An epoch time (ms) as ISO 8601 UTC for a table, None for none."""
+def iso_time(ms: int | None) -> Instant | None:
+    """An epoch time (ms) as ISO 8601 UTC (JSON: as the API writes it; a table: to the
+    second), None for none."""
     from coldtrace.deliveries.trace import iso
 
-    return None if ms is None else iso(ms)
+    return None if ms is None else Instant(iso(ms))

@@ -126,7 +126,7 @@ def test_cli_verifies_what_the_api_returns_and_refuses_a_tampered_file(
         str(closed_delivery),
         "1",
         certs[0]["key_id"],
-        "True",
+        "yes",
     ]
 
     public = tmp_path / "public.pem"

@@ -590,8 +590,8 @@ def test_coldtrace_books_prints_the_table_and_json(
     assert done.stdout.splitlines() == [
         "DEVICE        SENT  STORED  REJECTED  MISSING  DROPPED  COPIES  FIRST_SEQ  LAST_SEQ"
         "  AGREES",
-        f"{d}     4       2         1        1        0       0          1         4  True  ",
-        f"{quiet}     0       0         0        0        0       0                       True  ",
+        f"{d}     4       2         1        1        0       0          1         4  yes   ",
+        f"{quiet}     0       0         0        0        0       0                       yes   ",
     ]
     # a device with nothing at all (a mistyped id looks the same) is pointed out
     assert done.stderr == (

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from coldtrace.cli.output import table
+from coldtrace.cli.output import emit, iso_time, table
 from tests.conftest import run_coldtrace
 
 
@@ -43,6 +44,27 @@ def test_negative_numbers_are_right_aligned_like_the_others() -> None:
     rows: list[dict[str, object]] = [{"t": "-1.5"}, {"t": "112.5"}]
 
     assert table(rows).splitlines() == ["T    ", " -1.5", "112.5"]
+
+
+def test_booleans_are_yes_or_no_and_times_are_to_the_second_in_a_table_not_in_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Tables printed True/False and times with microseconds; `--json` keeps the values."""
+    rows: list[dict[str, object]] = [
+        {"id": 1, "start": iso_time(1_767_601_800_123), "end": None, "suppressed": True},
+        {"id": 2, "start": iso_time(1_767_601_860_000), "end": None, "suppressed": False},
+    ]
+
+    assert table(rows).splitlines() == [
+        "ID  START                 END  SUPPRESSED",
+        " 1  2026-01-05T08:30:00Z       yes       ",
+        " 2  2026-01-05T08:31:00Z       no        ",
+    ]
+    emit(rows, as_json=True)
+    assert json.loads(capsys.readouterr().out) == [
+        {"id": 1, "start": "2026-01-05T08:30:00.123000Z", "end": None, "suppressed": True},
+        {"id": 2, "start": "2026-01-05T08:31:00Z", "end": None, "suppressed": False},
+    ]
 
 
 def test_a_command_that_opens_the_store_prints_no_library_progress(tmp_path: Path) -> None:
