@@ -8,6 +8,7 @@ lay it out: what the document says is decided in one place. Pure.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from coldtrace.certificates.document import (
@@ -108,18 +109,32 @@ def _probes(b: Mapping[str, Any], t: Writer) -> dict[str, Any]:
     return {"title": t("probes"), "header": [t(k) for k in header], "rows": rows, "more": None}
 
 
+def _minutes(start: str, end: str) -> float:
+    """Minutes from one ISO 8601 instant to another."""
+    seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    return seconds / 60
+
+
 def _breaches(b: Mapping[str, Any], t: Writer) -> dict[str, Any]:
-    """The breaches' table: the first MAX_BREACHES, then how many more the JSON has."""
+    """The breaches' table: the first MAX_BREACHES, then how many more the JSON has. A
+    breach with no end (the JSON's ``end`` null) was still under way when the delivery
+    ended: it ends at drop-off (the window's end, as `coldtrace breaches list` and the
+    charts end it), marked so, its duration counted to then."""
     rows = []
     for x in b["breaches"][:MAX_BREACHES]:
         rule = t("rule." + x["rule"]) + (f" ({t('suppressed')})" if x["suppressed"] else "")
         where = f"{x['where']['lat']:.4f}, {x['where']['lon']:.4f}" if x["where"] else NONE
+        if x["end"] is None:
+            end = f"{t.time(b['end'])}\n{t('ongoing_at_dropoff')}"
+            duration = t.minutes(_minutes(x["start"], b["end"]))
+        else:
+            end, duration = t.time(x["end"]), t.minutes(x["duration_min"])
         cells = (
             x["device"] + (f" / {x['probe']}" if x["probe"] else ""),
             rule,
             t.time(x["start"]),
-            t.time(x["end"]) if x["end"] else t("open"),
-            t.minutes(x["duration_min"]),
+            end,
+            duration,
             t.celsius(x["peak_c"]),
             t.number(x["degree_minutes"]),
             t("severity." + x["severity"]),

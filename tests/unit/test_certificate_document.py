@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pypdf import PdfReader
 
+from alerts.evaluation import LiveBreach, evaluate, locate
 from coldtrace import signing
 from coldtrace.certificates.charts import BREACH, GAP, ProbeChart, probe_chart, route_plot
+from coldtrace.certificates.content import certificate_body
 from coldtrace.certificates.document import (
     NoDocument,
     NotACertificatePdf,
@@ -26,7 +29,18 @@ from coldtrace.certificates.document import (
 )
 from coldtrace.certificates.html import certificate_html
 from coldtrace.certificates.pdf import render_pdf
-from tests.unit.test_certificate_content import samples, scripted_body, track
+from coldtrace.certificates.view import document_view
+from tests.unit.test_certificate_content import (
+    CONTEXT,
+    DELIVERY,
+    DEVICE,
+    MIN,
+    PROFILE,
+    T0,
+    samples,
+    scripted_body,
+    track,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pdftoppm") is None or shutil.which("pdftotext") is None,
@@ -36,9 +50,10 @@ KEY = Ed25519PrivateKey.generate()
 URL = "https://certs.example.org/v/Xq3k9v_Jr2mN8pT4wL6yHA"
 
 
-def signed() -> dict[str, Any]:
-    """The scripted body as issued: version, public id, signed (as the API returns it)."""
-    verdict, body = scripted_body()
+def signed(made: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The scripted body (or ``made``: verdict, body) as issued: version, public id, signed
+    (as the API returns it)."""
+    verdict, body = made or scripted_body()
     body = body | {"version": 1, "public_id": "Xq3k9v_Jr2mN8pT4wL6yHA"}
     return {
         "id": 7,
@@ -201,3 +216,60 @@ def test_the_issuers_logo_is_drawn(tmp_path: Path) -> None:
     html = certificate_html(signed(), Readings(), URL, logo_uri(logo))
     assert 'src="data:image/svg+xml;base64,' in html.split("<h1>")[0]  # in the header
     assert page_count(render_pdf(signed(), readings(), URL, logo_uri(logo)), tmp_path) == 2
+
+
+def warm_at_dropoff() -> tuple[str, dict[str, Any]]:
+    """The scripted delivery, but the product at 9.5 C again from minute 100 to drop-off
+    (minute 120): an excursion still under way when the delivery ended (the live stage
+    found both)."""
+    series = samples()
+    product = (DEVICE, "product")
+    series[product] = [
+        replace(s, celsius=9.5) if s.ts >= T0 + 100 * MIN else s for s in series[product]
+    ]
+    live = [
+        LiveBreach(DEVICE, "product", "excursion_high", T0 + 30 * MIN, False, 11),
+        LiveBreach(DEVICE, "product", "excursion_high", T0 + 100 * MIN, False, 12),
+    ]
+    e = evaluate(series, PROFILE, {}, T0, T0 + 120 * MIN, live=live)
+    return certificate_body(DELIVERY, locate(e, {DEVICE: track()}), CONTEXT)
+
+
+@pytest.mark.parametrize(
+    ("language", "start", "end", "ongoing"),
+    [
+        (
+            "fr",
+            "05/01/2026 10:40 (UTC+01:00)",
+            "05/01/2026 11:00 (UTC+01:00)",
+            "en cours à la livraison",
+        ),
+        (
+            "en",
+            "2026-01-05 10:40 (UTC+01:00)",
+            "2026-01-05 11:00 (UTC+01:00)",
+            "ongoing at drop-off",
+        ),
+    ],
+)
+def test_a_breach_under_way_at_dropoff_ends_at_dropoff_marked_so(
+    tmp_path: Path, language: str, start: str, end: str, ongoing: str
+) -> None:
+    """The JSON keeps its end null (the evaluation's window ended, not the breach); page and
+    PDF said "open"/"en cours" with no end, while `coldtrace breaches list` and the demo end
+    it at the delivery's end: they show that end (11:00 in Paris), marked as still under
+    way, and its duration to then."""
+    certificate = signed(warm_at_dropoff())
+    breaches = certificate["body"]["breaches"]
+    assert [(x["start"], x["end"], x["duration_min"]) for x in breaches] == [
+        ("2026-01-05T08:30:00Z", "2026-01-05T08:50:00Z", 20.0),
+        ("2026-01-05T09:40:00Z", None, None),
+    ]
+    assert certificate["body"]["end"] == "2026-01-05T10:00:00Z"  # drop-off
+    view = document_view(certificate, readings(), URL, language)
+    [_, last] = view["breaches"]["rows"]
+    assert last[2:5] == [[(start, "")], [(f"{end}\n{ongoing}", "")], [("20\u202fmin", "")]]
+    html = certificate_html(certificate, readings(), URL, language=language)
+    assert f"{end}<br>{ongoing}" in html
+    text = pdf_text(render_pdf(certificate, readings(), URL, language=language), tmp_path)
+    assert start in text and f"{end} {ongoing}" in text  # pdftotext reads column by column
