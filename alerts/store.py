@@ -208,7 +208,7 @@ class BreachStore:
                 row.suppressed = b.suppressed
                 if before == _content(row):
                     continue
-                row.updated_at = now_ms
+                row.through_ts, row.updated_at = e.at, now_ms
                 s.flush()
                 if transition in NOTIFIED and not b.suppressed:
                     payload = payload_of(row, transition)

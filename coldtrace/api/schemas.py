@@ -265,6 +265,9 @@ class TransitionIn(BaseModel):
 
 
 class BreachOut(BaseModel):
+    """A breach; an open one's figures (peak, degree-minutes, duration) run up to ``through``,
+    the newest reading judged."""
+
     id: int
     delivery_id: int | None = Field(description="the delivery it belongs to (None: none)")
     device: str
@@ -275,6 +278,12 @@ class BreachOut(BaseModel):
     state: str
     start: datetime
     end: datetime | None
+    through: datetime | None = Field(
+        description="device time of the newest reading its figures include (None: not kept)"
+    )
+    duration_min: float | None = Field(
+        description="minutes from start to end, or to `through` while open (None: unknown)"
+    )
     peak: float | None
     degree_minutes: float
     limit_c: float | None

@@ -11,7 +11,8 @@ from coldtrace.settings import Settings
 
 
 def cmd_breaches_list(settings: Settings, args: argparse.Namespace) -> int:
-    """Breaches the live rules stage stored, newest first."""
+    """Breaches the live rules stage stored, newest first; an open one's figures (peak,
+    degree-minutes, duration) as of ``through``, the newest reading judged."""
     from sqlalchemy import select
 
     from coldtrace.breaches import Breach
@@ -32,6 +33,8 @@ def cmd_breaches_list(settings: Settings, args: argparse.Namespace) -> int:
             "state": b.state,
             "start": iso_time(b.start_ts),
             "end": iso_time(b.end_ts),
+            "through": iso_time(b.through_ts),
+            "duration_min": None if b.duration_min is None else round(b.duration_min, 1),
             "peak_c": b.peak,
             "degree_minutes": round(b.degree_minutes, 1),
             "suppressed": b.suppressed,

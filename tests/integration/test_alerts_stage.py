@@ -698,9 +698,13 @@ def test_an_open_breach_is_stored_with_its_figures_as_of_the_newest_reading(
     clock.ms = T0 + 25 * MINUTE
     stage.evaluate(store(influx, readings(device, range(20, 25), warm)))
     assert excursion() == ("open", None, 7.0, 52.0, T0 + 25 * MINUTE)
-    shown = lambda b: (b["rule"], b["state"], b["peak"], b["degree_minutes"])  # noqa: E731
+    shown = lambda b: (  # noqa: E731
+        *(b["rule"], b["state"], b["peak"], b["degree_minutes"], b["duration_min"]),
+        b["through"],
+    )
     listed = api.ok("GET", f"/breaches?device={device}&state=open")["items"]
-    assert [shown(b) for b in listed] == [("excursion_high", "open", 7.0, 52.0)]
+    through = "2026-07-14T06:04:00Z"  # minute 24, the newest reading judged
+    assert [shown(b) for b in listed] == [("excursion_high", "open", 7.0, 52.0, 24.0, through)]
     cli = run_coldtrace(
         *("breaches", "list", "--open", "--device", device, "--json"),
         COLDTRACE_DATABASE_URL=database_url,
@@ -708,12 +712,14 @@ def test_an_open_breach_is_stored_with_its_figures_as_of_the_newest_reading(
     )
     assert cli.returncode == 0, cli.stderr
     listed = json.loads(cli.stdout)
-    assert [(b["rule"], b["peak_c"], b["degree_minutes"]) for b in listed] == [
-        ("excursion_high", 7.0, 52.0)
+    assert [(b["rule"], b["peak_c"], b["degree_minutes"], b["duration_min"]) for b in listed] == [
+        ("excursion_high", 7.0, 52.0, 24.0)
     ]
     clock.ms = T0 + 26 * MINUTE
     stage.evaluate(store(influx, readings(device, range(25, 26), warm)))
     assert excursion() == ("closed", T0 + 25 * MINUTE, 7.0, 55.0, T0 + 26 * MINUTE)
+    (closed,) = api.ok("GET", f"/breaches?device={device}")["items"]
+    assert closed["duration_min"] == 25.0
 
     def outbox(session: Session) -> list[tuple[str, float | None]]:
         rows = session.scalars(select(Notification).order_by(Notification.id))

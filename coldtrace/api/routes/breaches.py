@@ -28,6 +28,8 @@ def breach_out(b: Breach, delivery_id: int | None) -> BreachOut:
         state=b.state,
         start=from_ms(b.start_ts),
         end=from_ms(b.end_ts),
+        through=from_ms(b.through_ts),
+        duration_min=b.duration_min,
         peak=b.peak,
         degree_minutes=b.degree_minutes,
         limit_c=b.limit_c,
