@@ -1,8 +1,9 @@
 """What the engines report, made durable: every breach change is upserted in the store (with
 its notifications queued in the outbox, alerts/notify.py sends them), logged, counted per
-(rule, transition), and written to InfluxDB measurement ``breach``
-(docs/storage-schema.md). The store is written first and retried until it answers: the
-engine has moved on, so the changes exist only here until stored.
+(rule, transition), and, but for an open breach's figures being updated, written to
+InfluxDB measurement ``breach`` (docs/storage-schema.md). The store is written first and
+retried until it answers: the engine has moved on, so the changes exist only here until
+stored.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class Emitter:
                 delay = min(delay * 2, MAX_RETRY_DELAY_S)
         for c in changes:
             self.transitions[(c.breach.rule, c.transition)] += 1
-            log.info(
+            log.log(
+                logging.DEBUG if c.transition == "updated" else logging.INFO,  # every batch
                 "breach %s: device=%s probe=%s rule=%s start=%d end=%s severity=%s",
                 c.transition,
                 device,
@@ -107,7 +109,11 @@ class Emitter:
                 c.breach.severity,
             )
         self.wake.set()
-        self._write("\n".join(breach_line(device, c) for c in changes).encode())
+        # An open breach's figures moving (updated) is no transition: the store keeps them. Its
+        # point, at the newest reading, could sort after (or tie with) the point of its close,
+        # at its end, and Grafana reads a breach's state from its series' last point.
+        points = [breach_line(device, c) for c in changes if c.transition != "updated"]
+        self._write("\n".join(points).encode())
 
     def _write(self, lines: bytes) -> None:
         """The store already holds these changes: keep trying until InfluxDB has them too."""
