@@ -1,7 +1,10 @@
-"""A device's books, read back from InfluxDB: every seq the device sent is stored, rejected
-(dead-lettered) or missing, each in exactly one, so sent = stored + rejected + missing.
+"""A device's books, read back from InfluxDB and the holding area: every seq the device sent is
+stored, held, rejected (dead-lettered) or missing, each in exactly one, so
+sent = stored + held + rejected + missing.
 
 - stored: seqs with a reading point (`device_health`); a seq is never stored twice.
+- held: seqs held for their clock (ingest/held.py, not yet stored): none is missing, and each
+  leaves the held ones when its boot's clock is known (stored or dead-lettered).
 - rejected: seqs only dead-lettered (a refused copy of a stored seq is not one: the device's
   reading is stored; those copies are counted apart), plus dead-lettered readings that carried
   no valid seq (each counts one).
@@ -15,6 +18,7 @@ disagreement is a bookkeeping bug, never a rounding. Pure apart from load_books(
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass
 
 from coldtrace.influx import InfluxClient, quote_string
@@ -44,10 +48,11 @@ class Books:
     device: str
     sent: int
     stored: int
+    held: int  # held for their clock (ingest/held.py), not yet stored
     rejected: int
     missing: int
     dropped: int  # of missing: reported discarded by the device itself
-    copies: int  # refused copies of a seq already stored or dead-lettered (not in sent)
+    copies: int  # refused copies of a seq already stored, held or dead-lettered (not in sent)
     first_seq: int | None
     last_seq: int | None
     agrees: bool | None  # the gap points and dead letters say the same (None: a time range)
@@ -78,31 +83,41 @@ def compute(
     dead_letters: list[DeadLetter],
     gaps: list[GapPoint],
     *,
+    held: AbstractSet[int] = frozenset(),
     ranged: bool = False,
 ) -> Books:
     """The books from the facts. With `ranged`, `stored` is a time range's seqs: the books
-    cover the seqs between its first and last (nothing else bounds a range of seqs)."""
+    cover the seqs between its first and last (nothing else bounds a range of seqs). A seq
+    both stored and held (between its write and the holding area's delete) is stored."""
     stored_set = set(stored)
+    held_set = set(held) - stored_set
     refused: set[int] = set()
     seqless = copies = counted = 0
     for letter in dead_letters:
         seqless += max(0, letter.readings - len(letter.seqs))
         counted += letter.counted
         for s in letter.seqs:
-            if s in stored_set or s in refused:
+            # A held seq's dead letter is its conflicting copy (the held reading stays).
+            if s in stored_set or s in refused or s in held_set:
                 copies += 1
             else:
                 refused.add(s)
     if ranged:
         bounds = list(stored_set)
     else:
-        bounds = [*stored_set, *refused, *(n for g in gaps for n in (g.first, g.last))]
+        bounds = [
+            *stored_set,
+            *held_set,
+            *refused,
+            *(n for g in gaps for n in (g.first, g.last)),
+        ]
     if not bounds:
         agrees = None if ranged else counted == seqless and not any(g.missing for g in gaps)
-        return Books(device, seqless, 0, seqless, 0, 0, copies, None, None, agrees)
+        return Books(device, seqless, 0, 0, seqless, 0, 0, copies, None, None, agrees)
     lo, hi = min(bounds), max(bounds)
     refused = {s for s in refused if lo <= s <= hi}
-    accounted = _ranges(sorted(s for s in stored_set | refused if lo <= s <= hi))
+    held_set = {s for s in held_set if lo <= s <= hi}
+    accounted = _ranges(sorted(s for s in stored_set | held_set | refused if lo <= s <= hi))
     missing_runs: list[tuple[int, int]] = []
     cursor = lo
     for a, b in accounted:
@@ -123,8 +138,9 @@ def compute(
         agrees = sum(g.missing for g in gaps) == missing and counted == rejected
     return Books(
         device,
-        stored_n + rejected + missing,
+        stored_n + len(held_set) + rejected + missing,
         stored_n,
+        len(held_set),
         rejected,
         missing,
         dropped,
@@ -136,10 +152,17 @@ def compute(
 
 
 def load_books(
-    influx: InfluxClient, device: str, since_ms: int | None = None, until_ms: int | None = None
+    influx: InfluxClient,
+    device: str,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    *,
+    held: AbstractSet[int] = frozenset(),
 ) -> Books:
     """A device's books from InfluxDB, over its whole life or the readings whose device time
-    lies in [since_ms, until_ms) (dead letters without a seq: received in that range)."""
+    lies in [since_ms, until_ms) (dead letters without a seq: received in that range).
+    `held`: the device's seqs held for their clock (ingest/held.py held_seqs); over a range,
+    those between its first and last stored seq count."""
     dev = quote_string(device)
     when = ""
     if since_ms is not None:
@@ -170,4 +193,4 @@ def load_books(
             f"SELECT first, last, missing, source FROM seq_gap WHERE device = {dev}"
         )
     ]
-    return compute(device, stored, letters, gaps, ranged=bool(when))
+    return compute(device, stored, letters, gaps, held=held, ranged=bool(when))

@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from coldtrace.contract import Reading
 from coldtrace.db import Base, make_engine
@@ -33,6 +35,18 @@ held_reading = Table(
 )
 
 
+def held_seqs(conn: Connection | Session, device: str) -> set[int]:
+    """The seqs of one device held now (any boot), through a connection or an ORM session of
+    the relational store: the books count them as held (ingest/books.py)."""
+    rows = conn.execute(select(held_reading.c.seq).where(held_reading.c.device == device))
+    return {int(r.seq) for r in rows}
+
+
+def held_count(conn: Connection | Session) -> int:
+    """How many readings are held now, all devices (the fleet's books' held)."""
+    return int(conn.execute(select(func.count()).select_from(held_reading)).scalar_one())
+
+
 class HeldReadings:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)  # table: migrations/ (coldtrace.db.upgrade)
@@ -44,13 +58,12 @@ class HeldReadings:
 
     def count(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(held_reading)).scalar_one())
+            return held_count(conn)
 
     def seqs(self, device: str) -> set[int]:
         """The seqs of one device held now (any boot): they prime its ledger's books."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(held_reading.c.seq).where(held_reading.c.device == device))
-            return {int(r.seq) for r in rows}
+            return held_seqs(conn, device)
 
     def hold(self, device: str, boot: int, readings: list[Reading]) -> list[Reading]:
         """Hold readings; return those whose seq is already held with other content (boot or

@@ -38,6 +38,7 @@ from coldtrace.deliveries.models import Certificate, Delivery
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from coldtrace.settings import Settings
+from ingest.held import held_count
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -167,10 +168,12 @@ def create_app(
         if newest:
             lag_s = time.time() - newest[0]["values"][0][0] / 1000
             lines.append(f"coldtrace_ingest_lag_seconds {lag_s:.3f}")
-        # The fleet's books (docs/wire-format.md): every reading sent is stored, rejected or
-        # missing; InfluxDB sums what ingest wrote as it went (ingest/books.py checks it).
+        # The fleet's books (docs/wire-format.md): every reading sent is stored, held, rejected
+        # or missing; InfluxDB sums what ingest wrote as it went (ingest/books.py checks it),
+        # the holding area (this database) what waits for its clock.
         books = {
             "stored": _scalar(influx, "SELECT count(seq) FROM device_health"),
+            "held": held_count(session),
             "rejected": _scalar(influx, "SELECT sum(counted) FROM rejected"),
             "missing": _scalar(influx, "SELECT sum(missing) FROM seq_gap"),
         }

@@ -1,4 +1,5 @@
-"""`coldtrace books`: a device's books, sent = stored + rejected + missing, each seq in one."""
+"""`coldtrace books`: a device's books, sent = stored + held + rejected + missing, each seq in
+one."""
 
 from __future__ import annotations
 
@@ -23,12 +24,26 @@ def _books_instant(text: str) -> int:
 
 def cmd_books(settings: Settings, args: argparse.Namespace) -> int:
     """Print the books; exit 1 when a device's books disagree with what ingest wrote."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from coldtrace.influx import InfluxClient, InfluxUnavailable
     from ingest.books import load_books
+    from ingest.held import HeldReadings
 
+    holding = HeldReadings(settings.sqlalchemy_url)
     influx = InfluxClient(settings)
     try:
-        books = [load_books(influx, d, args.since, args.until) for d in args.devices]
+        books = [
+            load_books(influx, d, args.since, args.until, held=holding.seqs(d))
+            for d in args.devices
+        ]
+    except SQLAlchemyError as exc:
+        print(
+            f"error: the database (held readings) did not answer ({type(exc).__name__}): "
+            "set COLDTRACE_DATABASE_URL to ingest's, or create it (coldtrace db upgrade)",
+            file=sys.stderr,
+        )
+        return 2
     except InfluxUnavailable as exc:
         print(
             f"error: InfluxDB at {settings.influx_url} did not answer ({exc}): start it "
@@ -38,6 +53,7 @@ def cmd_books(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     finally:
         influx.close()
+        holding.engine.dispose()
     emit([b.as_dict() for b in books], args.json)
     # All zeros and "agrees" is what a mistyped id gets too: say so, apart from the table.
     within = " in that time range" if args.since is not None or args.until is not None else ""
@@ -54,10 +70,11 @@ def cmd_books(settings: Settings, args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "books",
-        help="a device's books: sent = stored + rejected + missing, each seq in one",
-        description="Each device's readings, read back from InfluxDB: stored, rejected "
-        "(dead-lettered), missing (of which dropped: reported by the device), copies refused "
-        "(not in sent). Exit 1 when a device's books disagree with what ingest wrote.",
+        help="a device's books: sent = stored + held + rejected + missing, each seq in one",
+        description="Each device's readings, read back from InfluxDB and the database: stored, "
+        "held (for their clock), rejected (dead-lettered), missing (of which dropped: reported "
+        "by the device), copies refused (not in sent). Exit 1 when a device's books disagree "
+        "with what ingest wrote.",
     )
     p.add_argument("devices", nargs="+", metavar="DEVICE")
     p.add_argument(

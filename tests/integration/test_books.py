@@ -30,9 +30,10 @@ FIELD = Path(__file__).parents[1] / "fixtures" / "field"
 class Ingest:
     """The pipeline as `coldtrace ingest` drives it, one batch of messages per send()."""
 
-    def __init__(self, influx: InfluxClient, tmp_path: Path) -> None:
-        url = f"sqlite:///{tmp_path / 'held.db'}"
+    def __init__(self, influx: InfluxClient, url: str) -> None:
+        """`url`: the relational store holding readings for their clock (migrated here)."""
         upgrade(url)
+        self.url = url
         self.influx = influx
         self.held = HeldReadings(url)
         self.restart()
@@ -62,6 +63,11 @@ class Ingest:
             self.pipeline.recover(batch, work)
 
 
+def holding_area(directory: Path) -> str:
+    """A SQLite holding area of its own in a test's directory."""
+    return f"sqlite:///{directory / 'held.db'}"
+
+
 def reading(seq: int, ts: int | None = None, up: int | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "seq": seq,
@@ -83,7 +89,7 @@ def batch(device: str, readings: list[dict[str, Any]], boot: int = 1, **extra: A
 
 
 def books(ingest: Ingest, device: str) -> Books:
-    return load_books(ingest.influx, device)
+    return load_books(ingest.influx, device, held=ingest.held.seqs(device))
 
 
 def summary(b: Books) -> tuple[int, int, int, int, int, int, bool | None]:
@@ -113,7 +119,7 @@ def gap_points(influx: InfluxClient, device: str) -> list[tuple[str, int, int, i
 
 @pytest.fixture
 def ingest(influx: InfluxClient, tmp_path: Path) -> Ingest:
-    return Ingest(influx, tmp_path)
+    return Ingest(influx, holding_area(tmp_path))
 
 
 # -- no silent overwrite ---------------------------------------------------------------------
@@ -482,7 +488,7 @@ def test_a_backlog_older_than_the_ledgers_window_is_loaded_once_not_asked_per_re
 ) -> None:
     influx = CountingInflux(settings)
     influx.writes, influx.queries = [], []
-    ingest = Ingest(influx, tmp_path)
+    ingest = Ingest(influx, holding_area(tmp_path))
     d = f"{prefix}-01"
     old = T - 72 * HOUR
     ingest.send(d, batch(d, [reading(s, ts=old + s * 1000) for s in range(1, 301)]))
@@ -505,7 +511,7 @@ def test_readings_and_their_seq_gap_are_one_write(
 ) -> None:
     influx = CountingInflux(settings)
     influx.writes, influx.queries = [], []
-    ingest = Ingest(influx, tmp_path)
+    ingest = Ingest(influx, holding_area(tmp_path))
     d = f"{prefix}-01"
     ingest.send(d, batch(d, [reading(1)]))
     influx.writes.clear()
@@ -541,6 +547,7 @@ def test_books_over_the_api_for_staff_and_404_for_customers(
         "device": d,
         "sent": 5,
         "stored": 2,
+        "held": 0,
         "rejected": 1,
         "missing": 2,
         "dropped": 0,
@@ -583,15 +590,17 @@ def test_coldtrace_books_prints_the_table_and_json(
     env = {
         "COLDTRACE_INFLUX_URL": settings.influx_url,
         "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
+        "COLDTRACE_DATABASE_URL": ingest.url,
     }
 
     done = run_coldtrace("books", d, quiet, **env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "DEVICE        SENT  STORED  REJECTED  MISSING  DROPPED  COPIES  FIRST_SEQ  LAST_SEQ"
-        "  AGREES",
-        f"{d}     4       2         1        1        0       0          1         4  yes   ",
-        f"{quiet}     0       0         0        0        0       0                       yes   ",
+        "DEVICE        SENT  STORED  HELD  REJECTED  MISSING  DROPPED  COPIES  FIRST_SEQ"
+        "  LAST_SEQ  AGREES",
+        f"{d}     4       2     0         1        1        0       0          1         4  yes   ",
+        f"{quiet}     0       0     0         0        0        0       0           "
+        "            yes   ",
     ]
     # a device with nothing at all (a mistyped id looks the same) is pointed out
     assert done.stderr == (
@@ -604,7 +613,9 @@ def test_coldtrace_books_prints_the_table_and_json(
 
     bad = run_coldtrace("books", d, "--since", "yesterday", **env)
     assert bad.returncode == 2 and "is not an ISO 8601 time" in bad.stderr
-    down = run_coldtrace("books", d, COLDTRACE_INFLUX_URL="http://127.0.0.1:9")
+    down = run_coldtrace(
+        "books", d, COLDTRACE_INFLUX_URL="http://127.0.0.1:9", COLDTRACE_DATABASE_URL=ingest.url
+    )
     assert down.returncode == 2
     assert down.stderr.strip().startswith("error: InfluxDB at http://127.0.0.1:9 did not answer")
     assert "Traceback" not in down.stderr
@@ -632,6 +643,7 @@ def test_after_a_restart_the_cli_the_api_and_metrics_give_the_same_books(
     env = {
         "COLDTRACE_INFLUX_URL": settings.influx_url,
         "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
+        "COLDTRACE_DATABASE_URL": ingest.url,
     }
     done = run_coldtrace("books", d, "--json", **env)
     assert done.returncode == 0, done.stderr
@@ -640,3 +652,64 @@ def test_after_a_restart_the_cli_the_api_and_metrics_give_the_same_books(
     assert {k: via_api[k] for k in names} == expected
     assert (via_api["first_seq"], via_api["last_seq"], via_api["agrees"]) == (1, 10, True)
     assert {k: metric(api, f"coldtrace_books_{k}") - n for k, n in before.items()} == expected
+
+
+def test_held_readings_count_as_held_in_the_books_until_their_clock_is_known(
+    api: Api, settings: Settings, influx: InfluxClient, database_url: str, prefix: str
+) -> None:
+    """Stored 1 and 5, 3 held for boot 2's clock: 3 is held, not missing (2 and 4 are), the
+    same in the API, `coldtrace books` and /metrics; once boot 2's clock is known 3 is stored
+    and the books still agree. Ingest holds in the API's database, as deployed."""
+    ingest = Ingest(influx, database_url)
+    d = f"{prefix}-01"
+    api.ok("POST", "/devices", json={"id": d})
+    names = ("sent", "stored", "held", "rejected", "missing")
+    before = {k: metric(api, f"coldtrace_books_{k}") for k in names}
+    env = {
+        "COLDTRACE_INFLUX_URL": settings.influx_url,
+        "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
+        "COLDTRACE_DATABASE_URL": database_url,
+    }
+
+    def everywhere() -> dict[str, Any]:
+        """The books from the API, checked equal to the CLI's --json and /metrics' moves."""
+        via_api = api.ok("GET", f"/devices/{d}/books")
+        done = run_coldtrace("books", d, "--json", **env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == [via_api]
+        moved = {k: metric(api, f"coldtrace_books_{k}") - n for k, n in before.items()}
+        assert moved == {k: via_api[k] for k in names}
+        return via_api
+
+    ingest.send(d, batch(d, [reading(1)]))
+    ingest.send(d, batch(d, [unsynced(3)], boot=2))
+    ingest.send(d, batch(d, [reading(5)]))
+    assert ingest.held.seqs(d) == {3}
+    assert sorted(gap_points(influx, d)) == [("ingest", 2, 2, 1), ("ingest", 4, 4, 1)]
+    held = {"sent": 5, "stored": 2, "held": 1, "rejected": 0, "missing": 2, "dropped": 0}
+    assert everywhere() == {
+        "device": d,
+        **held,
+        "copies": 0,
+        "first_seq": 1,
+        "last_seq": 5,
+        "agrees": True,
+    }
+
+    # Boot 2's clock: seq 6 at T + 9 s, up 6 s -> seq 3 (up 3 s) at T + 6 s, a free time.
+    ingest.send(d, batch(d, [reading(6, ts=T + 9000, up=6000)], boot=2))
+    assert ingest.held.seqs(d) == set()
+    assert stored_seqs(influx, d) == [1, 3, 5, 6]
+    assert everywhere() == {
+        "device": d,
+        "sent": 6,
+        "stored": 4,
+        "held": 0,
+        "rejected": 0,
+        "missing": 2,
+        "dropped": 0,
+        "copies": 0,
+        "first_seq": 1,
+        "last_seq": 6,
+        "agrees": True,
+    }

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from coldtrace.influx import InfluxClient, quote_string
 from ingest.books import load_books
-from tests.integration.test_books import Ingest
+from tests.integration.test_books import Ingest, holding_area
 
 T = 1_764_000_000_000
 SEQS = st.integers(1, 40)
@@ -141,7 +141,7 @@ def play(influx: InfluxClient, steps: list[tuple[Any, ...]]) -> None:
     agree, and that no stored value ever changed."""
     device = "prop-" + uuid.uuid4().hex[:10]
     with tempfile.TemporaryDirectory() as tmp:
-        ingest = Ingest(influx, Path(tmp))
+        ingest = Ingest(influx, holding_area(Path(tmp)))
         sent: list[bytes] = []
         held_boots: set[int] = set()
         before: dict[int, tuple[int, float | None]] = {}
@@ -202,8 +202,8 @@ def play(influx: InfluxClient, steps: list[tuple[Any, ...]]) -> None:
             seq = 1000 + boot
             send(message(device, boot, [{**canonical(seq, False), "up": 999_000}]))
 
-        books = load_books(influx, device)
-        assert books.sent == books.stored + books.rejected + books.missing
+        books = load_books(influx, device, held=ingest.held.seqs(device))
+        assert books.sent == books.stored + books.held + books.rejected + books.missing
         if books.first_seq is not None and books.last_seq is not None:
             # No reading without a valid seq was sent: every one of sent is a seq in the span.
             assert books.sent == books.last_seq - books.first_seq + 1
@@ -285,7 +285,7 @@ def test_hostile_payloads_keep_the_books_exact(
     device = "hostile-" + uuid.uuid4().hex[:10]
     note(f"steps={steps!r}")
     with tempfile.TemporaryDirectory() as tmp:
-        ingest = Ingest(influx, Path(tmp))
+        ingest = Ingest(influx, holding_area(Path(tmp)))
         sent: list[bytes] = []
         for step in steps:
             if step[0] == "good":
@@ -304,6 +304,6 @@ def test_hostile_payloads_keep_the_books_exact(
             "AND reason = 'storage_rejected'"
         )
         assert refused == []  # every dead letter's point was taken by InfluxDB
-        books = load_books(influx, device)
+        books = load_books(influx, device, held=ingest.held.seqs(device))
         assert books.agrees, books
-        assert books.sent == books.stored + books.rejected + books.missing
+        assert books.sent == books.stored + books.held + books.rejected + books.missing

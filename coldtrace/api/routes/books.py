@@ -1,4 +1,5 @@
-"""A device's books (issue 11): sent = stored + rejected + missing, each seq in exactly one."""
+"""A device's books (issue 11): sent = stored + held + rejected + missing, each seq in exactly
+one."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from coldtrace.api.schemas import QueryInstant, to_ms
 from coldtrace.deliveries.models import Device
 from coldtrace.deliveries.store import NotFound
 from ingest.books import load_books
+from ingest.held import held_seqs
 
 router = APIRouter()
 
@@ -24,6 +26,7 @@ class BooksOut(BaseModel):
     device: str
     sent: int
     stored: int
+    held: int  # held for their clock on the server, not yet stored
     rejected: int
     missing: int
     dropped: int  # of missing: the device reported discarding them
@@ -57,5 +60,6 @@ def device_books(
         device_id,
         None if since is None else to_ms(since),
         None if until is None else to_ms(until),
+        held=held_seqs(session, device_id),
     )
     return BooksOut(**books.as_dict())
