@@ -181,6 +181,17 @@ def test_a_conflicting_duplicate_of_a_held_reading_is_dead_lettered(
     ingest.send(d, batch(d, [unsynced(1, probes={"air": 9.0})], boot=5))  # conflicting
     ingest.send(d, batch(d, [unsynced(1, probes={"air": 3.0})], boot=5))  # identical: nothing
     assert dead(ingest.influx, d) == [("conflicting_held_duplicate", 1, 1, 0)]
+    # While held, seq 1 is held (not rejected, not missing) and its conflicting copy a copy.
+    b = books(ingest, d)
+    assert (b.sent, b.stored, b.held, b.rejected, b.missing, b.copies, b.agrees) == (
+        1,
+        0,
+        1,
+        0,
+        0,
+        1,
+        True,
+    )
     if restart:
         ingest.restart()
     ingest.send(d, batch(d, [reading(2, up=2000)], boot=5))  # sets the clock
@@ -695,6 +706,13 @@ def test_held_readings_count_as_held_in_the_books_until_their_clock_is_known(
         "last_seq": 5,
         "agrees": True,
     }
+
+    # Over a device-time range a held seq (no time yet) counts between its first and last
+    # stored seq: seqs 1 and 5 before T + 6 s, seq 5 alone from T + 5 s.
+    until = api.ok("GET", f"/devices/{d}/books", params={"until": "2025-11-24T16:00:06"})
+    assert [until[k] for k in (*names, "agrees")] == [5, 2, 1, 0, 2, None]
+    since = api.ok("GET", f"/devices/{d}/books", params={"since": "2025-11-24T16:00:05"})
+    assert [since[k] for k in (*names, "agrees")] == [1, 1, 0, 0, 0, None]
 
     # Boot 2's clock: seq 6 at T + 9 s, up 6 s -> seq 3 (up 3 s) at T + 6 s, a free time.
     ingest.send(d, batch(d, [reading(6, ts=T + 9000, up=6000)], boot=2))
