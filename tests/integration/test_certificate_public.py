@@ -19,7 +19,7 @@ from coldtrace.deliveries.models import CertificateMail, Delivery
 from coldtrace.deliveries.store import Store
 from coldtrace.settings import Settings
 from tests.conftest import Api
-from tests.world import MIN, T0, add_breach, plan, run, write_run
+from tests.world import MIN, T0, add_breach, iso, plan, run, write_run
 
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
@@ -97,6 +97,29 @@ def test_the_page_says_valid_then_superseded_by_the_newer_version(
     download = api.client.get(f"/v/{v1['body']['public_id']}/certificate.json")
     assert json.loads(download.content) == answer["certificate"]
     assert answer["certificate"] | {"superseded": None} == v1 | {"superseded": None}
+
+
+def test_the_page_ends_a_breach_under_way_at_dropoff_there(
+    api: Api,
+    fleet: tuple[str, str],
+    closed_delivery: int,
+) -> None:
+    """A breach still open when the delivery ended (the signed JSON: end null, no
+    duration) read "open" with "None" minutes: it ends at drop-off, marked so, as the
+    certificate's document and `coldtrace breaches list` show it."""
+    _, device = fleet
+    add_breach(api, device, T0 + 35 * MIN, None, probe="", rule="device_silent")
+    api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
+    _, v2 = versions(api, closed_delivery)
+    [silent] = [x for x in v2["body"]["breaches"] if x["rule"] == "device_silent"]
+    assert (silent["end"], silent["duration_min"]) == (None, None)
+    page = api.client.get(f"/v/{v2['body']['public_id']}").text
+    table = re.search(r'<table id="breaches">(.*?)</table>', page, re.S)
+    assert table, page
+    [row] = [r for r in table.group(1).split("</tr>") if "device_silent" in r]
+    cells = [text_of(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+    assert v2["body"]["end"] == iso(T0 + 40 * MIN)  # delivered: drop-off
+    assert cells[3:6] == [iso(T0 + 35 * MIN), f"{iso(T0 + 40 * MIN)} (ongoing at drop-off)", ""]
 
 
 def test_unknown_and_malformed_addresses_look_the_same(api: Api, closed_delivery: int) -> None:
