@@ -25,6 +25,7 @@ from coldtrace.records import PlacedReading
 HOUR_MS = 3_600_000
 MAX_OPEN_GAPS = 1000  # per device; beyond that the oldest gap is final as reported
 FP_MASK = 0xFFFF_FFFF
+PRUNE_EVERY = 10_000  # readings between prunes of the window, at least
 
 
 def subtract(ranges: list[list[int]], lo: int, hi: int) -> list[list[int]]:
@@ -111,6 +112,7 @@ class DeviceLedger:
         if not history.seen and history.high is None:
             self.horizon = -1  # nothing stored yet: nothing forgotten either
         self._since_prune = 0
+        self._prune_every = PRUNE_EVERY
 
     def check(self, seq: int, fp: int, ts: int) -> Verdict:
         known = self.seen.get(seq)
@@ -150,7 +152,7 @@ class DeviceLedger:
         if p.ts > self.max_ts:
             self.max_ts = p.ts
         self._since_prune += 1
-        if self._since_prune >= 10_000:
+        if self._since_prune >= self._prune_every:
             self._prune()
         if self.high is not None and seq == self.high + 1:
             self.high = seq  # the next seq (the common case): no gap opens or fills
@@ -280,6 +282,10 @@ class DeviceLedger:
         horizon = self.horizon = max(self.horizon, self.max_ts - self.window_ms)
         self.seen = {s: v for s, v in self.seen.items() if v >> 32 >= horizon}
         self.times = {t for t in self.times if t >= horizon}
+        # A prune copies the whole window: every quarter of the window's size, not every
+        # 10,000 readings, so a 48 h window of one reading a second (172,800) costs 4 copies
+        # per reading instead of 17, and memory stays under 1.25 windows.
+        self._prune_every = max(PRUNE_EVERY, len(self.seen) // 4)
 
 
 class Ledger:

@@ -88,6 +88,22 @@ def test_seen_older_than_the_window_is_forgotten_after_pruning() -> None:
     assert ledger.check(9_999, 1, ts_of(9_999)) is Verdict.DUPLICATE
 
 
+def test_the_window_in_memory_stays_under_a_quarter_more_than_the_window() -> None:
+    ledger = fresh(window_ms=80_000 * 60_000)  # 80,000 readings (one a minute)
+    peak = 0
+    for s in range(200_000):
+        ledger.record(DEV, placed(s), 1)
+        peak = max(peak, len(ledger.seen))
+
+    # Pruned when a quarter of the window (20,000 readings) came since the last prune: at
+    # most the 80,001 kept by a prune (seqs 19,999..99,999 at the 100,000th reading) and the
+    # 19,999 that come before the next prune (the 20,000th triggers it).
+    assert peak == 100_000
+    # The last prune, at the 197,656th reading, kept seqs 117,655 and up.
+    assert len(ledger.seen) == len(ledger.times) == 82_345
+    assert min(ledger.seen) == 117_655
+
+
 # -- gaps detected by ingest -----------------------------------------------------------------
 
 
