@@ -8,6 +8,7 @@ lay it out: what the document says is decided in one place. Pure.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -115,26 +116,42 @@ def _minutes(start: str, end: str) -> float:
     return seconds / 60
 
 
+@dataclass(frozen=True, slots=True)
+class BreachEnd:
+    """How the document and the verification page end a breach of the signed JSON: ``at``
+    (ISO 8601 UTC) its end, or, for one still under way when the delivery ended
+    (``ongoing``: the JSON's ``end`` null, since the window ended, not the breach), the
+    window's end (drop-off), as `coldtrace breaches list` and the charts end it;
+    ``minutes`` from its start to ``at``: the signed ``duration_min``, else counted to
+    drop-off (None for a version from before bodies carried durations)."""
+
+    at: str
+    ongoing: bool
+    minutes: float | None
+
+
+def breach_end(breach: Mapping[str, Any], window_end: str) -> BreachEnd:
+    """Where breach ``breach`` (a row of the body's ``breaches``) ends in a window ending at
+    ``window_end`` (the body's ``end``, ISO 8601)."""
+    if breach["end"] is None:
+        return BreachEnd(window_end, True, _minutes(breach["start"], window_end))
+    return BreachEnd(breach["end"], False, breach.get("duration_min"))
+
+
 def _breaches(b: Mapping[str, Any], t: Writer) -> dict[str, Any]:
     """The breaches' table: the first MAX_BREACHES, then how many more the JSON has. A
-    breach with no end (the JSON's ``end`` null) was still under way when the delivery
-    ended: it ends at drop-off (the window's end, as `coldtrace breaches list` and the
-    charts end it), marked so, its duration counted to then."""
+    breach still under way at drop-off ends there, marked so (breach_end)."""
     rows = []
     for x in b["breaches"][:MAX_BREACHES]:
         rule = t("rule." + x["rule"]) + (f" ({t('suppressed')})" if x["suppressed"] else "")
         where = f"{x['where']['lat']:.4f}, {x['where']['lon']:.4f}" if x["where"] else NONE
-        if x["end"] is None:
-            end = f"{t.time(b['end'])}\n{t('ongoing_at_dropoff')}"
-            duration = t.minutes(_minutes(x["start"], b["end"]))
-        else:
-            end, duration = t.time(x["end"]), t.minutes(x["duration_min"])
+        end = breach_end(x, b["end"])
         cells = (
             x["device"] + (f" / {x['probe']}" if x["probe"] else ""),
             rule,
             t.time(x["start"]),
-            end,
-            duration,
+            t.time(end.at) + (f"\n{t('ongoing_at_dropoff')}" if end.ongoing else ""),
+            t.minutes(end.minutes),
             t.celsius(x["peak_c"]),
             t.number(x["degree_minutes"]),
             t("severity." + x["severity"]),
@@ -217,3 +234,22 @@ def document_view(
         "page": t("page"),
         "of": t("of"),
     }
+
+
+# The verification page's own words (templates/verify.html): English, times in UTC as signed.
+PAGE_WRITER: Final = Writer("en", "UTC")
+
+
+def page_breaches(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The verification page's breaches table, a row per breach of ``body`` (the signed
+    body): ``breach`` its signed row, shown as the JSON has it (ids, UTC times, peak in C);
+    ``end`` and ``duration`` as the document shows them (breach_end, the duration written
+    as the document writes it): a breach under way at drop-off ends there, "(ongoing at
+    drop-off)", its minutes counted to then."""
+    t = PAGE_WRITER
+    rows = []
+    for x in body.get("breaches") or []:
+        end = breach_end(x, body["end"])
+        mark = f" ({t('ongoing_at_dropoff')})" if end.ongoing else ""
+        rows.append({"breach": x, "end": end.at + mark, "duration": t.minutes(end.minutes)})
+    return rows

@@ -7,7 +7,10 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +30,15 @@ PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 def text_of(fragment: str) -> str:
     """An HTML fragment's text, whitespace collapsed."""
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", fragment))).strip()
+
+
+def pdf_text(pdf: bytes, tmp_path: Path) -> str:
+    """A PDF's text (pdftotext), whitespace collapsed."""
+    (tmp_path / "c.pdf").write_bytes(pdf)
+    done = subprocess.run(
+        ["pdftotext", "c.pdf", "-"], cwd=tmp_path, capture_output=True, check=True
+    )
+    return " ".join(done.stdout.decode().split())
 
 
 def status_of(page: str) -> str:
@@ -99,14 +111,18 @@ def test_the_page_says_valid_then_superseded_by_the_newer_version(
     assert answer["certificate"] | {"superseded": None} == v1 | {"superseded": None}
 
 
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils (deploy/bootstrap.sh)")
 def test_the_page_ends_a_breach_under_way_at_dropoff_there(
     api: Api,
     fleet: tuple[str, str],
     closed_delivery: int,
+    tmp_path: Path,
 ) -> None:
     """A breach still open when the delivery ended (the signed JSON: end null, no
-    duration) read "open" with "None" minutes: it ends at drop-off, marked so, as the
-    certificate's document and `coldtrace breaches list` show it."""
+    duration) read "open" with "None" minutes, then no minutes, while its PDF counted them
+    to drop-off: the page ends it at drop-off, marked so, with the PDF's minutes (both from
+    coldtrace.certificates.view), as the certificate's document and `coldtrace breaches
+    list` show it."""
     _, device = fleet
     add_breach(api, device, T0 + 35 * MIN, None, probe="", rule="device_silent")
     api.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
@@ -119,7 +135,53 @@ def test_the_page_ends_a_breach_under_way_at_dropoff_there(
     [row] = [r for r in table.group(1).split("</tr>") if "device_silent" in r]
     cells = [text_of(c) for c in re.findall(r"<td>(.*?)</td>", row)]
     assert v2["body"]["end"] == iso(T0 + 40 * MIN)  # delivered: drop-off
-    assert cells[3:6] == [iso(T0 + 35 * MIN), f"{iso(T0 + 40 * MIN)} (ongoing at drop-off)", ""]
+    start, end = iso(T0 + 35 * MIN), f"{iso(T0 + 40 * MIN)} (ongoing at drop-off)"
+    assert cells[3:] == [start, end, "5 min", "6.0"]
+    for language, ongoing in (("en", "ongoing at drop-off"), ("fr", "en cours à la livraison")):
+        pdf = api.client.get(
+            f"/api/v1/certificates/{v2['id']}/pdf", params={"language": language}, headers=api.admin
+        )
+        assert pdf.status_code == 200, pdf.text
+        text = pdf_text(pdf.content, tmp_path)
+        # pdftotext reads the table column by column: the end and its mark, the headers of
+        # the columns after it (words, no digit), then this breach's duration and peak.
+        assert re.search(rf"{ongoing}\D+ 5 min 6[.,]0 °C", text), text
+
+
+def test_a_breach_without_a_peak_shows_none_on_the_page(
+    api: Api,
+    fleet: tuple[str, str],
+    closed_delivery: int,
+) -> None:
+    """A rule with no temperature of its own (cumulative, door open: ``peak_c`` null in the
+    signed JSON) showed "None" in the page's Peak column: it is blank."""
+    [v1] = versions(api, closed_delivery)
+    cumulative = {
+        "id": 1,
+        "device": fleet[1],
+        "probe": "product",
+        "rule": "cumulative",
+        "severity": "major",
+        "start": iso(T0 + 10 * MIN),
+        "end": iso(T0 + 22 * MIN),
+        "duration_min": 12.0,
+        "peak_c": None,
+    }
+    with api.app.state.sessions() as session:
+        delivery = session.get_one(Delivery, closed_delivery)
+        body = v1["body"] | {"verdict": "not_compliant", "breaches": [cumulative]}
+        v2 = Store(session, "test").issue_certificate(
+            delivery, "not_compliant", body, api.settings.certificate_key
+        )
+        session.commit()
+        public_id = v2.public_id
+    page = api.client.get(f"/v/{public_id}").text
+    assert status_of(page) == "valid"
+    table = re.search(r'<table id="breaches">(.*?)</table>', page, re.S)
+    assert table, page
+    [row] = [r for r in table.group(1).split("</tr>") if "cumulative" in r]
+    cells = [text_of(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+    assert cells[3:] == [iso(T0 + 10 * MIN), iso(T0 + 22 * MIN), "12 min", ""]
 
 
 def test_unknown_and_malformed_addresses_look_the_same(api: Api, closed_delivery: int) -> None:

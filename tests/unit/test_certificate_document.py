@@ -29,7 +29,7 @@ from coldtrace.certificates.document import (
 )
 from coldtrace.certificates.html import certificate_html
 from coldtrace.certificates.pdf import render_pdf
-from coldtrace.certificates.view import document_view
+from coldtrace.certificates.view import document_view, page_breaches
 from tests.unit.test_certificate_content import (
     CONTEXT,
     DELIVERY,
@@ -219,17 +219,17 @@ def test_the_issuers_logo_is_drawn(tmp_path: Path) -> None:
 
 
 def warm_at_dropoff() -> tuple[str, dict[str, Any]]:
-    """The scripted delivery, but the product at 9.5 C again from minute 100 to drop-off
-    (minute 120): an excursion still under way when the delivery ended (the live stage
-    found both)."""
+    """The scripted delivery, but the product at 9.5 C again from minute 95 to drop-off
+    (minute 120): an excursion still under way when the delivery ended, 25 minutes long
+    then (the first one lasted 20; the live stage found both)."""
     series = samples()
     product = (DEVICE, "product")
     series[product] = [
-        replace(s, celsius=9.5) if s.ts >= T0 + 100 * MIN else s for s in series[product]
+        replace(s, celsius=9.5) if s.ts >= T0 + 95 * MIN else s for s in series[product]
     ]
     live = [
         LiveBreach(DEVICE, "product", "excursion_high", T0 + 30 * MIN, False, 11),
-        LiveBreach(DEVICE, "product", "excursion_high", T0 + 100 * MIN, False, 12),
+        LiveBreach(DEVICE, "product", "excursion_high", T0 + 95 * MIN, False, 12),
     ]
     e = evaluate(series, PROFILE, {}, T0, T0 + 120 * MIN, live=live)
     return certificate_body(DELIVERY, locate(e, {DEVICE: track()}), CONTEXT)
@@ -240,13 +240,13 @@ def warm_at_dropoff() -> tuple[str, dict[str, Any]]:
     [
         (
             "fr",
-            "05/01/2026 10:40 (UTC+01:00)",
+            "05/01/2026 10:35 (UTC+01:00)",
             "05/01/2026 11:00 (UTC+01:00)",
             "en cours à la livraison",
         ),
         (
             "en",
-            "2026-01-05 10:40 (UTC+01:00)",
+            "2026-01-05 10:35 (UTC+01:00)",
             "2026-01-05 11:00 (UTC+01:00)",
             "ongoing at drop-off",
         ),
@@ -258,18 +258,25 @@ def test_a_breach_under_way_at_dropoff_ends_at_dropoff_marked_so(
     """The JSON keeps its end null (the evaluation's window ended, not the breach); page and
     PDF said "open"/"en cours" with no end, while `coldtrace breaches list` and the demo end
     it at the delivery's end: they show that end (11:00 in Paris), marked as still under
-    way, and its duration to then."""
+    way, and its duration to then (25 min; the verification page's table the same:
+    test_certificate_public.py)."""
     certificate = signed(warm_at_dropoff())
     breaches = certificate["body"]["breaches"]
     assert [(x["start"], x["end"], x["duration_min"]) for x in breaches] == [
         ("2026-01-05T08:30:00Z", "2026-01-05T08:50:00Z", 20.0),
-        ("2026-01-05T09:40:00Z", None, None),
+        ("2026-01-05T09:35:00Z", None, None),
     ]
     assert certificate["body"]["end"] == "2026-01-05T10:00:00Z"  # drop-off
     view = document_view(certificate, readings(), URL, language)
     [_, last] = view["breaches"]["rows"]
-    assert last[2:5] == [[(start, "")], [(f"{end}\n{ongoing}", "")], [("20\u202fmin", "")]]
+    assert last[2:5] == [[(start, "")], [(f"{end}\n{ongoing}", "")], [("25\u202fmin", "")]]
     html = certificate_html(certificate, readings(), URL, language=language)
-    assert f"{end}<br>{ongoing}" in html
+    assert f"<td>{end}<br>{ongoing}</td><td>25\u202fmin</td>" in html
     text = pdf_text(render_pdf(certificate, readings(), URL, language=language), tmp_path)
     assert start in text and f"{end} {ongoing}" in text  # pdftotext reads column by column
+    assert text.count("25 min") == 1  # the ongoing one's duration; the first one: 20 min
+    assert page_breaches(certificate["body"])[1] == {
+        "breach": breaches[1],
+        "end": "2026-01-05T10:00:00Z (ongoing at drop-off)",
+        "duration": "25\u202fmin",
+    }

@@ -25,6 +25,7 @@ from coldtrace.certificates.document import logo_uri
 from coldtrace.certificates.html import certificate_html
 from coldtrace.certificates.public import Checked, State, Status
 from coldtrace.certificates.render import envelope, readings_of, verify_url, version_pdf
+from coldtrace.certificates.view import page_breaches
 from coldtrace.deliveries.models import Certificate
 from coldtrace.settings import Settings
 
@@ -110,6 +111,7 @@ def certificate_page(
         settings,
         title=f"Certificate {found.delivery_id} v{found.version}",
         certificate=envelope(found),
+        breaches=page_breaches(found.body),
         status=status,
         public_id=found.public_id,
         document=has_document(found),
