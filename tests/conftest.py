@@ -33,6 +33,9 @@ from coldtrace.settings import Settings, load_settings
 from simulators.publish import DeviceConnection
 
 REPO = Path(__file__).resolve().parent.parent
+# A recorded drive, Rungis to Paris across midnight UTC: the firmware's and the gateway's GNSS
+# tests play it.
+NMEA_FIXTURE = REPO / "tests" / "fixtures" / "nmea" / "rungis-to-paris-midnight.nmea"
 # The API tests' world (fleet, closed_delivery): fixtures for the integration and e2e tests.
 pytest_plugins = ["tests.world"]
 

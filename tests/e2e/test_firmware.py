@@ -16,12 +16,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.contract import TelemetryBatch, config_topic, status_topic, telemetry_topic
+from coldtrace.devtools.board import Board, run
 from coldtrace.devtools.services import LocalServices, device_password
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.settings import Settings
 from coldtrace.tls import make_ca
-from tests.conftest import monitor_login, rejections, stored_seqs, wait_for
-from tests.fakes.esp32.harness import NMEA_FIXTURE, Board, run
+from tests.conftest import NMEA_FIXTURE, monitor_login, rejections, stored_seqs, wait_for
 
 AIR, PRODUCT = "28aa000000000001", "28aa000000000002"
 

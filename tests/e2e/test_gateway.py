@@ -25,6 +25,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coldtrace.broker_accounts import gateway_acl
+from coldtrace.devtools.board import Board
 from coldtrace.devtools.gateway_process import GatewayProcess
 from coldtrace.devtools.serial_wire import Wire
 from coldtrace.devtools.services import free_port
@@ -33,10 +34,8 @@ from coldtrace.settings import Settings
 from gateway.spool import read_status
 from gateway.uplink import gateway_status_topic
 from ingest.books import load_books
-from tests.conftest import REPO, ingest_process, rejections, stored_seqs, wait_for
-from tests.fakes.esp32.harness import Board
+from tests.conftest import NMEA_FIXTURE, REPO, ingest_process, rejections, stored_seqs, wait_for
 
-NMEA = REPO / "tests" / "fixtures" / "nmea" / "rungis-to-paris-midnight.nmea"
 T0 = 1_784_073_573_000  # 2026-07-14T23:59:33Z: the recorded drive's first fix
 PASSWORD = "gateway-test-password"
 
@@ -221,7 +220,7 @@ def test_box_gnss_and_logger_lines_are_stored_by_ingest_and_acked_out_of_the_spo
     gnss, box, reefer = rig.wires["gnss"], rig.wires["box"], rig.wires["reefer"]
     # The recorded drive, with its three damaged sentences and a sentence of noise
     gnss_at = time.time()
-    gnss.write(NMEA.read_bytes() + b"$GPRMC,garbage*00\r\n")
+    gnss.write(NMEA_FIXTURE.read_bytes() + b"$GPRMC,garbage*00\r\n")
     wait_for(
         lambda: rig.gateway.status()["ports"]["gnss"].get("sentences") == 139,
         30,
@@ -448,7 +447,7 @@ def test_the_real_firmwares_tethered_output_replayed_is_stored(
     # Replay: after the GNSS gave the gateway a time, the recorded lines into the box's port
     rig.ingest.start()
     rig.gateway.start().wait_open()
-    rig.wires["gnss"].write(NMEA.read_bytes())
+    rig.wires["gnss"].write(NMEA_FIXTURE.read_bytes())
     wait_for(lambda: rig.gateway.status()["ports"]["gnss"].get("sentences") == 139, 30, "GNSS read")
     rig.wires["box"].write(recorded)
     wait_for(lambda: len(stored_seqs(influx, rig.box)) == len(seqs), 60, "the recording stored")

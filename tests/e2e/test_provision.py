@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 
 from coldtrace.contract import status_topic, telemetry_topic
+from coldtrace.devtools.board import FIRMWARE, Board, SerialRepl
 from coldtrace.devtools.services import LocalServices
 from coldtrace.settings import Settings
 from tests.conftest import monitor_login, run_coldtrace, wait_for
 from tests.e2e.test_broker_security import Probe
 from tests.e2e.test_devices_cli import cli_env, devices
-from tests.fakes.esp32.harness import FIRMWARE, Board, SerialRepl
 
 AIR = "28aa000000000001"
 FIRMWARE_FILES = sorted(

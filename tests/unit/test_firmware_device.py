@@ -1,5 +1,5 @@
 """The firmware's sensors, clock, config and watchdog on the real MicroPython interpreter,
-with fake ESP32 hardware (tests/fakes/esp32)."""
+with fake ESP32 hardware (coldtrace/devtools/fake_esp32)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from coldtrace.contract import TelemetryBatch, probe_fault
-from tests.fakes.esp32.harness import NMEA_FIXTURE, Board, run
+from coldtrace.devtools.board import Board, run
+from tests.conftest import NMEA_FIXTURE
 
 AIR, PRODUCT, SPARE = "28aa000000000001", "28aa000000000002", "28aa0000000000ff"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.esp32.harness import REPO, run
+from coldtrace.devtools.board import run
+from tests.conftest import REPO
 
 FIELD = REPO / "tests" / "fixtures" / "field"
 TALKERS = ["GP", "GL", "GA", "GB", "BD", "GQ", "GI", "GN"]

@@ -8,7 +8,8 @@ import random
 from functools import reduce
 from pathlib import Path
 
-from tests.fakes.esp32.harness import NMEA_FIXTURE, run
+from coldtrace.devtools.board import run
+from tests.conftest import NMEA_FIXTURE
 
 FEED = """
 import json, nmea

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from coldtrace.contract import TelemetryBatch
-from tests.fakes.esp32.harness import run
+from coldtrace.devtools.board import run
 
 APPEND = """
 import json

