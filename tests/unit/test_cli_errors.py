@@ -29,59 +29,52 @@ def one_line(stderr: str) -> str:
     return stderr.splitlines()[-1]
 
 
-def test_the_api_port_taken(tmp_path: Path, taken_port: int) -> None:
-    proc = run_coldtrace("api", COLDTRACE_API_PORT=str(taken_port), COLDTRACE_RUN_DIR=str(tmp_path))
-    assert proc.returncode == 2
-    assert one_line(proc.stderr) == (
-        f"configuration error: COLDTRACE_API_PORT: cannot listen on 127.0.0.1:{taken_port} "
-        "(Address already in use): stop the process that holds it, or set another port"
-    )
+LISTEN_TAKEN = (
+    "configuration error: {setting}: cannot listen on 127.0.0.1:{port} (Address already in "
+    "use): stop the process that holds it, or set another port"
+)
+BROKER_TAKEN = (
+    "error: mosquitto: port {port} on 127.0.0.1 is taken by another process; stop it, or pick "
+    "another port ({setting})"
+)
 
 
-def test_the_ingest_health_port_taken(tmp_path: Path, taken_port: int) -> None:
-    """Found before ingest connects to anything (no broker runs here)."""
+@pytest.mark.parametrize(
+    ("command", "setting", "free", "error"),
+    [
+        pytest.param(("api",), "COLDTRACE_API_PORT", (), LISTEN_TAKEN, id="api"),
+        # Found before ingest connects to anything (no broker runs here).
+        pytest.param(
+            ("ingest",), "COLDTRACE_INGEST_HEALTH_PORT", (), LISTEN_TAKEN, id="ingest-health"
+        ),
+        pytest.param(
+            ("services", "up", "mosquitto"), "COLDTRACE_MQTT_PORT", (), BROKER_TAKEN, id="mqtt"
+        ),
+        # Mosquitto listens for TLS too (docs/security.md): a taken TLS port is named as well.
+        pytest.param(
+            ("services", "up", "mosquitto"),
+            "COLDTRACE_MQTT_TLS_PORT",
+            ("COLDTRACE_MQTT_PORT", "COLDTRACE_MQTT_MTLS_PORT"),
+            BROKER_TAKEN,
+            id="mqtt-tls",
+        ),
+    ],
+)
+def test_a_port_taken_is_named_by_its_setting(
+    tmp_path: Path,
+    taken_port: int,
+    command: tuple[str, ...],
+    setting: str,
+    free: tuple[str, ...],
+    error: str,
+) -> None:
+    """``free``: the other ports the command listens on, set to free ones."""
+    ports = {name: str(free_port()) for name in free}
     proc = run_coldtrace(
-        "ingest", COLDTRACE_INGEST_HEALTH_PORT=str(taken_port), COLDTRACE_RUN_DIR=str(tmp_path)
+        *command, **ports, **{setting: str(taken_port)}, COLDTRACE_RUN_DIR=str(tmp_path)
     )
     assert proc.returncode == 2
-    assert one_line(proc.stderr) == (
-        f"configuration error: COLDTRACE_INGEST_HEALTH_PORT: cannot listen on "
-        f"127.0.0.1:{taken_port} (Address already in use): stop the process that holds it, "
-        "or set another port"
-    )
-
-
-def test_the_broker_port_taken(tmp_path: Path, taken_port: int) -> None:
-    proc = run_coldtrace(
-        "services",
-        "up",
-        "mosquitto",
-        COLDTRACE_MQTT_PORT=str(taken_port),
-        COLDTRACE_RUN_DIR=str(tmp_path),
-    )
-    assert proc.returncode == 2
-    assert one_line(proc.stderr) == (
-        f"error: mosquitto: port {taken_port} on 127.0.0.1 is taken by another process; stop "
-        "it, or pick another port (COLDTRACE_MQTT_PORT)"
-    )
-
-
-def test_the_broker_tls_port_taken(tmp_path: Path, taken_port: int) -> None:
-    """Mosquitto listens for TLS too (docs/security.md): a taken TLS port is named as well."""
-    proc = run_coldtrace(
-        "services",
-        "up",
-        "mosquitto",
-        COLDTRACE_MQTT_PORT=str(free_port()),
-        COLDTRACE_MQTT_TLS_PORT=str(taken_port),
-        COLDTRACE_MQTT_MTLS_PORT=str(free_port()),
-        COLDTRACE_RUN_DIR=str(tmp_path),
-    )
-    assert proc.returncode == 2
-    assert one_line(proc.stderr) == (
-        f"error: mosquitto: port {taken_port} on 127.0.0.1 is taken by another process; stop "
-        "it, or pick another port (COLDTRACE_MQTT_TLS_PORT)"
-    )
+    assert one_line(proc.stderr) == error.format(setting=setting, port=taken_port)
 
 
 def test_an_unreachable_database(tmp_path: Path) -> None:
