@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -482,8 +483,10 @@ def test_the_broker_takes_a_message_larger_than_the_contracts_largest_batch() ->
 class CountingInflux(InfluxClient):
     """The real client, counting its writes and queries."""
 
-    writes: list[bytes]
-    queries: list[str]
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.writes: list[bytes] = []
+        self.queries: list[str] = []
 
     def write(self, body: bytes, precision: Any = "ms") -> None:
         self.writes.append(body)
@@ -494,12 +497,18 @@ class CountingInflux(InfluxClient):
         return super().query(influxql)
 
 
-def test_a_backlog_older_than_the_ledgers_window_is_loaded_once_not_asked_per_reading(
-    settings: Settings, tmp_path: Path, prefix: str
-) -> None:
+@pytest.fixture
+def counted(settings: Settings, tmp_path: Path) -> Iterator[tuple[CountingInflux, Ingest]]:
+    """Ingest writing through a CountingInflux."""
     influx = CountingInflux(settings)
-    influx.writes, influx.queries = [], []
-    ingest = Ingest(influx, holding_area(tmp_path))
+    yield influx, Ingest(influx, holding_area(tmp_path))
+    influx.close()
+
+
+def test_a_backlog_older_than_the_ledgers_window_is_loaded_once_not_asked_per_reading(
+    counted: tuple[CountingInflux, Ingest], prefix: str
+) -> None:
+    influx, ingest = counted
     d = f"{prefix}-01"
     old = T - 72 * HOUR
     ingest.send(d, batch(d, [reading(s, ts=old + s * 1000) for s in range(1, 301)]))
@@ -514,15 +523,12 @@ def test_a_backlog_older_than_the_ledgers_window_is_loaded_once_not_asked_per_re
     assert len(influx.queries) == 2  # the window below, and the first seq
     assert ingest.pipeline.totals["duplicates"] == 300
     assert summary(books(ingest, d)) == (1000, 400, 0, 600, 0, 0, True)
-    influx.close()
 
 
 def test_readings_and_their_seq_gap_are_one_write(
-    settings: Any, tmp_path: Path, prefix: str
+    counted: tuple[CountingInflux, Ingest], prefix: str
 ) -> None:
-    influx = CountingInflux(settings)
-    influx.writes, influx.queries = [], []
-    ingest = Ingest(influx, holding_area(tmp_path))
+    influx, ingest = counted
     d = f"{prefix}-01"
     ingest.send(d, batch(d, [reading(1)]))
     influx.writes.clear()
@@ -531,7 +537,6 @@ def test_readings_and_their_seq_gap_are_one_write(
     [body] = influx.writes
     assert b"seq_gap," in body and b"device_health," in body
     assert gap_points(influx, d) == [("ingest", 2, 4, 3)]
-    influx.close()
 
 
 # -- where the books are shown ---------------------------------------------------------------
@@ -543,15 +548,45 @@ def metric(api: Api, name: str) -> int:
     return int(float(value))
 
 
+def totals(api: Api, *names: str) -> dict[str, int]:
+    """The fleet's books in /metrics: name (sent, stored, ...) -> coldtrace_books_<name>."""
+    return {k: metric(api, f"coldtrace_books_{k}") for k in names}
+
+
+def moved(api: Api, before: dict[str, int]) -> dict[str, int]:
+    """How far the /metrics totals moved since ``before`` (totals())."""
+    return {k: n - before[k] for k, n in totals(api, *before).items()}
+
+
+def books_env(settings: Settings, database_url: str) -> dict[str, str]:
+    """What `coldtrace books` reads: the session's InfluxDB, and the store of held readings."""
+    return {
+        "COLDTRACE_INFLUX_URL": settings.influx_url,
+        "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
+        "COLDTRACE_DATABASE_URL": database_url,
+    }
+
+
+def books_everywhere(
+    api: Api, env: dict[str, str], device: str, before: dict[str, int]
+) -> dict[str, Any]:
+    """The device's books from the API, checked equal to `coldtrace books --json`'s (with
+    ``env``) and to what the /metrics totals moved by since ``before`` (moved())."""
+    via_api: dict[str, Any] = api.ok("GET", f"/devices/{device}/books")
+    done = run_coldtrace("books", device, "--json", **env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [via_api]
+    assert moved(api, before) == {k: via_api[k] for k in before}
+    return via_api
+
+
 def test_books_over_the_api_for_staff_and_404_for_customers(
     api: Api, ingest: Ingest, prefix: str
 ) -> None:
     d = f"{prefix}-01"
     api.ok("POST", "/devices", json={"id": d})
     api.ok("POST", "/customers", json={"id": "acme", "name": "ACME labs"})
-    totals = {
-        k: metric(api, f"coldtrace_books_{k}") for k in ("sent", "stored", "rejected", "missing")
-    }
+    before = totals(api, "sent", "stored", "rejected", "missing")
     ingest.send(d, batch(d, [reading(1), reading(3, door=1), reading(5)]))
 
     assert api.ok("GET", f"/devices/{d}/books") == {
@@ -568,7 +603,7 @@ def test_books_over_the_api_for_staff_and_404_for_customers(
         "agrees": True,
     }
     # The /metrics totals moved by exactly this device's books.
-    assert {k: metric(api, f"coldtrace_books_{k}") - n for k, n in totals.items()} == {
+    assert moved(api, before) == {
         "sent": 5,
         "stored": 2,
         "rejected": 1,
@@ -598,11 +633,7 @@ def test_coldtrace_books_prints_the_table_and_json(
 ) -> None:
     d, quiet = f"{prefix}-01", f"{prefix}-02"
     ingest.send(d, batch(d, [reading(1), reading(2, door=1), reading(4)]))
-    env = {
-        "COLDTRACE_INFLUX_URL": settings.influx_url,
-        "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
-        "COLDTRACE_DATABASE_URL": ingest.url,
-    }
+    env = books_env(settings, ingest.url)
 
     done = run_coldtrace("books", d, quiet, **env)
     assert done.returncode == 0, done.stderr
@@ -639,8 +670,7 @@ def test_after_a_restart_the_cli_the_api_and_metrics_give_the_same_books(
     at a restart and changed after it: every place that shows the books says the same."""
     d = f"{prefix}-01"
     api.ok("POST", "/devices", json={"id": d})
-    names = ("sent", "stored", "rejected", "missing")
-    before = {k: metric(api, f"coldtrace_books_{k}") for k in names}
+    before = totals(api, "sent", "stored", "rejected", "missing")
     ingest.send(d, batch(d, [reading(10)]))
     ingest.send(d, batch(d, [reading(1, door=1)]))  # dead letter: gap 2..9 at receive time
     ingest.send(d, batch(d, [reading(5)]))
@@ -649,20 +679,10 @@ def test_after_a_restart_the_cli_the_api_and_metrics_give_the_same_books(
     ingest.send(d, batch(d, [reading(3, door=1)]))
     ingest.send(d, batch(d, [reading(8, up=8000)], boot=2))  # sets the clock: 7 is stored
 
+    via_all = books_everywhere(api, books_env(settings, ingest.url), d, before)
     expected = {"sent": 10, "stored": 4, "rejected": 2, "missing": 4}  # missing: 2, 4, 6, 9
-    via_api = api.ok("GET", f"/devices/{d}/books")
-    env = {
-        "COLDTRACE_INFLUX_URL": settings.influx_url,
-        "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
-        "COLDTRACE_DATABASE_URL": ingest.url,
-    }
-    done = run_coldtrace("books", d, "--json", **env)
-    assert done.returncode == 0, done.stderr
-    [via_cli] = json.loads(done.stdout)
-    assert via_api == via_cli
-    assert {k: via_api[k] for k in names} == expected
-    assert (via_api["first_seq"], via_api["last_seq"], via_api["agrees"]) == (1, 10, True)
-    assert {k: metric(api, f"coldtrace_books_{k}") - n for k, n in before.items()} == expected
+    assert {k: via_all[k] for k in before} == expected
+    assert (via_all["first_seq"], via_all["last_seq"], via_all["agrees"]) == (1, 10, True)
 
 
 def test_held_readings_count_as_held_in_the_books_until_their_clock_is_known(
@@ -675,30 +695,15 @@ def test_held_readings_count_as_held_in_the_books_until_their_clock_is_known(
     d = f"{prefix}-01"
     api.ok("POST", "/devices", json={"id": d})
     names = ("sent", "stored", "held", "rejected", "missing")
-    before = {k: metric(api, f"coldtrace_books_{k}") for k in names}
-    env = {
-        "COLDTRACE_INFLUX_URL": settings.influx_url,
-        "COLDTRACE_INFLUX_DATABASE": settings.influx_database,
-        "COLDTRACE_DATABASE_URL": database_url,
-    }
-
-    def everywhere() -> dict[str, Any]:
-        """The books from the API, checked equal to the CLI's --json and /metrics' moves."""
-        via_api = api.ok("GET", f"/devices/{d}/books")
-        done = run_coldtrace("books", d, "--json", **env)
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout) == [via_api]
-        moved = {k: metric(api, f"coldtrace_books_{k}") - n for k, n in before.items()}
-        assert moved == {k: via_api[k] for k in names}
-        return via_api
-
+    before = totals(api, *names)
+    env = books_env(settings, database_url)
     ingest.send(d, batch(d, [reading(1)]))
     ingest.send(d, batch(d, [unsynced(3)], boot=2))
     ingest.send(d, batch(d, [reading(5)]))
     assert ingest.held.seqs(d) == {3}
     assert sorted(gap_points(influx, d)) == [("ingest", 2, 2, 1), ("ingest", 4, 4, 1)]
     held = {"sent": 5, "stored": 2, "held": 1, "rejected": 0, "missing": 2, "dropped": 0}
-    assert everywhere() == {
+    assert books_everywhere(api, env, d, before) == {
         "device": d,
         **held,
         "copies": 0,
@@ -718,7 +723,7 @@ def test_held_readings_count_as_held_in_the_books_until_their_clock_is_known(
     ingest.send(d, batch(d, [reading(6, ts=T + 9000, up=6000)], boot=2))
     assert ingest.held.seqs(d) == set()
     assert stored_seqs(influx, d) == [1, 3, 5, 6]
-    assert everywhere() == {
+    assert books_everywhere(api, env, d, before) == {
         "device": d,
         "sent": 6,
         "stored": 4,
