@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from coldtrace.bootstrap import api_collector
 from coldtrace.certificates.content import certificate_body
-from coldtrace.certificates.document import Readings
+from coldtrace.certificates.document import DocumentRequest, Readings
 from coldtrace.certificates.issue import context
 from coldtrace.certificates.judge import judge
 from coldtrace.certificates.pdf import render_pdf
@@ -109,7 +109,9 @@ def main() -> int:
             readings = apart(readings_of(session, issued, source), run)
             t4, c4 = time.perf_counter(), time.process_time()
             pdf = render_pdf(
-                envelope(issued), readings, verify_url(settings.public_url, issued.body)
+                DocumentRequest(
+                    envelope(issued), readings, verify_url(settings.public_url, issued.body)
+                )
             )
             t5, c5 = time.perf_counter(), time.process_time()
             session.rollback()

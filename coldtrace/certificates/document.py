@@ -69,6 +69,24 @@ class Readings:
     fixes: Sequence[tuple[float, float]] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentRequest:
+    """What either form of a certificate's document is made from (its PDF:
+    coldtrace.certificates.pdf.render_pdf; its HTML: .html.certificate_html), built once
+    (coldtrace.certificates.render.version_document for a stored version): ``certificate``
+    an envelope as the API returns it, its body from coldtrace.certificates.content;
+    ``readings`` what the pictures are drawn from (none: no charts, no route);
+    ``verify_url`` the public verification address for the QR code (None: no code);
+    ``logo`` the issuer's logo as a data: URI (logo_uri; None: no logo); ``language`` "en"
+    or "fr" (None: the body's customer language)."""
+
+    certificate: Mapping[str, Any]
+    readings: Readings = field(default_factory=Readings)
+    verify_url: str | None = None
+    logo: str | None = None
+    language: str | None = None
+
+
 def _ms(iso: str) -> int:
     return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 

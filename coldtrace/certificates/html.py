@@ -6,13 +6,11 @@ templates/certificate.html (Jinja2, autoescaped) laying out the document's conte
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
 from functools import cache
-from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from coldtrace.certificates.document import TEMPLATES, Readings
+from coldtrace.certificates.document import TEMPLATES, DocumentRequest
 from coldtrace.certificates.view import document_view
 
 
@@ -38,26 +36,17 @@ def _image(svg: str) -> str:
     return f'<img alt="" src="data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()}">'
 
 
-def certificate_html(
-    certificate: Mapping[str, Any],
-    readings: Readings,
-    verify_url: str | None,
-    logo: str | None = None,
-    language: str | None = None,
-) -> str:
-    """The document's HTML for ``certificate`` (an envelope as the API returns it, its body
-    from coldtrace.certificates.content). ``verify_url``: the public verification address
-    for the QR code (None: no code); ``logo``: a data: URI; ``language``: "en" or "fr"
-    (None: the body's customer language). NoDocument for a version issued before
-    certificates carried the document's content."""
-    view = document_view(certificate, readings, verify_url, language)
+def certificate_html(request: DocumentRequest) -> str:
+    """The document's HTML for ``request.certificate``. NoDocument for a version issued
+    before certificates carried the document's content."""
+    view = document_view(request)
     return (
         _environment()
         .get_template("certificate.html")
         .render(
             v=view,
             css=_css(),
-            logo=logo,
+            logo=request.logo,
             charts=[{"title": x["title"], "img": _image(x["svg"])} for x in view["charts"]],
             route=_image(view["route"]["svg"]) if view["route"] else "",
             qr=_image(view["signature"]["qr"]) if view["signature"]["qr"] else "",

@@ -25,7 +25,8 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from coldtrace.certificates import public
-from coldtrace.certificates.render import version_pdf
+from coldtrace.certificates.pdf import render_pdf
+from coldtrace.certificates.render import version_document
 from coldtrace.deliveries.models import Certificate, CertificateMail
 from coldtrace.deliveries.source import ReadingSource
 from coldtrace.deliveries.store import Store, wall_ms
@@ -56,7 +57,7 @@ class Attachment:
 
 @dataclass(frozen=True)
 class PdfAttachment:
-    """A version's PDF (render.version_pdf: in its customer's language, the signed JSON
+    """A version's PDF (render.version_document: in its customer's language, the signed JSON
     attached, the QR code to ``public_url``/v/<public_id>), read with ``source``."""
 
     source: ReadingSource
@@ -64,7 +65,7 @@ class PdfAttachment:
     logo: Path | None = None
 
     def __call__(self, session: Session, c: Certificate) -> Attachment:
-        pdf = version_pdf(session, c, self.source, self.public_url, self.logo)
+        pdf = render_pdf(version_document(session, c, self.source, self.public_url, self.logo))
         return Attachment(public.download_name(c, "pdf"), "application/pdf", pdf)
 
 

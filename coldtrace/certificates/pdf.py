@@ -11,12 +11,10 @@ import base64
 import json
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any
 
 import typst
 
-from coldtrace.certificates.document import ATTACHMENT, TEMPLATES, Readings
+from coldtrace.certificates.document import ATTACHMENT, TEMPLATES, DocumentRequest
 from coldtrace.certificates.view import document_view
 
 log = logging.getLogger(__name__)
@@ -35,20 +33,13 @@ def _compiler() -> typst.Compiler:
     return compiler
 
 
-def render_pdf(
-    certificate: Mapping[str, Any],
-    readings: Readings,
-    verify_url: str | None,
-    logo: str | None = None,
-    language: str | None = None,
-) -> bytes:
-    """The PDF/A-3b of ``certificate`` (an envelope as the API returns it; the other
-    arguments as html.certificate_html), with the certificate's JSON attached as
+def render_pdf(request: DocumentRequest) -> bytes:
+    """The PDF/A-3b of ``request.certificate``, with the certificate's JSON attached as
     ``certificate.json`` (relationship Source). NoDocument for a version issued before
     certificates carried the document's content."""
-    view = document_view(certificate, readings, verify_url, language)
-    view["logo"] = _logo_bytes(logo)
-    signed = json.dumps(certificate, ensure_ascii=False, indent=1)
+    view = document_view(request)
+    view["logo"] = _logo_bytes(request.logo)
+    signed = json.dumps(request.certificate, ensure_ascii=False, indent=1)
     pdf, warnings = _compiler().compile_with_warnings(
         format="pdf",
         pdf_standards=["a-3b"],

@@ -1,6 +1,8 @@
-"""The PDF of a stored certificate version, for the API, the CLI and the mailer: the version
-as the API returns it (``envelope``), the readings of its window read back from InfluxDB for
-the pictures, and its verification address (``<COLDTRACE_PUBLIC_URL>/v/<public_id>``)."""
+"""The document of a stored certificate version (its PDF for the API, the CLI and the mailer;
+its HTML for the verification page), made from one DocumentRequest (``version_document``):
+the version as the API returns it (``envelope``), the readings of its window read back from
+InfluxDB for the pictures, and its verification address
+(``<COLDTRACE_PUBLIC_URL>/v/<public_id>``)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coldtrace.certificates.document import Readings, logo_uri
-from coldtrace.certificates.pdf import render_pdf
+from coldtrace.certificates.document import DocumentRequest, Readings, logo_uri
 from coldtrace.deliveries.attach import delivery_segments
 from coldtrace.deliveries.lifecycle import State
 from coldtrace.deliveries.models import Certificate, Delivery
@@ -75,17 +76,19 @@ def verify_url(public_url: str | None, body: dict[str, Any]) -> str | None:
     return f"{public_url.rstrip('/')}/v/{public_id}"
 
 
-def version_pdf(
+def version_document(
     session: Session,
     c: Certificate,
     source: ReadingSource,
     public_url: str | None,
     logo: Path | None = None,
     language: str | None = None,
-) -> bytes:
-    """The PDF of version ``c`` (coldtrace.certificates.document), in ``language`` (None:
-    its customer's)."""
-    return render_pdf(
+) -> DocumentRequest:
+    """What the document of version ``c`` is made from, for either renderer (pdf.render_pdf,
+    html.certificate_html): its readings read with ``source``, its verification address
+    under ``public_url``, the issuer's ``logo`` file, in ``language`` (None: its
+    customer's)."""
+    return DocumentRequest(
         envelope(c),
         readings_of(session, c, source),
         verify_url(public_url, c.body),

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from coldtrace.certificates.document import (
     MAX_BREACHES,
-    Readings,
+    DocumentRequest,
     certificate_content,
     document_writer,
 )
@@ -169,21 +169,16 @@ def _breaches(b: Mapping[str, Any], t: Writer) -> dict[str, Any]:
     }
 
 
-def document_view(
-    c: Mapping[str, Any],
-    readings: Readings,
-    verify_url: str | None,
-    language: str | None = None,
-) -> dict[str, Any]:
-    """What the document shows of certificate ``c`` (an envelope as the API returns it, its
-    body from coldtrace.certificates.content), as both templates read it: every text
-    written in ``language`` ("en", "fr"; None: the body's customer language) and the body's
-    time zone, the pictures as SVG text (document.certificate_content: "" when there are no
-    fixes or no ``verify_url``), tables as rows of ``Cell``. NoDocument for a version
+def document_view(request: DocumentRequest) -> dict[str, Any]:
+    """What the document shows of ``request.certificate``, as both templates read it: every
+    text written in the request's language and the body's time zone, the pictures as SVG
+    text (document.certificate_content: "" when there are no fixes or no verify_url),
+    tables as rows of ``Cell`` (the logo is the templates' own). NoDocument for a version
     issued before certificates carried the document's content."""
+    c, verify_url = request.certificate, request.verify_url
     b = c["body"]
-    t = document_writer(b, language)
-    content = certificate_content(c, readings, verify_url, t)
+    t = document_writer(b, request.language)
+    content = certificate_content(c, request.readings, verify_url, t)
     j = b["judged_against"]
     reasons = list(b.get("reasons") or [])
     shown = reasons[:MAX_REASONS]

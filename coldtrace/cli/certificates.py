@@ -25,7 +25,13 @@ def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
     """The current certificate of a delivery (by reference or id): a summary table, its JSON
     (--json) as the API returns it, and with -o its PDF (readings from InfluxDB)."""
     from coldtrace.certificates.document import NoDocument
-    from coldtrace.certificates.render import NotIssued, current_version, envelope, version_pdf
+    from coldtrace.certificates.pdf import render_pdf
+    from coldtrace.certificates.render import (
+        NotIssued,
+        current_version,
+        envelope,
+        version_document,
+    )
     from coldtrace.deliveries.source import ReadingSource
     from coldtrace.deliveries.store import NotFound
     from coldtrace.influx import InfluxClient, InfluxRejected, InfluxUnavailable
@@ -43,13 +49,15 @@ def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
         influx = InfluxClient(settings)
         source = ReadingSource(influx)
         try:
-            pdf = version_pdf(
-                store.session,
-                c,
-                source,
-                settings.public_url,
-                settings.certificate_issuer_logo,
-                args.language,
+            pdf = render_pdf(
+                version_document(
+                    store.session,
+                    c,
+                    source,
+                    settings.public_url,
+                    settings.certificate_issuer_logo,
+                    args.language,
+                )
             )
         except (InfluxUnavailable, InfluxRejected) as exc:
             print(

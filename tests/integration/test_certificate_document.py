@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from coldtrace import signing
-from coldtrace.certificates.document import Readings, extract_signed_json
+from coldtrace.certificates.document import DocumentRequest, extract_signed_json
 from coldtrace.certificates.pdf import render_pdf
 from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.store import Store
@@ -219,7 +219,7 @@ def test_the_operators_terminal(
     # A PDF whose attached certificate was altered does not verify, and says why.
     forged = dict(scripted) | {"body": scripted["body"] | {"verdict": "compliant"}}
     forged["verdict"] = "compliant"
-    (tmp_path / "forged.pdf").write_bytes(render_pdf(forged, Readings(), None))
+    (tmp_path / "forged.pdf").write_bytes(render_pdf(DocumentRequest(forged)))
     refused = cli(api, "certificates", "verify", str(tmp_path / "forged.pdf"), "--json")
     assert refused.returncode == 1
     assert "changed after signing" in json.loads(refused.stdout)[0]["why"]

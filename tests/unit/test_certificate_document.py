@@ -21,6 +21,7 @@ from coldtrace import signing
 from coldtrace.certificates.charts import BREACH, GAP, ProbeChart, probe_chart, route_plot
 from coldtrace.certificates.content import certificate_body
 from coldtrace.certificates.document import (
+    DocumentRequest,
     NoDocument,
     NotACertificatePdf,
     Readings,
@@ -76,6 +77,12 @@ def readings() -> Readings:
     )
 
 
+def scripted(certificate: dict[str, Any] | None = None, **kw: Any) -> DocumentRequest:
+    """The document of ``certificate`` (else the scripted one, signed()) with the scripted
+    readings and address; ``kw``: the request's logo, language."""
+    return DocumentRequest(certificate or signed(), readings(), URL, **kw)
+
+
 def pdf_text(pdf: bytes, tmp_path: Path) -> str:
     (tmp_path / "c.pdf").write_bytes(pdf)
     done = subprocess.run(
@@ -93,7 +100,7 @@ def page_count(pdf: bytes, tmp_path: Path) -> int:
 def test_the_french_pdf_says_the_verdict_mkt_and_breach_times_in_paris_time(
     tmp_path: Path,
 ) -> None:
-    pdf = render_pdf(signed(), readings(), URL)  # the customer's language: French
+    pdf = render_pdf(scripted())  # the customer's language: French
     assert page_count(pdf, tmp_path) == 2
     text = pdf_text(pdf, tmp_path)
     assert "Certificat de température" in text
@@ -108,7 +115,7 @@ def test_the_french_pdf_says_the_verdict_mkt_and_breach_times_in_paris_time(
 
 
 def test_the_english_pdf_says_the_same(tmp_path: Path) -> None:
-    pdf = render_pdf(signed(), readings(), URL, language="en")
+    pdf = render_pdf(scripted(language="en"))
     assert page_count(pdf, tmp_path) == 2
     text = pdf_text(pdf, tmp_path)
     assert "Temperature certificate" in text
@@ -121,19 +128,19 @@ def test_the_english_pdf_says_the_same(tmp_path: Path) -> None:
 
 def test_the_attached_json_verifies_offline_and_a_tampered_one_does_not() -> None:
     certificate = signed()
-    pdf = render_pdf(certificate, readings(), URL)
+    pdf = render_pdf(scripted(certificate))
     [attached] = signing.read_certificates(extract_signed_json(pdf))
     assert attached == certificate
     assert signing.check(KEY.public_key(), attached) == ""
     forged = signed()
     forged["body"]["verdict"] = forged["verdict"] = "compliant"
-    [read] = signing.read_certificates(extract_signed_json(render_pdf(forged, readings(), URL)))
+    [read] = signing.read_certificates(extract_signed_json(render_pdf(scripted(forged))))
     assert "changed after signing" in signing.check(KEY.public_key(), read)
 
 
 def test_without_readings_or_url_it_still_renders(tmp_path: Path) -> None:
     """A delivery whose readings are gone (past retention): no charts, route or QR code."""
-    pdf = render_pdf(signed(), Readings(), None)
+    pdf = render_pdf(DocumentRequest(signed()))
     assert 1 <= page_count(pdf, tmp_path) <= 2
     assert "NON CONFORME" in pdf_text(pdf, tmp_path)
 
@@ -143,7 +150,7 @@ def test_the_pdf_declares_pdf_a_3b_and_carries_its_json_as_source(tmp_path: Path
     cannot be installed here: docs/certificates.md): the XMP identification, an sRGB output
     intent with its ICC profile, the attachment associated with the document as its Source
     with a MIME type, every font embedded, no encryption."""
-    pdf = render_pdf(signed(), readings(), URL)
+    pdf = render_pdf(scripted())
     reader = PdfReader(io.BytesIO(pdf))
     root = reader.trailer["/Root"]
     xmp = root["/Metadata"].get_object().get_data().decode()
@@ -204,7 +211,7 @@ def test_the_route_marks_pickup_dropoff_and_each_breach() -> None:
 def test_a_body_from_before_documents_is_refused() -> None:
     old = signed() | {"body": {"delivery_id": 42, "version": 1, "verdict": "compliant"}}
     with pytest.raises(NoDocument, match="version 1 of delivery 42 was issued before"):
-        render_pdf(old, Readings(), None)
+        render_pdf(DocumentRequest(old))
 
 
 def test_the_issuers_logo_is_drawn(tmp_path: Path) -> None:
@@ -213,9 +220,9 @@ def test_the_issuers_logo_is_drawn(tmp_path: Path) -> None:
         '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 40 10">'
         '<rect width="40" height="10" fill="#1f4e79"/></svg>'
     )
-    html = certificate_html(signed(), Readings(), URL, logo_uri(logo))
+    html = certificate_html(DocumentRequest(signed(), verify_url=URL, logo=logo_uri(logo)))
     assert 'src="data:image/svg+xml;base64,' in html.split("<h1>")[0]  # in the header
-    assert page_count(render_pdf(signed(), readings(), URL, logo_uri(logo)), tmp_path) == 2
+    assert page_count(render_pdf(scripted(logo=logo_uri(logo))), tmp_path) == 2
 
 
 def warm_at_dropoff() -> tuple[str, dict[str, Any]]:
@@ -267,12 +274,12 @@ def test_a_breach_under_way_at_dropoff_ends_at_dropoff_marked_so(
         ("2026-01-05T09:35:00Z", None, None),
     ]
     assert certificate["body"]["end"] == "2026-01-05T10:00:00Z"  # drop-off
-    view = document_view(certificate, readings(), URL, language)
+    view = document_view(scripted(certificate, language=language))
     [_, last] = view["breaches"]["rows"]
     assert last[2:5] == [[(start, "")], [(f"{end}\n{ongoing}", "")], [("25\u202fmin", "")]]
-    html = certificate_html(certificate, readings(), URL, language=language)
+    html = certificate_html(scripted(certificate, language=language))
     assert f"<td>{end}<br>{ongoing}</td><td>25\u202fmin</td>" in html
-    text = pdf_text(render_pdf(certificate, readings(), URL, language=language), tmp_path)
+    text = pdf_text(render_pdf(scripted(certificate, language=language)), tmp_path)
     assert start in text and f"{end} {ongoing}" in text  # pdftotext reads column by column
     assert text.count("25 min") == 1  # the ongoing one's duration; the first one: 20 min
     assert page_breaches(certificate["body"])[1] == {

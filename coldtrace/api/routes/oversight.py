@@ -28,7 +28,8 @@ from coldtrace.api.schemas import (
 )
 from coldtrace.breaches import Breach
 from coldtrace.certificates.document import NoDocument
-from coldtrace.certificates.render import version_pdf
+from coldtrace.certificates.pdf import render_pdf
+from coldtrace.certificates.render import version_document
 from coldtrace.deliveries.lifecycle import State
 from coldtrace.deliveries.models import (
     Assignment,
@@ -90,8 +91,15 @@ def get_certificate_pdf(
     PDF alone verifies offline (`coldtrace certificates verify FILE.pdf`)."""
     row = visible_certificate(session, who, certificate_id)
     try:
-        pdf = version_pdf(
-            session, row, source, settings.public_url, settings.certificate_issuer_logo, language
+        pdf = render_pdf(
+            version_document(
+                session,
+                row,
+                source,
+                settings.public_url,
+                settings.certificate_issuer_logo,
+                language,
+            )
         )
     except NoDocument as exc:
         raise Conflict(

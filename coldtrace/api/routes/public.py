@@ -21,10 +21,10 @@ from coldtrace.api.deps import AppSettings, DbSession, Source
 from coldtrace.api.problems import Problem
 from coldtrace.api.ratelimit import RateLimiter
 from coldtrace.certificates import public
-from coldtrace.certificates.document import logo_uri
 from coldtrace.certificates.html import certificate_html
+from coldtrace.certificates.pdf import render_pdf
 from coldtrace.certificates.public import Checked, State, Status
-from coldtrace.certificates.render import envelope, readings_of, verify_url, version_pdf
+from coldtrace.certificates.render import envelope, version_document
 from coldtrace.certificates.view import page_breaches
 from coldtrace.deliveries.models import Certificate
 from coldtrace.settings import Settings
@@ -144,10 +144,9 @@ def certificate_document(
     certificates carried that content (the page's table shows their facts)."""
     found = _with_document(session, public_id)
     html = certificate_html(
-        envelope(found),
-        readings_of(session, found, source),
-        verify_url(settings.public_url, found.body),
-        logo_uri(settings.certificate_issuer_logo),
+        version_document(
+            session, found, source, settings.public_url, settings.certificate_issuer_logo
+        )
     )
     csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
     return HTMLResponse(html, headers=HEADERS | {"Content-Security-Policy": csp})
@@ -181,7 +180,11 @@ def certificate_pdf(
     """The certificate as a PDF/A-3 in its customer's language, the signed JSON attached
     (as GET /api/v1/certificates/{id}/pdf)."""
     found = _with_document(session, public_id)
-    pdf = version_pdf(session, found, source, settings.public_url, settings.certificate_issuer_logo)
+    pdf = render_pdf(
+        version_document(
+            session, found, source, settings.public_url, settings.certificate_issuer_logo
+        )
+    )
     return _download(found, pdf, "application/pdf", "pdf")
 
 
