@@ -22,7 +22,7 @@ from gateway.config import GatewayConfig, Port
 from gateway.decode import BoxBatch, LoggerColumns, Refused, box_line, logger_line
 from gateway.gnss import Gnss
 from gateway.ports import PortReader
-from gateway.spool import Entry, Spool
+from gateway.spool import Added, Entry, Spool
 from gateway.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,6 @@ class Gateway:
             )
 
     def on_box_lines(self, port: Port, lines: list[bytes]) -> None:
-        counters = self.counters[port.name]
         entries = []
         for line in lines:
             batch = box_line(line)
@@ -104,9 +103,7 @@ class Gateway:
             self._place(batch)
             entries.append(Entry(batch.device, batch.boot, batch.readings, batch.dropped))
         if entries:
-            for added in self.spool.add_all(entries):
-                counters["readings"] += added.spooled
-                counters["repeats"] += added.repeats
+            self.spool.add_all(entries, lambda added: self._counted(port, added))
             self.uplink.wake.set()
 
     def _place(self, batch: BoxBatch) -> None:
@@ -154,27 +151,40 @@ class Gateway:
                 reading["gps"] = fix
             readings.append(reading)
         if readings:
-            added = self.spool.add(port.device, self.boot, readings, number=True)
-            self.counters[port.name]["readings"] += added.spooled
+            entry = Entry(port.device, self.boot, readings, number=True)
+            self.spool.add_all([entry], lambda added: self._counted(port, added))
             self.uplink.wake.set()
 
     # -- status ------------------------------------------------------------------------------
 
+    def _counted(self, port: Port, added: list[Added]) -> bytes:
+        """Count readings the spool is taking from ``port`` (called in its transaction, so
+        the counters saved with them count them) and return all ports' counters."""
+        counters = self.counters[port.name]
+        for a in added:
+            counters["readings"] += a.spooled
+            counters["repeats"] += a.repeats
+        return self._ports()
+
+    def _ports(self) -> bytes:
+        """Every port's counters, JSON, as `coldtrace gateway status` shows them."""
+        return orjson.dumps(
+            {
+                p.name: {"path": p.path, "kind": p.kind, **self.counters[p.name]}
+                for p in self.cfg.ports
+            }
+        )
+
     def save_status(self) -> dict[str, Any]:
         """Store the counters in the spool (for `coldtrace gateway status`) and publish the
         whole status retained; returns it."""
-        ports = {
-            p.name: {"path": p.path, "kind": p.kind, **self.counters[p.name]}
-            for p in self.cfg.ports
-        }
-        self.spool.put_meta("ports", orjson.dumps(ports))
         status = {
             "gateway": self.cfg.gateway,
             "boot": self.boot,
             "at_ms": int(time.time() * 1000),
             "connected": self.uplink.connected.is_set(),
             "uplink": dict(self.uplink.counters),
-            **self.spool.status(),
+            **self.spool.save_ports(self._ports),
         }
         self.spool.put_meta("status", orjson.dumps(status))
         self.uplink.publish_status(orjson.dumps(status))

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS anchors (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 MAX_DROPPED_PER_BATCH = 64  # the wire contract's limit
+_PUT_PORTS = "INSERT OR REPLACE INTO meta VALUES ('ports', ?)"
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,15 @@ class Spool:
         with self._tx():
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def save_ports(self, ports: Callable[[], bytes]) -> dict[str, Any]:
+        """Save the port counters (JSON) ``ports`` gives and return the ``status`` they are
+        part of. ``ports`` is called under the spool's lock, as ``add_all``'s ``counted``
+        is: no reading is spooled and counted between the counters taken and saved (saving
+        older counters over those an ``add_all`` saved would drop its readings' count)."""
+        with self._tx():
+            self._db.execute(_PUT_PORTS, (ports(),))
+            return status_of(self._db)
+
     def anchor(self, device: str, boot: int, offset_ms: int | None) -> int | None:
         """The UTC offset of a box's boot: the one kept, else ``offset_ms`` kept from now
         on (None: none known yet)."""
@@ -188,9 +198,13 @@ class Spool:
         dropped). ``number``: the readings have no seq and get the device's next ones."""
         return self.add_all([Entry(device, boot, list(readings), list(dropped), number)])[0]
 
-    def add_all(self, entries: list[Entry]) -> list[Added]:
+    def add_all(
+        self, entries: list[Entry], counted: Callable[[list[Added]], bytes] | None = None
+    ) -> list[Added]:
         """``add`` for each entry, all in one transaction (one disk write for all the lines
-        a port delivered at once)."""
+        a port delivered at once). ``counted``: given what was added, counts it and returns
+        the port counters (JSON) saved in the same transaction: a status never shows
+        readings spooled, or already acked out of the spool, that its counters miss."""
         now = int(time.time() * 1000)
         out = []
         with self._tx():
@@ -198,6 +212,8 @@ class Spool:
                 out.append(self._add(e, now))
             if self._count > self.max_readings:
                 self._drop_oldest(self._count - self.max_readings)
+            if counted is not None:
+                self._db.execute(_PUT_PORTS, (counted(out),))
         return out
 
     def _add(self, e: Entry, now: int) -> Added:
@@ -385,8 +401,11 @@ def read_status(path: Path) -> dict[str, Any]:
     """``status_of`` a spool another process (the running gateway) writes; read-only."""
     if not path.exists():
         raise FileNotFoundError(path)
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
+        # One read transaction: one snapshot (the depth, the devices and the port counters
+        # of the same commit), not one per query while the gateway commits in between.
+        db.execute("BEGIN")
         return status_of(db)
     finally:
         db.close()

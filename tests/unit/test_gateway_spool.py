@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from coldtrace.contract import TelemetryBatch
-from gateway.spool import Spool, SpoolBusy, read_status
+from gateway.spool import Added, Entry, Spool, SpoolBusy, read_status
 
 
 def readings(seqs: range | list[int], ts: int | None = None) -> list[dict[str, Any]]:
@@ -80,6 +80,36 @@ def test_numbered_readings_continue_across_restarts(tmp_path: Path) -> None:
         b'{"device":"reefer","boot":1,"readings":[{"seq":1,"ts":null,"up":5,"probes":{}},'
         b'{"seq":2,"ts":null,"up":6,"probes":{}}]}'
     )
+
+
+def test_the_port_counters_are_saved_with_the_readings_they_count(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", 1000)
+    entries = [Entry("box-a", 1, readings(range(0, 3))), Entry("box-b", 1, readings([7]))]
+
+    def counted(added: list[Added]) -> bytes:
+        spooled = sum(a.spooled for a in added)
+        return b'{"box": {"readings": %d}}' % spooled
+
+    assert [a.seqs for a in spool.add_all(entries, counted)] == [[0, 1, 2], [7]]
+    assert spool.ack("box-a", 0, 2) == 3 and spool.ack("box-b", 7, 7) == 1
+    status = read_status(tmp_path / "spool.db")
+    assert (status["depth"], status["ports"]) == (0, {"box": {"readings": 4}})
+
+    def broken(added: list[Added]) -> bytes:
+        raise RuntimeError("a bug counting")
+
+    # Counted or not spooled: one transaction
+    with pytest.raises(RuntimeError, match="a bug counting"):
+        spool.add_all([Entry("box-a", 1, readings([3]))], broken)
+    status = read_status(tmp_path / "spool.db")
+    assert (status["depth"], status["ports"], spool.newest("box-a")) == (
+        0,
+        {"box": {"readings": 4}},
+        2,
+    )
+    saved = spool.save_ports(lambda: b'{"box": {"readings": 4, "opens": 1}}')
+    assert saved == read_status(tmp_path / "spool.db")
+    assert saved["ports"] == {"box": {"readings": 4, "opens": 1}}
 
 
 def test_an_ack_clears_what_it_covers_and_only_that(tmp_path: Path) -> None:
