@@ -8,7 +8,6 @@ processes it started: each pid file is checked against the process's command lin
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import hmac
@@ -218,6 +217,9 @@ class LocalServices:
         self._wait_ready(name, proc)
 
     def stop(self, name: str, sig: signal.Signals | None = None, timeout_s: float = 15) -> bool:
+        """Stop the server ``name`` we started: ``sig`` (default its stop signal), SIGKILL
+        after ``timeout_s`` s; returns once it has ended (``_exited``: every thread, and
+        reaped if our child), False when it was not running."""
         sig = sig or SERVICES[name].stop_signal
         pid = self.pid(name)
         if pid is None:
@@ -225,19 +227,13 @@ class LocalServices:
             return False
         os.kill(pid, sig)
         deadline = time.monotonic() + timeout_s
-        while self._alive(pid) and time.monotonic() < deadline:
+        while not self._exited(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self._alive(pid):
+        if not self._exited(pid):
             log.warning("%s (pid %d) ignored %s; killing it", name, pid, sig.name)
             os.kill(pid, signal.SIGKILL)
-            while self._alive(pid):
+            while not self._exited(pid):
                 time.sleep(0.05)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (tests, demo)
-        # A killed multi-threaded server (influxd) shows as a zombie as soon as its main
-        # thread has exited, while its other threads may still hold the listening socket.
-        while not _port_free(self.port(name)) and time.monotonic() < deadline:
-            time.sleep(0.05)
         self._pidfile(name).unlink(missing_ok=True)
         return True
 
@@ -297,11 +293,27 @@ class LocalServices:
 
     @staticmethod
     def _alive(pid: int) -> bool:
+        """Whether a thread of ``pid`` still runs. A multi-threaded server's (influxd's) main
+        thread shows as a zombie as soon as it has exited, while its other threads are still
+        exiting; a zombie with no other thread left has exited, its parent yet to reap it."""
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
+            threads = len(os.listdir(f"/proc/{pid}/task"))
         except FileNotFoundError:
             return False
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has already exited
+        return stat.rsplit(")", 1)[1].split()[0] != "Z" or threads > 1
+
+    @classmethod
+    def _exited(cls, pid: int) -> bool:
+        """Whether ``pid`` has ended: our own child (tests, the demo: `up` and `down` in one
+        process) once reaped here, which also takes every thread having exited (unreaped, it
+        would stay a zombie in /proc); another's once no thread of it runs (its parent
+        reaps it)."""
+        try:
+            reaped, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return not cls._alive(pid)
+        return reaped == pid
 
     # -- configuration -----------------------------------------------------------------------
 

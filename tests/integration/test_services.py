@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -58,16 +59,22 @@ def test_up_then_down_stops_exactly_what_it_started(
     assert [r["pid"] for r in services.status()] == session_pids
 
 
-def test_down_of_one_service_leaves_the_others_running(tmp_path: Path) -> None:
-    own = _own_services(tmp_path)
+def _env(own: LocalServices) -> dict[str, str]:
+    """The settings of ``own`` for a `coldtrace services` process."""
     s = own.settings
-    env = {
+    return {
         "COLDTRACE_RUN_DIR": str(s.run_dir),
         "COLDTRACE_MQTT_PORT": str(s.mqtt_port),
         "COLDTRACE_MQTT_TLS_PORT": str(s.mqtt_tls_port),
         "COLDTRACE_MQTT_MTLS_PORT": str(s.mqtt_mtls_port),
         "COLDTRACE_INFLUX_URL": s.influx_url,
     }
+
+
+def test_down_of_one_service_leaves_the_others_running(tmp_path: Path) -> None:
+    own = _own_services(tmp_path)
+    s = own.settings
+    env = _env(own)
     own.up()
     try:
         done = run_coldtrace("services", "down", "mosquitto", "--json", **env)
@@ -94,6 +101,54 @@ def test_down_never_kills_a_process_it_did_not_start(tmp_path: Path) -> None:
     finally:
         stranger.send_signal(signal.SIGKILL)
         stranger.wait()
+
+
+# A server whose main thread exits before its other threads, as influxd's may on a loaded
+# machine (the kernel shows the main thread as a zombie while the others still exit); here
+# the other thread lingers a second. Its command line names the config, as a real one's does.
+MAIN_THREAD_EXITS_FIRST = """
+import ctypes, os, signal, threading, time
+
+def linger():
+    time.sleep(1)
+    os._exit(0)
+
+def on_term(*_):
+    threading.Thread(target=linger).start()
+    ctypes.CDLL(None).pthread_exit(None)
+
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("by", ["this process", "coldtrace services down"])
+def test_down_returns_once_every_thread_of_the_server_has_exited(tmp_path: Path, by: str) -> None:
+    own = _own_services(tmp_path)
+    home = tmp_path / "run" / "influxdb"
+    home.mkdir(parents=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", MAIN_THREAD_EXITS_FIRST, str(home / "influxdb.conf")],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+        (home / "influxdb.pid").write_text(str(server.pid))
+        assert own.pid("influxdb") == server.pid
+        if by == "this process":
+            # The server is this process's child: reaped, not even a zombie is left
+            assert own.down() == ["influxdb"]
+            assert not _alive(server.pid)
+        else:
+            # Another's child: it has exited (a zombie until its parent, this test, reaps it)
+            done = run_coldtrace("services", "down", "--json", **_env(own))
+            assert done.returncode == 0, done.stderr
+            assert server.poll() == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 def test_a_server_that_cannot_start_says_where_to_look(tmp_path: Path, settings: Settings) -> None:
