@@ -58,6 +58,7 @@ WORDS: Final[dict[str, dict[str, str]]] = {
         "missing": "MISSING",
         "breaches": "Breaches",
         "none": "none",
+        "no_gaps": "none",
         "start": "Start",
         "end": "End",
         "duration": "Duration",
@@ -140,6 +141,7 @@ WORDS: Final[dict[str, dict[str, str]]] = {
         "missing": "ABSENT",
         "breaches": "Écarts",
         "none": "aucun",
+        "no_gaps": "aucune",  # lacunes: feminine
         "start": "Début",
         "end": "Fin",
         "duration": "Durée",

@@ -76,7 +76,7 @@ def _sections(b: Mapping[str, Any], t: Writer, content: Mapping[str, Any]) -> li
         (t("in_range"), _plain(t.minutes(b["in_range_min"]))),
         (t("out_of_range"), _bad(t.minutes(b["out_of_range_min"]), bool(b["out_of_range_min"]))),
         (t("mkt"), [(t.celsius(b["mkt_c"]), "b")]),
-        (t("gaps"), _bad("\n".join(gaps) if gaps else t("none"), bool(gaps))),
+        (t("gaps"), _bad("\n".join(gaps) if gaps else t("no_gaps"), bool(gaps))),
     ]
     return [
         {"title": t("delivery"), "rows": delivery},

@@ -208,6 +208,23 @@ def test_the_route_marks_pickup_dropoff_and_each_breach() -> None:
     assert svg.count("<circle") == 4
 
 
+@pytest.mark.parametrize(
+    ("language", "gaps", "breaches"),
+    [("fr", ("Lacunes de données", "aucune"), "aucun"), ("en", ("Data gaps", "none"), "none")],
+)
+def test_no_gap_and_no_breach_agree_with_their_noun(
+    language: str, gaps: tuple[str, str], breaches: str
+) -> None:
+    """French "aucun" agrees with its noun: "Lacunes de données : aucune" (was "aucun"),
+    "Écarts : aucun"."""
+    certificate = signed()
+    certificate["body"] |= {"gaps": [], "breaches": []}
+    view = document_view(scripted(certificate, language=language))
+    label, none = gaps
+    assert view["sections"][2]["rows"][-1] == (label, [(none, "")])  # figures: gaps last
+    assert (view["breaches"]["rows"], view["breaches"]["none"]) == ([], breaches)
+
+
 def test_a_body_from_before_documents_is_refused() -> None:
     old = signed() | {"body": {"delivery_id": 42, "version": 1, "verdict": "compliant"}}
     with pytest.raises(NoDocument, match="version 1 of delivery 42 was issued before"):
