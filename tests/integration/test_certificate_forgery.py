@@ -5,6 +5,7 @@ SQLite and PostgreSQL; the genuine ones, keys reordered, still verify."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -190,6 +191,34 @@ def openssl_recipe() -> str:
     doc = (Path(__file__).parents[2] / "docs" / "certificates.md").read_text()
     after = doc[doc.index("With openssl alone") :]
     return after[after.index("```sh\n") + 6 : after.index("\n```\n")]
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None or shutil.which("pdfdetach") is None,
+    reason="openssl, poppler-utils (deploy/bootstrap.sh)",
+)
+def test_an_auditor_with_the_pdf_alone_runs_the_documented_recipe(
+    api: Api, versions: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The PDF a customer received and public.pem: the documented pdfdetach line writes the
+    recipe's cert.json (the docs said `pdfdetach -saveall`, which writes certificate.json,
+    not the cert.json the recipe reads), and the recipe verifies it."""
+    v2, _ = versions
+    (tmp_path / "public.pem").write_text(api.ok("GET", "/certificates/public-key")["pem"])
+    pdf = api.client.get(f"/api/v1/certificates/{v2['id']}/pdf", headers=api.admin)
+    assert pdf.status_code == 200, pdf.text
+    (tmp_path / "cert.pdf").write_bytes(pdf.content)
+    doc = (Path(__file__).parents[2] / "docs" / "certificates.md").read_text()
+    [detach] = re.findall(r"`(pdfdetach [^`]*)`", doc)
+    done = subprocess.run(
+        ["bash", "-c", f"{detach}\n{openssl_recipe()}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Signature Verified Successfully" in done.stdout
+    assert json.loads((tmp_path / "cert.json").read_text()) == v2
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl (deploy/bootstrap.sh)")
