@@ -158,7 +158,7 @@ class Runner:
             self.call(
                 "POST",
                 "/customers",
-                {"id": f"{placed.prefix}-{customer.id}", "name": customer.name},
+                customer.model_dump(exclude_none=True) | {"id": f"{placed.prefix}-{customer.id}"},
             )
         valid_from = iso(placed.epoch_ms - 60 * MINUTE_MS)
         for van in sc.fleet:

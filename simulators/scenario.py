@@ -31,8 +31,14 @@ class _Spec(BaseModel):
 
 
 class CustomerSpec(_Spec):
+    """A customer as the ordering system enters it (POST /api/v1/customers, which checks the
+    values): ``language`` ("en", "fr") and ``timezone`` (IANA) are its certificates'
+    (None: COLDTRACE_CERTIFICATE_LANGUAGE, _TIMEZONE)."""
+
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     name: str
+    language: str | None = None
+    timezone: str | None = None
 
 
 class DeliverySpec(_Spec):

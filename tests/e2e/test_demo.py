@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -113,6 +114,15 @@ def test_the_demo_twice_and_after_a_one_van_simulation_loses_nothing(
         ), out[-1500:]
     # Each round has boxes (and deliveries) of its own.
     assert "demo1-van-01" in rounds[0] and "demo2-van-01" in rounds[1]
+    # The customers' certificates in their language and Lyon's time (were all English, UTC).
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        bodies = [json.loads(body) for (body,) in db.execute("SELECT body FROM certificate")]
+    assert len(bodies) == 24
+    assert {(b["customer_id"], b["customer"]["language"], b["timezone"]) for b in bodies} == {
+        (f"demo{n}-{customer}", language, "Europe/Paris")
+        for n in (1, 2)
+        for customer, language in (("traiteur", "fr"), ("hcl-lab", "en"), ("cantine", "fr"))
+    }
 
 
 def test_the_demo_refuses_to_start_beside_a_running_ingest(
