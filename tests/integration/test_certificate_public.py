@@ -336,19 +336,27 @@ def test_a_version_is_queued_for_the_customers_contacts_when_mail_is_on(
         api.close()
 
 
+@pytest.mark.parametrize(
+    "partial",
+    [{}, {"timezone": "Europe/Paris"}],
+    ids=["no time zone", "a time zone but not the rest"],
+)
 def test_a_version_from_before_the_document_has_its_page_only(
     api: Api,
     fleet: tuple[str, str],
+    partial: dict[str, str],
 ) -> None:
-    """Versions issued before certificates carried the document's content (no time zone):
-    the page shows the table; the document and its PDF answer 404, not an error."""
+    """Versions issued before certificates carried the document's content (no time zone;
+    or one, but no issuer, signer, ...: the page offered the document, which then failed
+    with 500): the page shows the table; the document and its PDF answer 404, not an
+    error."""
     d = api.ok("POST", "/deliveries", json=plan(fleet[0]))["id"]
     with api.app.state.sessions() as session:
         delivery = session.get_one(Delivery, d)
         legacy = Store(session, "test").issue_certificate(
             delivery,
             "compliant",
-            {"delivery_id": d, "verdict": "compliant"},
+            {"delivery_id": d, "verdict": "compliant"} | partial,
             api.settings.certificate_key,
         )
         session.commit()

@@ -21,6 +21,7 @@ from coldtrace.api.deps import AppSettings, DbSession, Source
 from coldtrace.api.problems import Problem
 from coldtrace.api.ratelimit import RateLimiter
 from coldtrace.certificates import public
+from coldtrace.certificates.document import has_document
 from coldtrace.certificates.html import certificate_html
 from coldtrace.certificates.pdf import render_pdf
 from coldtrace.certificates.public import Checked, State, Status
@@ -114,19 +115,15 @@ def certificate_page(
         breaches=page_breaches(found.body),
         status=status,
         public_id=found.public_id,
-        document=has_document(found),
+        document=has_document(found.body),
     )
-
-
-def has_document(c: Certificate) -> bool:
-    """Whether the version's body has what the document shows (versions issued before
-    certificates carried it, e.g. the customer's time zone, have only the page's table)."""
-    return "timezone" in c.body
 
 
 def _with_document(session: DbSession, public_id: str) -> Certificate:
     found = _stored(session, public_id)
-    if not has_document(found):
+    # Versions issued before certificates carried what the document shows (the customer's
+    # time zone, the issuer, ...) have only the page's table.
+    if not has_document(found.body):
         raise Problem(404, "this version has no document: it was issued before they existed")
     return found
 
