@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -101,7 +104,7 @@ class AckingDevice(DeviceConnection):
     def send(self, payload: bytes, seqs: Sequence[int]) -> None:
         """Publish one message of readings `seqs` (consecutive) and keep it until
         acknowledged."""
-        self.send_held(Held(min(seqs), max(seqs), len(seqs), payload.decode()))
+        self.send_held(Held.of(payload, seqs))
 
     def send_held(self, held: Held) -> None:
         """Publish `held` and keep it until acknowledged. A message the latest ack already
@@ -229,6 +232,18 @@ class Tally:
     pending: int
 
 
+# `simulate` writes the state file before it sends the readings the write records. A write
+# per message would fsync once a reading at --batch 1 and rewrite the whole outbox each time
+# (quadratic in the readings while ingest is away), so the vans make their readings ahead in
+# blocks, as a box's flash records its seq high-water mark ahead: one write records a block of
+# made readings (each van's outbox and its seq at the block's last), then they go out one
+# step at a time. A block is at least MIN_AHEAD readings a van and at least what a van's
+# outbox already holds, so the bytes written stay within a few times those made. A run killed
+# mid-block leaves the block's readings not yet sent in the outbox: the next run sends them
+# with the rest, and no seq is skipped (a skipped seq would be missing in the books).
+MIN_AHEAD = 64
+
+
 def simulate(
     settings: Settings,
     password_for: Callable[[str], str],
@@ -256,10 +271,16 @@ def simulate(
     in the next run (a van not among this run's `vehicles` only sends those). A run resumed
     so soon that its readings would lie in the future at interval_s is squeezed between its
     last reading and now instead: ingest refuses device times ahead of its clock
-    (clock_ahead). PublishFailed when the broker cannot be reached. A run interrupted
-    (KeyboardInterrupt) saves the state as far as it got: each van's seq and time are those of
-    the last reading it sent (a reading made but not sent is made again), and nothing sent or
-    carried over and not acknowledged is dropped from its outbox.
+    (clock_ahead). PublishFailed when the broker cannot be reached.
+
+    The state file is written before each block of readings goes out (MIN_AHEAD): a run
+    killed at any instant (SIGKILL) has every reading it made and may have sent, and was not
+    acknowledged, in its vans' outboxes there, and each van's seq that of its last reading
+    made, so the next run's seqs lie above any it sent. A run interrupted
+    (KeyboardInterrupt) saves the state as far as it got, the same way: each van's seq and
+    time are those of the last reading it made and kept (a reading made but not kept is made
+    again), and nothing made, sent or carried over and not acknowledged is dropped from its
+    outbox.
     """
     fleet = make_fleet(vehicles, seed, prefix=prefix)
     state = SimState.load(state_file)
@@ -273,38 +294,50 @@ def simulate(
     names = sorted({van.device for van in fleet} | set(state.holding()))
     devices = _connect({d: AckingDevice(settings, d, password_for(d)) for d in names})
     carried = {d: state.pending(d) for d in names}
-    last_seq = {van.device: van.seq for van in fleet}  # of the last reading sent
+    last_seq = {van.device: van.seq for van in fleet}  # of the last reading made and kept
     last_ts = last_ms
     streams = {van.device: batches(van, start_ms, readings, interval_s, per_batch) for van in fleet}
+    unsent: dict[str, deque[Held]] = {van.device: deque() for van in fleet}  # made, kept
+
+    def save() -> None:
+        for van in fleet:
+            van.seq = last_seq[van.device]  # a reading made and not kept yet is made again
+        held = {d: c.held([*carried[d], *unsent.get(d, ())]) for d, c in devices.items()}
+        state.save(fleet, last_ts, held)
+
     total = vehicles * readings + sum(h.readings for held in carried.values() for h in held)
     t0 = time.monotonic()
-    step = 0
+    made = 0  # steps made (and kept in the state file)
     try:
         for d, held in carried.items():
             for h in held:
                 devices[d].send_held(h)
-        while streams:
-            for d in list(streams):
-                batch = next(streams[d], None)
-                if batch is None:
-                    del streams[d]
-                    continue
-                devices[d].send(*wire(batch))
-                last_seq[d], last_ts = batch.readings[-1].seq, batch.readings[-1].ts or last_ts
-            step += 1
+        for step in range(math.ceil(readings / per_batch)):
+            if step == made:
+                most = max((devices[van.device].unacked() for van in fleet), default=0)
+                ahead = math.ceil(max(MIN_AHEAD, most) / per_batch)
+                for van in fleet:
+                    for batch in islice(streams[van.device], ahead):
+                        unsent[van.device].append(Held.of(*wire(batch)))
+                        last_seq[van.device] = batch.readings[-1].seq
+                        last_ts = max(last_ts, batch.readings[-1].ts or 0)
+                made += ahead
+                save()
+            for van in fleet:
+                queue = unsent[van.device]
+                devices[van.device].send_held(queue[0])
+                queue.popleft()  # after the send: interrupted between the two, it is in both
             if progress:
                 progress(sum(c.acked for c in devices.values()), total)
             if speedup > 0:
-                wait = t0 + step * per_batch * interval_s / speedup - time.monotonic()
+                wait = t0 + (step + 1) * per_batch * interval_s / speedup - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
         wait_all_acked(devices.values(), ack_timeout_s)
     finally:
         for device in devices.values():
             device.close()
-        for van in fleet:
-            van.seq = last_seq[van.device]
-        state.save(fleet, last_ts, {d: c.held(carried[d]) for d, c in devices.items()})
+        save()
     ours = {van.device for van in fleet}
     tallies = []
     for d, device in devices.items():

@@ -2,6 +2,10 @@
 simulated van must remember between `coldtrace simulate` runs, as a real box keeps it in
 flash: its last boot and seq, the device time of its last reading, and its outbox (the
 readings ingest has not yet acknowledged, contract v1.1), which the next run sends first.
+`coldtrace simulate` writes it before it sends what it records (simulators/publish.py), each
+write atomic and on disk before it returns: a run killed at any instant (SIGKILL, power
+loss) leaves the file as of its last write, which holds every message it may have sent and
+not seen acknowledged, and each van's seq at or above any it sent.
 
 Shape: ``{device: {"boot": int, "seq": int, "ts": ms, "pending": [Held, ...]}}``; a file
 written before ``pending`` existed reads as an empty outbox.
@@ -10,6 +14,8 @@ written before ``pending`` existed reads as an empty outbox.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,11 @@ class Held:
     last: int
     readings: int
     payload: str
+
+    @classmethod
+    def of(cls, payload: bytes, seqs: Sequence[int]) -> Held:
+        """The message `payload` of readings `seqs` (consecutive)."""
+        return cls(min(seqs), max(seqs), len(seqs), payload.decode())
 
 
 @dataclass
@@ -73,4 +84,26 @@ class SimState:
             self.vans[van.device] = {"boot": van.boot, "seq": van.seq, "ts": last_ts}
         for device, held in pending.items():
             self.vans[device]["pending"] = [asdict(h) for h in held]
-        self.path.write_text(json.dumps(self.vans, indent=1))
+        write_durably(self.path, json.dumps(self.vans, indent=1))
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically and durably: a temporary file beside it, fsynced,
+    renamed over it, then the directory fsynced (the rename itself must reach the disk). A
+    crash at any point leaves the old content or the new, never a mix or nothing. OSError as
+    the file system raises it (the temporary file removed)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -1,8 +1,8 @@
 """`coldtrace simulate`'s vans keep every reading until ingest acknowledges it (contract v1.1),
 against the real broker and ingest: a broker killed mid-run loses nothing, and what ingest
 did not acknowledge (it was not running) is kept in the state file and delivered by the next
-run, also when the run was interrupted. Each device's books end exact: sent = stored, nothing
-rejected or missing."""
+run, also when the run was interrupted or killed with SIGKILL. Each device's books end exact:
+sent = stored, nothing rejected or missing."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from coldtrace.devtools.services import LocalServices, device_password
 from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
@@ -25,6 +28,8 @@ from simulators.publish import Tally, simulate
 from tests.conftest import (
     REPO,
     discard_ingest_session,
+    monitor_login,
+    rejections,
     run_coldtrace,
     stored_count,
     stored_seqs,
@@ -175,3 +180,103 @@ def test_an_interrupted_run_keeps_what_it_sent_and_the_next_run_delivers_it(
     for device, n in sent.items():
         assert stored_seqs(influx, device) == list(range(1, n + 6))
         assert books(influx, device) == (n + 5, n + 5, 0, 0)
+
+
+class Sent:
+    """What devices publish, as the broker's read-only monitor account sees it: the highest
+    seq each device (of a prefix) has sent so far."""
+
+    def __init__(self, settings: Settings, prefix: str) -> None:
+        self.prefix = prefix
+        self.high: dict[str, int] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.username_pw_set(*monitor_login(settings))
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_connect = lambda c, *_: c.subscribe("coldtrace/v1/+/telemetry", qos=1)
+        self.client.connect(settings.mqtt_host, settings.mqtt_port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "the monitor could not subscribe"
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        batch = json.loads(msg.payload)
+        if batch["device"].startswith(self.prefix):
+            top = max(r["seq"] for r in batch["readings"])
+            self.high[batch["device"]] = max(top, self.high.get(batch["device"], 0))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_run_killed_with_sigkill_loses_nothing_and_the_next_run_reuses_no_seq(
+    settings: Settings, influx: InfluxClient, start_ingest: Any, prefix: str
+) -> None:
+    """`coldtrace simulate` SIGKILLed mid-run, after it sent readings ingest never stored
+    (ingest stopped, then what the broker queued for it discarded): the state file, written
+    before each send, holds them and each van's seq at or above any it sent; the next run
+    sends them first and carries on above: every seq stored once, books exact, no dead
+    letter (a reused seq would be a conflicting duplicate)."""
+    ingest = start_ingest()
+    sent = Sent(settings, prefix)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")},
+        "COLDTRACE_RUN_DIR": str(settings.run_dir),
+        "COLDTRACE_MQTT_PORT": str(settings.mqtt_port),
+    }
+    vans = ["--prefix", prefix, "--vehicles", "2"]
+    long_run = ["--readings", "600", "--interval", "1", "--speedup", "20"]  # 20 a second: 30 s
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coldtrace.cli", "simulate", *vans, *long_run],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    names = [f"{prefix}-01", f"{prefix}-02"]
+    try:
+        wait_for(lambda: stored_count(influx, f"^{prefix}") >= 40, 30, "40 readings stored")
+        ingest.stop()  # its session queues what the vans send from now on
+        before = dict(sent.high)
+        wait_for(
+            lambda: all(sent.high[d] >= before[d] + 10 for d in names),
+            30,
+            "10 more readings a van sent while ingest is down",
+        )
+        assert proc.poll() is None  # mid-run
+    finally:
+        proc.kill()
+        proc.wait()
+        sent.close()
+    discard_ingest_session(settings)  # those readings are now only in the vans' outboxes
+
+    state = json.loads((settings.run_dir / "simulator-state.json").read_text())
+    made = {d: state[d]["seq"] for d in names}
+    kept = {d: [(h["first"], h["last"]) for h in state[d]["pending"]] for d in names}
+    for d in names:
+        stored = stored_seqs(influx, d)
+        outbox = {s for first, last in kept[d] for s in range(first, last + 1)}
+        assert sent.high[d] <= made[d]  # no seq it sent lies above its recorded seq
+        assert stored == list(range(1, len(stored) + 1))
+        assert outbox >= set(range(len(stored) + 1, made[d] + 1))  # every one not stored
+        assert len(stored) < sent.high[d]  # sent and not stored: only in the outbox
+
+    start_ingest()
+    again = run_coldtrace("simulate", *vans, "--readings", "5", "--speedup", "0", "--json", **env)
+    assert again.returncode == 0, again.stderr
+    carried = {d: sum(last - first + 1 for first, last in kept[d]) for d in names}
+    assert json.loads(again.stdout) == [
+        {
+            "device": d,
+            "sent": carried[d] + 5,
+            "carried_over": carried[d],
+            "acknowledged": carried[d] + 5,
+            "pending": 0,
+        }
+        for d in names
+    ]
+    for d in names:
+        assert stored_seqs(influx, d) == list(range(1, made[d] + 6))
+        assert books(influx, d) == (made[d] + 5, made[d] + 5, 0, 0)
+        assert rejections(influx, d) == []

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from simulators.fleet import make_fleet
-from simulators.state import Held, SimState
+from simulators.state import Held, SimState, write_durably
 
 
 def test_a_state_file_from_before_outboxes_reads_as_nothing_pending(tmp_path: Path) -> None:
@@ -37,3 +39,16 @@ def test_no_state_file_no_state(tmp_path: Path) -> None:
     state = SimState.load(None)
     state.save(make_fleet(1), 1, {})
     assert (state.vans, list(tmp_path.iterdir())) == ({}, [])
+
+
+def test_a_write_that_fails_leaves_the_file_as_it_was_and_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    """The state file is replaced whole or not at all: a write that fails (here a text the
+    file's encoding cannot take) keeps the last state."""
+    path = tmp_path / "state.json"
+    write_durably(path, '{"van-01": {"boot": 1, "seq": 4, "ts": 9}}')
+    with pytest.raises(UnicodeEncodeError):
+        write_durably(path, '{"van-01": \ud800}')
+    assert json.loads(path.read_text()) == {"van-01": {"boot": 1, "seq": 4, "ts": 9}}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
