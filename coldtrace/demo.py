@@ -17,7 +17,7 @@ the future.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,23 +44,23 @@ def next_round(run_dir: Path) -> int:
     return n
 
 
-def books(sent: Counter[str], before: Landed, after: Landed) -> list[dict[str, object]]:
-    """Per box: sent (what ingest acknowledged, `Runner.acknowledged`) = stored + rejected +
-    missing (seq gaps); lost is what is left over."""
+def books(sent: Counter[str], landed: Mapping[str, Landed]) -> list[dict[str, object]]:
+    """Per box: sent (what ingest acknowledged, `Runner.acknowledged`) against its books
+    (ingest/books.py): stored + held (for their clock) + rejected + missing (seq gaps); lost is
+    what is left over. `landed`: ingest.report.landed of the same boxes."""
     rows: list[dict[str, object]] = []
     for device, n in sorted(sent.items()):
-        stored = after.stored[device] - before.stored[device]
-        rejected = after.rejected_by_device[device] - before.rejected_by_device[device]
-        missing = after.gap_missing[device] - before.gap_missing[device]
-        lo, hi = after.probe_range.get(device, (float("nan"), float("nan")))
+        b = landed[device].books
+        lo, hi = landed[device].product_c or (float("nan"), float("nan"))
         rows.append(
             {
                 "van": device,
                 "sent": n,
-                "stored": stored,
-                "rejected": rejected,
-                "missing": missing,
-                "lost": n - stored - rejected - missing,
+                "stored": b.stored,
+                "held": b.held,
+                "rejected": b.rejected,
+                "missing": b.missing,
+                "lost": n - b.sent,
                 "product_min_c": f"{lo:.1f}",
                 "product_max_c": f"{hi:.1f}",
             }

@@ -27,6 +27,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from coldtrace.devtools.services import LocalServices, ServiceError, device_password, free_port
     from coldtrace.influx import InfluxClient
     from ingest import lock
+    from ingest.held import HeldReadings
     from ingest.report import landed
     from simulators import scenario as scenarios
     from simulators.runner import RunFailed, Runner
@@ -79,6 +80,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         **alerts,
     )
     influx = InfluxClient(settings)
+    holding = HeldReadings(settings.sqlalchemy_url)  # ingest's: its held readings count
 
     def progress(line: str) -> None:
         print(f"    {line}", flush=True)
@@ -87,7 +89,6 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         api.start()
         print("3/5 starting ingest with its rules stage (log: run/ingest.log) ...", flush=True)
         ingest.start()
-        before = landed(influx)
         minutes = placed.duration_ms // 60_000
         print(
             f"4/5 {sc.title} ({minutes} simulated minutes; boxes {placed.prefix}-van-NN) ...",
@@ -106,7 +107,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             runner.close()
         print("5/5 reading back what the pipeline made of it ...", flush=True)
         call = demo.api_client(api.base, api.key)
-        books = demo.books(runner.acknowledged, before, landed(influx))
+        acked = runner.acknowledged
+        books = demo.books(acked, landed(influx, holding, acked))
         rows, breaches = demo.deliveries(call, placed)
         delivery, link = demo.dashboard_link(call, rows)
     except (ApiFailed, IngestFailed, RunFailed, demo.DemoFailed) as exc:
@@ -118,6 +120,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         ingest.stop()
         api.stop()
         influx.close()
+        holding.engine.dispose()
     _tell(settings, books, rows, breaches, report, api.key)
     grafana = settings.grafana_url or demo.GRAFANA_DEFAULT
     print(demo.grafana_hint(grafana, settings.influx_url, delivery, link))
@@ -137,15 +140,17 @@ def _tell(
 ) -> None:
     """The story's ending: the books per van, the deliveries with their verdicts and
     breaches, where the certificates are and how to open the API."""
-    print("\nWhat each van sent and what became of it (sent = stored + rejected + missing):\n")
+    print(
+        "\nWhat each van sent and what became of it (sent = stored + held + rejected + missing):\n"
+    )
     print(table(van_books))
     total = {
         k: sum(int(str(r[k])) for r in van_books)
-        for k in ("sent", "stored", "rejected", "missing", "lost")
+        for k in ("sent", "stored", "held", "rejected", "missing", "lost")
     }
     print(
-        f"\nsent {total['sent']} readings = stored {total['stored']} + rejected "
-        f"{total['rejected']} + missing {total['missing']}; lost {total['lost']}"
+        f"\nsent {total['sent']} readings = stored {total['stored']} + held {total['held']} + "
+        f"rejected {total['rejected']} + missing {total['missing']}; lost {total['lost']}"
     )
     print("\nThe deliveries (times UTC), each judged by its product's profile:\n")
     print(table(rows))

@@ -90,7 +90,7 @@ def test_the_demo_twice_and_after_a_one_van_simulation_loses_nothing(
 
     caterer, lab = "Traiteur Bellecour (caterer)", "Hospices Civils de Lyon, biology lab"
     for out in rounds:
-        assert "sent 1030 readings = stored 1030 + rejected 0 + missing 0; lost 0" in out
+        assert "sent 1030 readings = stored 1030 + held 0 + rejected 0 + missing 0; lost 0" in out
         found = deliveries(out)
         assert sorted(found) == [f"van-{i:02d}" for i in range(1, 13)]
         assert found["van-03"] == (caterer, "not_compliant", 4)

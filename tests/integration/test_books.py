@@ -8,12 +8,14 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from coldtrace import demo
 from coldtrace.contract import MAX_BATCH_BYTES, telemetry_topic
 from coldtrace.db import upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, quote_string
@@ -21,6 +23,7 @@ from coldtrace.settings import Settings
 from ingest.books import Books, load_books
 from ingest.held import HeldReadings
 from ingest.pipeline import InboundMessage, Pipeline
+from ingest.report import landed
 from tests.conftest import Api, run_coldtrace, stored_seqs
 
 T = 1_764_000_000_000  # 2025-11-24T16:00:00Z
@@ -661,6 +664,32 @@ def test_coldtrace_books_prints_the_table_and_json(
     assert down.returncode == 2
     assert down.stderr.strip().startswith("error: InfluxDB at http://127.0.0.1:9 did not answer")
     assert "Traceback" not in down.stderr
+
+
+def test_the_demos_books_count_held_readings_as_held(ingest: Ingest, prefix: str) -> None:
+    """`coldtrace demo`'s table per van (coldtrace/demo.py over ingest/report.py): stored 1,
+    2 and 7, 3 and 4 held for boot 2's clock, 6 dead-lettered, 5 missing; the 7 readings
+    acknowledged are all accounted for, none lost (held ones counted nowhere, they were 2)."""
+    d = f"{prefix}-01"
+    ingest.send(d, batch(d, [reading(1), reading(2)]))
+    ingest.send(d, batch(d, [unsynced(3), unsynced(4)], boot=2))
+    ingest.send(d, batch(d, [reading(6, door=1)]))  # dead letter
+    ingest.send(d, batch(d, [reading(7)]))
+    found = landed(ingest.influx, ingest.held, [d])
+    assert found[d].books == books(ingest, d)
+    assert demo.books(Counter({d: 7}), found) == [
+        {
+            "van": d,
+            "sent": 7,
+            "stored": 3,
+            "held": 2,
+            "rejected": 1,
+            "missing": 1,
+            "lost": 0,
+            "product_min_c": "2.5",
+            "product_max_c": "2.5",
+        }
+    ]
 
 
 def test_after_a_restart_the_cli_the_api_and_metrics_give_the_same_books(
