@@ -240,7 +240,7 @@ def test_a_run_killed_with_sigkill_loses_nothing_and_the_next_run_reuses_no_seq(
         ingest.stop()  # its session queues what the vans send from now on
         before = dict(sent.high)
         wait_for(
-            lambda: all(sent.high[d] >= before[d] + 10 for d in names),
+            lambda: all(sent.high.get(d, 0) >= before.get(d, 0) + 10 for d in names),
             30,
             "10 more readings a van sent while ingest is down",
         )
