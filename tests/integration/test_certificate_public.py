@@ -364,5 +364,7 @@ def test_a_version_from_before_the_document_has_its_page_only(
     page = api.client.get(f"/v/{public_id}")
     assert (page.status_code, status_of(page.text)) == (200, "valid")
     assert 'id="document"' not in page.text
+    assert "certificate.pdf" not in page.text  # no link to a 404
+    assert f'<a href="/v/{public_id}/certificate.json">' in page.text
     for path in ("document", "certificate.pdf"):
         assert api.client.get(f"/v/{public_id}/{path}").status_code == 404
