@@ -100,11 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: Exception, settings: Settings) -> str | None:
     """The one line for an error that already says what to do (a local service that cannot
-    start, its port taken) or a relational store that cannot be reached; else None."""
+    start, its port taken), InfluxDB or a relational store that cannot be reached; else None."""
     from coldtrace.devtools.services import ServiceError
+    from coldtrace.influx import InfluxUnavailable
 
     if isinstance(exc, ServiceError):
         return f"error: {exc}"
+    if isinstance(exc, InfluxUnavailable):
+        return (
+            f"error: InfluxDB at {settings.influx_url} did not answer ({exc}): start it "
+            "(coldtrace services up) or set COLDTRACE_INFLUX_URL"
+        )
     return _database_unreachable(exc, settings)
 
 
