@@ -177,6 +177,8 @@ its hash):
   .venv/bin/coldtrace api        # in another terminal; OpenAPI at {base}/docs
   curl -H "Authorization: Bearer {key}" {base}/api/v1/deliveries/{first}/certificates > cert.json
   .venv/bin/coldtrace certificates verify cert.json   # each version is signed (Ed25519)
+  .venv/bin/coldtrace certificates get {first} -o cert.pdf   # the customer's PDF (--language en|fr)
+  # the address printed on the PDF (and in its QR code) opens its public verification page
 
 Where to look next:
   logs        run/ingest.log, run/api.log

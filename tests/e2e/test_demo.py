@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from coldtrace.certificates.document import extract_signed_json
 from coldtrace.devtools.ingest_process import IngestProcess
 from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
@@ -103,6 +104,15 @@ def test_the_demo_twice_and_after_a_one_van_simulation_loses_nothing(
         assert "verdicts: 10 compliant, 2 not_compliant" in out
         assert "34 checks, all as expected" in out  # with ingest's and the API's health
         assert re.search(r'curl -H "Authorization: Bearer ct_\S+" http://127\.0\.0\.1:8000/', out)
+        get = re.search(r"\n  \.venv/bin/coldtrace certificates get (\d+) -o cert\.pdf ", out)
+        assert get, out[-1500:]
+        # as printed: van 3's (the caterer's: in French), whose signed JSON it carries
+        pdf = tmp_path / "cert.pdf"
+        got = run_coldtrace("certificates", "get", get.group(1), "-o", str(pdf), **env)
+        assert got.returncode == 0, got.stderr
+        signed = json.loads(extract_signed_json(pdf.read_bytes()))
+        assert (signed["body"]["vehicle_id"][-6:], signed["verdict"]) == ("van-03", "not_compliant")
+        assert signed["body"]["customer"]["language"] == "fr"
         # how to see it in Grafana: the push, and van-03's delivery (4 breaches) on its
         # Delivery dashboard, as the API links it
         assert "coldtrace dashboards push --url http://localhost:3000 --token <service" in out
