@@ -5,7 +5,8 @@ older than the newest is merged in place and the rules re-run from the checkpoin
 it, so the outcome depends only on the set of samples, never on arrival order, batching or
 repeats (a known (ts, seq) is ignored). Breaches are keyed by (rule, start); what the
 engine reports are the changes of that keyed view: opened, escalated, closed, updated (an
-open breach's peak and degree-minutes as of the newest reading, at most once per batch), and,
+open breach's peak, degree-minutes and ``through`` as of the newest reading, at most once per
+batch: a door left open is reported lasting longer each batch), and,
 when late data rewrote history, revised or withdrawn. Samples older than ``horizon_ms`` before
 the newest are compacted away; a sample arriving older than that is counted, not evaluated.
 Pure: no clock, no I/O.
@@ -136,9 +137,10 @@ class ProbeEngine:
 
     def _refresh(self, changes: list[Event]) -> None:
         """Bring the open breaches of the view to their figures as of the newest reading,
-        appending one ``BreachUpdated`` per breach whose peak or degree-minutes moved: a
-        quality manager watching an excursion in progress sees how bad it is now, not how
-        bad it was when it opened (its events carry the figures of that moment)."""
+        appending one ``BreachUpdated`` per breach whose peak, degree-minutes or ``through``
+        moved: a quality manager watching an excursion in progress, or a door left open,
+        sees how bad and how long it is now, not as it was when it opened (its events carry
+        the figures of that moment)."""
         if not any(b.end is None for b in self.view.values()):
             return  # the common case: nothing open, no need to ask the rules
         current = self._current()
@@ -215,7 +217,7 @@ class ProbeEngine:
         if b.end is not None:
             return b
         b = current.get(b.key, b)
-        return b if self.until is None else replace(b, end=self.until)
+        return b if self.until is None else b.ended(self.until)
 
     def _latest(self, key: Key) -> BreachRecord | None:
         """The breach as the events now say it is (None: no event names it any more)."""

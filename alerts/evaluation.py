@@ -295,7 +295,7 @@ def _judged(samples: list[Sample], profile: Profile, cuts: list[int]) -> list[Br
         engine.add(part)  # its view holds open breaches with their figures up to part[-1]
         for b in engine.view.values():
             if b.end is None and cut is not None:
-                b = replace(b, end=part[-1].ts)
+                b = b.ended(part[-1].ts)
             records.append(b)
     return sorted(records, key=lambda r: (r.start, r.rule))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from coldtrace.profiles import Profile
@@ -56,10 +56,19 @@ class BreachRecord:
     # window or while loading (door open, or within the grace after it closed), and it never
     # became critical.
     suppressed: bool = False
+    # While open: the device time of the newest reading it still held at, which its figures
+    # and its duration so far run up to (an excursion back within its hysteresis: the first
+    # reading back, where it ends if it closes). A door left open has no other figure that
+    # moves. None once closed (``end`` says it) and for device_silent (judged on wall time).
+    through: int | None = None
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.rule, self.start)
+
+    def ended(self, end: int) -> BreachRecord:
+        """The breach closed at ``end`` (device ms) with its figures as they stand."""
+        return replace(self, end=end, through=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +105,10 @@ class BreachRevised(BreachChange):
 
 @dataclass(frozen=True, slots=True)
 class BreachUpdated(BreachChange):
-    """An open breach's figures as of the newest reading (its peak and degree-minutes grew
-    since it was last reported); the engine reports it at most once per batch per breach.
-    Stored, never notified: only opened, escalated, closed and withdrawn notify."""
+    """An open breach's figures as of the newest reading (its peak, degree-minutes or
+    ``through`` moved since it was last reported); the engine reports it at most once per
+    batch per breach. Stored, never notified: only opened, escalated, closed and withdrawn
+    notify."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,25 +227,27 @@ class Excursion:
                 if breach is None:
                     return idle, NO_EVENTS
                 end = s.back_at if s.back_at is not None else x.ts
-                closed = self._record(breach.start, end, breach.severity, peak, dm, breach)
-                return idle, (BreachClosed(closed, x.ts),)
+                closed = self._record(breach.start, None, breach.severity, peak, dm, breach)
+                return idle, (BreachClosed(closed.ended(end), x.ts),)
         if excess > 0 and not alarming:
             alarming = not quiet(self.grace_ms, door_open_at, x)
         critical = (self.critical_excess is not None and peak > self.critical_excess) or (
             self.critical_after_ms is not None and x.ts - run_start >= self.critical_after_ms
         )
         suppressed = not (alarming or critical)
+        through = x.ts if back_at is None else back_at
         events: Events = NO_EVENTS
         if breach is None:
             if excess > 0 and (critical or x.ts - run_start >= self.delay_ms):
                 severity: Severity = "critical" if critical else "major"
-                breach = self._record(run_start, None, severity, peak, dm, suppressed=suppressed)
+                breach = self._record(run_start, through, severity, peak, dm, suppressed=suppressed)
                 events = (BreachOpened(breach, x.ts),)
         elif breach.suppressed and not suppressed:  # loading is over and it is still out
-            breach = self._record(run_start, None, "critical" if critical else "major", peak, dm)
+            severity = "critical" if critical else "major"
+            breach = self._record(run_start, through, severity, peak, dm)
             events = (BreachOpened(breach, x.ts),)
         elif critical and breach.severity == "major":
-            breach = self._record(run_start, None, "critical", peak, dm)
+            breach = self._record(run_start, through, "critical", peak, dm)
             events = (BreachEscalated(breach, x.ts),)
         state = ExcursionState(
             run_start, x.ts, excess, peak, dm, back_at, breach, door_open_at, alarming
@@ -248,23 +260,25 @@ class Excursion:
         b = s.breach
         if b is None:
             return None
-        return self._record(b.start, None, b.severity, s.peak_excess, s.degree_minutes, b)
+        through = s.prev_ts if s.back_at is None else s.back_at
+        return self._record(b.start, through, b.severity, s.peak_excess, s.degree_minutes, b)
 
     def _record(
         self,
         start: int,
-        end: int | None,
+        through: int | None,
         severity: Severity,
         peak_excess: float,
         dm: float,
         was: BreachRecord | None = None,
         suppressed: bool = False,
     ) -> BreachRecord:
+        """An open breach's record (``BreachRecord.ended`` closes it)."""
         peak = round(self.limit + self.sign * peak_excess, 6)
         if was is not None:
             suppressed = was.suppressed
         return BreachRecord(
-            self.name, start, end, severity, peak, round(dm, 6), self.limit, suppressed
+            self.name, start, None, severity, peak, round(dm, 6), self.limit, suppressed, through
         )
 
 
@@ -312,8 +326,9 @@ class Cumulative:
         spans, total, loud = s.spans, s.total, s.loud
         cutoff = x.ts - self.window_ms
         expiring = bool(spans) and spans[0][0] < cutoff
-        if not out and not s.prev_out and not expiring:
-            # nothing moves: prev_ts only matters after an out reading (the door may)
+        if not out and not s.prev_out and not expiring and s.breach is None:
+            # nothing moves: prev_ts only matters after an out reading or while a breach is
+            # open (it runs up to the newest reading); the door may move
             if self.grace_ms is None or not x.door:
                 return s, NO_EVENTS
             return s._replace(door_open_at=x.ts), NO_EVENTS
@@ -346,24 +361,27 @@ class Cumulative:
         breach, events = s.breach, NO_EVENTS
         suppressed = loud <= self.budget_ms
         if breach is None and total > self.budget_ms:
-            breach = self._record(x.ts, None, suppressed)
+            breach = self._record(x.ts, x.ts, suppressed)
             events = (BreachOpened(breach, x.ts),)
         elif breach is not None and total <= self.budget_ms:
-            closed = self._record(breach.start, x.ts, breach.suppressed)
+            closed = self._record(breach.start, None, breach.suppressed).ended(x.ts)
             breach, events = None, (BreachClosed(closed, x.ts),)
         elif breach is not None and breach.suppressed and not suppressed:
-            breach = self._record(breach.start, None, False)
+            breach = self._record(breach.start, x.ts, False)
             events = (BreachOpened(breach, x.ts),)
         now_quiet = x.suppress if grace is None else quiet(grace, door_open_at, x)
         state = CumulativeState(x.ts, out, now_quiet, spans, total, loud, breach, door_open_at)
         return state, events
 
     def current(self, s: CumulativeState) -> BreachRecord | None:
-        return s.breach
+        """The open breach, running up to the newest reading."""
+        b = s.breach
+        return None if b is None else self._record(b.start, s.prev_ts, b.suppressed)
 
-    def _record(self, start: int, end: int | None, suppressed: bool) -> BreachRecord:
+    def _record(self, start: int, through: int | None, suppressed: bool) -> BreachRecord:
+        """An open breach's record (``BreachRecord.ended`` closes it)."""
         limit = self.above if self.above is not None else self.below
-        return BreachRecord(self.name, start, end, "major", None, 0.0, limit, suppressed)
+        return BreachRecord(self.name, start, None, "major", None, 0.0, limit, suppressed, through)
 
 
 # -- mean kinetic temperature ----------------------------------------------------------------
@@ -481,15 +499,16 @@ class Mkt:
             )
             if breach is None and mkt > self.limit:
                 peak = mkt
-                breach = self._record(x.ts, None, mkt, not alarms)
+                breach = self._record(x.ts, x.ts, mkt, not alarms)
                 events = (BreachOpened(breach, x.ts),)
             elif breach is not None:
                 peak = max(peak, mkt)
                 if mkt <= self.limit:
-                    closed_breach = self._record(breach.start, x.ts, peak, breach.suppressed)
-                    breach, events = None, (BreachClosed(closed_breach, x.ts),)
+                    closed_breach = self._record(breach.start, None, peak, breach.suppressed)
+                    events = (BreachClosed(closed_breach.ended(x.ts), x.ts),)
+                    breach = None
                 elif breach.suppressed and alarms:
-                    breach = self._record(breach.start, None, peak, False)
+                    breach = self._record(breach.start, x.ts, peak, False)
                     events = (BreachOpened(breach, x.ts),)
         state = MktState(
             x.ts,
@@ -512,13 +531,16 @@ class Mkt:
         return state, events
 
     def current(self, s: MktState) -> BreachRecord | None:
-        """The open breach with the highest MKT so far."""
+        """The open breach with the highest MKT so far, running up to the newest reading."""
         b = s.breach
-        return None if b is None else self._record(b.start, None, s.peak, b.suppressed)
+        return None if b is None else self._record(b.start, s.prev_ts, s.peak, b.suppressed)
 
-    def _record(self, start: int, end: int | None, peak: float, suppressed: bool) -> BreachRecord:
+    def _record(
+        self, start: int, through: int | None, peak: float, suppressed: bool
+    ) -> BreachRecord:
+        """An open breach's record (``BreachRecord.ended`` closes it)."""
         return BreachRecord(
-            self.name, start, end, "major", round(peak, 3), 0.0, self.limit, suppressed
+            self.name, start, None, "major", round(peak, 3), 0.0, self.limit, suppressed, through
         )
 
 
@@ -528,7 +550,8 @@ class Mkt:
 class RunState(NamedTuple):
     since: int | None = None  # first sample of the current run
     value: float | None = None
-    breach: BreachRecord | None = None
+    breach: BreachRecord | None = None  # as it opened
+    through: int | None = None  # the newest sample it still held at, once open
 
 
 RUN_IDLE: Final = RunState()
@@ -562,16 +585,18 @@ class ConditionRun:
         if not holds:
             if s.breach is None:
                 return RUN_IDLE, NO_EVENTS
-            closed = BreachRecord(self.name, s.breach.start, x.ts, "major", None, 0.0, None)
-            return RUN_IDLE, (BreachClosed(closed, x.ts),)
+            return RUN_IDLE, (BreachClosed(s.breach.ended(x.ts), x.ts),)
+        if s.breach is not None:
+            return s._replace(through=x.ts), NO_EVENTS
         since = x.ts if s.since is None else s.since
-        if s.breach is None and x.ts - since >= self.delay_ms:
-            breach = BreachRecord(self.name, since, None, "major", None, 0.0, None)
-            return RunState(since, None, breach), (BreachOpened(breach, x.ts),)
+        if x.ts - since >= self.delay_ms:
+            breach = BreachRecord(self.name, since, None, "major", None, 0.0, None, False, x.ts)
+            return RunState(since, None, breach, x.ts), (BreachOpened(breach, x.ts),)
         return (s if s.since is not None else RunState(since)), NO_EVENTS
 
     def current(self, s: RunState) -> BreachRecord | None:
-        return s.breach
+        """The open breach, running up to the newest sample it held at."""
+        return running(s.breach, s.through)
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,15 +616,26 @@ class StuckProbe:
         if x.celsius != s.value or s.since is None:
             if s.breach is None:
                 return RunState(x.ts, x.celsius), NO_EVENTS
-            closed = BreachRecord(self.name, s.breach.start, x.ts, "major", s.value, 0.0, None)
-            return RunState(x.ts, x.celsius), (BreachClosed(closed, x.ts),)
-        if s.breach is None and x.ts - s.since >= self.stuck_ms:
-            breach = BreachRecord(self.name, s.since, None, "major", s.value, 0.0, None)
-            return RunState(s.since, s.value, breach), (BreachOpened(breach, x.ts),)
+            return RunState(x.ts, x.celsius), (BreachClosed(s.breach.ended(x.ts), x.ts),)
+        if s.breach is not None:
+            return s._replace(through=x.ts), NO_EVENTS
+        if x.ts - s.since >= self.stuck_ms:
+            breach = BreachRecord(
+                self.name, s.since, None, "major", s.value, 0.0, None, False, x.ts
+            )
+            return RunState(s.since, s.value, breach, x.ts), (BreachOpened(breach, x.ts),)
         return s, NO_EVENTS
 
     def current(self, s: RunState) -> BreachRecord | None:
-        return s.breach
+        """The open breach, running up to the newest sample that still repeated its value."""
+        return running(s.breach, s.through)
+
+
+def running(b: BreachRecord | None, through: int | None) -> BreachRecord | None:
+    """An open breach whose only moving figure is its length, as it stands: running up to
+    ``through``, the newest sample it held at (its record, kept as it opened, says where
+    that was then)."""
+    return b if b is None or b.through == through else replace(b, through=through)
 
 
 class LastState(NamedTuple):
@@ -630,17 +666,16 @@ class JumpingProbe:
         jump = abs(v - s.value) > self.max_rate * max((x.ts - s.ts) / MINUTE_MS, 1.0)
         if jump:
             if s.breach is None:
-                breach = BreachRecord(self.name, x.ts, None, "major", v, 0.0, None)
+                breach = BreachRecord(self.name, x.ts, None, "major", v, 0.0, None, False, x.ts)
                 return LastState(x.ts, v, breach), (BreachOpened(breach, x.ts),)
             return LastState(x.ts, v, s.breach), NO_EVENTS
         if s.breach is not None:
-            b = s.breach
-            closed = BreachRecord(self.name, b.start, x.ts, "major", b.peak, 0.0, None)
-            return LastState(x.ts, v), (BreachClosed(closed, x.ts),)
+            return LastState(x.ts, v), (BreachClosed(s.breach.ended(x.ts), x.ts),)
         return LastState(x.ts, v), NO_EVENTS
 
     def current(self, s: LastState) -> BreachRecord | None:
-        return s.breach
+        """The open breach, running up to the newest reading (a jump, while it is open)."""
+        return running(s.breach, s.ts)
 
 
 # -- a profile's rule set --------------------------------------------------------------------

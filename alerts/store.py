@@ -100,6 +100,7 @@ def record_of(row: Breach) -> BreachRecord:
         row.degree_minutes,
         row.limit_c,
         row.suppressed,
+        row.through_ts if row.end_ts is None else None,
     )
 
 
@@ -206,9 +207,12 @@ class BreachStore:
                     else ("open" if b.end is None else "closed")
                 )
                 row.suppressed = b.suppressed
+                # An open breach runs up to its record's ``through``; otherwise the reading
+                # that revealed the change is the newest one its figures know of.
+                row.through_ts = e.at if b.through is None else b.through
                 if before == _content(row):
                     continue
-                row.through_ts, row.updated_at = e.at, now_ms
+                row.updated_at = now_ms
                 s.flush()
                 if transition in NOTIFIED and not b.suppressed:
                     payload = payload_of(row, transition)
@@ -275,6 +279,7 @@ def _content(row: Breach) -> tuple[object, ...]:
         row.degree_minutes,
         row.limit_c,
         row.suppressed,
+        row.through_ts,
     )
 
 

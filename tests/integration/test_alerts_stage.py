@@ -40,6 +40,7 @@ def readings(
     minutes: range,
     celsius: Callable[[int], float],
     probes: tuple[str, ...] = ("product",),
+    door: Callable[[int], bool | None] = lambda m: None,
 ) -> list[PlacedReading]:
     return [
         PlacedReading(
@@ -50,6 +51,7 @@ def readings(
                 ts=T0 + m * MINUTE,
                 up=m * MINUTE,
                 probes={probe: celsius(m) for probe in probes},
+                door=door(m),
             ),
             T0 + m * MINUTE,
             False,
@@ -734,4 +736,56 @@ def test_an_open_breach_is_stored_with_its_figures_as_of_the_newest_reading(
     assert [(p["transition"], p["peak"], p["degree_minutes"]) for p in points] == [
         ("opened", 6.0, 30.0),
         ("closed", 7.0, 55.0),
+    ]
+
+
+def test_an_open_door_is_stored_lasting_up_to_its_newest_reading(
+    settings, influx, prefix, database_url, api
+) -> None:
+    """Chilled: the door may stay open 10 min. Open from minute 0, in batches of ten
+    minutes: stored open at minute 10 running to minute 19 (the batch's newest reading, 19
+    min), then to minute 39 (39 min), as the API shows it; shut at minute 40, it closes
+    there (40 min). Notified and written to InfluxDB when it opens and closes only."""
+    device = f"{prefix}-van"
+    clock = Clock(T0 + 20 * MINUTE)
+    stage = make_stage(
+        settings,
+        database_url,
+        clock,
+        notify_webhook_url="http://127.0.0.1:9/hook",
+        notify_webhook_secret=SecretStr("s3cret"),
+    )
+    is_open = lambda m: m < 40  # noqa: E731
+
+    def door() -> tuple[object, ...]:
+        (b,) = [b for b in breaches(stage, device) if b.rule == "door_open"]
+        return (b.probe, b.state, b.start_ts, b.through_ts, b.duration_min, b.updated_at)
+
+    stage.evaluate(store(influx, readings(device, range(0, 20), lambda m: 3.0, door=is_open)))
+    assert door() == ("", "open", T0, T0 + 19 * MINUTE, 19.0, T0 + 20 * MINUTE)
+    clock.ms = T0 + 30 * MINUTE
+    stage.evaluate(store(influx, readings(device, range(20, 30), lambda m: 3.0, door=is_open)))
+    clock.ms = T0 + 40 * MINUTE
+    stage.evaluate(store(influx, readings(device, range(30, 40), lambda m: 3.0, door=is_open)))
+    assert door() == ("", "open", T0, T0 + 39 * MINUTE, 39.0, T0 + 40 * MINUTE)
+    (listed,) = api.ok("GET", f"/breaches?device={device}&state=open")["items"]
+    assert (listed["rule"], listed["through"], listed["duration_min"]) == (
+        "door_open",
+        "2026-07-14T06:19:00Z",  # minute 39
+        39.0,
+    )
+    clock.ms = T0 + 41 * MINUTE
+    stage.evaluate(store(influx, readings(device, range(40, 41), lambda m: 3.0, door=is_open)))
+    assert door() == ("", "closed", T0, T0 + 40 * MINUTE, 40.0, T0 + 41 * MINUTE)
+
+    def outbox(session: Session) -> list[str]:
+        return list(session.scalars(select(Notification.transition).order_by(Notification.id)))
+
+    assert stage.store.ask(outbox) == ["opened", "closed"]
+    points = influx.rows(
+        f"SELECT transition, state FROM breach WHERE device = {quote_string(device)}"
+    )
+    assert [(p["transition"], p["state"]) for p in points] == [
+        ("opened", "open"),
+        ("closed", "closed"),
     ]

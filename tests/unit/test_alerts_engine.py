@@ -17,6 +17,7 @@ from alerts.rules import (
     Event,
     ProbeRules,
     Sample,
+    door_rules,
 )
 from coldtrace.profiles import load_profiles
 
@@ -214,3 +215,53 @@ def test_an_open_breach_is_reported_with_its_figures_as_of_the_newest_reading() 
     ]
     (closed,) = engine.breaches()
     assert (closed.peak, closed.degree_minutes) == (7.5, 55.25)
+
+
+def door(minutes: range, is_open: bool) -> list[Sample]:
+    return [Sample(T0 + m * MINUTE_MS, m, None, is_open) for m in minutes]
+
+
+def door_engine(known: list[BreachRecord] | None = None) -> ProbeEngine:
+    rules = door_rules(load_profiles()["chilled"])  # the door may stay open 10 min
+    assert rules is not None
+    return ProbeEngine(rules, known=known or [])
+
+
+def lengths(changes: list[Event]) -> list[tuple[str, int, int, int | None, int | None]]:
+    return [
+        (type(e).__name__, e.at, e.breach.start, e.breach.through, e.breach.end) for e in changes
+    ]
+
+
+def test_a_door_left_open_is_reported_lasting_longer_each_batch() -> None:
+    """Chilled: the door may stay open 10 min. Open from minute 0, reported opened at minute
+    10 and running to minute 12 (the batch's last reading); each later batch runs it to its
+    newest reading once; a repeat or a late reading inside it changes nothing; shut at
+    minute 41, it closes there."""
+    engine = door_engine()
+    m = MINUTE_MS
+    assert lengths(engine.add(door(range(0, 13), True))) == [
+        ("BreachOpened", T0 + 10 * m, T0, T0 + 10 * m, None),
+        ("BreachUpdated", T0 + 12 * m, T0, T0 + 12 * m, None),
+    ]
+    assert lengths(engine.add(door(range(13, 41), True))) == [
+        ("BreachUpdated", T0 + 40 * m, T0, T0 + 40 * m, None),
+    ]
+    assert engine.add(door(range(30, 41), True)) == []  # a repeat
+    assert engine.add([Sample(T0 + 20 * m + m // 2, 1000, None, True)]) == []  # late, open
+    (open_door,) = engine.breaches()
+    assert (open_door.rule, open_door.start, open_door.through) == ("door_open", T0, T0 + 40 * m)
+    assert lengths(engine.add(door(range(41, 42), False))) == [
+        ("BreachClosed", T0 + 41 * m, T0, None, T0 + 41 * m),
+    ]
+
+
+def test_an_open_door_known_as_it_stands_is_not_reported_again_after_a_restart() -> None:
+    m = MINUTE_MS
+    first = door_engine()
+    first.add(door(range(0, 21), True))
+    restarted = door_engine(known=first.breaches())  # as the store holds it
+    assert restarted.add(door(range(0, 21), True)) == []
+    assert lengths(restarted.add(door(range(21, 25), True))) == [
+        ("BreachUpdated", T0 + 24 * m, T0, T0 + 24 * m, None),
+    ]

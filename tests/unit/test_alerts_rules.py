@@ -221,6 +221,103 @@ def test_door_open_too_long() -> None:
     assert flat(run_door(rule, [(0, None, True), (9, None, True), (10, None, False)])) == []
 
 
+def lasting(
+    rule: Rule, series: list[tuple[float, float | None, bool | None]]
+) -> list[tuple[list[str], int | None, int | None]]:
+    """After each sample: its events, the through of the record they carry (the last one),
+    and the through of the open breach as it stands (``current``; None: none open)."""
+    state = rule.initial()
+    out = []
+    for i, (minute, value, door) in enumerate(series):
+        state, events = rule.update(state, Sample(at(minute), i, value, door))
+        now = rule.current(state)
+        told = events[-1].breach.through if events else None
+        out.append(([type(e).__name__ for e in events], told, None if now is None else now.through))
+    return out
+
+
+def test_an_open_door_breach_runs_up_to_the_newest_reading_with_the_door_open() -> None:
+    """Chilled: the door may stay open 10 min. Open from minute 0, the breach opens at minute
+    10 running to there; a reading without the contact (minute 15) says nothing; it has run
+    to minute 22 when a reading says open again, and closes at minute 30 (door shut)."""
+    (rule,) = door_rules(load_profiles()["chilled"]).rules
+    series: list[tuple[float, float | None, bool | None]] = [
+        (0, None, True),
+        (4, None, True),
+        (10, None, True),
+        (15, None, None),
+        (22, None, True),
+        (30, None, False),
+    ]
+    assert lasting(rule, series) == [
+        ([], None, None),
+        ([], None, None),
+        (["BreachOpened"], at(10), at(10)),
+        ([], None, at(10)),
+        ([], None, at(22)),
+        (["BreachClosed"], None, None),
+    ]
+    closed = run_door(rule, series)[-1][0].breach
+    assert (closed.start, closed.end, closed.through) == (at(0), at(30), None)
+
+
+def test_a_probe_fault_runs_up_to_its_newest_reading_without_a_value() -> None:
+    rule = ConditionRun("probe_fault", 10 * MINUTE_MS, no_temperature)
+    series: list[tuple[float, float | None, bool | None]] = [
+        (0, None, None),
+        (10, None, None),
+        (14, None, None),
+        (20, 3.0, None),
+    ]
+    assert lasting(rule, series) == [
+        ([], None, None),
+        (["BreachOpened"], at(10), at(10)),
+        ([], None, at(14)),
+        (["BreachClosed"], None, None),
+    ]
+
+
+def test_a_stuck_probe_runs_up_to_its_newest_repeat_of_the_value() -> None:
+    """Stuck from minute 0 at 3.0 C (60 min): open at minute 60; a fault (minute 75) says
+    nothing of the value, the repeat at minute 90 runs it there; 3.1 C closes it."""
+    rule = StuckProbe("probe_stuck", 60 * MINUTE_MS)
+    series: list[tuple[float, float | None, bool | None]] = [
+        (0, 3.0, None),
+        (60, 3.0, None),
+        (75, None, None),
+        (90, 3.0, None),
+        (100, 3.1, None),
+    ]
+    assert lasting(rule, series) == [
+        ([], None, None),
+        (["BreachOpened"], at(60), at(60)),
+        ([], None, at(60)),
+        ([], None, at(90)),
+        (["BreachClosed"], None, None),
+    ]
+
+
+def test_an_excursion_back_within_its_hysteresis_runs_up_to_its_first_reading_back() -> None:
+    """Limit 4 C, hysteresis 0.2: back at 4.0 and 3.9 C (within it) it would end at minute
+    20 if it closed, so it runs to there; out again at minute 30, it runs to minute 30."""
+    series: list[tuple[float, float | None, bool | None]] = [
+        (0, 5.0, None),
+        (15, 5.0, None),
+        (20, 4.0, None),
+        (25, 3.9, None),
+        (30, 5.0, None),
+        (35, 3.0, None),
+    ]
+    assert lasting(HIGH_4, series) == [
+        ([], None, None),
+        (["BreachOpened"], at(15), at(15)),
+        ([], None, at(20)),
+        ([], None, at(20)),
+        ([], None, at(30)),
+        (["BreachClosed"], None, None),
+    ]
+
+
 FROZEN_LOADING = Excursion(
     "excursion_high", -18.0, 1.0, 0.5, 30 * MINUTE_MS, 3.0, None, 10 * MINUTE_MS
 )
