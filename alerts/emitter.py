@@ -1,9 +1,8 @@
 """What the engines report, made durable: every breach change is upserted in the store (with
 its notifications queued in the outbox, alerts/notify.py sends them), logged, counted per
-(rule, transition), and, but for an open breach's figures being updated, written to
-InfluxDB measurement ``breach`` (docs/storage-schema.md). The store is written first and
-retried until it answers: the engine has moved on, so the changes exist only here until
-stored.
+(rule, transition), and written to InfluxDB measurement ``breach`` (docs/storage-schema.md).
+The store is written first and retried until it answers: the engine has moved on, so the
+changes exist only here until stored.
 """
 
 from __future__ import annotations
@@ -23,25 +22,37 @@ MAX_RETRY_DELAY_S = 10.0
 
 def breach_line(device: str, c: StoredChange) -> str:
     """One point of measurement ``breach`` (docs/storage-schema.md), at the transition's
-    device time: the start when opened, the end when closed."""
+    device time: the start when opened, the end when closed, the reading an open breach's
+    figures run up to (``through``) when updated.
+
+    An ``updated`` point carries the figures only, no ``state``, ``severity`` or ``profile``:
+    Grafana reads a breach's state from the last point of its series that has one, and a
+    point at ``through`` can sort after the point of its close (a close at its first reading
+    back within the hysteresis, a stretch closed where a delivery ended); its figures
+    (``last("peak")``) are read only while the state says open, when nothing sorts after it."""
     b = c.breach
-    ts = {"opened": b.start_ts, "closed": b.end_ts}.get(c.transition) or c.at
+    ts = {"opened": b.start_ts, "closed": b.end_ts, "updated": b.through_ts}.get(
+        c.transition
+    ) or c.at
     tags = f"breach,device={device},rule={b.rule},transition={c.transition}"
     if b.probe:
         tags += f",probe={b.probe}"
-    fields = [
-        f"id={b.id}i",
-        f'profile="{b.profile}"',
-        f'severity="{b.severity}"',
-        f'state="{b.state}"',
-        f"start={b.start_ts}i",
-        f"degree_minutes={float(b.degree_minutes)}",
-        f"detected_late={'true' if b.detected_late else 'false'}",
-        f"suppressed={'true' if b.suppressed else 'false'}",
-        f"detected_at={b.detected_at}i",
-    ]
+    fields = [f"id={b.id}i", f"start={b.start_ts}i", f"degree_minutes={float(b.degree_minutes)}"]
+    if c.transition != "updated":
+        fields += [
+            f'profile="{b.profile}"',
+            f'severity="{b.severity}"',
+            f'state="{b.state}"',
+            f"detected_late={'true' if b.detected_late else 'false'}",
+            f"suppressed={'true' if b.suppressed else 'false'}",
+            f"detected_at={b.detected_at}i",
+        ]
     if b.end_ts is not None:
         fields.append(f"end={b.end_ts}i")
+    if b.through_ts is not None:
+        fields.append(f"through={b.through_ts}i")
+    if (duration := b.duration_min) is not None:
+        fields.append(f"duration_min={float(duration)}")
     if b.peak is not None:
         fields.append(f"peak={float(b.peak)}")
     if b.limit_c is not None:
@@ -109,11 +120,7 @@ class Emitter:
                 c.breach.severity,
             )
         self.wake.set()
-        # An open breach's figures moving (updated) is no transition: the store keeps them. Its
-        # point, at the newest reading, could sort after (or tie with) the point of its close,
-        # at its end, and Grafana reads a breach's state from its series' last point.
-        points = [breach_line(device, c) for c in changes if c.transition != "updated"]
-        self._write("\n".join(points).encode())
+        self._write("\n".join(breach_line(device, c) for c in changes).encode())
 
     def _write(self, lines: bytes) -> None:
         """The store already holds these changes: keep trying until InfluxDB has them too."""

@@ -37,15 +37,24 @@ LAG_WINDOW_S = 5 * 60
 LAG_THRESHOLD_MS = 60_000
 
 # The last transition of each breach series (device, probe, rule) says whether it is open:
-# a later breach of the same probe and rule replaces an earlier one (ids are not tags).
+# a later breach of the same probe and rule replaces an earlier one (ids are not tags). Each
+# field is the last of the points that have it: state and severity those of the transitions,
+# the figures (peak, degree-minutes, duration so far) those of the latest point, which for an
+# open breach is its ``updated`` one, kept current batch by batch (docs/storage-schema.md).
 LAST_BREACH = (
     'SELECT last("state") AS "state", last("severity") AS "severity", last("peak") AS "peak", '
+    'last("degree_minutes") AS "degree_minutes", last("duration_min") AS "duration_min", '
     'last("limit_c") AS "limit_c", last("start") AS "start" FROM "breach" '
     'WHERE {where}$timeFilter GROUP BY "device", "probe", "rule"'
 )
+# The Delivery dashboard lists transitions; an open breach's figures updated are no news there.
+TRANSITIONS = """"transition" != 'updated'"""
 
 
-def open_breaches(where: str = "", columns: str = '"severity", "peak", "limit_c", "start"') -> str:
+def open_breaches(
+    where: str = "",
+    columns: str = '"severity", "peak", "degree_minutes", "duration_min", "limit_c", "start"',
+) -> str:
     """Open breaches, one row per device, probe and rule (table)."""
     return (
         f"SELECT {columns} FROM ({LAST_BREACH.format(where=where)}) "
@@ -129,7 +138,9 @@ def fleet_now() -> JSON:
         "Open breaches",
         [target("A", open_breaches(), "table")],
         (0, 12, 14, 8),
-        description="Breaches whose last transition left them open (breach measurement).",
+        description="Breaches whose last transition left them open, with their peak, "
+        "degree-minutes and duration so far (min) as of the newest reading judged (breach "
+        "measurement).",
         overrides=[override("severity", custom__cellOptions={"type": "color-text"})],
     )
     silent = panel(
@@ -265,8 +276,8 @@ def delivery() -> JSON:
             target(
                 "A",
                 f'SELECT "transition", "severity", "state", "peak", "limit_c", '
-                f'"degree_minutes", "suppressed" FROM "breach" WHERE {DEVICE} AND $timeFilter '
-                'GROUP BY "device", "probe", "rule"',
+                f'"degree_minutes", "suppressed" FROM "breach" WHERE {DEVICE} AND {TRANSITIONS} '
+                'AND $timeFilter GROUP BY "device", "probe", "rule"',
                 "table",
             )
         ],
@@ -289,7 +300,7 @@ def delivery() -> JSON:
     marks = annotation(
         "Breaches",
         f'SELECT "severity", "state", "peak", "rule", "probe", "transition" FROM "breach" '
-        f"WHERE {DEVICE} AND $timeFilter",
+        f"WHERE {DEVICE} AND {TRANSITIONS} AND $timeFilter",
         text="rule",
         tags="severity,transition,probe",
         colour="red",

@@ -54,6 +54,7 @@ class Loaded:
     influx: InfluxClient
     certificates: dict[str, dict[str, Any]]  # delivery ref -> current certificate body
     links: dict[str, str]  # delivery ref -> the API's link to its Delivery dashboard
+    open_now: list[dict[str, Any]]  # the API's open breaches (the store's, as they stand)
     from_ms: int
     to_ms: int
 
@@ -152,9 +153,10 @@ def loaded(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 links[d.spec.ref] = runner.call("GET", f"/deliveries/{found['id']}")[
                     "dashboard_url"
                 ]
+        open_now = runner.call("GET", "/breaches", state="open")["items"]
         start = min(p.epoch_ms for p in placed.values())
         now = int(time.time() * 1000)
-        yield Loaded(placed, influx, certificates, links, start - HOUR_MS, now)
+        yield Loaded(placed, influx, certificates, links, open_now, start - HOUR_MS, now)
     finally:
         devices.close()
         influx.close()
@@ -255,9 +257,17 @@ def expectations(x: Loaded) -> dict[tuple[str, str, str], Check]:
         assert got == pytest.approx(last)
 
     def open_breaches(s: Series) -> None:
-        assert columns(s) == {("time", "severity", "peak", "limit_c", "start")}
-        got = [(r["device"], r["probe"], r["rule"], r["severity"]) for r in flat(s)]
-        assert got == [(van_a, "product", "excursion_high", "critical")]
+        figures = ("severity", "peak", "degree_minutes", "duration_min", "limit_c")
+        assert columns(s) == {("time", *figures, "start")}
+        got = [(r["device"], r["probe"], r["rule"], *(r[f] for f in figures)) for r in flat(s)]
+        # as the store holds it now (the API), not as it opened or escalated
+        assert got == [
+            (b["device"], b["probe"], b["rule"], *(b[f] for f in figures)) for b in x.open_now
+        ]
+        assert [(b["device"], b["probe"], b["rule"], b["severity"]) for b in x.open_now] == [
+            (van_a, "product", "excursion_high", "critical")
+        ]
+        assert [r["start"] for r in flat(s)] == [ms(b["start"]) for b in x.open_now]
 
     def in_transit(s: Series) -> None:
         got = {(r["vehicle"], r["compartment"]): r["in_transit"] for r in flat(s)}

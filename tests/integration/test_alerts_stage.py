@@ -20,6 +20,8 @@ from coldtrace.contract import Reading
 from coldtrace.influx import InfluxClient, quote_string
 from coldtrace.records import PlacedReading
 from coldtrace.settings import Settings
+from dashboards import definitions
+from dashboards.queries import dashboard_queries
 from ingest.lines import reading_lines
 from tests.conftest import act_on_delivery, put_on_delivery, run_coldtrace, wait_for
 
@@ -83,6 +85,23 @@ def make_stage(settings: Settings, database_url: str, clock: Clock, **extra: obj
 
 def breaches(stage: RulesStage, device: str) -> list[Breach]:
     return sorted(stage.store.known(device), key=lambda b: (b.start_ts, b.rule))
+
+
+def open_in_grafana(influx: InfluxClient, device: str, to_ms: int) -> list[tuple[object, ...]]:
+    """The rows of ``device`` in the Fleet now dashboard's "Open breaches" table, as InfluxDB
+    answers its query over the hour before T0 up to ``to_ms`` (macros substituted as Grafana
+    does): probe, rule, severity, peak, degree-minutes, duration (min), limit, start."""
+    (query,) = [
+        q
+        for q in dashboard_queries(definitions.fleet_now(), {}, T0 - 60 * MINUTE, to_ms)
+        if q.title == "Open breaches"
+    ]
+    return [
+        (x["tags"]["probe"], x["tags"]["rule"], *row[1:])
+        for x in influx.query(query.text)
+        if x["tags"]["device"] == device
+        for row in x["values"]
+    ]
 
 
 def test_silent_device_with_an_injected_clock(settings, influx, prefix, database_url) -> None:
@@ -707,6 +726,10 @@ def test_an_open_breach_is_stored_with_its_figures_as_of_the_newest_reading(
     listed = api.ok("GET", f"/breaches?device={device}&state=open")["items"]
     through = "2026-07-14T06:04:00Z"  # minute 24, the newest reading judged
     assert [shown(b) for b in listed] == [("excursion_high", "open", 7.0, 52.0, 24.0, through)]
+    # Grafana shows it as it stands too, not as it opened (6 C, 30 C*min)
+    assert open_in_grafana(influx, device, T0 + 25 * MINUTE) == [
+        ("product", "excursion_high", "major", 7.0, 52.0, 24.0, 4.0, T0)
+    ]
     cli = run_coldtrace(
         *("breaches", "list", "--open", "--device", device, "--json"),
         COLDTRACE_DATABASE_URL=database_url,
@@ -728,14 +751,21 @@ def test_an_open_breach_is_stored_with_its_figures_as_of_the_newest_reading(
         return [(n.transition, json.loads(n.payload)["peak_c"]) for n in rows]
 
     assert stage.store.ask(outbox) == [("opened", 6.0), ("closed", 7.0)]
+    assert open_in_grafana(influx, device, T0 + 26 * MINUTE) == []
     points = influx.rows(
-        "SELECT transition, peak, degree_minutes FROM breach"
+        "SELECT transition, state, peak, degree_minutes, duration_min FROM breach"
         f" WHERE device = {quote_string(device)} AND rule = 'excursion_high'"
     )
-    # in InfluxDB its transitions only: Grafana reads its state from the last point
-    assert [(p["transition"], p["peak"], p["degree_minutes"]) for p in points] == [
-        ("opened", 6.0, 30.0),
-        ("closed", 7.0, 55.0),
+    # Its updates at the readings their figures run up to, with no state: Grafana reads the
+    # state from the last point that has one, a transition.
+    assert [
+        (p["time"], p["transition"], p["state"], p["peak"], p["degree_minutes"], p["duration_min"])
+        for p in points
+    ] == [
+        (T0, "opened", "open", 6.0, 30.0, 15.0),
+        (T0 + 19 * MINUTE, "updated", None, 6.0, 38.0, 19.0),
+        (T0 + 24 * MINUTE, "updated", None, 7.0, 52.0, 24.0),
+        (T0 + 25 * MINUTE, "closed", "closed", 7.0, 55.0, 25.0),
     ]
 
 
@@ -744,8 +774,8 @@ def test_an_open_door_is_stored_lasting_up_to_its_newest_reading(
 ) -> None:
     """Chilled: the door may stay open 10 min. Open from minute 0, in batches of ten
     minutes: stored open at minute 10 running to minute 19 (the batch's newest reading, 19
-    min), then to minute 39 (39 min), as the API shows it; shut at minute 40, it closes
-    there (40 min). Notified and written to InfluxDB when it opens and closes only."""
+    min), then to minute 39 (39 min), as the API and Grafana's open breaches show it; shut
+    at minute 40, it closes there (40 min). Notified when it opens and closes only."""
     device = f"{prefix}-van"
     clock = Clock(T0 + 20 * MINUTE)
     stage = make_stage(
@@ -774,6 +804,9 @@ def test_an_open_door_is_stored_lasting_up_to_its_newest_reading(
         "2026-07-14T06:19:00Z",  # minute 39
         39.0,
     )
+    assert open_in_grafana(influx, device, T0 + 40 * MINUTE) == [
+        ("", "door_open", "major", None, 0.0, 39.0, None, T0)
+    ]
     clock.ms = T0 + 41 * MINUTE
     stage.evaluate(store(influx, readings(device, range(40, 41), lambda m: 3.0, door=is_open)))
     assert door() == ("", "closed", T0, T0 + 40 * MINUTE, 40.0, T0 + 41 * MINUTE)
@@ -782,10 +815,47 @@ def test_an_open_door_is_stored_lasting_up_to_its_newest_reading(
         return list(session.scalars(select(Notification.transition).order_by(Notification.id)))
 
     assert stage.store.ask(outbox) == ["opened", "closed"]
+    assert open_in_grafana(influx, device, T0 + 41 * MINUTE) == []
     points = influx.rows(
-        f"SELECT transition, state FROM breach WHERE device = {quote_string(device)}"
+        f"SELECT transition, state, duration_min FROM breach WHERE device = {quote_string(device)}"
     )
-    assert [(p["transition"], p["state"]) for p in points] == [
-        ("opened", "open"),
-        ("closed", "closed"),
+    assert [(p["time"], p["transition"], p["state"], p["duration_min"]) for p in points] == [
+        (T0, "opened", "open", 10.0),
+        (T0 + 19 * MINUTE, "updated", None, 19.0),
+        (T0 + 29 * MINUTE, "updated", None, 29.0),
+        (T0 + 39 * MINUTE, "updated", None, 39.0),
+        (T0 + 40 * MINUTE, "closed", "closed", 40.0),
+    ]
+
+
+def test_a_breach_closed_where_its_last_update_ran_is_not_open_in_grafana(
+    settings, influx, prefix, database_url
+) -> None:
+    """Chilled (0..4 C, hysteresis 0.2 C): 6 C from minute 0 (open from minute 15), 3.9 C
+    from minute 20 (back, but within the hysteresis: it runs to minute 20, 40 C*min), 3 C at
+    minute 25 closes it at minute 20. Its last update and its close are points of the same
+    time: Grafana's open breaches still lose it, the update having no state."""
+    device = f"{prefix}-van"
+    clock = Clock(T0 + 26 * MINUTE)
+    stage = make_stage(settings, database_url, clock)
+    cooling = lambda m: 6.0 if m < 20 else (3.9 if m < 25 else 3.0)  # noqa: E731
+    for batch in (range(0, 20), range(20, 25)):
+        stage.evaluate(store(influx, readings(device, batch, cooling)))
+    assert open_in_grafana(influx, device, T0 + 26 * MINUTE) == [
+        ("product", "excursion_high", "major", 6.0, 40.0, 20.0, 4.0, T0)
+    ]
+    stage.evaluate(store(influx, readings(device, range(25, 26), cooling)))
+    assert open_in_grafana(influx, device, T0 + 26 * MINUTE) == []
+    points = influx.rows(
+        "SELECT transition, state, degree_minutes, duration_min FROM breach"
+        f" WHERE device = {quote_string(device)} AND rule = 'excursion_high'"
+    )
+    assert sorted(
+        (p["time"], p["transition"], p["state"], p["degree_minutes"], p["duration_min"])
+        for p in points
+    ) == [
+        (T0, "opened", "open", 30.0, 15.0),
+        (T0 + 19 * MINUTE, "updated", None, 38.0, 19.0),
+        (T0 + 20 * MINUTE, "closed", "closed", 40.0, 20.0),
+        (T0 + 20 * MINUTE, "updated", None, 40.0, 20.0),
     ]
