@@ -89,7 +89,7 @@ def test_the_demo_twice_and_after_a_one_van_simulation_loses_nothing(
     assert (books.sent, books.stored, books.rejected, books.missing) == (10, 10, 0, 0)
     assert stored_seqs(influx, "van-01") == list(range(1, 11))
 
-    caterer, lab = "Traiteur Bellecour (caterer)", "Hospices Civils de Lyon, biology lab"
+    caterer, lab = "Traiteur Bellecour", "Hospices Civils de Lyon, biology lab"
     for out in rounds:
         assert "sent 1030 readings = stored 1030 + held 0 + rejected 0 + missing 0; lost 0" in out
         found = deliveries(out)
