@@ -49,6 +49,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+def pdf_text(pdf: bytes, tmp_path: Path) -> str:
+    """A PDF's text in the order the PDF draws it (pdftotext -raw: Typst draws a table
+    cell by cell), whitespace collapsed to single spaces. Not pdftotext's reading order by
+    position: when two cells of a table row wrap, it reads their lines across the row
+    (line 1 of each cell, then line 2), so a cell's text ("2026-01-05 09:10" /
+    "(UTC+01:00)") came apart or not depending on its neighbours' widths (a random device
+    id in the probe column)."""
+    (tmp_path / "c.pdf").write_bytes(pdf)
+    done = subprocess.run(
+        ["pdftotext", "-raw", "c.pdf", "-"], cwd=tmp_path, capture_output=True, check=True
+    )
+    return " ".join(done.stdout.decode().split())
+
+
 def run_coldtrace(
     *args: str, stdout: int = subprocess.PIPE, **env: str
 ) -> subprocess.CompletedProcess[str]:

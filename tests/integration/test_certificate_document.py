@@ -21,7 +21,7 @@ from coldtrace.certificates.pdf import render_pdf
 from coldtrace.deliveries.models import Delivery
 from coldtrace.deliveries.store import Store
 from coldtrace.influx import InfluxClient
-from tests.conftest import Api, run_coldtrace
+from tests.conftest import Api, pdf_text, run_coldtrace
 from tests.world import MIN, T0, add_breach, iso, plan, run, track
 
 pytestmark = pytest.mark.skipif(
@@ -84,14 +84,6 @@ def scripted(api: Api, fleet: tuple[str, str], influx: InfluxClient) -> dict[str
     return dict(certificate)
 
 
-def text_of(pdf: bytes, tmp_path: Path) -> str:
-    (tmp_path / "c.pdf").write_bytes(pdf)
-    done = subprocess.run(
-        ["pdftotext", "c.pdf", "-"], cwd=tmp_path, capture_output=True, check=True
-    )
-    return " ".join(done.stdout.decode().split())
-
-
 def pages_of(pdf: bytes, tmp_path: Path) -> int:
     (tmp_path / "c.pdf").write_bytes(pdf)
     subprocess.run(["pdftoppm", "-r", "30", "-png", "c.pdf", "p"], cwd=tmp_path, check=True)
@@ -148,7 +140,7 @@ def test_the_customer_fetches_its_pdf_in_french_and_english(
     r = api.client.get(f"/api/v1/certificates/{scripted['id']}/pdf", headers=labo)
     assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
     assert pages_of(r.content, tmp_path) == 2
-    french = text_of(r.content, tmp_path)
+    french = pdf_text(r.content, tmp_path)
     mkt = scripted["body"]["mkt_c"]
     assert "NON CONFORME" in french
     assert f"Température cinétique moyenne {mkt:.1f} °C".replace(".", ",") in french
@@ -157,7 +149,8 @@ def test_the_customer_fetches_its_pdf_in_french_and_english(
     assert "EXPIRÉ · CAL-air" in french
 
     r = api.client.get(f"/api/v1/certificates/{scripted['id']}/pdf?language=en", headers=labo)
-    english = text_of(r.content, tmp_path)
+    assert r.status_code == 200, r.text
+    english = pdf_text(r.content, tmp_path)
     assert "NOT COMPLIANT" in english
     assert f"Mean kinetic temperature {mkt:.1f} °C" in english
     assert "2026-01-05 09:10 (UTC+01:00)" in english and "2026-01-05 09:40 (UTC+01:00)" in english
@@ -204,7 +197,7 @@ def test_the_operators_terminal(
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout) == api.ok("GET", f"/certificates/{scripted['id']}")
     assert pages_of(pdf.read_bytes(), tmp_path) == 2
-    assert "NON CONFORME" in text_of(pdf.read_bytes(), tmp_path)
+    assert "NON CONFORME" in pdf_text(pdf.read_bytes(), tmp_path)
 
     table = cli(api, "certificates", "get", "ORD-PDF")
     header, row = table.stdout.splitlines()
