@@ -1,8 +1,9 @@
 """The one settings object, built once at start-up by the CLI and passed down.
 
 Every field reads from the environment with the ``COLDTRACE_`` prefix. Secrets have no
-default: in development ``coldtrace services up`` generates them into
-``<run_dir>/secrets.env``, which is read as a fallback; in production they must be set.
+default: in development the commands that use the local services generate them into
+``<run_dir>/secrets.env`` (load_settings), which is read as a fallback; in production they
+must be set.
 """
 
 from __future__ import annotations
@@ -466,13 +467,29 @@ def ensure_dev_secrets(run_dir: Path) -> Path:
     return env_file
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build the settings, or raise ConfigError with one line naming the bad setting."""
+def load_settings(*, generate_secrets: bool = True, **overrides: object) -> Settings:
+    """Build the settings, or raise ConfigError with one line naming the bad setting.
+
+    Development: `<run_dir>/secrets.env` is read as the secrets' fallback, generated first
+    when `generate_secrets` (the commands that use the local services). A command that needs
+    none (`coldtrace analyze`, `certificates verify`, `gateway`...) passes False: it reads
+    the file if there is one and leaves no run dir behind in whatever directory it is run
+    from (a systemd service's is `/`). A run dir that cannot be written is a ConfigError
+    naming COLDTRACE_RUN_DIR."""
     run_dir = Path(str(overrides.get("run_dir") or os.environ.get(f"{ENV_PREFIX}RUN_DIR", "run")))
     dev = (
         overrides.get("env") or os.environ.get(f"{ENV_PREFIX}ENV", "development")
     ) == "development"
-    env_file = ensure_dev_secrets(run_dir) if dev else None
+    env_file = run_dir / "secrets.env" if dev else None
+    if dev and generate_secrets:
+        try:
+            ensure_dev_secrets(run_dir)
+        except OSError as exc:
+            raise ConfigError(
+                f"{ENV_PREFIX}RUN_DIR: cannot write the development secrets to {env_file} "
+                f"({exc.strerror or exc}): run from a directory you can write to, or set "
+                f"{ENV_PREFIX}RUN_DIR to one"
+            ) from None
     try:
         return Settings(
             _env_file=env_file,

@@ -73,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for chatty in ("httpx", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
-        settings = load_settings()
+        # A command that needs no secrets says so (set_defaults(generate_secrets=False)):
+        # run anywhere, it leaves no run dir with a fresh signing key behind.
+        settings = load_settings(generate_secrets=getattr(args, "generate_secrets", True))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

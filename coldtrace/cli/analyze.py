@@ -149,4 +149,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(.png or .svg)",
     )
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_analyze)
+    p.set_defaults(func=cmd_analyze, generate_secrets=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from coldtrace.cli.operator import operator_store
 from coldtrace.cli.output import emit
-from coldtrace.settings import Settings
+from coldtrace.settings import ConfigError, Settings
 
 
 def _certificates_text(file: Path) -> str:
@@ -102,7 +102,7 @@ def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every certificate in the file verifies (signing.check_all), 1 when one does
-    not or there is none, 2 when the file or the key cannot be read."""
+    not or there is none, 2 when the file or the key cannot be read or there is no key."""
     from coldtrace import signing
 
     try:
@@ -113,6 +113,13 @@ def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
         )
     except (OSError, ValueError) as exc:
         print(f"error: --public-key {args.public_key}: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError:  # not signing here: no key of this installation to check against
+        print(
+            "error: no key to verify with: pass the signer's public key with --public-key "
+            "(`pem` of GET /api/v1/certificates/public-key)",
+            file=sys.stderr,
+        )
         return 2
     try:
         certificates = signing.read_certificates(_certificates_text(args.file))
@@ -161,4 +168,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "default: that of COLDTRACE_CERTIFICATE_SIGNING_KEY",
     )
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_certificates)
+    p.set_defaults(func=cmd_certificates, generate_secrets=False)

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--influx-url", help="InfluxDB as Grafana reaches it (default: COLDTRACE_INFLUX_URL)"
     )
     push.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_dashboards)
+    p.set_defaults(func=cmd_dashboards, generate_secrets=False)
 
 
 def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:

@@ -106,4 +106,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = actions.add_parser("status", help="spool depth, oldest unacked age, port counters")
     status.add_argument("--config", required=True, help="the gateway's TOML file")
     status.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_gateway)
+    p.set_defaults(func=cmd_gateway, generate_secrets=False)

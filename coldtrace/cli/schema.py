@@ -16,4 +16,4 @@ def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("schema", help="print the wire contract's JSON Schema")
-    p.set_defaults(func=cmd_schema)
+    p.set_defaults(func=cmd_schema, generate_secrets=False)

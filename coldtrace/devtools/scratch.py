@@ -20,6 +20,7 @@ def scratch_settings(run_dir: Path, **overrides: object) -> Settings:
     """Settings for a run in `run_dir` on free loopback ports (MQTT plain, TLS and mutual TLS;
     InfluxDB), the InfluxDB database "bench"; `overrides` as for `load_settings`."""
     return load_settings(
+        generate_secrets=True,  # the development secrets its servers and ingest log in with
         **{
             "run_dir": run_dir,
             "mqtt_port": free_port(),
@@ -28,7 +29,7 @@ def scratch_settings(run_dir: Path, **overrides: object) -> Settings:
             "influx_url": f"http://127.0.0.1:{free_port()}",
             "influx_database": "bench",
             **overrides,
-        }
+        },
     )
 
 

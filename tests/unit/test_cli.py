@@ -143,3 +143,53 @@ def test_a_profiles_file_that_does_not_load_is_named_by_its_setting(tmp_path: Pa
         f"configuration error: COLDTRACE_ALERTS_PROFILES_FILE: {user}: needs `version = 1` at "
         "the top\n",
     )
+
+
+def test_commands_needing_no_secrets_leave_no_run_dir_behind(tmp_path: Path) -> None:
+    """Run in any directory, `schema`, `analyze`, `certificates verify`, `gateway` and
+    `dashboards` made a run/ there with a secrets.env holding a fresh signing key (and
+    the gateway's systemd unit, whose directory is `/`, could not start: /run/secrets.env)."""
+    from coldtrace import signing
+
+    key = signing.private_key(signing.new_private_key())
+    body = {"delivery_id": 7, "version": 1, "verdict": "compliant"}
+    certificate = {
+        "id": 3,
+        "issued": "2026-01-05T10:00:00Z",
+        "superseded": None,
+        **body,
+        "body": body,
+        "algorithm": "Ed25519",
+        "signature": signing.sign(key, body),
+        "key_id": signing.key_id(key.public_key()),
+    }
+    (tmp_path / "cert.json").write_text(json.dumps(certificate))
+    (tmp_path / "public.pem").write_text(signing.public_key_pem(key.public_key()))
+    (tmp_path / "gateway.toml").write_text(
+        f'gateway = "gw"\nspool = "{tmp_path}/spool.db"\n[broker]\nhost = "127.0.0.1"\n'
+        f'password_file = "{tmp_path}/secret"\n'
+    )
+    run_dir = tmp_path / "run"
+    verify = ("certificates", "verify", str(tmp_path / "cert.json"))
+    logger_file = "tests/fixtures/loggers/chilled-delivery-door-excursion-iso.csv"
+    commands: list[tuple[tuple[str, ...], int]] = [
+        (("schema",), 0),
+        (("analyze", "--profile", "chilled", logger_file), 1),  # its door excursion
+        ((*verify, "--public-key", str(tmp_path / "public.pem")), 0),
+        (("gateway", "status", "--config", str(tmp_path / "gateway.toml")), 2),  # no spool yet
+        (("dashboards", "push", "--url", "http://127.0.0.1:9", "--token", "t"), 1),  # no Grafana
+    ]
+    for args, status in commands:
+        proc = run_coldtrace(*args, COLDTRACE_RUN_DIR=str(run_dir))
+        assert (args, proc.returncode) == (args, status)
+        assert "Traceback" not in proc.stderr
+        assert not run_dir.exists(), args
+
+    proc = run_coldtrace(*verify, COLDTRACE_RUN_DIR=str(run_dir))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        "error: no key to verify with: pass the signer's public key with --public-key "
+        "(`pem` of GET /api/v1/certificates/public-key)\n",
+    )
+    assert not run_dir.exists()

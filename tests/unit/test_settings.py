@@ -295,3 +295,31 @@ def test_certificates_are_kept_at_least_a_year(
     monkeypatch.setenv("COLDTRACE_CERTIFICATE_RETENTION_DAYS", "364")
     with pytest.raises(ConfigError, match=r"^COLDTRACE_CERTIFICATE_RETENTION_DAYS: .*365"):
         load_settings(run_dir=tmp_path)
+
+
+def test_a_command_needing_no_secrets_reads_them_and_writes_none(tmp_path: Path) -> None:
+    """generate_secrets=False (`analyze`, `certificates verify`, `gateway`...): the run dir's
+    secrets when it has them, and no run dir made where there is none."""
+    assert load_settings(run_dir=tmp_path / "none", generate_secrets=False).mqtt_password is None
+    assert not (tmp_path / "none").exists()
+
+    made = load_settings(run_dir=tmp_path / "run").mqtt_password
+    read = load_settings(run_dir=tmp_path / "run", generate_secrets=False).mqtt_password
+
+    assert made is not None and read is not None
+    assert read.get_secret_value() == made.get_secret_value()
+
+
+def test_a_run_dir_that_cannot_be_made_is_named_by_its_setting(tmp_path: Path) -> None:
+    """It was a NotADirectoryError (PermissionError, in a service whose directory is `/`)
+    traceback from every command."""
+    (tmp_path / "file").write_text("")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path / "file" / "run")
+
+    assert str(info.value) == (
+        f"COLDTRACE_RUN_DIR: cannot write the development secrets to {tmp_path}/file/run/"
+        "secrets.env (Not a directory): run from a directory you can write to, or set "
+        "COLDTRACE_RUN_DIR to one"
+    )
