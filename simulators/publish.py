@@ -261,7 +261,8 @@ def simulate(
 ) -> list[Tally]:
     """Publish `readings` readings per van, each van keeping them until ingest acknowledges
     them (AckingDevice); wait up to `ack_timeout_s` after the last for the acks; return each
-    device's tally.
+    device's tally. `progress(acknowledged, total)` is called (in readings) after each step
+    and once more when the wait for the acks is over.
 
     Simulated time ends now, so a run shows up at once on dashboards; `speedup` compresses
     it (60: one simulated minute per second; 0: as fast as the broker takes it). With a
@@ -334,6 +335,8 @@ def simulate(
                 if wait > 0:
                     time.sleep(wait)
         wait_all_acked(devices.values(), ack_timeout_s)
+        if progress:  # where the acks stand now: the last step's count was made before them
+            progress(sum(c.acked for c in devices.values()), total)
     finally:
         for device in devices.values():
             device.close()

@@ -103,8 +103,23 @@ def test_readings_not_acknowledged_are_kept_and_the_next_run_delivers_them(
     vans' kept readings first, then its own: all stored once."""
     discard_ingest_session(settings)
     state = tmp_path / "state.json"
-    first = run(settings, prefix, state, vehicles=2, readings=20, speedup=0, ack_timeout_s=1)
+    progress: list[tuple[int, int]] = []
+
+    def record(done: int, total: int) -> None:
+        progress.append((done, total))
+
+    first = run(
+        settings,
+        prefix,
+        state,
+        vehicles=2,
+        readings=20,
+        speedup=0,
+        ack_timeout_s=1,
+        progress=record,
+    )
     assert first == [Tally(f"{prefix}-{i:02d}", 20, 0, 0, 20) for i in (1, 2)]
+    assert progress[-1] == (0, 40)
     kept = json.loads(state.read_text())
     assert [[(h["first"], h["last"]) for h in kept[f"{prefix}-01"]["pending"]]] == [
         [(s, s + 1) for s in range(1, 21, 2)]
@@ -112,7 +127,19 @@ def test_readings_not_acknowledged_are_kept_and_the_next_run_delivers_them(
     assert stored_count(influx, f"^{prefix}") == 0
 
     start_ingest()  # discards ingest's session: what the broker queued for it is gone
-    second = run(settings, prefix, state, vehicles=1, readings=5, speedup=0, ack_timeout_s=60)
+    progress.clear()
+    second = run(
+        settings,
+        prefix,
+        state,
+        vehicles=1,
+        readings=5,
+        speedup=0,
+        ack_timeout_s=60,
+        progress=record,
+    )
+    # the last count is taken after the acks: `coldtrace simulate` ended on "0/45 (0%)"
+    assert progress[-1] == (45, 45)
     assert second == [
         Tally(f"{prefix}-01", 25, 20, 25, 0),
         Tally(f"{prefix}-02", 20, 20, 20, 0),
