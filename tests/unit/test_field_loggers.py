@@ -49,9 +49,9 @@ def test_case_07_the_repeated_autumn_hour_is_the_second_pass(capsys) -> None:
         for b in excursion
     ] == [("2025-10-26T02:10:00+01:00", "2025-10-26T03:00:00+01:00", 50.0, 6.5, 125.0)]
     # 50 min above +4 C is also past the cumulative budget of 30 min (still within 24 h)
-    assert [(b["rule"], b["start"], b["end"]) for b in report["breaches"]] == [
-        ("excursion_high", "2025-10-26T02:10:00+01:00", "2025-10-26T03:00:00+01:00"),
-        ("cumulative", "2025-10-26T02:50:00+01:00", None),
+    assert [(b["rule"], b["start"], b["end"], b["through"]) for b in report["breaches"]] == [
+        ("excursion_high", "2025-10-26T02:10:00+01:00", "2025-10-26T03:00:00+01:00", None),
+        ("cumulative", "2025-10-26T02:50:00+01:00", None, "2025-10-26T04:00:00+01:00"),
     ]
     assert figures(report) == [("Température [°C]", 2.5, 6.5, 3.33, 190.0, 50.0, 79.17, 3.51)]
     assert (report["mkt_c"], report["verdict"], report["gaps"]) == (3.51, "not compliant", [])
@@ -132,7 +132,9 @@ def test_case_13_month_first_dates_are_inferred(capsys) -> None:
 def test_case_14_ds18b20_sentinels_are_probe_faults(capsys) -> None:
     report = run(capsys, FIELD / "case-14-ds18b20-85-power-on.csv")  # offsets in the times
     assert figures(report) == [("product_c", 2.9, 3.1, 3.02, 55.0, 0, 100.0, 3.02)]
-    assert report["probes"][0]["readings"] == 10  # 12 rows less 85.0 and -127.0
+    # 12 rows less 85.0 and -127.0, which are counted as faults, not left out unsaid
+    assert (report["readings"], report["probes"][0]["readings"]) == (12, 10)
+    assert report["probes"][0]["faults"] == 2
     assert (report["breaches"], report["verdict"]) == ([], "compliant")
 
 
@@ -166,10 +168,12 @@ def test_an_open_breach_at_the_end_carries_its_peak_and_degree_minutes(capsys, t
     values = [3.0] * 10 + [round(5.0 + 0.1 * k, 1) for k in range(20)]
     report = run(capsys, write(tmp_path, minutes(values)), code=1)
     excursion = report["breaches"][0]
-    assert (excursion["rule"], excursion["start"], excursion["end"]) == (
+    # no end: `through` says it was still out at the last reading (the table's END was blank)
+    assert (excursion["rule"], excursion["start"], excursion["end"], excursion["through"]) == (
         "excursion_high",
         "2026-07-14T08:10:00+02:00",
         None,
+        "2026-07-14T08:29:00+02:00",
     )
     # when it opened (08:25) the peak was 6.5 and 25.5 degree-minutes: now 6.9 and
     # 1.0 + 1.1 + ... + 2.8 (each held a minute; the last one holds no time yet)
@@ -324,7 +328,7 @@ def test_nan_and_no_value_markers_are_readings_without_a_temperature(capsys, tmp
     rows = "".join(f"2026-07-14T08:{5 * i:02d}:00+02:00,{c}\n" for i, c in enumerate(cells))
     report = run(capsys, write(tmp_path, "timestamp,product_c\n" + rows))
     [probe] = report["probes"]
-    assert (probe["readings"], probe["min_c"], probe["max_c"]) == (5, 3.0, 3.1)
+    assert (probe["readings"], probe["faults"], probe["min_c"], probe["max_c"]) == (5, 4, 3.0, 3.1)
     assert (report["gaps"], report["verdict"]) == ([], "compliant")  # 10-min holds at most
 
 
