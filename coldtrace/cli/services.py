@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "names",
         nargs="*",
+        default=[],  # without one argparse takes "*" as required: "required: action, SERVICE"
         metavar="SERVICE",
         help="mosquitto, influxdb, postgresql (up: default mosquitto and influxdb; down: "
         "default all)",

@@ -193,3 +193,19 @@ def test_commands_needing_no_secrets_leave_no_run_dir_behind(tmp_path: Path) -> 
         "(`pem` of GET /api/v1/certificates/public-key)\n",
     )
     assert not run_dir.exists()
+
+
+def test_services_without_an_action_asks_for_the_action_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SERVICE is optional (`coldtrace services up` starts the default ones); the error said
+    "the following arguments are required: action, SERVICE"."""
+    from coldtrace.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["services"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "coldtrace services: error: the following arguments are required: action"
+    )
+    assert build_parser().parse_args(["services", "up"]).names == []
