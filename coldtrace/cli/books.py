@@ -23,13 +23,21 @@ def _books_instant(text: str) -> int:
 
 
 def cmd_books(settings: Settings, args: argparse.Namespace) -> int:
-    """Print the books; exit 1 when a device's books disagree with what ingest wrote."""
+    """Print the books; exit 1 when a device's books disagree with what ingest wrote, 2 when
+    --since is not before --until or the database does not answer."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from coldtrace.influx import InfluxClient
     from ingest.books import load_books
     from ingest.held import HeldReadings
 
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        # an empty range: every device's books were all zeros, with a note to check its id
+        print(
+            "error: --since is not before --until: no device time lies between them",
+            file=sys.stderr,
+        )
+        return 2
     holding = HeldReadings(settings.sqlalchemy_url)
     influx = InfluxClient(settings)
     try:

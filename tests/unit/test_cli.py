@@ -209,3 +209,18 @@ def test_services_without_an_action_asks_for_the_action_only(
         "coldtrace services: error: the following arguments are required: action"
     )
     assert build_parser().parse_args(["services", "up"]).names == []
+
+
+@pytest.mark.parametrize("until", ["2026-12-01T10:00Z", "2026-12-01T11:00Z"])
+def test_books_refuses_a_time_range_that_holds_nothing(tmp_path: Path, until: str) -> None:
+    """--since at or after --until printed all zeros with a note to check the device's id."""
+    proc = run_coldtrace(
+        "books", "van-01", "--since", "2026-12-01T11:00Z", "--until", until,
+        COLDTRACE_RUN_DIR=str(tmp_path),
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        "error: --since is not before --until: no device time lies between them\n",
+    )
+    assert not (tmp_path / "coldtrace.db").exists()  # refused before opening the store
