@@ -620,6 +620,13 @@ def test_books_over_the_api_for_staff_and_404_for_customers(
         5,
         None,
     )
+    empty = api.client.get(
+        f"/api/v1/devices/{d}/books", params={"since": since, "until": since}, headers=api.admin
+    )  # all zeros, as for a device that never spoke
+    assert (empty.status_code, empty.json()["detail"]) == (
+        422,
+        "since is not before until: no device time lies between them",
+    )
     for role in ("quality", "dispatcher"):
         assert api.ok("GET", f"/devices/{d}/books", api.key(role))["stored"] == 2
     acme = api.key("customer", "acme")

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from coldtrace.api.auth import Anyone
 from coldtrace.api.deps import DbSession, Influx
+from coldtrace.api.problems import Problem
 from coldtrace.api.routes.fleet_data import found
 from coldtrace.api.schemas import QueryInstant, to_ms
 from coldtrace.deliveries.models import Device
@@ -51,15 +52,14 @@ def device_books(
 ) -> BooksOut:
     """The device's books over its whole life, or over the readings of a device-time range
     (then the seqs between the range's first and last stored one). Staff only: a customer's
-    key gets 404, as for anything not its own."""
+    key gets 404, as for anything not its own; 422 when ``since`` is not before ``until``."""
     if who.customer_id is not None:
         raise NotFound("device", device_id)
     found(session, Device, "device", device_id)
-    books = load_books(
-        influx,
-        device_id,
-        None if since is None else to_ms(since),
-        None if until is None else to_ms(until),
-        held=held_seqs(session, device_id),
-    )
+    since_ms = None if since is None else to_ms(since)
+    until_ms = None if until is None else to_ms(until)
+    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+        # an empty range: its books were all zeros, as a device that never spoke gets
+        raise Problem(422, "since is not before until: no device time lies between them")
+    books = load_books(influx, device_id, since_ms, until_ms, held=held_seqs(session, device_id))
     return BooksOut(**books.as_dict())
