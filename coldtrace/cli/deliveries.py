@@ -19,8 +19,11 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         plans = parse_plans(args.file.read_text(encoding="utf-8-sig"))
-    except (BadRow, OSError) as exc:
+    except OSError as exc:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    except BadRow as exc:  # all or nothing, as for a row the store refuses below
+        print(f"error: {args.file}: {exc}; nothing imported", file=sys.stderr)
         return 2
     store = operator_store(settings)
     created = []

@@ -224,3 +224,22 @@ def test_books_refuses_a_time_range_that_holds_nothing(tmp_path: Path, until: st
         "error: --since is not before --until: no device time lies between them\n",
     )
     assert not (tmp_path / "coldtrace.db").exists()  # refused before opening the store
+
+
+def test_an_import_refused_for_a_bad_row_says_nothing_was_imported(tmp_path: Path) -> None:
+    """A row the store refused said "nothing imported"; a row that does not parse did not,
+    leaving the rows above it in doubt."""
+    from coldtrace.deliveries.importer import COLUMNS
+
+    row = "ORD-1,lab,van-01,chiller,,Depot,45.72,4.82,Lab,45.75,4.85,2026-12-02T08:00Z,{end}"
+    csv = tmp_path / "orders.csv"
+    lines = [",".join(COLUMNS), row.format(end="2026-12-02T10:00Z"), row.format(end="noon")]
+    csv.write_text("\n".join(lines) + "\n")
+
+    proc = run_coldtrace("deliveries", "import", str(csv), COLDTRACE_RUN_DIR=str(tmp_path))
+
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        f"error: {csv}: line 3: planned_end 'noon' is not an ISO 8601 time; nothing imported\n",
+    )
