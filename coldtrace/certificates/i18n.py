@@ -13,6 +13,8 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 LANGUAGES: Final = ("en", "fr")
+# Each language in itself, for the verification page's language switch.
+LANGUAGE_NAMES: Final = {"en": "English", "fr": "Français"}
 NONE: Final = "\u2013"  # an en dash where there is no value
 
 WORDS: Final[dict[str, dict[str, str]]] = {
@@ -98,6 +100,46 @@ WORDS: Final[dict[str, dict[str, str]]] = {
         "severity.minor": "minor",
         "severity.major": "major",
         "severity.critical": "critical",
+        # The verification page's own words (templates/verify.html, view.page_view).
+        "page.heading": "coldtrace certificate verification",
+        "page.languages": "Language",
+        "page.number": "no.",
+        "page.version": "Version",
+        "page.issued": "issued",
+        "page.profile": "Product profile",
+        "page.window": "From, to",
+        "page.signed": "Signed",
+        "page.key": "key",
+        "page.rule": "Rule",
+        "page.superseded_by": "superseded by",
+        "page.valid_text": "The signature of this certificate checks with the issuer's key, "
+        "and it is the current version.",
+        "page.superseded_text": "The signature checks, but late readings changed the "
+        "evaluation: a newer version replaced this one. Rely on the newer one.",
+        "page.invalid_text": "Do not rely on this certificate.",
+        "page.as_issued": "The certificate as issued",
+        "page.download": "Download",
+        "page.the_pdf": "the certificate (PDF)",
+        "page.or": "or",
+        "page.the_json": "the signed certificate (JSON)",
+        "page.offline": "to check it offline (the PDF carries the JSON).",
+        "page.offline_no_pdf": "to check it offline (this version was issued before "
+        "certificates had a PDF).",
+        "page.not_found_title": "Not found",
+        "page.not_found": "not found: no certificate has this address",
+        "page.not_found_text": "Check the address printed on the certificate or in its QR code.",
+        "page.your_file": "Your file",
+        "page.result": "Result",
+        "page.this_record": "this installation's record",
+        "page.check_title": "Check a certificate",
+        "page.checked_title": "Checked",
+        "page.not_a_certificate": "Not a certificate",
+        "page.check_file": "Check a certificate file",
+        "page.drop": "Drop a certificate here (PDF or JSON), or choose it",
+        "page.check": "Check",
+        "state.valid": "valid",
+        "state.superseded": "superseded",
+        "state.invalid": "invalid",
     },
     "fr": {
         "title": "Certificat de température",
@@ -121,7 +163,7 @@ WORDS: Final[dict[str, dict[str, str]]] = {
         "yes": "oui",
         "no": "non",
         "pickup": "Enlèvement",
-        "dropoff": "Livraison",
+        "dropoff": "Remise",  # not "Livraison": the section it is in
         "vehicle": "Véhicule / compartiment",
         "figures": "Mesures",
         "readings": "Relevés",
@@ -149,11 +191,11 @@ WORDS: Final[dict[str, dict[str, str]]] = {
         "degree_minutes": "Degrés-minutes",
         "severity": "Gravité",
         "where": "Lieu du début",
-        "ongoing_at_dropoff": "en cours à la livraison",
+        "ongoing_at_dropoff": "en cours à la remise",
         "suppressed": "neutralisé",
         "more": "autres : voir le JSON joint",
         "route": "Trajet",
-        "route_legend": "vert : enlèvement, noir : livraison, rouge : écart",
+        "route_legend": "vert : enlèvement, noir : remise, rouge : écart",
         "chart_legend": "bande verte : plage du profil ; rouge : écart ; gris : lacune",
         "signature": "Signature électronique",
         "signed_by": "Signé par",
@@ -181,7 +223,62 @@ WORDS: Final[dict[str, dict[str, str]]] = {
         "severity.minor": "mineur",
         "severity.major": "majeur",
         "severity.critical": "critique",
+        "page.heading": "Vérification des certificats coldtrace",
+        "page.languages": "Langue",
+        "page.number": "n°",
+        "page.version": "Version",
+        "page.issued": "émise le",
+        "page.profile": "Profil de produit",
+        "page.window": "Du, au",
+        "page.signed": "Signé",
+        "page.key": "clé",
+        "page.rule": "Règle",
+        "page.superseded_by": "remplacé par",
+        "page.valid_text": "La signature de ce certificat est vérifiée avec la clé de "
+        "l'émetteur, et c'est la version en vigueur.",
+        "page.superseded_text": "La signature est vérifiée, mais des relevés arrivés en retard "
+        "ont changé l'évaluation : une version plus récente a remplacé celle-ci. Fiez-vous à "
+        "la plus récente.",
+        "page.invalid_text": "Ne vous fiez pas à ce certificat.",
+        "page.as_issued": "Le certificat tel qu'émis",
+        "page.download": "Téléchargez",
+        "page.the_pdf": "le certificat (PDF)",
+        "page.or": "ou",
+        "page.the_json": "le certificat signé (JSON)",
+        "page.offline": "pour le vérifier hors ligne (le PDF contient le JSON).",
+        "page.offline_no_pdf": "pour le vérifier hors ligne (cette version a été émise avant "
+        "que les certificats aient un PDF).",
+        "page.not_found_title": "Introuvable",
+        "page.not_found": "introuvable : aucun certificat n'a cette adresse",
+        "page.not_found_text": "Vérifiez l'adresse imprimée sur le certificat ou dans son code QR.",
+        "page.your_file": "Votre fichier",
+        "page.result": "Résultat",
+        "page.this_record": "l'exemplaire enregistré ici",
+        "page.check_title": "Vérifier un certificat",
+        "page.checked_title": "Vérifié",
+        "page.not_a_certificate": "Pas un certificat",
+        "page.check_file": "Vérifier un fichier de certificat",
+        "page.drop": "Déposez un certificat ici (PDF ou JSON), ou choisissez-le",
+        "page.check": "Vérifier",
+        "state.valid": "valide",
+        "state.superseded": "remplacé",
+        "state.invalid": "non valide",
     },
+}
+
+
+# The shipped profiles' display names (coldtrace/profiles.toml: "en" is its ``name``) in
+# each language, by profile id. A profile configured under a shipped id with another name
+# (a user profiles file replacing it) is the user's own, and is shown as named.
+PROFILE_NAMES: Final[dict[str, dict[str, str]]] = {
+    "chilled": {"en": "Chilled food", "fr": "Denrées réfrigérées"},
+    "fresh-fish": {"en": "Fresh fish", "fr": "Poisson frais"},
+    "cook-chill": {"en": "Cook-chill meals", "fr": "Repas en liaison froide"},
+    "deep-frozen": {"en": "Deep-frozen (quick-frozen) food", "fr": "Denrées surgelées"},
+    "frozen": {"en": "Frozen food", "fr": "Denrées congelées"},
+    "hot-meals": {"en": "Hot-delivered meals", "fr": "Repas livrés chauds"},
+    "pharma": {"en": "Pharmaceutical, refrigerated", "fr": "Produits pharmaceutiques réfrigérés"},
+    "crt": {"en": "Controlled room temperature", "fr": "Température ambiante contrôlée"},
 }
 
 
@@ -195,6 +292,12 @@ class Writer:
     def __call__(self, key: str) -> str:
         """The word for ``key`` (the key itself when there is none: a new rule's name)."""
         return WORDS[self.language].get(key, key.split(".", 1)[-1])
+
+    def profile(self, profile_id: str, name: str) -> str:
+        """The display name of profile ``profile_id`` named ``name`` (as configured, signed):
+        a shipped profile's in the reader's language (PROFILE_NAMES), any other as named."""
+        shipped = PROFILE_NAMES.get(profile_id)
+        return shipped[self.language] if shipped and shipped["en"] == name else name
 
     def number(self, value: float | None, digits: int = 1) -> str:
         if value is None:

@@ -2,7 +2,9 @@
 (coldtrace.certificates.pdf, Typst) and the verification page's HTML
 (coldtrace.certificates.html, Jinja2). Every word, number and time is written here, in the
 customer's language and time zone (coldtrace.certificates.i18n.Writer), so the templates only
-lay it out: what the document says is decided in one place. Pure.
+lay it out: what the document says is decided in one place. The verification page's own
+table of the certificate (templates/verify.html: page_view) is written here too, the same
+way. Pure.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from coldtrace.certificates.document import (
     DocumentRequest,
     certificate_content,
     document_writer,
+    language_of,
 )
 from coldtrace.certificates.i18n import NONE, Writer
+from coldtrace.settings import known_timezone
 
 # A cell of the document's tables: spans of (text, style); style "" plain, "b" bold, "bad"
 # (red, bold: what makes a certificate less than compliant), "mono" (ids, addresses). A
@@ -44,6 +48,12 @@ def _named(name: str, rest: str) -> Cell:
 def _triple(t: Writer, x: Mapping[str, Any]) -> str:
     """Min / max / mean in C."""
     return f"{t.celsius(x['min_c'])} / {t.celsius(x['max_c'])} / {t.celsius(x['mean_c'])}"
+
+
+def _profile(t: Writer, judged: Mapping[str, Any]) -> str:
+    """The profile judged against (the body's ``judged_against``): its name in the reader's
+    language (Writer.profile) and its id."""
+    return f"{t.profile(judged['profile'], judged['name'])} ({judged['profile']})"
 
 
 def _sections(b: Mapping[str, Any], t: Writer, content: Mapping[str, Any]) -> list[Any]:
@@ -204,7 +214,7 @@ def document_view(request: DocumentRequest) -> dict[str, Any]:
         "verdict": {
             "kind": b["verdict"],
             "text": t(b["verdict"]),
-            "detail": f"{t('judged_against')}{t('colon')}{j['name']} ({j['profile']}), "
+            "detail": f"{t('judged_against')}{t('colon')}{_profile(t, j)}, "
             f"{content['range_text']} · {t('mkt')} {t.celsius(b['mkt_c'])}",
         },
         "reasons": {"label": t("reasons"), "items": shown} if reasons else None,
@@ -231,20 +241,91 @@ def document_view(request: DocumentRequest) -> dict[str, Any]:
     }
 
 
-# The verification page's own words (templates/verify.html): English, times in UTC as signed.
-PAGE_WRITER: Final = Writer("en", "UTC")
+def page_writer(body: Mapping[str, Any], language: str | None = None) -> Writer:
+    """The verification page's words, numbers and times for a version whose body is ``body``
+    (as stored, signed or not): in ``language`` ("en", "fr"; None: the body's customer
+    language) and the body's time zone, as its document; UTC for a version from before
+    bodies carried one, or a zone this machine does not know (a row changed after
+    signing: the page says it is invalid, and still shows it)."""
+    zone = body.get("timezone")
+    if not isinstance(zone, str) or not known_timezone(zone):
+        zone = "UTC"
+    return Writer(language or language_of(body), zone)
 
 
-def page_breaches(body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The verification page's breaches table, a row per breach of ``body`` (the signed
-    body): ``breach`` its signed row, shown as the JSON has it (ids, UTC times, peak in C);
-    ``end`` and ``duration`` as the document shows them (breach_end, the duration written
-    as the document writes it): a breach under way at drop-off ends there, "(ongoing at
-    drop-off)", its minutes counted to then."""
-    t = PAGE_WRITER
+def _page_breaches(b: Mapping[str, Any], t: Writer) -> list[list[Cell]]:
+    """The page's breaches table, a row per breach of the body ``b``: rule, probe, severity,
+    start, end, duration, peak, written as the document writes them; a breach under way at
+    drop-off ends there, marked so, its minutes counted to then (breach_end)."""
     rows = []
-    for x in body.get("breaches") or []:
-        end = breach_end(x, body["end"])
+    for x in b.get("breaches") or []:
+        end = breach_end(x, b["end"])
+        # .get: the page shows any stored row, even one without the flag (changed after
+        # signing, its status says so).
+        suppressed = f" ({t('suppressed')})" if x.get("suppressed") else ""
         mark = f" ({t('ongoing_at_dropoff')})" if end.ongoing else ""
-        rows.append({"breach": x, "end": end.at + mark, "duration": t.minutes(end.minutes)})
+        cells = (
+            t("rule." + x["rule"]) + suppressed,
+            x["device"] + (f" / {x['probe']}" if x["probe"] else ""),
+            t("severity." + x["severity"]),
+            t.time(x["start"]),
+            t.time(end.at) + mark,
+            t.minutes(end.minutes),
+            t.celsius(x["peak_c"]),
+        )
+        rows.append([_plain(text) for text in cells])
     return rows
+
+
+def _page_facts(c: Mapping[str, Any], t: Writer) -> list[tuple[str, Cell]]:
+    """The page's facts of the version ``c`` (an envelope): those its body has (a version
+    from before bodies carried the figures shows fewer)."""
+    b = c["body"]
+    reference = b.get("reference")
+    delivery = f"({t('page.number')} {b.get('delivery_id')})"
+    rows = [
+        (t("delivery"), _plain(f"{reference} {delivery}" if reference else delivery)),
+        (t("page.version"), _plain(f"{c['version']}, {t('page.issued')} {t.time(c['issued'])}")),
+        (t("verdict"), [(t(str(b.get("verdict"))), "b")]),
+    ]
+    if b.get("reasons"):
+        rows.append((t("reasons"), _plain("\n".join(b["reasons"]))))
+    if "customer_id" in b:
+        rows.append((t("customer"), _plain(str(b["customer_id"]))))
+    j = b.get("judged_against")
+    if j:
+        rows.append((t("page.profile"), _plain(_profile(t, j))))
+    elif "profile" in b:
+        rows.append((t("page.profile"), _plain(str(b["profile"]))))
+    if "vehicle_id" in b:
+        rows.append((t("vehicle"), _plain(f"{b['vehicle_id']} / {b.get('compartment')}")))
+    if "start" in b and "end" in b:
+        rows.append((t("page.window"), _plain(f"{t.time(b['start'])} \u2013 {t.time(b['end'])}")))
+        rows.append((t("tz"), _plain(t.zone)))
+    if "readings" in b:
+        rows.append((t("readings"), _plain(str(b["readings"]))))
+    if b.get("min_c") is not None:
+        rows.append((t("min_max_mean"), _plain(_triple(t, b))))
+    if b.get("mkt_c") is not None:
+        rows.append((t("mkt"), _plain(t.celsius(b["mkt_c"]))))
+    if b.get("in_range_min") is not None:
+        rows.append((t("in_range"), _plain(t.minutes(b["in_range_min"]))))
+        rows.append((t("out_of_range"), _plain(t.minutes(b["out_of_range_min"]))))
+    rows.append((t("gaps"), _plain(str(len(b.get("gaps") or [])))))
+    key = [(f"{c['algorithm']}, {t('page.key')} ", ""), (str(c["key_id"]), "mono")]
+    rows.append((t("page.signed"), key))
+    return rows
+
+
+def page_view(certificate: Mapping[str, Any], t: Writer) -> dict[str, Any]:
+    """What the verification page (templates/verify.html) shows of ``certificate`` (an
+    envelope as the API returns it, its body as stored) beside its standing, written by
+    ``t`` (page_writer): ``title``, ``facts`` (rows of label and ``Cell``), ``breaches``
+    (``header``, ``rows`` of ``Cell``: none when the body has no breach)."""
+    b = certificate["body"]
+    header = ("page.rule", "probe", "severity", "start", "end", "duration", "peak")
+    return {
+        "title": f"{t('certificate')} {certificate['delivery_id']} v{certificate['version']}",
+        "facts": _page_facts(certificate, t),
+        "breaches": {"header": [t(k) for k in header], "rows": _page_breaches(b, t)},
+    }

@@ -24,9 +24,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from coldtrace.devtools.services import free_port
+from coldtrace.influx import InfluxClient
 from coldtrace.settings import Settings
 from tests.conftest import Api, wait_for
-from tests.world import MIN, T0, add_breach
+from tests.world import MIN, T0, add_breach, plan, run, write_run
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
@@ -94,7 +95,7 @@ def test_the_qr_address_says_valid_then_superseded(
     [v1] = api.ok("GET", f"/deliveries/{closed_delivery}/certificates")
     browser.get(qr_address(api, v1))
     assert status(browser) == "valid"
-    assert browser.find_element(By.ID, "verdict").text == "compliant"
+    assert browser.find_element(By.ID, "verdict").text == "COMPLIANT"
     browser.switch_to.frame(browser.find_element(By.ID, "document"))  # the document, framed
     verdict = browser.find_element(By.CSS_SELECTOR, ".verdict").text
     assert verdict.splitlines()[0].lower() == "compliant", verdict
@@ -107,7 +108,43 @@ def test_the_qr_address_says_valid_then_superseded(
     assert status(browser) == "superseded by version 2"
     browser.find_element(By.LINK_TEXT, "version 2").click()
     settled(browser).until(lambda b: b.find_element(By.ID, "status").text == "valid")
-    assert browser.find_element(By.ID, "verdict").text == "incomplete"
+    assert browser.find_element(By.ID, "verdict").text == "INCOMPLETE"
+
+
+def test_a_french_customers_page_reads_in_french_and_switches_to_english(
+    api: Api,
+    browser: WebDriver,
+    fleet: tuple[str, str],
+    influx: InfluxClient,
+) -> None:
+    """The QR code of a French customer's certificate opens the page in French, times in
+    Paris time, its framed document too; the page's "English" link turns both to English."""
+    vehicle, device = fleet
+    customer = {"id": "traiteur", "name": "Traiteur Bellecour", "language": "fr"}
+    api.ok("POST", "/customers", json=customer | {"timezone": "Europe/Paris"})
+    write_run(influx, device)
+    d = api.ok("POST", "/deliveries", json=plan(vehicle, customer="traiteur"))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 40 * MIN)
+    run(api, d["id"], "close")
+    [c] = api.ok("GET", f"/deliveries/{d['id']}/certificates")
+    browser.get(qr_address(api, c))
+    assert status(browser) == "valide"
+    assert browser.find_element(By.ID, "verdict").text == "CONFORME"
+    window = browser.find_element(By.XPATH, '//th[text()="Du, au"]/following-sibling::td')
+    assert window.text == "05/01/2026 09:00 (UTC+01:00) \u2013 05/01/2026 09:40 (UTC+01:00)"
+    browser.switch_to.frame(browser.find_element(By.ID, "document"))
+    assert browser.find_element(By.CSS_SELECTOR, ".verdict").text.splitlines()[0] == "CONFORME"
+    browser.switch_to.default_content()
+
+    browser.find_element(By.LINK_TEXT, "English").click()
+    settled(browser).until(lambda b: b.find_element(By.ID, "status").text == "valid")
+    assert browser.current_url == qr_address(api, c) + "?language=en"
+    assert browser.find_element(By.ID, "verdict").text == "COMPLIANT"
+    window = browser.find_element(By.XPATH, '//th[text()="From, to"]/following-sibling::td')
+    assert window.text == "2026-01-05 09:00 (UTC+01:00) \u2013 2026-01-05 09:40 (UTC+01:00)"
+    browser.switch_to.frame(browser.find_element(By.ID, "document"))
+    assert browser.find_element(By.CSS_SELECTOR, ".verdict").text.splitlines()[0] == "COMPLIANT"
 
 
 def test_a_tampered_file_given_to_the_page_says_invalid_and_why(

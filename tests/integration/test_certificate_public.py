@@ -38,6 +38,22 @@ def status_of(page: str) -> str:
     return text_of(found.group(2))
 
 
+def facts_of(page: str) -> dict[str, str]:
+    """The page's facts table (id="facts"): label to text."""
+    table = re.search(r'<table id="facts">(.*?)</table>', page, re.S)
+    assert table, page
+    rows = re.findall(r"<th>(.*?)</th><td[^>]*>(.*?)</td>", table.group(1), re.S)
+    return {text_of(label): text_of(value) for label, value in rows}
+
+
+def breach_cells(page: str, rule: str) -> list[str]:
+    """The cells of the page's breaches table row whose rule is written ``rule``."""
+    table = re.search(r'<table id="breaches">(.*?)</table>', page, re.S)
+    assert table, page
+    [row] = [r for r in table.group(1).split("</tr>") if f"<td>{rule}</td>" in r]
+    return [text_of(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+
+
 def versions(api: Api, delivery: int) -> list[dict[str, Any]]:
     """Every version of the delivery's certificate, oldest first."""
     return list(reversed(api.ok("GET", f"/deliveries/{delivery}/certificates")))
@@ -72,7 +88,7 @@ def test_the_page_says_valid_then_superseded_by_the_newer_version(
     page = api.client.get(f"/v/{v1['body']['public_id']}")  # no key
     assert page.status_code == 200
     assert status_of(page.text) == "valid"
-    assert '<td id="verdict">compliant</td>' in page.text
+    assert '<td id="verdict"><b>COMPLIANT</b></td>' in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
     # The certificate as the PDF shows it, framed from this host.
     document_url = f"/v/{v1['body']['public_id']}/document"
@@ -120,14 +136,12 @@ def test_the_page_ends_a_breach_under_way_at_dropoff_there(
     [silent] = [x for x in v2["body"]["breaches"] if x["rule"] == "device_silent"]
     assert (silent["end"], silent["duration_min"]) == (None, None)
     page = api.client.get(f"/v/{v2['body']['public_id']}").text
-    table = re.search(r'<table id="breaches">(.*?)</table>', page, re.S)
-    assert table, page
-    [row] = [r for r in table.group(1).split("</tr>") if "device_silent" in r]
-    cells = [text_of(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+    cells = breach_cells(page, "device silent")
     assert v2["body"]["end"] == iso(T0 + 40 * MIN)  # delivered: drop-off
-    start, end = iso(T0 + 35 * MIN), f"{iso(T0 + 40 * MIN)} (ongoing at drop-off)"
-    assert cells[3:] == [start, end, "5 min", "6.0"]
-    for language, ongoing in (("en", "ongoing at drop-off"), ("fr", "en cours à la livraison")):
+    # In the customer's time zone (acme has none: COLDTRACE_CERTIFICATE_TIMEZONE, UTC).
+    start, end = "2026-01-05 08:35 (UTC+00:00)", "2026-01-05 08:40 (UTC+00:00)"
+    assert cells[3:] == [start, f"{end} (ongoing at drop-off)", "5 min", "6.0 °C"]
+    for language, ongoing in (("en", "ongoing at drop-off"), ("fr", "en cours à la remise")):
         pdf = api.client.get(
             f"/api/v1/certificates/{v2['id']}/pdf", params={"language": language}, headers=api.admin
         )
@@ -143,7 +157,7 @@ def test_a_breach_without_a_peak_shows_none_on_the_page(
     closed_delivery: int,
 ) -> None:
     """A rule with no temperature of its own (cumulative, door open: ``peak_c`` null in the
-    signed JSON) showed "None" in the page's Peak column: it is blank."""
+    signed JSON) showed "None" in the page's Peak column: it shows none, as the document."""
     [v1] = versions(api, closed_delivery)
     cumulative = {
         "id": 1,
@@ -166,11 +180,90 @@ def test_a_breach_without_a_peak_shows_none_on_the_page(
         public_id = v2.public_id
     page = api.client.get(f"/v/{public_id}").text
     assert status_of(page) == "valid"
-    table = re.search(r'<table id="breaches">(.*?)</table>', page, re.S)
-    assert table, page
-    [row] = [r for r in table.group(1).split("</tr>") if "cumulative" in r]
-    cells = [text_of(c) for c in re.findall(r"<td>(.*?)</td>", row)]
-    assert cells[3:] == [iso(T0 + 10 * MIN), iso(T0 + 22 * MIN), "12 min", ""]
+    cells = breach_cells(page, "cumulative time out of range")
+    times = ["2026-01-05 08:10 (UTC+00:00)", "2026-01-05 08:22 (UTC+00:00)"]
+    assert cells[3:] == [*times, "12 min", "\u2013"]
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils (deploy/bootstrap.sh)")
+def test_a_french_customers_page_is_french_in_paris_time_and_switches_to_english(
+    api: Api,
+    fleet: tuple[str, str],
+    influx: Any,
+    tmp_path: Path,
+) -> None:
+    """The page's own table was English with the JSON's UTC times while the framed document
+    was French: a French caterer's customer scanning the QR code reads the page in French,
+    in the customer's time zone, and ?language=en (the PDF's switch) turns the page, its
+    framed document and its PDF to English. The signed JSON stays as signed."""
+    vehicle, device = fleet
+    customer = {"id": "traiteur", "name": "Traiteur Bellecour", "language": "fr"}
+    api.ok("POST", "/customers", json=customer | {"timezone": "Europe/Paris"})
+    write_run(influx, device)
+    add_breach(api, device, T0 + 35 * MIN, None, probe="", rule="device_silent")
+    d = api.ok("POST", "/deliveries", json=plan(vehicle, customer="traiteur", reference="CMD-7"))
+    run(api, d["id"], "start", T0)
+    run(api, d["id"], "deliver", T0 + 40 * MIN)
+    run(api, d["id"], "close")
+    [c] = versions(api, d["id"])
+    public_id = c["body"]["public_id"]
+
+    page = api.client.get(f"/v/{public_id}").text
+    assert '<html lang="fr">' in page
+    assert status_of(page) == "valide"
+    facts = facts_of(page)
+    assert {k: facts[k] for k in ("Livraison", "Verdict", "Profil de produit", "Du, au")} == {
+        "Livraison": f"CMD-7 (n° {d['id']})",
+        "Verdict": "INCOMPLET",
+        "Profil de produit": "Denrées réfrigérées (chilled)",
+        "Du, au": "05/01/2026 09:00 (UTC+01:00) \u2013 05/01/2026 09:40 (UTC+01:00)",
+    }
+    assert facts["Heures en"] == "Europe/Paris"
+    assert breach_cells(page, "appareil muet") == [
+        "appareil muet",
+        device,
+        "majeur",
+        "05/01/2026 09:35 (UTC+01:00)",
+        "05/01/2026 09:40 (UTC+01:00) (en cours à la remise)",
+        "5 min",
+        "6,0 °C",
+    ]
+    assert (
+        '<nav id="languages">Langue\u00a0: <a href="?language=en" hreflang="en" lang="en">'
+        "English</a> · <b>Français</b></nav>"
+    ) in page
+    assert f'<iframe id="document" src="/v/{public_id}/document"' in page
+    assert '<html lang="fr">' in api.client.get(f"/v/{public_id}/document").text
+    french_pdf = api.client.get(f"/v/{public_id}/certificate.pdf").content
+    assert "Certificat de température" in pdf_text(french_pdf, tmp_path)
+
+    english = api.client.get(f"/v/{public_id}", params={"language": "en"}).text
+    assert '<html lang="en">' in english
+    assert status_of(english) == "valid"
+    facts = facts_of(english)
+    assert {k: facts[k] for k in ("Verdict", "Product profile", "From, to")} == {
+        "Verdict": "INCOMPLETE",
+        "Product profile": "Chilled food (chilled)",
+        "From, to": "2026-01-05 09:00 (UTC+01:00) \u2013 2026-01-05 09:40 (UTC+01:00)",
+    }
+    assert breach_cells(english, "device silent")[4] == (
+        "2026-01-05 09:40 (UTC+01:00) (ongoing at drop-off)"
+    )
+    # Its links keep the choice: the framed document, the PDF, the form.
+    assert f'<iframe id="document" src="/v/{public_id}/document?language=en"' in english
+    assert f'<a href="/v/{public_id}/certificate.pdf?language=en">' in english
+    assert '<form method="post" action="/v?language=en"' in english
+    assert '<html lang="en">' in api.client.get(f"/v/{public_id}/document?language=en").text
+    english_pdf = api.client.get(f"/v/{public_id}/certificate.pdf?language=en").content
+    assert "Temperature certificate" in pdf_text(english_pdf, tmp_path)
+    assert api.client.get(f"/v/{public_id}", params={"language": "de"}).status_code == 422
+
+    # The signed JSON is the same whatever the page's language.
+    download = api.client.get(f"/v/{public_id}/certificate.json")
+    assert json.loads(download.content) == c
+    # A file dropped on the French page is answered in French.
+    code, checked = upload(api, download.content, params={"language": "fr"})
+    assert (code, checked_rows(checked)) == (200, ["valide (l'exemplaire enregistré ici)"])
 
 
 def test_unknown_and_malformed_addresses_look_the_same(api: Api, closed_delivery: int) -> None:
@@ -186,8 +279,13 @@ def test_unknown_and_malformed_addresses_look_the_same(api: Api, closed_delivery
     assert api.client.get(f"/api/v1/certificates/{v1['id']}").status_code == 401  # needs a key
 
 
-def upload(api: Api, content: bytes | str, name: str = "certificate.json") -> tuple[int, str]:
-    r = api.client.post("/v", files={"file": (name, content)})
+def upload(
+    api: Api,
+    content: bytes | str,
+    name: str = "certificate.json",
+    params: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    r = api.client.post("/v", files={"file": (name, content)}, params=params)
     return r.status_code, r.text
 
 

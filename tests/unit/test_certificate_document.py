@@ -30,7 +30,7 @@ from coldtrace.certificates.document import (
 )
 from coldtrace.certificates.html import certificate_html
 from coldtrace.certificates.pdf import render_pdf
-from coldtrace.certificates.view import document_view, page_breaches
+from coldtrace.certificates.view import document_view, page_view, page_writer
 from tests.conftest import pdf_text
 from tests.unit.test_certificate_content import (
     CONTEXT,
@@ -259,7 +259,7 @@ def warm_at_dropoff() -> tuple[str, dict[str, Any]]:
             "fr",
             "05/01/2026 10:35 (UTC+01:00)",
             "05/01/2026 11:00 (UTC+01:00)",
-            "en cours à la livraison",
+            "en cours à la remise",
         ),
         (
             "en",
@@ -292,8 +292,124 @@ def test_a_breach_under_way_at_dropoff_ends_at_dropoff_marked_so(
     text = pdf_text(render_pdf(scripted(certificate, language=language)), tmp_path)
     assert f"{start} {end} {ongoing} 25 min" in text  # the row's cells, as drawn
     assert text.count("25 min") == 1  # the ongoing one's duration; the first one: 20 min
-    assert page_breaches(certificate["body"])[1] == {
-        "breach": breaches[1],
-        "end": "2026-01-05T10:00:00Z (ongoing at drop-off)",
-        "duration": "25\u202fmin",
+    # The verification page's table writes them the same way (test_certificate_public.py).
+    page = page_view(certificate, page_writer(certificate["body"], language))
+    [_, row] = page["breaches"]["rows"]
+    assert row[3:6] == [[(start, "")], [(f"{end} ({ongoing})", "")], [("25\u202fmin", "")]]
+
+
+@pytest.mark.parametrize(
+    ("language", "detail", "section", "rows"),
+    [
+        (
+            "fr",
+            "Référentiel\u00a0: Produits pharmaceutiques réfrigérés (pharma), "
+            "2,0\u202f°C … 8,0\u202f°C · Température cinétique moyenne 5,9\u202f°C",
+            "Livraison",
+            ["Client", "Enlèvement", "Remise", "Véhicule / compartiment"],
+        ),
+        (
+            "en",
+            "Judged against: Pharmaceutical, refrigerated (pharma), "
+            "2.0\u202f°C … 8.0\u202f°C · Mean kinetic temperature 5.9\u202f°C",
+            "Delivery",
+            ["Customer", "Pickup", "Drop-off", "Vehicle / compartment"],
+        ),
+    ],
+)
+def test_the_profile_is_named_in_the_readers_language_and_the_dropoff_apart_from_its_section(
+    tmp_path: Path, language: str, detail: str, section: str, rows: list[str]
+) -> None:
+    """The French PDF said "Référentiel : Pharmaceutical, refrigerated" (the shipped
+    profile's English name), and its "Livraison" section had a row "Livraison" (the
+    drop-off): the shipped name is translated, the row is "Remise" ("Drop-off")."""
+    view = document_view(scripted(language=language))
+    assert view["verdict"]["detail"] == detail
+    [delivery, *_] = view["sections"]
+    assert (delivery["title"], [label for label, _ in delivery["rows"]]) == (section, rows)
+    text = pdf_text(render_pdf(scripted(language=language)), tmp_path)
+    assert " ".join(detail.split()) in text  # pdftotext: one space between words
+    # The delivery's number ("Livraison ORD-4711") and its section's heading, no row.
+    assert text.count(section) == 2 and rows[2] in text
+
+
+def test_a_custom_profile_keeps_its_name_in_french() -> None:
+    certificate = signed()
+    certificate["body"]["judged_against"] |= {"profile": "vaccines", "name": "Vaccins, PO-12"}
+    view = document_view(scripted(certificate))
+    assert view["verdict"]["detail"].startswith("Référentiel\u00a0: Vaccins, PO-12 (vaccines), ")
+
+
+def test_the_verification_page_speaks_the_customers_language_in_its_time_zone() -> None:
+    """The page's own table was English with the JSON's UTC times whatever the customer's
+    language: it follows the signed body's language and time zone, as the document does
+    (the reasons stay as signed, labelled so)."""
+    certificate = signed()
+    t = page_writer(certificate["body"])
+    assert (t.language, t.zone) == ("fr", "Europe/Paris")
+    page = page_view(certificate, t)
+    assert page["title"] == "Certificat 42 v1"
+    assert page["facts"] == [
+        ("Livraison", [("ORD-4711 (n° 42)", "")]),
+        ("Version", [("1, émise le 05/01/2026 12:00 (UTC+01:00)", "")]),
+        ("Verdict", [("NON CONFORME", "b")]),
+        ("Motifs (texte signé, en anglais)", [("\n".join(certificate["body"]["reasons"]), "")]),
+        ("Client", [("hopital-nord", "")]),
+        ("Profil de produit", [("Produits pharmaceutiques réfrigérés (pharma)", "")]),
+        ("Véhicule / compartiment", [("van-07 / chiller", "")]),
+        ("Du, au", [("05/01/2026 09:00 (UTC+01:00) \u2013 05/01/2026 11:00 (UTC+01:00)", "")]),
+        ("Heures en", [("Europe/Paris", "")]),
+        ("Relevés", [("223", "")]),
+        ("Min / max / moyenne", [("4,0\u202f°C / 9,5\u202f°C / 5,0\u202f°C", "")]),
+        ("Température cinétique moyenne", [("5,9\u202f°C", "")]),
+        ("Temps dans la plage", [("1\u202fh\u202f40\u202fmin", "")]),
+        ("Temps hors plage", [("20\u202fmin", "")]),
+        ("Lacunes de données", [("1", "")]),
+        ("Signé", [("Ed25519, clé ", ""), (certificate["key_id"], "mono")]),
+    ]
+    assert page["breaches"] == {
+        "header": ["Règle", "Sonde", "Gravité", "Début", "Fin", "Durée", "Pic"],
+        "rows": [
+            [
+                [("au-dessus de la plage", "")],
+                [("van-07 / product", "")],
+                [("majeur", "")],
+                [("05/01/2026 09:30 (UTC+01:00)", "")],
+                [("05/01/2026 09:50 (UTC+01:00)", "")],
+                [("20\u202fmin", "")],
+                [("9,5\u202f°C", "")],
+            ]
+        ],
+    }
+    english = page_view(certificate, page_writer(certificate["body"], "en"))  # ?language=en
+    assert english["facts"][:3] == [
+        ("Delivery", [("ORD-4711 (no. 42)", "")]),
+        ("Version", [("1, issued 2026-01-05 12:00 (UTC+01:00)", "")]),
+        ("Verdict", [("NOT COMPLIANT", "b")]),
+    ]
+    assert english["breaches"]["rows"][0][3] == [("2026-01-05 09:30 (UTC+01:00)", "")]
+
+
+@pytest.mark.parametrize("timezone", [{}, {"timezone": "Mars/Olympus_Mons"}])
+def test_a_version_from_before_documents_has_its_page_in_english_and_utc(
+    timezone: dict[str, str],
+) -> None:
+    """No customer language, no time zone (or one no machine knows: a row changed in the
+    database, which the page says is invalid): English, UTC, and only the rows it has."""
+    old = signed() | {"body": {"delivery_id": 42, "verdict": "compliant"} | timezone}
+    t = page_writer(old["body"])
+    assert (t.language, t.zone) == ("en", "UTC")
+    assert page_view(old, t) == {
+        "title": "Certificate 42 v1",
+        "facts": [
+            ("Delivery", [("(no. 42)", "")]),
+            ("Version", [("1, issued 2026-01-05 11:00 (UTC+00:00)", "")]),
+            ("Verdict", [("COMPLIANT", "b")]),
+            ("Data gaps", [("0", "")]),
+            ("Signed", [("Ed25519, key ", ""), (old["key_id"], "mono")]),
+        ],
+        "breaches": {
+            "header": ["Rule", "Probe", "Severity", "Start", "End", "Duration", "Peak"],
+            "rows": [],
+        },
     }

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import jinja2
-from fastapi import APIRouter, Depends, File, Path, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Path, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
@@ -20,13 +20,15 @@ from coldtrace import signing
 from coldtrace.api.deps import AppSettings, DbSession, Source
 from coldtrace.api.problems import Problem
 from coldtrace.api.ratelimit import RateLimiter
+from coldtrace.api.schemas import Language
 from coldtrace.certificates import public
 from coldtrace.certificates.document import has_document
 from coldtrace.certificates.html import certificate_html
+from coldtrace.certificates.i18n import LANGUAGE_NAMES, Writer
 from coldtrace.certificates.pdf import render_pdf
 from coldtrace.certificates.public import Checked, State, Status
 from coldtrace.certificates.render import envelope, version_document
-from coldtrace.certificates.view import page_breaches
+from coldtrace.certificates.view import page_view, page_writer
 from coldtrace.deliveries.models import Certificate
 from coldtrace.settings import Settings
 
@@ -65,6 +67,11 @@ def limited(request: Request) -> None:
 
 
 PublicId = Annotated[str, Path(pattern=public.PUBLIC_ID_PATTERN, description="on the certificate")]
+# The page's language switch (as the PDF's ?language=): default the certificate's language,
+# English for a page without a certificate.
+PageLanguage = Annotated[
+    Language | None, Query(description="default: the certificate's customer's language")
+]
 router = APIRouter(
     dependencies=[Depends(limited)],
     responses={429: {"description": "over COLDTRACE_PUBLIC_RATE_PER_MIN from this address"}},
@@ -76,10 +83,30 @@ def _base(settings: Settings) -> str:
     return urlsplit(settings.public_url).path.rstrip("/")
 
 
-def _page(settings: Settings, status_code: int = 200, **context: Any) -> HTMLResponse:
+def _page(
+    settings: Settings,
+    t: Writer,
+    language: str | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """The page written by ``t``; ``language`` the visitor's explicit choice (?language=),
+    kept in the page's links."""
     defaults: dict[str, Any] = {"certificate": None, "missing": False, "checked": None}
-    html = templates.get_template("verify.html").render(defaults | context, base=_base(settings))
+    html = templates.get_template("verify.html").render(
+        defaults | context,
+        base=_base(settings),
+        t=t,
+        q=f"?language={language}" if language else "",
+        languages=LANGUAGE_NAMES,
+    )
     return HTMLResponse(html, status_code, headers=HEADERS)
+
+
+def _plain_writer(language: str | None) -> Writer:
+    """The words of a page without a certificate: the visitor's language, else English;
+    no time is shown."""
+    return Writer(language or "en", "UTC")
 
 
 def _stored(session: DbSession, public_id: str) -> Certificate:
@@ -90,9 +117,10 @@ def _stored(session: DbSession, public_id: str) -> Certificate:
 
 
 @router.get("/v", response_class=HTMLResponse, tags=["public"])
-def upload_page(settings: AppSettings) -> HTMLResponse:
+def upload_page(settings: AppSettings, language: PageLanguage = None) -> HTMLResponse:
     """The page where a visitor drops a certificate file to check it."""
-    return _page(settings, title="Check a certificate")
+    t = _plain_writer(language)
+    return _page(settings, t, language, title=t("page.check_title"))
 
 
 @router.get("/v/{public_id}", response_class=HTMLResponse, tags=["public"])
@@ -100,19 +128,27 @@ def certificate_page(
     public_id: Annotated[str, Path(description="on the certificate and in its QR code")],
     session: DbSession,
     settings: AppSettings,
+    language: PageLanguage = None,
 ) -> HTMLResponse:
     """The certificate at this address: its facts and whether it is valid, invalid (why) or
-    superseded (by which version). 404: no certificate has this address (the same page for
-    any address that is not one, well-formed or not)."""
+    superseded (by which version), in its customer's language (else ``language``) and time
+    zone. 404: no certificate has this address (the same page for any address that is not
+    one, well-formed or not)."""
     found = public.by_public_id(session, public_id) if _well_formed(public_id) else None
     if found is None:
-        return _page(settings, 404, title="Not found", missing=True)
+        t = _plain_writer(language)
+        return _page(settings, t, language, 404, title=t("page.not_found_title"), missing=True)
     status = public.stored_status(session, settings.certificate_key.public_key(), found)
+    t = page_writer(found.body, language)
+    certificate = envelope(found)
+    v = page_view(certificate, t)
     return _page(
         settings,
-        title=f"Certificate {found.delivery_id} v{found.version}",
-        certificate=envelope(found),
-        breaches=page_breaches(found.body),
+        t,
+        language,
+        title=v["title"],
+        certificate=certificate,
+        v=v,
         status=status,
         public_id=found.public_id,
         document=has_document(found.body),
@@ -134,15 +170,25 @@ def _well_formed(public_id: str) -> bool:
 
 @router.get("/v/{public_id}/document", response_class=HTMLResponse, tags=["public"])
 def certificate_document(
-    public_id: PublicId, session: DbSession, source: Source, settings: AppSettings
+    public_id: PublicId,
+    session: DbSession,
+    source: Source,
+    settings: AppSettings,
+    language: PageLanguage = None,
 ) -> HTMLResponse:
     """The certificate as the PDF shows it (coldtrace.certificates.document's HTML, in its
-    customer's language and time zone), framed by the page. 404 for versions issued before
-    certificates carried that content (the page's table shows their facts)."""
+    customer's language, else ``language``, and time zone), framed by the page. 404 for
+    versions issued before certificates carried that content (the page's table shows their
+    facts)."""
     found = _with_document(session, public_id)
     html = certificate_html(
         version_document(
-            session, found, source, settings.public_url, settings.certificate_issuer_logo
+            session,
+            found,
+            source,
+            settings.public_url,
+            settings.certificate_issuer_logo,
+            language,
         )
     )
     csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
@@ -172,14 +218,23 @@ def certificate_json(public_id: PublicId, session: DbSession) -> Response:
     responses={200: {"content": {"application/pdf": {}}, "description": "the document"}},
 )
 def certificate_pdf(
-    public_id: PublicId, session: DbSession, source: Source, settings: AppSettings
+    public_id: PublicId,
+    session: DbSession,
+    source: Source,
+    settings: AppSettings,
+    language: PageLanguage = None,
 ) -> Response:
-    """The certificate as a PDF/A-3 in its customer's language, the signed JSON attached
-    (as GET /api/v1/certificates/{id}/pdf)."""
+    """The certificate as a PDF/A-3 in its customer's language (else ``language``), the
+    signed JSON attached (as GET /api/v1/certificates/{id}/pdf)."""
     found = _with_document(session, public_id)
     pdf = render_pdf(
         version_document(
-            session, found, source, settings.public_url, settings.certificate_issuer_logo
+            session,
+            found,
+            source,
+            settings.public_url,
+            settings.certificate_issuer_logo,
+            language,
         )
     )
     return _download(found, pdf, "application/pdf", "pdf")
@@ -197,17 +252,22 @@ async def check_upload(
     file: Annotated[UploadFile, File(description="a certificate PDF, or its JSON (one or a list)")],
     session: DbSession,
     settings: AppSettings,
+    language: PageLanguage = None,
 ) -> HTMLResponse:
     """A visitor's certificate file checked with the strict verification
     (coldtrace.signing.check_all) and, when this installation issued it, whether it was
-    superseded: the page again, with a row per certificate."""
+    superseded: the page again, with a row per certificate (in ``language``, else English:
+    a file may hold several certificates)."""
     data = await _read(file)
+    t = _plain_writer(language)
     try:
         checked = public.check_file(session, settings.certificate_key.public_key(), data)
     except signing.Unreadable as exc:
-        return _page(settings, 422, title="Not a certificate", checked=[], unreadable=str(exc))
-    title = "Checked: " + ", ".join(c.status.state for c in checked)
-    return _page(settings, title=title, checked=checked)
+        title = t("page.not_a_certificate")
+        return _page(settings, t, language, 422, title=title, checked=[], unreadable=str(exc))
+    states = ", ".join(t("state." + c.status.state) for c in checked)
+    title = f"{t('page.checked_title')}{t('colon')}{states}"
+    return _page(settings, t, language, title=title, checked=checked)
 
 
 class PublicStatus(BaseModel):
