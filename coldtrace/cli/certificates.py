@@ -115,11 +115,7 @@ def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: --public-key {args.public_key}: {exc}", file=sys.stderr)
         return 2
     except ConfigError:  # not signing here: no key of this installation to check against
-        print(
-            "error: no key to verify with: pass the signer's public key with --public-key "
-            "(`pem` of GET /api/v1/certificates/public-key)",
-            file=sys.stderr,
-        )
+        print(f"error: {_no_key(settings)}", file=sys.stderr)
         return 2
     try:
         certificates = signing.read_certificates(_certificates_text(args.file))
@@ -142,6 +138,21 @@ def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
     ]
     emit(rows, args.json)
     return 0 if all(r["valid"] for r in rows) else 1
+
+
+def _no_key(settings: Settings) -> str:
+    """The line for a verify without --public-key where this installation has no signing
+    key: where it looked, and the setting that would point it at the key."""
+    pem = (
+        "pass the signer's public key with --public-key "
+        "(`pem` of GET /api/v1/certificates/public-key)"
+    )
+    if settings.env != "development":
+        return f"no key to verify with (COLDTRACE_CERTIFICATE_SIGNING_KEY is not set): {pem}"
+    return (
+        f"no key to verify with (none in {settings.run_dir.resolve() / 'secrets.env'}): {pem}, "
+        "or set COLDTRACE_RUN_DIR to the run directory of the installation that signed it"
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

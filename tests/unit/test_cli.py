@@ -185,14 +185,30 @@ def test_commands_needing_no_secrets_leave_no_run_dir_behind(tmp_path: Path) -> 
         assert "Traceback" not in proc.stderr
         assert not run_dir.exists(), args
 
+    pem = (
+        "pass the signer's public key with --public-key "
+        "(`pem` of GET /api/v1/certificates/public-key)"
+    )
     proc = run_coldtrace(*verify, COLDTRACE_RUN_DIR=str(run_dir))
     assert (proc.returncode, proc.stdout, proc.stderr) == (
         2,
         "",
-        "error: no key to verify with: pass the signer's public key with --public-key "
-        "(`pem` of GET /api/v1/certificates/public-key)\n",
+        f"error: no key to verify with (none in {run_dir.resolve()}/secrets.env): {pem}, or set "
+        "COLDTRACE_RUN_DIR to the run directory of the installation that signed it\n",
     )
     assert not run_dir.exists()
+    proc = run_coldtrace(*verify, COLDTRACE_ENV="production")
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        f"error: no key to verify with (COLDTRACE_CERTIFICATE_SIGNING_KEY is not set): {pem}\n",
+    )
+
+    # An older run dir (before certificates were signed): read, nothing added to it.
+    run_dir.mkdir()
+    (run_dir / "secrets.env").write_text("COLDTRACE_MQTT_PASSWORD=kept\n")
+    proc = run_coldtrace(*verify, COLDTRACE_RUN_DIR=str(run_dir))
+    assert proc.returncode == 2 and "(none in " in proc.stderr
+    assert (run_dir / "secrets.env").read_text() == "COLDTRACE_MQTT_PASSWORD=kept\n"
 
 
 def test_services_without_an_action_asks_for_the_action_only(
