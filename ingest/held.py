@@ -6,6 +6,8 @@ acknowledged, and released once a reading of the same boot fixes the clock.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -64,6 +66,20 @@ class HeldReadings:
         """The seqs of one device held now (any boot): they prime its ledger's books."""
         with self.engine.connect() as conn:
             return held_seqs(conn, device)
+
+    def seqs_of(self, devices: Iterable[str]) -> dict[str, set[int]]:
+        """The seqs held now of each of these devices (any boot), in one query: they prime
+        the ledgers of a batch's new devices together (ingest.pipeline)."""
+        out: dict[str, set[int]] = {d: set() for d in devices}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(held_reading.c.device, held_reading.c.seq).where(
+                    held_reading.c.device.in_(list(out))
+                )
+            )
+            for r in rows:
+                out[r.device].add(int(r.seq))
+        return out
 
     def hold(self, device: str, boot: int, readings: list[Reading]) -> list[Reading]:
         """Hold readings; return those whose seq is already held with other content (boot or

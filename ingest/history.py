@@ -1,7 +1,10 @@
-"""What InfluxDB already holds of a device: primes the ledger and the boot clocks after a
+"""What InfluxDB already holds of the devices: primes their ledgers and boot clocks after a
 restart, so a replay is recognised and a seq gap seen before the restart stays open."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from coldtrace.influx import InfluxClient, quote_string
 from ingest.decode import valid_seq
@@ -9,18 +12,74 @@ from ingest.ledger import DeviceHistory, SeqGap, subtract
 from ingest.lines import parse_seq_ranges
 
 _SPANS_PER_QUERY = 100  # seq spans OR-ed into one query: keeps a query short to parse
+_DEVICES_PER_QUERY = 100  # devices OR-ed into one query, for the same reason
+# Devices primed together read their readings from the earliest `since` of the group: a group
+# spans at most an hour of `since`s (after a restart the fleet's batches are minutes apart),
+# so a device reads at most an hour of readings it then drops; a device sending an old
+# backlog is read in a group of its own instead of pulling the others' readings with it.
+_SINCE_SLACK_MS = 3_600_000
 
 
-def rejected_seqs(influx: InfluxClient, device: str) -> set[int]:
-    """Every seq the device's dead letters put in its books as rejected (`device` is a field:
-    scanned). Not a refused copy: a dead letter that counted none of its seqs stood for a seq
-    stored, held or dead-lettered before (a conflicting copy of a held reading must not turn
-    the held one away at its release); of a letter that counted only some, the seqs stored."""
+class Wanted(NamedTuple):
+    """What priming one device asks for: its readings' fingerprints from device time `since_ms`
+    (ms) on, and `held`, the seqs its holding area (ingest.held) keeps for their clock."""
+
+    since_ms: int
+    held: set[int]
+
+
+def _chunks(devices: Iterable[str]) -> Iterator[str]:
+    """The InfluxQL conditions that select the devices, a query-sized chunk each (one device
+    OR another: `device` is a tag of device_health and seq_gap, a field of rejected)."""
+    ordered = list(devices)
+    for i in range(0, len(ordered), _DEVICES_PER_QUERY):
+        chunk = ordered[i : i + _DEVICES_PER_QUERY]
+        yield "(" + " OR ".join(f"device = {quote_string(d)}" for d in chunk) + ")"
+
+
+def _by_device(
+    devices: Iterable[str], rows: Iterable[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each device (its `device` tag or field); other devices' rows dropped."""
+    out: dict[str, list[dict[str, Any]]] = {d: [] for d in devices}
+    for row in rows:
+        if (mine := out.get(str(row.get("device")))) is not None:
+            mine.append(row)
+    return out
+
+
+def _seen(
+    influx: InfluxClient, wanted: Mapping[str, Wanted]
+) -> dict[str, dict[int, tuple[int, int]]]:
+    """Each device's stored seqs from its `since_ms` on: seq -> (fingerprint, ts ms)."""
+    seen: dict[str, dict[int, tuple[int, int]]] = {d: {} for d in wanted}
+    groups: list[list[str]] = []
+    for device in sorted(wanted, key=lambda d: wanted[d].since_ms):
+        if groups and wanted[device].since_ms - wanted[groups[-1][0]].since_ms <= _SINCE_SLACK_MS:
+            groups[-1].append(device)
+        else:
+            groups.append([device])
+    for group in groups:
+        since = wanted[group[0]].since_ms
+        for where in _chunks(group):
+            for row in influx.rows(
+                f"SELECT seq, fp FROM device_health WHERE {where} AND time >= {since}ms "
+                "GROUP BY device"
+            ):
+                device, ts = row["device"], int(row["time"])
+                if ts >= wanted[device].since_ms:
+                    seen[device][int(row["seq"])] = (int(row["fp"]), ts)
+    return seen
+
+
+def _letters(rows: list[dict[str, Any]]) -> tuple[set[int], set[int]]:
+    """Of one device's dead letters: the seqs they put in its books as rejected, and the seqs
+    of letters that counted only some of theirs (rejected unless stored). Not a refused copy:
+    a dead letter that counted none of its seqs stood for a seq stored, held or
+    dead-lettered before (a conflicting copy of a held reading must not turn the held one
+    away at its release); of a letter that counted only some, the seqs stored."""
     seqs: set[int] = set()
     some: set[int] = set()
-    rows = influx.rows(
-        f"SELECT seq, seqs, readings, counted FROM rejected WHERE device = {quote_string(device)}"
-    )
     for row in rows:
         if (seq := valid_seq(row.get("seq"))) is not None:
             letter = [seq]
@@ -37,60 +96,112 @@ def rejected_seqs(influx: InfluxClient, device: str) -> set[int]:
             seqs.update(letter)
         elif new > 0:
             some.update(letter)
-    some -= seqs
-    return seqs | (some - stored_in(influx, device, [(s, s) for s in some]))
+    return seqs, some - seqs
 
 
-def stored_in(influx: InfluxClient, device: str, spans: list[tuple[int, int]]) -> set[int]:
-    """The device's stored seqs inside inclusive seq spans (its open gaps), whatever their
-    device time: `seen` holds only the window's readings, and a reading that filled a gap may
-    lie before it (a backlog, or a gap revealed at receive time by a dead letter or a held
-    reading), so the window alone would reload a filled seq as missing."""
-    merged: list[list[int]] = []
-    for lo, hi in sorted(spans):
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
-    seqs: set[int] = set()
-    # Span by span (in chunks), not min..max: an old reported gap must not pull in every
-    # reading stored since.
-    for i in range(0, len(merged), _SPANS_PER_QUERY):
-        where = " OR ".join(
-            f"(seq >= {lo} AND seq <= {hi})" for lo, hi in merged[i : i + _SPANS_PER_QUERY]
+def _stored_in(
+    influx: InfluxClient, spans: Mapping[str, list[tuple[int, int]]]
+) -> dict[str, set[int]]:
+    """Each device's stored seqs inside its inclusive seq spans (its open gaps, and single
+    seqs), whatever their device time: `seen` holds only the window's readings, and a reading
+    that filled a gap may lie before it (a backlog, or a gap revealed at receive time by a
+    dead letter or a held reading), so the window alone would reload a filled seq as
+    missing."""
+    clauses: list[tuple[str, int]] = []  # (condition, its spans)
+    for device, device_spans in spans.items():
+        merged: list[list[int]] = []
+        for lo, hi in sorted(device_spans):
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        # Span by span (in chunks), not min..max: an old reported gap must not pull in every
+        # reading stored since.
+        for i in range(0, len(merged), _SPANS_PER_QUERY):
+            chunk = merged[i : i + _SPANS_PER_QUERY]
+            seqs = " OR ".join(f"(seq >= {lo} AND seq <= {hi})" for lo, hi in chunk)
+            clauses.append((f"(device = {quote_string(device)} AND ({seqs}))", len(chunk)))
+    stored: dict[str, set[int]] = {d: set() for d in spans}
+    # A query takes devices' conditions up to the span limit.
+    query: list[str] = []
+    in_query = 0
+    for clause, n in clauses:
+        if query and in_query + n > _SPANS_PER_QUERY:
+            _collect_stored(influx, query, stored)
+            query, in_query = [], 0
+        query.append(clause)
+        in_query += n
+    if query:
+        _collect_stored(influx, query, stored)
+    return stored
+
+
+def _collect_stored(influx: InfluxClient, clauses: list[str], into: dict[str, set[int]]) -> None:
+    where = " OR ".join(clauses)
+    for row in influx.rows(f"SELECT seq FROM device_health WHERE {where} GROUP BY device"):
+        into[row["device"]].add(int(row["seq"]))
+
+
+def load_histories(influx: InfluxClient, wanted: Mapping[str, Wanted]) -> dict[str, DeviceHistory]:
+    """The books of several devices as InfluxDB holds them, to prime their ledgers: per
+    device its readings' fingerprints from its `since_ms` on, and its held seqs accounted for
+    like stored ones (ledger.DeviceLedger.hold), unless a copy of one is stored or
+    dead-lettered already (that copy is the seq's fate).
+
+    All devices together, in a fixed number of queries per 100 devices rather than several
+    per device: after a restart a fleet's first batches arrive together, and `rejected` (where
+    `device` is a field, not a tag) is scanned once for all of them instead of once each.
+    Raises InfluxUnavailable (the caller retries) or InfluxRejected."""
+    devices = list(wanted)
+    rejected_rows: list[dict[str, Any]] = []
+    bound_rows: list[dict[str, Any]] = []
+    gap_rows: list[dict[str, Any]] = []
+    for where in _chunks(devices):
+        rejected_rows += influx.rows(
+            f"SELECT device, seq, seqs, readings, counted FROM rejected WHERE {where}"
         )
-        seqs.update(
-            int(row["seq"])
-            for row in influx.rows(
-                f"SELECT seq FROM device_health WHERE device = {quote_string(device)} AND ({where})"
-            )
+        bound_rows += influx.rows(
+            f"SELECT min(seq), max(seq) FROM device_health WHERE {where} GROUP BY device"
         )
-    return seqs
-
-
-def load_device_history(
-    influx: InfluxClient, device: str, since_ms: int, held: set[int] | None = None
-) -> DeviceHistory:
-    """The device's books as InfluxDB holds them, its readings' fingerprints from device time
-    `since_ms` (ms) on, and `held`: the seqs its holding area (ingest.held) keeps for their
-    clock. A held seq is accounted for like a stored one (ledger.DeviceLedger.hold), unless a
-    copy of it is stored or dead-lettered already (that copy is the seq's fate)."""
-    dev = quote_string(device)
-    seen = {
-        int(row["seq"]): (int(row["fp"]), int(row["time"]))
-        for row in influx.rows(
-            f"SELECT seq, fp FROM device_health WHERE device = {dev} AND time >= {since_ms}ms"
+        gap_rows += influx.rows(
+            f"SELECT first, last, missing, source FROM seq_gap WHERE {where} GROUP BY device"
         )
+    seen = _seen(influx, wanted)
+    letters = {d: _letters(rows) for d, rows in _by_device(devices, rejected_rows).items()}
+    gaps = _by_device(devices, gap_rows)
+    bounds = _by_device(devices, bound_rows)
+    # One look-up of stored seqs for what all three questions below need: the seqs of letters
+    # that counted only some, the held seqs, and the open gaps.
+    spans = {
+        d: [(s, s) for s in letters[d][1] | wanted[d].held]
+        + [(int(r["first"]), int(r["last"])) for r in gaps[d] if int(r["missing"]) > 0]
+        for d in devices
     }
-    rejected = rejected_seqs(influx, device)
-    bounds = influx.rows(f"SELECT min(seq), max(seq) FROM device_health WHERE device = {dev}")
+    stored = _stored_in(influx, {d: s for d, s in spans.items() if s})
+    return {
+        d: _history(seen[d], letters[d], bounds[d], gaps[d], stored.get(d, set()), wanted[d])
+        for d in devices
+    }
+
+
+def _history(
+    seen: dict[int, tuple[int, int]],
+    letters: tuple[set[int], set[int]],
+    bounds: list[dict[str, Any]],
+    gap_rows: list[dict[str, Any]],
+    stored: set[int],
+    wanted: Wanted,
+) -> DeviceHistory:
+    """One device's history from its rows; `stored`: its stored seqs among the ones asked
+    about (load_histories)."""
+    certain, some = letters
+    rejected = certain | (some - stored)
     known = [int(bounds[0][k]) for k in ("min", "max") if bounds and bounds[0][k] is not None]
     known.extend(rejected)
-    waiting = set(held or ()) - rejected
-    waiting -= stored_in(influx, device, [(s, s) for s in waiting])
+    waiting = wanted.held - rejected - stored
     known.extend(waiting)
     rows = sorted(
-        influx.rows(f"SELECT first, last, missing, source FROM seq_gap WHERE device = {dev}"),
+        gap_rows,
         # A device's report takes over the seqs an ingest gap held, and of two reports the
         # later point (time, then first seq) holds the seqs both miss (ledger.report_dropped):
         # each is applied after those it takes from.
@@ -99,12 +210,7 @@ def load_device_history(
     reported = {(int(r["first"]), int(r["last"])) for r in rows if r["source"] == "device"}
     known.extend(n for r in rows for n in (int(r["first"]), int(r["last"])))
     open_rows = [r for r in rows if int(r["missing"]) > 0]
-    accounted = (
-        set(seen)
-        | rejected
-        | waiting
-        | stored_in(influx, device, [(int(r["first"]), int(r["last"])) for r in open_rows])
-    )
+    accounted = set(seen) | rejected | waiting | stored
     gaps: list[SeqGap] = []
     for row in open_rows:
         first, last = int(row["first"]), int(row["last"])
@@ -127,7 +233,7 @@ def load_device_history(
         min(known, default=None),
         rejected,
         reported,
-        since_ms,
+        wanted.since_ms,
         waiting,
     )
 

@@ -224,7 +224,7 @@ class DeviceLedger:
         not missing, seqs an open gap held move to the reported one (each seq missing in one
         gap only), and a report seen before (a replayed message) changes nothing. Of two
         reports that overlap, the one with the later point (``ts``, then ``first``: the order
-        history.load_device_history reloads them in) holds the seqs both miss, whichever came
+        history.load_histories reloads them in) holds the seqs both miss, whichever came
         first: the gap points then say the same after a restart."""
         if (first, last) in self.reported:
             return []

@@ -33,7 +33,7 @@ from coldtrace.records import PlacedReading
 from ingest.clock import BootClocks, BootKey
 from ingest.decode import Decoded, Rejection, decode
 from ingest.held import HeldReadings
-from ingest.history import load_boot_offset, load_device_history
+from ingest.history import Wanted, load_boot_offset, load_histories
 from ingest.ledger import DeviceLedger, GapChange, Ledger, Verdict
 from ingest.lines import gap_line, reading_lines, rejection_line
 
@@ -343,17 +343,27 @@ class Pipeline:
     # -- priming from InfluxDB ---------------------------------------------------------------
 
     def _prime(self, decoded: list[Decoded]) -> None:
-        for d in decoded:
-            if not d.readings and not d.dropped and not any(r.all_seqs for r in d.rejections):
-                continue
-            if not self.ledger.knows(d.device):
+        """Prime the ledger of every device of the batch it does not know yet, all together
+        (history.load_histories: after a restart the fleet's first batches come together),
+        and learn the clock of a boot whose readings carry no time from what is stored."""
+        accounted = [
+            d for d in decoded if d.readings or d.dropped or any(r.all_seqs for r in d.rejections)
+        ]
+        since: dict[str, int] = {}
+        for d in accounted:
+            if not self.ledger.knows(d.device) and d.device not in since:
+                # From the device's first message in the batch: a later one reaching below
+                # the window loads its own (_ask).
                 known = [r.ts for r in d.readings if r.ts is not None]
-                since = (min(known) if known else int(time.time() * 1000)) - self.ledger.window_ms
-                held = self.held.seqs(d.device)
-                history = self._with_retry(
-                    partial(load_device_history, self.influx, d.device, since, held)
-                )
-                self.ledger.prime(d.device, history)
+                start = min(known) if known else int(time.time() * 1000)
+                since[d.device] = start - self.ledger.window_ms
+        if since:
+            held = self.held.seqs_of(since)
+            wanted = {device: Wanted(s, held[device]) for device, s in since.items()}
+            histories = self._with_retry(partial(load_histories, self.influx, wanted))
+            for device, history in histories.items():
+                self.ledger.prime(device, history)
+        for d in accounted:
             key = (d.device, d.boot)
             if (
                 self.clocks.offset(key) is None

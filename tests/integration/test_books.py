@@ -20,8 +20,10 @@ from coldtrace.contract import MAX_BATCH_BYTES, telemetry_topic
 from coldtrace.db import upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, quote_string
 from coldtrace.settings import Settings
+from ingest import history
 from ingest.books import Books, load_books
 from ingest.held import HeldReadings
+from ingest.history import Wanted, load_histories
 from ingest.pipeline import InboundMessage, Pipeline
 from ingest.report import landed
 from tests.conftest import Api, run_coldtrace, stored_seqs
@@ -250,6 +252,59 @@ def test_a_gap_revealed_by_a_dead_letter_reloads_with_its_old_filler_after_a_res
     assert ingest.pipeline.ledger[d].gaps[0].missing == [[2, 2], [4, 4], [6, 9]]
     assert gap_points(ingest.influx, d) == [("ingest", 2, 9, 6)]
     assert summary(books(ingest, d)) == (10, 2, 2, 6, 0, 0, True)
+
+
+def test_devices_primed_together_after_a_restart_keep_their_own_books(
+    ingest: Ingest, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart the fleet's first batches come together, and their devices' ledgers
+    are primed together (history.load_histories: a few queries for many devices). Each
+    device's history must be exactly what it is alone: B stores every seq A misses, C's
+    readings lie 30 h before the others' (read apart), B's window starts later than A's
+    (its older readings dropped); two devices and two seq spans a query, so every chunking
+    is crossed."""
+    monkeypatch.setattr(history, "_DEVICES_PER_QUERY", 2)
+    monkeypatch.setattr(history, "_SPANS_PER_QUERY", 2)
+    a, b, c = (f"{prefix}-0{i}" for i in (1, 2, 3))
+    ingest.send(a, batch(a, [reading(10)]))
+    ingest.send(a, batch(a, [reading(1, door=1)]))  # dead-lettered: reveals gap 2..9
+    ingest.send(a, batch(a, [reading(5)]))
+    ingest.send(a, batch(a, [reading(12)]))  # gap 11..11
+    ingest.send(b, batch(b, [reading(s) for s in range(1, 13)]))
+    ingest.send(b, batch(b, [unsynced(13)], boot=2))  # held for its clock
+    ingest.send(c, batch(c, [reading(s, ts=T - 30 * HOUR + s * 1000) for s in (1, 4)]))
+    wanted = {
+        a: Wanted(T - 60_000, set()),
+        b: Wanted(T + 6500, ingest.held.seqs_of([b])[b]),
+        c: Wanted(T - 31 * HOUR, set()),
+    }
+
+    together = load_histories(ingest.influx, wanted)
+
+    assert together == {d: load_histories(ingest.influx, {d: w})[d] for d, w in wanted.items()}
+    assert {g.first: g.missing for g in together[a].gaps} == {2: [[2, 4], [6, 9]], 11: [[11, 11]]}
+    assert (together[a].rejected, together[a].low, together[a].high) == ({1}, 1, 12)
+    assert (sorted(together[b].seen), together[b].held) == (list(range(7, 13)), {13})
+    assert sorted(together[c].seen) == [1, 4]
+
+    ingest.restart()
+    messages = [
+        InboundMessage(telemetry_topic(d), batch(d, [r]), i, 1, 0, time.time_ns() + i)
+        for i, (d, r) in enumerate(
+            [(a, reading(3)), (b, reading(14)), (c, reading(5, ts=T - 30 * HOUR + 5000))]
+        )
+    ]
+    work = ingest.pipeline.prepare(messages)
+    ingest.pipeline.store(work)
+
+    assert {d: ack.payload() for d, ack in work.acks.items()} == {
+        a: b'{"from":1,"seq":1,"high":12}',
+        b: b'{"from":1,"seq":14,"high":14}',
+        c: b'{"from":1,"seq":1,"high":5}',
+    }
+    assert summary(books(ingest, a)) == (12, 4, 1, 7, 0, 0, True)
+    assert summary(books(ingest, b)) == (14, 13, 0, 0, 0, 0, True)
+    assert summary(books(ingest, c)) == (5, 3, 0, 2, 0, 0, True)
 
 
 def test_a_backlog_reading_older_than_the_window_stays_out_of_its_reloaded_gap(
