@@ -48,7 +48,12 @@ CITIES: Final = {
     ),
     # Lyon (the city proper); depot at Port Edouard Herriot.
     "lyon": City(
-        "lyon", 45.7073, 4.7718, 45.8083, 4.8984, Place("Depot Port Herriot", 45.7284, 4.8229)
+        "lyon",
+        45.7073,
+        4.7718,
+        45.8083,
+        4.8984,
+        Place("Dépôt Port Édouard Herriot", 45.7284, 4.8229),
     ),
 }
 

@@ -24,6 +24,8 @@ def _certificates_text(file: Path) -> str:
 def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
     """The current certificate of a delivery (by reference or id): a summary table, its JSON
     (--json) as the API returns it, and with -o its PDF (readings from InfluxDB)."""
+    from sqlalchemy.engine import make_url
+
     from coldtrace.certificates.document import NoDocument
     from coldtrace.certificates.pdf import render_pdf
     from coldtrace.certificates.render import (
@@ -40,7 +42,13 @@ def cmd_certificates_get(settings: Settings, args: argparse.Namespace) -> int:
     try:
         c = current_version(store.session, args.delivery)
     except NotFound as exc:
-        print(f"error: {exc}: see `coldtrace deliveries list`", file=sys.stderr)
+        # Named: run elsewhere than the checkout, the default store is a new, empty one.
+        url = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+        print(
+            f"error: {exc} in {url}: see `coldtrace deliveries list`, or set "
+            "COLDTRACE_DATABASE_URL to the operator's store",
+            file=sys.stderr,
+        )
         return 2
     except NotIssued as exc:
         print(f"error: {exc}", file=sys.stderr)

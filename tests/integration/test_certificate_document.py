@@ -232,7 +232,8 @@ def test_the_operators_terminal(
     missing = cli(api, "certificates", "get", "ORD-NONE")
     assert missing.returncode == 2
     assert missing.stderr.splitlines()[-1] == (  # after the migrations' log lines
-        "error: no delivery 'ORD-NONE': see `coldtrace deliveries list`"
+        f"error: no delivery 'ORD-NONE' in {api.settings.sqlalchemy_url}: see `coldtrace "
+        "deliveries list`, or set COLDTRACE_DATABASE_URL to the operator's store"
     )
 
 
