@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 INGEST_MQTT_USER = INGEST_ACCOUNT
+RELOAD_PROBE = "coldtrace-reload-probe"  # a development broker account: see _reload_accounts
 
 
 class ServiceError(Exception):
@@ -370,8 +372,31 @@ class LocalServices:
         accounts = self.broker_accounts
         added = accounts.ensure_passwords({d: device_password(self.settings, d) for d in devices})
         if added:
-            self.reload("mosquitto")
-            time.sleep(0.2)  # mosquitto re-reads the password file on SIGHUP, asynchronously
+            self._reload_accounts()
+
+    def _reload_accounts(self, timeout_s: float = 10) -> None:
+        """Make Mosquitto re-read its password file and return once it has: it re-reads on
+        SIGHUP, asynchronously. A probe account gets a new password in the same file, after
+        the accounts just written; once that password logs in, the whole file is loaded. (A
+        device's own login cannot probe it: with use_username_as_clientid it would take over
+        that device's session.) ServiceError if it does not within ``timeout_s``."""
+        password = secrets.token_urlsafe(16)
+        self.broker_accounts.set_passwords({RELOAD_PROBE: password})
+        self.reload("mosquitto")
+        login = [
+            shutil.which("mosquitto_pub") or "mosquitto_pub",
+            *("-h", "127.0.0.1", "-p", str(self.settings.mqtt_port)),
+            *("-u", RELOAD_PROBE, "-P", password, "-t", f"{RELOAD_PROBE}/ping", "-n"),
+        ]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if subprocess.run(login, capture_output=True, check=False).returncode == 0:
+                return
+            time.sleep(0.02)
+        raise ServiceError(
+            f"mosquitto did not take its new accounts within {timeout_s:.0f} s of SIGHUP; see "
+            f"{self._dir('mosquitto')}/mosquitto.log"
+        )
 
     # -- readiness ---------------------------------------------------------------------------
 

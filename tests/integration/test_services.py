@@ -13,7 +13,12 @@ import httpx
 import pytest
 
 from coldtrace.devtools.scratch import scratch_settings
-from coldtrace.devtools.services import LocalServices, ServiceError
+from coldtrace.devtools.services import (
+    RELOAD_PROBE,
+    LocalServices,
+    ServiceError,
+    device_password,
+)
 from coldtrace.settings import Settings
 from tests.conftest import run_coldtrace
 
@@ -157,6 +162,34 @@ def test_a_server_that_cannot_start_says_where_to_look(tmp_path: Path, settings:
     with pytest.raises(ServiceError, match=r"port \d+ on 127.0.0.1 is taken.*COLDTRACE_MQTT_PORT"):
         own.start("mosquitto")
     assert own.pid("mosquitto") is None
+
+
+def test_a_registered_device_logs_in_as_soon_as_register_devices_returns(
+    settings: Settings, services: LocalServices
+) -> None:
+    """Mosquitto re-reads its accounts on SIGHUP asynchronously: register_devices returns
+    only once it has (a probe account's new password logs in), not after a guessed sleep."""
+    passwd = settings.run_dir / "mosquitto" / "passwd"
+
+    def probe_hash() -> str | None:
+        lines = passwd.read_text().splitlines()
+        return next((ln for ln in lines if ln.startswith(f"{RELOAD_PROBE}:")), None)
+
+    probe_before = probe_hash()
+    services.register_devices(["reload-check-01"])
+    login = subprocess.run(
+        [
+            "mosquitto_pub",
+            *("-h", "127.0.0.1", "-p", str(settings.mqtt_port), "-u", "reload-check-01"),
+            *("-P", device_password(settings, "reload-check-01")),
+            *("-t", "coldtrace/v1/reload-check-01/telemetry", "-n"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (login.returncode, login.stderr) == (0, "")
+    assert probe_hash() not in (None, probe_before)
 
 
 def test_device_accounts_are_hashed_in_the_password_file(
