@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,7 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from coldtrace.devtools.board import FIRMWARE, run
+from coldtrace.devtools.board import FAKES, FIRMWARE, run
 
 AIR, PRODUCT = "28aa000000000001", "28aa000000000002"
 LINK_MODULES = {"wifi": "uplink", "uart": "tether"}  # the firmware module of each uplink mode
@@ -95,6 +96,11 @@ def one_run(readings: int, uplink: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         flash = Path(tmp) / "flash"
         compile_firmware(flash)  # in the flash's root, as on the board (module names, paths)
+        # The fake hardware on a path of its own, the same wherever the checkout and the
+        # temporary directory are: the interpreter interns each module's path, and where
+        # those strings end changes how the firmware's own names are laid out in the heap
+        # (up to 0.2 KB, and not monotonically, with the checkout's path length).
+        shutil.copytree(FAKES, Path(tmp) / "hw")
         config = {
             "device": "bench-01",
             "uplink": uplink,
@@ -109,7 +115,9 @@ def one_run(readings: int, uplink: str) -> dict[str, Any]:
         # the outbox. No GPS task either: the fix is fed to the parser (CODE), the UART unread.
         world = {"probes": {AIR: 3.5, PRODUCT: 2.75}, "wifi": False}
         code = CODE % {"readings": readings, "link_module": LINK_MODULES[uplink]}
-        out: dict[str, Any] = run(code, flash, world, timeout=600, firmware=Path("."))
+        out: dict[str, Any] = run(
+            code, flash, world, timeout=600, firmware=Path("."), fakes=Path("../hw")
+        )
     assert out["pending"] == readings and not out["dropped"], out
     return {
         "heap_in_use_kb": out["in_use"] / 1024,

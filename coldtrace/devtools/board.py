@@ -34,9 +34,12 @@ def micropython() -> str:
     return str(path)
 
 
-def mpy_env(scenario: Path | None = None, firmware: Path = FIRMWARE) -> dict[str, str]:
-    """`firmware`: where the firmware's modules are, as source (the default) or compiled."""
-    env = {**os.environ, "MICROPYPATH": f".frozen:{firmware}:{firmware / 'lib'}:{FAKES}"}
+def mpy_env(
+    scenario: Path | None = None, firmware: Path = FIRMWARE, fakes: Path = FAKES
+) -> dict[str, str]:
+    """`firmware`: where the firmware's modules are, as source (the default) or compiled;
+    `fakes`: where the fake ESP32 modules are (a relative path is from the flash)."""
+    env = {**os.environ, "MICROPYPATH": f".frozen:{firmware}:{firmware / 'lib'}:{fakes}"}
     if scenario is not None:
         env["COLDTRACE_FAKE_HW"] = str(scenario)
     return env
@@ -48,9 +51,11 @@ def run(
     scenario: dict[str, Any] | None = None,
     timeout: float = 60,
     firmware: Path = FIRMWARE,
+    fakes: Path = FAKES,
 ) -> Any:
-    """Run MicroPython `code` with `flash` as its working directory and the firmware's modules
-    from `firmware`; the code prints a JSON value on its last line, which is returned."""
+    """Run MicroPython `code` with `flash` as its working directory, the firmware's modules
+    from `firmware` and the fake hardware's from `fakes`; the code prints a JSON value on its
+    last line, which is returned."""
     flash.mkdir(parents=True, exist_ok=True)
     path = None
     if scenario is not None:
@@ -59,7 +64,7 @@ def run(
     proc = subprocess.run(
         [micropython(), "-c", code],
         cwd=flash,
-        env=mpy_env(path, firmware),
+        env=mpy_env(path, firmware, fakes),
         capture_output=True,
         text=True,
         timeout=timeout,
