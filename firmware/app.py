@@ -19,6 +19,7 @@ _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _NTP_RESYNC_MS = const(3600000)  # the crystal drifts a few seconds a day
 _UPLINK_IDLE_MS = const(200)
+_POLL_MS = const(50)  # the GPS UART and the door switch
 _NMEA_MAX = const(128)  # an NMEA sentence is at most 82 characters
 
 
@@ -80,7 +81,7 @@ class Device:
 
             # The same interface as UartLink (duck-typed: MicroPython has no typing module).
             self.link = MqttLink(cfg, self.on_message)  # type: ignore[assignment]
-        self._wake = asyncio.Event()
+        self._wake = False  # sample now: the door opened or closed, or a new config
         self._sampled_at = self._uplink_at = time.ticks_ms()
         print(
             "coldtrace %s: boot %d, next seq %d, %d readings in the outbox"
@@ -121,14 +122,15 @@ class Device:
             interval = self.cfg["interval_ms"]
             if alarm:  # sample faster while out of limits
                 interval = min(interval, self.cfg["alarm_interval_ms"])
-            self._wake.clear()
+            self._wake = False
             # From sample to sample: the time the measurement took (the DS18B20's conversion)
-            # is not added to the interval.
-            wait = max(0, interval - time.ticks_diff(time.ticks_ms(), started))
-            try:
-                await asyncio.wait_for_ms(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
+            # is not added to the interval. Woken early by a flag looked at every _POLL_MS (the
+            # inputs loop's period, so the CPU sleeps no longer than before): an asyncio.Event
+            # would load asyncio's event module, over 1 KB of heap.
+            wait = interval - time.ticks_diff(time.ticks_ms(), started)
+            while wait > 0 and not self._wake:
+                await asyncio.sleep_ms(min(wait, _POLL_MS))
+                wait = interval - time.ticks_diff(time.ticks_ms(), started)
 
     async def inputs(self):
         """GPS sentences (which set the clock while nothing else has) and the door switch; a
@@ -153,8 +155,8 @@ class Device:
                 if len(pending) > _NMEA_MAX:
                     pending = b""  # noise without line ends
             if self.door.poll():
-                self._wake.set()
-            await asyncio.sleep_ms(50)
+                self._wake = True
+            await asyncio.sleep_ms(_POLL_MS)
 
     # -- forwarding -------------------------------------------------------------------------
 
@@ -180,7 +182,7 @@ class Device:
             return
         finally:
             del sys.modules["config"]
-        self._wake.set()  # the new interval and limits apply from the next reading
+        self._wake = True  # the new interval and limits apply from the next reading
         print("config applied:", sorted(update))
 
     async def forward(self):
