@@ -6,9 +6,11 @@ import asyncio
 import machine
 from binascii import hexlify
 
-_DS18B20_DISCONNECTED = -127.0
-_DS18B20_POWER_ON = 85.0
-_PLAUSIBLE = (-80.0, 100.0)
+from micropython import const
+
+_DS18B20_DISCONNECTED = const(-127.0)
+_DS18B20_POWER_ON = const(85.0)
+_PLAUSIBLE = const((-80.0, 100.0))
 
 
 def probe_fault(value):

@@ -6,10 +6,11 @@ import time
 
 import asyncio
 import network
+from micropython import const
 from umqtt.simple import MQTTClient
 
-_SOCKET_TIMEOUT_S = 10  # a broker that stops answering must not hang the loop forever
-_TOPIC = "coldtrace/v1/%s/%s"
+_SOCKET_TIMEOUT_S = const(10)  # a broker that stops answering must not hang the loop forever
+_TOPIC = const("coldtrace/v1/%s/%s")
 
 
 def topic(device, kind):
