@@ -143,10 +143,8 @@ class Outbox:
         self._dir = path
         self._segment_bytes = segment_bytes
         self._max_segments = max(2, capacity_bytes // segment_bytes)
-        self._acked_path = path + "/acked"
-        self._dropped_path = path + "/dropped"
-        self.acked = read_json(self._acked_path, None)  # last seq ingest acknowledged
-        self.dropped = read_json(self._dropped_path, [])  # [[from, to]] not yet acknowledged
+        self.acked = read_json(path + "/acked", None)  # last seq ingest acknowledged
+        self.dropped = read_json(path + "/dropped", [])  # [[from, to]] not yet acknowledged
         self.pending = 0  # readings not yet acknowledged
         self.last_seq = None  # highest seq written
         self.last_boot = -1  # highest boot written
@@ -245,7 +243,7 @@ class Outbox:
             self.dropped[-1][1] = last
         else:
             self.dropped.append([first, last])
-        write_json(self._dropped_path, self.dropped)
+        write_json(self._dir + "/dropped", self.dropped)
         # The last range is new or grew: it goes (again) with the next batch.
         self._dropped_sent = min(self._dropped_sent, len(self.dropped) - 1)
         print("outbox full: dropped seqs %d..%d" % (first, last))
@@ -335,7 +333,7 @@ class Outbox:
             self._first = n = n + 1
         self.pending -= left
         self.acked = last
-        write_json(self._acked_path, last)
+        write_json(self._dir + "/acked", last)
         if self.cursor is None or last > self.cursor:
             self.cursor = last
         covered = 0
@@ -344,4 +342,4 @@ class Outbox:
             covered += 1
         if covered:
             self._dropped_sent = max(0, self._dropped_sent - covered)
-            write_json(self._dropped_path, self.dropped)
+            write_json(self._dir + "/dropped", self.dropped)
