@@ -81,6 +81,8 @@ class Device:
 
             # The same interface as UartLink (duck-typed: MicroPython has no typing module).
             self.link = MqttLink(cfg, self.on_message)  # type: ignore[assignment]
+        # Every pin is wired now (the link's too): their table need not stay in RAM.
+        del cfg["pins"]
         self._wake = False  # sample now: the door opened or closed, or a new config
         self._sampled_at = self._uplink_at = time.ticks_ms()
         print(
