@@ -22,8 +22,20 @@ loopback ports, a fresh temporary run directory) and a fresh InfluxDB database:
   empty     the same start with nothing waiting, timed to a healthy /health: what a restart
             costs before any device is primed
 
+With `--rules PROFILE` ingest runs its rules stage too, every probe and door judged by that
+profile (COLDTRACE_ALERTS_DEFAULT_PROFILE), and after a restart the stage rebuilds each
+device's engines from InfluxDB's readings and the store's breaches at its first batch. On
+every `--warm-every`-th device both probes sit at WARM_C for the last WARM readings of the
+history and through its batch, so the device has open breaches when ingest restarts: the
+store holds, before the restart, the breaches an engine fed the stored history reports (as
+the stage would have stored them). Timed on top: until the stage has judged every device's
+batch (its /metrics `alerts_readings_evaluated_total`), and the InfluxDB queries made by
+then; the breaches stored after are checked against an engine fed the history and the batch
+(each open breach kept open, none opened twice, nothing else found).
+
     .venv/bin/python benchmarks/ingest_restart.py [--devices 300] [--readings 200]
-        [--dead-letters 3000] [--gap-every 10] [--runs 3] [--json]
+        [--dead-letters 3000] [--gap-every 10] [--rules chilled] [--warm-every 5]
+        [--runs 3] [--json]
 """
 
 from __future__ import annotations
@@ -44,8 +56,16 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from coldtrace.contract import Ack, TelemetryBatch, ack_topic, telemetry_topic
+from alerts.engine import ProbeEngine
+from alerts.readings import DOOR, samples_of
+from alerts.rules import HOUR_MS, ProbeRules, door_rules
+from alerts.store import BreachStore
+from coldtrace.bootstrap import checked_profiles
+from coldtrace.breaches import Breach
+from coldtrace.contract import Ack, Reading, TelemetryBatch, ack_topic, telemetry_topic
 from coldtrace.devtools.ingest_process import IngestProcess, ingest_in
 from coldtrace.devtools.machine import machine
 from coldtrace.devtools.scratch import scratch_settings
@@ -65,6 +85,9 @@ BATCH = 5  # readings in the batch each device sends after the restart
 GAP = 5  # seqs missing in an open gap
 DEAD_STRIDE = 7  # the dead-lettered seqs of a device: 3, 10, 17, ...
 ACK_TIMEOUT_S = 600.0
+WARM = 40  # readings at the end of a warm device's history at WARM_C (and its batch)
+WARM_C = 9.0  # above every chilled profile's limit: breaches open, and stay open
+BreachKey = tuple[str, str, str, int, int | None]  # device, probe, rule, start, end (ms)
 
 
 class BenchmarkFailed(Exception):
@@ -95,14 +118,22 @@ class Fleet:
         self.ns_lines: list[str] = []  # gaps and dead letters
         self.payloads: dict[str, bytes] = {}
         self.expected: dict[str, Ack] = {}
+        # device -> (its readings stored before the restart, its batch after), as placed
+        self.placed: dict[str, tuple[list[PlacedReading], list[PlacedReading]]] = {}
         start_ms = now_ms - int((args.readings + BATCH) * INTERVAL_S * 1000)
         letters = 0
         for i, van in enumerate(make_fleet(args.devices, 1, prefix=prefix)):
             (whole,) = batches(van, start_ms, args.readings + BATCH, INTERVAL_S, 10**6)
-            history = whole.readings[: args.readings]
+            readings = whole.readings
+            if args.rules and i % args.warm_every == 0:
+                readings = readings[: args.readings - WARM] + [
+                    warm(r) for r in readings[args.readings - WARM :]
+                ]
+            history = readings[: args.readings]
             sent = TelemetryBatch(
-                device=van.device, boot=van.boot, readings=whole.readings[args.readings :]
+                device=van.device, boot=van.boot, readings=readings[args.readings :]
             )
+            stored: list[PlacedReading] = []
             batch_last = sent.readings[-1].seq
             # Dead letters spread evenly: device i gets its share of the total.
             share = args.dead_letters * (i + 1) // args.devices - letters
@@ -117,9 +148,12 @@ class Fleet:
                 if r.seq in dead or r.seq in gap:
                     continue
                 assert r.ts is not None
-                reading_lines(
-                    PlacedReading(van.device, van.boot, r, r.ts, False), self.reading_lines
-                )
+                stored.append(PlacedReading(van.device, van.boot, r, r.ts, False))
+                reading_lines(stored[-1], self.reading_lines)
+            self.placed[van.device] = (
+                stored,
+                [PlacedReading(van.device, van.boot, r, r.ts or 0, False) for r in sent.readings],
+            )
             topic = telemetry_topic(van.device)
             for n, seq in enumerate(sorted(dead)):
                 rej = Rejection("invalid_reading", "bench", 1, b"{}", van.device, seq)
@@ -137,6 +171,32 @@ class Fleet:
                 {"from": 1, "seq": through, "high": batch_last}
             )
 
+    def store_breaches(self, settings: Settings, url: str, profile_id: str) -> set[BreachKey]:
+        """Store, as the rules stage would have before the restart, the breaches an engine
+        fed each device's stored history reports (per probe and door, by the profile);
+        returns the breaches an engine fed its batch too reports: what the store must hold
+        once the restarted stage has judged the batches."""
+        profile = checked_profiles(settings)[profile_id]
+        horizon_ms = round(settings.alerts_late_horizon_h * HOUR_MS)
+        store = BreachStore(url)
+        now_ms = int(time.time() * 1000)
+        late_after_ms = round(settings.alerts_late_after_s * 1000)
+        expected: set[BreachKey] = set()
+        for device, (history, batch) in self.placed.items():
+            before, after = samples_of(history, []), samples_of(batch, [])
+            for key in before.keys() | after.keys():
+                rules = door_rules(profile) if key == DOOR else ProbeRules(profile)
+                if rules is None:
+                    continue
+                engine = ProbeEngine(rules, horizon_ms)
+                events = engine.add(before.get(key, []))
+                if events:
+                    store.apply(device, key, profile.id, events, now_ms, late_after_ms, [])
+                engine.add(after.get(key, []))
+                expected |= {(device, key, b.rule, b.start, b.end) for b in engine.breaches()}
+        store.engine.dispose()
+        return expected
+
     def write(self, influx: InfluxClient) -> int:
         """Write the history in 5,000-point requests; returns the number of points."""
         parts: tuple[tuple[list[str], Precision], ...] = (
@@ -147,6 +207,20 @@ class Fleet:
             for i in range(0, len(lines), 5000):
                 influx.write("\n".join(lines[i : i + 5000]).encode(), precision)
         return len(self.reading_lines) + len(self.ns_lines)
+
+
+def warm(r: Reading) -> Reading:
+    return r.model_copy(update={"probes": dict.fromkeys(r.probes, WARM_C)})
+
+
+def stored_breaches(url: str) -> set[BreachKey]:
+    """The breaches the store holds (withdrawn ones aside)."""
+    store = BreachStore(url)
+    with Session(store.engine) as s:
+        rows = s.scalars(select(Breach).where(Breach.state != "withdrawn")).all()
+        found = {(b.device, b.probe, b.rule, b.start_ts, b.end_ts) for b in rows}
+    store.engine.dispose()
+    return found
 
 
 # -- the vans' side: one gateway account carrying every box ------------------------------------
@@ -226,19 +300,34 @@ def run_once(
     say(f"run {run}: {points} points of history for {len(devices)} devices")
     workdir = settings.run_dir / f"run{run}"
     workdir.mkdir()
-    ingest = ingest_in(own, workdir, COLDTRACE_INFLUX_DATABASE=database)
+    rules = {} if args.rules is None else {"COLDTRACE_ALERTS_DEFAULT_PROFILE": args.rules}
+    ingest = ingest_in(own, workdir, COLDTRACE_INFLUX_DATABASE=database, **rules)
+    store_url = ingest.env["COLDTRACE_DATABASE_URL"]
     vans = Vans(settings, gateway, devices)
     try:
         t0 = time.time()
         ingest.start(timeout_s=120)
         empty_s = time.time() - t0
         empty_cpu = cpu_s(ingest.pid)
-        ingest.stop()
+        ingest.stop()  # the store is migrated now (ingest's start)
+        breaches = set()
+        if args.rules is not None:
+            breaches = fleet.store_breaches(settings, store_url, args.rules)
+            say(f"run {run}: {len(breaches)} breaches, {len(stored_breaches(store_url))} stored")
         vans.publish(fleet.payloads)
-        result = timed_restart(services, ingest, vans, influx)
+        judged = None if args.rules is None else len(devices) * BATCH
+        result = timed_restart(services, ingest, vans, influx, judged)
     finally:
         ingest.stop()
         vans.close()
+    if args.rules is not None:
+        found = stored_breaches(store_url)
+        if found != breaches:
+            raise BenchmarkFailed(
+                f"breaches stored after the restart not as an engine fed everything finds:"
+                f" {len(found - breaches)} more, e.g. {sorted(found - breaches)[:1]};"
+                f" {len(breaches - found)} missing, e.g. {sorted(breaches - found)[:1]}"
+            )
     wrong = {d: a for d, (_, a) in vans.acks.items() if a != fleet.expected[d]}
     if wrong:
         device, ack = next(iter(wrong.items()))
@@ -252,8 +341,15 @@ def run_once(
 
 
 def timed_restart(
-    services: LocalServices, ingest: IngestProcess, vans: Vans, influx: InfluxClient
+    services: LocalServices,
+    ingest: IngestProcess,
+    vans: Vans,
+    influx: InfluxClient,
+    judged: int | None,
 ) -> dict[str, Any]:
+    """Times the restart until every ack, then (``judged``: the readings the rules stage is
+    to judge, None while it is off) until the stage judged that many; CPU and queries up to
+    the later of the two."""
     influxd = services.pid("influxdb")
     queries0 = influx_queries(influx)
     influx_cpu0 = cpu_s(influxd)
@@ -265,6 +361,13 @@ def timed_restart(
         return vans.all_acked()
 
     wait_for(acked, ACK_TIMEOUT_S, "every device's ack")
+    rules: dict[str, Any] = {}
+    if judged is not None:
+        metrics = wait_for(lambda: rules_judged(ingest, judged), ACK_TIMEOUT_S, "the rules")
+        rules = {
+            "rules_judged_s": round(time.time() - t0, 3),
+            "rules_engines": int(metrics["coldtrace_alerts_engines"]),
+        }
     ingest_cpu = cpu_s(ingest.pid)
     influx_cpu = cpu_s(influxd) - influx_cpu0
     # Less this query itself: SHOW STATS counts as one.
@@ -277,7 +380,21 @@ def timed_restart(
         "ingest_cpu_s": ingest_cpu,
         "influxd_cpu_s": round(influx_cpu, 2),
         "influx_queries": queries,
+        **rules,
     }
+
+
+def rules_judged(ingest: IngestProcess, readings: int) -> dict[str, float] | None:
+    """Ingest's /metrics once its rules stage has judged ``readings``, judging none wrong
+    (BenchmarkFailed on an error, or a breach reported opened: the restart found it again)."""
+    metrics = ingest.metrics()
+    if metrics["coldtrace_alerts_errors_total"] or metrics["coldtrace_alerts_quarantined_probes"]:
+        raise BenchmarkFailed(f"the rules stage failed: {ingest.logtext()}")
+    opened = [k for k, v in metrics.items() if 'transition="opened"' in k and v]
+    if opened:
+        raise BenchmarkFailed(f"breaches opened again after the restart: {opened}")
+    evaluated = metrics["coldtrace_alerts_readings_evaluated_total"]
+    return metrics if evaluated >= readings else None
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -289,10 +406,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--readings", type=int, default=200, help="stored per device before")
     p.add_argument("--dead-letters", type=int, default=3000, help="in all, over the devices")
     p.add_argument("--gap-every", type=int, default=10, help="an open gap on every Nth device")
+    p.add_argument("--rules", help="judge by this profile's rules in ingest too (default: off)")
+    p.add_argument(
+        "--warm-every", type=int, default=5, help="with --rules: open breaches on every Nth device"
+    )
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = p.parse_args()
-    if min(args.devices, args.gap_every, args.runs) < 1 or args.dead_letters < 0:
+    if min(args.devices, args.gap_every, args.warm_every, args.runs) < 1 or args.dead_letters < 0:
         p.error("counts must be at least 1 (--dead-letters at least 0)")
     per_device = -(-args.dead_letters // args.devices)
     if 3 + DEAD_STRIDE * per_device >= args.readings - 2 * GAP:
@@ -300,6 +421,8 @@ def parse_args() -> argparse.Namespace:
             f"--readings must exceed {3 + DEAD_STRIDE * per_device + 2 * GAP} for that many"
             " dead letters per device"
         )
+    if args.rules and args.readings <= WARM:
+        p.error(f"--readings must exceed {WARM} with --rules (a warm device's last {WARM})")
     return args
 
 
@@ -326,6 +449,8 @@ def benchmark(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
             "open_gaps": len(range(0, args.devices, args.gap_every)),
             "batch_readings": BATCH,
             "ingest_batch_messages": settings.ingest_batch_messages,
+            "rules_profile": args.rules,
+            "warm_devices": len(range(0, args.devices, args.warm_every)) if args.rules else 0,
         },
         "runs": runs,
         "median": {k: statistics.median(r[k] for r in runs) for k in runs[0]},
@@ -350,7 +475,8 @@ def main() -> int:
     print(
         f"fleet:   {c['devices']} devices, {c['readings_per_device']} readings each stored,"
         f" {c['dead_letters']} dead letters, {c['open_gaps']} open gaps; one {BATCH}-reading"
-        f" batch per device waiting; ingest batches of up to {c['ingest_batch_messages']}"
+        f" batch per device waiting; ingest batches of up to {c['ingest_batch_messages']};"
+        f" rules {c['rules_profile'] or 'off'} ({c['warm_devices']} devices with open breaches)"
     )
     print(
         f"{'metric':28}"
