@@ -6,6 +6,7 @@ is the only client coldtrace needs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -44,6 +45,38 @@ def quote_ident(name: str) -> str:
 
 def quote_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+DEVICES_PER_QUERY = 100  # devices OR-ed into one query: keeps a query short to parse
+# Devices read together read from the earliest `since` of their group: a group spans at most
+# an hour of `since`s (after a restart a fleet's batches are minutes apart), so a device reads
+# at most an hour of rows it then drops; a device with an old backlog is read in a group of
+# its own instead of pulling the others' rows with it.
+SINCE_SLACK_MS = 3_600_000
+
+
+def device_chunks(devices: Iterable[str]) -> Iterator[str]:
+    """The InfluxQL conditions that select the devices, a query-sized chunk each (one device
+    OR another: `device` is a tag of most measurements, a field of `rejected`)."""
+    ordered = list(devices)
+    for i in range(0, len(ordered), DEVICES_PER_QUERY):
+        chunk = ordered[i : i + DEVICES_PER_QUERY]
+        yield "(" + " OR ".join(f"device = {quote_string(d)}" for d in chunk) + ")"
+
+
+def since_groups(since_ms: Mapping[str, int]) -> Iterator[tuple[int, str]]:
+    """For reading several devices' rows each from its own `since` (device ms) in a few
+    queries: (the earliest `since` of a group, the condition selecting a query-sized chunk of
+    it), devices grouped by SINCE_SLACK_MS."""
+    groups: list[list[str]] = []
+    for device in sorted(since_ms, key=lambda d: since_ms[d]):
+        if groups and since_ms[device] - since_ms[groups[-1][0]] <= SINCE_SLACK_MS:
+            groups[-1].append(device)
+        else:
+            groups.append([device])
+    for group in groups:
+        for where in device_chunks(group):
+            yield since_ms[group[0]], where
 
 
 class InfluxClient:

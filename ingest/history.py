@@ -3,21 +3,15 @@ restart, so a replay is recognised and a seq gap seen before the restart stays o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from coldtrace.influx import InfluxClient, quote_string
+from coldtrace.influx import InfluxClient, device_chunks, quote_string, since_groups
 from ingest.decode import valid_seq
 from ingest.ledger import DeviceHistory, SeqGap, subtract
 from ingest.lines import parse_seq_ranges
 
 _SPANS_PER_QUERY = 100  # seq spans OR-ed into one query: keeps a query short to parse
-_DEVICES_PER_QUERY = 100  # devices OR-ed into one query, for the same reason
-# Devices primed together read their readings from the earliest `since` of the group: a group
-# spans at most an hour of `since`s (after a restart the fleet's batches are minutes apart),
-# so a device reads at most an hour of readings it then drops; a device sending an old
-# backlog is read in a group of its own instead of pulling the others' readings with it.
-_SINCE_SLACK_MS = 3_600_000
 
 
 class Wanted(NamedTuple):
@@ -26,15 +20,6 @@ class Wanted(NamedTuple):
 
     since_ms: int
     held: set[int]
-
-
-def _chunks(devices: Iterable[str]) -> Iterator[str]:
-    """The InfluxQL conditions that select the devices, a query-sized chunk each (one device
-    OR another: `device` is a tag of device_health and seq_gap, a field of rejected)."""
-    ordered = list(devices)
-    for i in range(0, len(ordered), _DEVICES_PER_QUERY):
-        chunk = ordered[i : i + _DEVICES_PER_QUERY]
-        yield "(" + " OR ".join(f"device = {quote_string(d)}" for d in chunk) + ")"
 
 
 def _by_device(
@@ -53,22 +38,13 @@ def _seen(
 ) -> dict[str, dict[int, tuple[int, int]]]:
     """Each device's stored seqs from its `since_ms` on: seq -> (fingerprint, ts ms)."""
     seen: dict[str, dict[int, tuple[int, int]]] = {d: {} for d in wanted}
-    groups: list[list[str]] = []
-    for device in sorted(wanted, key=lambda d: wanted[d].since_ms):
-        if groups and wanted[device].since_ms - wanted[groups[-1][0]].since_ms <= _SINCE_SLACK_MS:
-            groups[-1].append(device)
-        else:
-            groups.append([device])
-    for group in groups:
-        since = wanted[group[0]].since_ms
-        for where in _chunks(group):
-            for row in influx.rows(
-                f"SELECT seq, fp FROM device_health WHERE {where} AND time >= {since}ms "
-                "GROUP BY device"
-            ):
-                device, ts = row["device"], int(row["time"])
-                if ts >= wanted[device].since_ms:
-                    seen[device][int(row["seq"])] = (int(row["fp"]), ts)
+    for since, where in since_groups({d: w.since_ms for d, w in wanted.items()}):
+        for row in influx.rows(
+            f"SELECT seq, fp FROM device_health WHERE {where} AND time >= {since}ms GROUP BY device"
+        ):
+            device, ts = row["device"], int(row["time"])
+            if ts >= wanted[device].since_ms:
+                seen[device][int(row["seq"])] = (int(row["fp"]), ts)
     return seen
 
 
@@ -156,7 +132,7 @@ def load_histories(influx: InfluxClient, wanted: Mapping[str, Wanted]) -> dict[s
     rejected_rows: list[dict[str, Any]] = []
     bound_rows: list[dict[str, Any]] = []
     gap_rows: list[dict[str, Any]] = []
-    for where in _chunks(devices):
+    for where in device_chunks(devices):
         rejected_rows += influx.rows(
             f"SELECT device, seq, seqs, readings, counted FROM rejected WHERE {where}"
         )

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from coldtrace import demo
+from coldtrace import influx as influx_adapter
 from coldtrace.contract import MAX_BATCH_BYTES, telemetry_topic
 from coldtrace.db import upgrade
 from coldtrace.influx import InfluxClient, InfluxRejected, quote_string
@@ -263,7 +264,7 @@ def test_devices_primed_together_after_a_restart_keep_their_own_books(
     readings lie 30 h before the others' (read apart), B's window starts later than A's
     (its older readings dropped); two devices and two seq spans a query, so every chunking
     is crossed."""
-    monkeypatch.setattr(history, "_DEVICES_PER_QUERY", 2)
+    monkeypatch.setattr(influx_adapter, "DEVICES_PER_QUERY", 2)
     monkeypatch.setattr(history, "_SPANS_PER_QUERY", 2)
     a, b, c = (f"{prefix}-0{i}" for i in (1, 2, 3))
     ingest.send(a, batch(a, [reading(10)]))
