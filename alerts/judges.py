@@ -13,14 +13,16 @@ in the middle of an excursion neither loses it nor opens it twice; a breach stil
 its stretch ends (the delivery starts or ends) is closed there, and late readings of a
 stretch that is over never reopen it. Breaches stored under a profile their stretch no
 longer has (a delivery's profile edited, or judged before the registry asked again) are
-judged again by the stretch's profile: found again, or withdrawn. Every change goes to
-``emit``. No thread, no I/O of its own: samples in, events out.
+judged again by the stretch's profile: found again, or withdrawn. The engines a batch creates
+(a fleet's, after a restart) read those breaches and readings for all its devices together
+first (``prime``). Every change goes to ``emit``. No thread, no I/O of its own: samples in,
+events out.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +34,7 @@ from alerts.rules import (
     BreachWithdrawn,
     Event,
     ProbeRules,
+    RuleSet,
     Sample,
     door_rules,
 )
@@ -47,6 +50,7 @@ PIECE_REFRESH_MS = 10_000
 Piece = tuple[int, int, str | None]  # [start, end) of device time (ms), the profile there
 PieceAt = Callable[[str, str, int], Piece]  # (device, probe, device ms) -> its stretch
 Emit = Callable[[str, str, str, list[Event]], None]  # (device, probe, profile id, changes)
+Contained = Callable[..., None]  # (device, probe, work, *args): Containment.run
 
 
 class History(Protocol):
@@ -55,6 +59,10 @@ class History(Protocol):
     def samples(
         self, device: str, since: int, until: int | None = None, probe: str | None = None
     ) -> dict[str, list[Sample]]: ...
+
+    def samples_of_devices(
+        self, since: Mapping[str, int]
+    ) -> dict[str, dict[str, list[Sample]]]: ...
 
     def heard_since(self, device: str, probe: str, since: int) -> bool: ...
 
@@ -81,7 +89,7 @@ def lookback_ms(profile: Profile) -> int:
 
 class JudgeRegistry:
     """``profiles``: id -> profile; ``settings_profile(device)``: the settings' profile of a
-    device (None: none); ``known(device)``: its stored breaches that may still change;
+    device (None: none); ``known(devices)``: each one's stored breaches that may still change;
     ``horizon_ms``: how late a reading may arrive and still be judged; ``clock``: wall clock
     (s)."""
 
@@ -90,7 +98,7 @@ class JudgeRegistry:
         profiles: dict[str, Profile],
         settings_profile: Callable[[str], Profile | None],
         piece_at: PieceAt,
-        known: Callable[[str], list[Breach]],
+        known: Callable[[Collection[str]], dict[str, list[Breach]]],
         history: History,
         emit: Emit,
         horizon_ms: int,
@@ -109,16 +117,19 @@ class JudgeRegistry:
         # (device, probe) -> (clock ms when asked, the stretches known then)
         self.pieces: dict[tuple[str, str], tuple[int, list[Piece]]] = {}
         self.judged_by: dict[str, str] = {}  # device -> profile its probes were last judged by
+        # Read by ``prime`` for the engines a batch creates, until ``release``: (device, probe
+        # or DOOR) -> the device's stored breaches, taken by its first engine built; device ->
+        # (from when, its stored samples per probe and DOOR from then on).
+        self.primed_breaches: dict[tuple[str, str], list[Breach]] = {}
+        self.primed_samples: dict[str, tuple[int, dict[str, list[Sample]]]] = {}
 
     def judge(self, device: str, key: str, samples: list[Sample]) -> None:
         """Each sample of one probe (or the door, key DOOR) to the engine of the stretch of
         one profile it falls in."""
         if key == DOOR:
-            # A door belongs to no probe, so to no compartment: judged by the settings'
-            # profile only (a van's door rules do not depend on what it carries).
-            door_profile = self.settings_profile(device)
-            if door_profile is not None:
-                self._feed(device, key, (0, FAR_FUTURE_MS, door_profile.id), samples)
+            door = self._piece_of(device, key, 0)
+            if door is not None:
+                self._feed(device, key, door, samples)
             return
         samples = sorted(samples, key=lambda s: (s.ts, s.seq))
         i = 0
@@ -128,6 +139,44 @@ class JudgeRegistry:
             self._feed(device, key, piece, samples[i:j])
             i = j
         self._close_ended(device, key)
+
+    def prime(self, batch: Mapping[str, Mapping[str, list[Sample]]], run: Contained) -> None:
+        """Before a batch is judged (device -> probe or DOOR -> samples): read what the
+        engines it creates are rebuilt from, the stored breaches and readings, for all its
+        devices together (a few queries, not a few per probe: after a restart a fleet's
+        first batches come together and each of its probes needs an engine). ``run`` plans
+        each probe contained (Containment.run), as judging it is. What is read serves the
+        first engine each probe builds until ``release``; others read their own."""
+        fresh = {
+            (device, key): min(s.ts for s in samples)
+            for device, keys in batch.items()
+            for key, samples in keys.items()
+            if samples and (device, key) not in self.engines
+        }
+        if not fresh:
+            return
+        breaches = self.known({device for device, _ in fresh})
+        since: dict[str, int] = {}
+
+        def plan(device: str, key: str, oldest: int) -> None:
+            piece = self._piece_of(device, key, oldest)
+            profile = None if piece is None else self._profile(device, piece)
+            if piece is None or profile is None or self._rules(key, profile) is None:
+                return  # judged by no engine here: nothing to rebuild
+            self.primed_breaches[(device, key)] = breaches[device]
+            *_, lo = self._rebuild_plan(device, key, piece, profile, oldest, breaches[device])
+            since[device] = min(since.get(device, lo), lo)
+
+        for (device, key), oldest in fresh.items():
+            run(device, key, plan, device, key, oldest)
+        if since:
+            stored = self.history.samples_of_devices(since)
+            self.primed_samples = {d: (since[d], samples) for d, samples in stored.items()}
+
+    def release(self) -> None:
+        """Drop what ``prime`` read: the next batch's engines read what is stored by then."""
+        self.primed_breaches.clear()
+        self.primed_samples.clear()
 
     def forget(self, device: str, key: str) -> None:
         """Drop a probe's engines and stretches (rebuilt from the store and InfluxDB when
@@ -170,10 +219,26 @@ class JudgeRegistry:
         self.pieces[(device, probe)] = (asked, [*known, piece])
         return piece
 
-    def _feed(self, device: str, key: str, piece: Piece, samples: list[Sample]) -> None:
-        start, end, profile_id = piece
+    def _piece_of(self, device: str, key: str, ts: int) -> Piece | None:
+        """The stretch around ``ts`` of a probe, or of the door (None: no door rules)."""
+        if key != DOOR:
+            return self._piece(device, key, ts)
+        # A door belongs to no probe, so to no compartment: judged by the settings' profile
+        # only (a van's door rules do not depend on what it carries).
+        door_profile = self.settings_profile(device)
+        return None if door_profile is None else (0, FAR_FUTURE_MS, door_profile.id)
+
+    def _profile(self, device: str, piece: Piece) -> Profile | None:
         # no profile where it measures no compartment, or an unknown one: the settings'
-        profile = self.profiles.get(profile_id or "") or self.settings_profile(device)
+        return self.profiles.get(piece[2] or "") or self.settings_profile(device)
+
+    @staticmethod
+    def _rules(key: str, profile: Profile) -> RuleSet | None:
+        return door_rules(profile) if key == DOOR else ProbeRules(profile)
+
+    def _feed(self, device: str, key: str, piece: Piece, samples: list[Sample]) -> None:
+        start, end, _ = piece
+        profile = self._profile(device, piece)
         if profile is None:
             return
         judges = self.engines.setdefault((device, key), {})
@@ -196,12 +261,45 @@ class JudgeRegistry:
         from the store's breaches and InfluxDB's readings of that stretch, so state is as if
         the stage had never stopped."""
         start, end, _ = piece
-        rules = door_rules(profile) if key == DOOR else ProbeRules(profile)
+        rules = self._rules(key, profile)
         if rules is None:
             return None
+        breaches = self.primed_breaches.pop((device, key), None)
+        if breaches is None:
+            breaches = self.known([device])[device]
+        mine, stale, since = self._rebuild_plan(device, key, piece, profile, oldest, breaches)
+        engine = ProbeEngine(rules, self.horizon_ms, known=[record_of(b) for b in mine])
+        judge = Judge(profile, end, engine)
+        self.engines.setdefault((device, key), {})[start] = judge
+        if key != DOOR and end < FAR_FUTURE_MS and self.history.heard_since(device, key, end):
+            engine.close_at(end)  # over (e.g. after a restart): late samples reopen nothing
+        until = None if end >= FAR_FUTURE_MS else end - 1
+        events = engine.add(self._stored(device, key, since, until))
+        if events:
+            self.emit(device, key, profile.id, events)
+        for b in stale:
+            if (b.rule, b.start_ts) not in engine.view:
+                at = max(b.start_ts, engine.newest or b.start_ts)
+                self.emit(device, key, b.profile, [BreachWithdrawn(record_of(b), at)])
+        return judge
+
+    def _rebuild_plan(
+        self,
+        device: str,
+        key: str,
+        piece: Piece,
+        profile: Profile,
+        oldest: int,
+        breaches: list[Breach],
+    ) -> tuple[list[Breach], list[Breach], int]:
+        """What rebuilds the engine of a stretch whose first new sample is at ``oldest``, of
+        the device's stored ``breaches``: those of the stretch judged by its profile, those
+        judged by another (stale: judged again), and from when (device ms) readings are
+        read."""
+        start, end, _ = piece
         stretch = [
             b
-            for b in self.known(device)
+            for b in breaches
             if b.probe == key and b.rule != SILENT_RULE and start <= b.start_ts < end
         ]
         mine = [b for b in stretch if b.profile == profile.id]
@@ -215,23 +313,18 @@ class JudgeRegistry:
             and b.profile != profile.id
             and (b.end_ts is None or b.end_ts >= oldest - self.horizon_ms)
         ]
-        engine = ProbeEngine(rules, self.horizon_ms, known=[record_of(b) for b in mine])
-        judge = Judge(profile, end, engine)
-        self.engines.setdefault((device, key), {})[start] = judge
-        if key != DOOR and end < FAR_FUTURE_MS and self.history.heard_since(device, key, end):
-            engine.close_at(end)  # over (e.g. after a restart): late samples reopen nothing
         redo = [b.start_ts for b in mine if b.state == "open"] + [b.start_ts for b in stale]
-        since = max(start, min([*redo, oldest]) - lookback_ms(profile))
-        until = None if end >= FAR_FUTURE_MS else end - 1
-        probe = None if key == DOOR else key
-        events = engine.add(self.history.samples(device, since, until, probe).get(key, []))
-        if events:
-            self.emit(device, key, profile.id, events)
-        for b in stale:
-            if (b.rule, b.start_ts) not in engine.view:
-                at = max(b.start_ts, engine.newest or b.start_ts)
-                self.emit(device, key, b.profile, [BreachWithdrawn(record_of(b), at)])
-        return judge
+        return mine, stale, max(start, min([*redo, oldest]) - lookback_ms(profile))
+
+    def _stored(self, device: str, key: str, since: int, until: int | None) -> list[Sample]:
+        """A probe's (or the door's) stored samples from ``since`` to ``until`` (device ms,
+        inclusive): from what ``prime`` read when it reaches back that far, else read now."""
+        primed = self.primed_samples.get(device)
+        if primed is None or primed[0] > since:
+            probe = None if key == DOOR else key
+            return self.history.samples(device, since, until, probe).get(key, [])
+        last = FAR_FUTURE_MS if until is None else until
+        return [s for s in primed[1].get(key, []) if since <= s.ts <= last]
 
     def _close_ended(self, device: str, probe: str) -> None:
         """Breaches still open where their stretch ended (the probe has readings past it)

@@ -8,10 +8,12 @@ window is ``paused``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
 
 from alerts.rules import Sample, Window, in_windows
 from coldtrace.contract import probe_fault
-from coldtrace.influx import InfluxClient, quote_string
+from coldtrace.influx import InfluxClient, quote_string, since_groups
 from coldtrace.records import PlacedReading
 
 DOOR = ""  # the engine key (and breach probe) of a device's door rules
@@ -48,20 +50,53 @@ class StoredReadings:
         if until is not None:
             where += f" AND time <= {until}ms"
         probes = where if probe is None else f"{where} AND probe = {quote_string(probe)}"
+        return self._samples(
+            device,
+            self.influx.rows(f"SELECT door, seq FROM device_health WHERE {where}"),
+            self.influx.rows(f"SELECT celsius, seq FROM temperature WHERE {probes} GROUP BY probe"),
+        )
+
+    def samples_of_devices(self, since: Mapping[str, int]) -> dict[str, dict[str, list[Sample]]]:
+        """Several devices' stored readings, each from its ``since`` (device ms) on, as
+        ``samples`` gives them (every probe): two queries per 100 devices whose ``since``s
+        lie within an hour, instead of two per device and probe (an engine rebuilt after a
+        restart reads its device's history: a fleet's first batches come together)."""
+        health: dict[str, list[dict[str, Any]]] = {d: [] for d in since}
+        temperature: dict[str, list[dict[str, Any]]] = {d: [] for d in since}
+        for lo, where in since_groups(since):
+            for rows, query in (
+                (
+                    health,
+                    f"SELECT door, seq FROM device_health WHERE {where} AND time >= {lo}ms"
+                    " GROUP BY device",
+                ),
+                (
+                    temperature,
+                    f"SELECT celsius, seq FROM temperature WHERE {where}"
+                    f" AND time >= {lo}ms GROUP BY device, probe",
+                ),
+            ):
+                for row in self.influx.rows(query):
+                    if int(row["time"]) >= since[row["device"]]:
+                        rows[row["device"]].append(row)
+        return {d: self._samples(d, health[d], temperature[d]) for d in since}
+
+    def _samples(
+        self, device: str, health: list[dict[str, Any]], temperature: list[dict[str, Any]]
+    ) -> dict[str, list[Sample]]:
+        """A device's rows of ``device_health`` and ``temperature`` as samples."""
         doors: dict[int, bool] = {}
         out: dict[str, list[Sample]] = defaultdict(list)
         # A row without seq is a point InfluxDB shows before all its fields are visible (seen
         # under load while ingest writes the batch): skipped here, it arrives through observe.
-        for row in self.influx.rows(f"SELECT door, seq FROM device_health WHERE {where}"):
+        for row in health:
             if row.get("door") is not None and row.get("seq") is not None:
                 doors[int(row["time"])] = bool(row["door"])
                 out[DOOR].append(
                     Sample(int(row["time"]), int(row["seq"]), None, doors[int(row["time"])])
                 )
         windows = self.windows.get(device, [])
-        for row in self.influx.rows(
-            f"SELECT celsius, seq FROM temperature WHERE {probes} GROUP BY probe"
-        ):
+        for row in temperature:
             if row.get("seq") is None:
                 continue
             ts, c = int(row["time"]), row.get("celsius")

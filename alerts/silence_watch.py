@@ -63,12 +63,10 @@ class SilenceWatch:
         delivery in transit is ever silent (``check``)."""
         # Devices not heard of within the late-data horizon are retired, not silent.
         since = int(self.clock() * 1000) - self.horizon_ms
-        for device, newest in self.recent_devices(since):
-            if device in self.silence:
-                continue
-            open_silence = [
-                b for b in self.store.known(device) if b.rule == SILENT_RULE and b.state == "open"
-            ]
+        recent = [(d, newest) for d, newest in self.recent_devices(since) if d not in self.silence]
+        known = self.store.known_of([d for d, _ in recent])  # one query, not one per device
+        for device, newest in recent:
+            open_silence = [b for b in known[device] if b.rule == SILENT_RULE and b.state == "open"]
             breach = record_of(open_silence[0]) if open_silence else None
             self.silence[device] = SilenceState(newest, breach)
 

@@ -94,7 +94,7 @@ class RulesStage:
             lambda device, probe, ts: self.store.ask(
                 lambda session: deliveries.piece_at(session, device, probe, ts)
             ),
-            self.store.known,
+            self.store.known_of,
             self.readings,
             self.emitter.emit,
             horizon_ms,
@@ -191,12 +191,19 @@ class RulesStage:
         by_device: dict[str, list[PlacedReading]] = defaultdict(list)
         for p in placed:
             by_device[p.device].append(p)
-        for device, readings in by_device.items():
-            for key, samples in samples_of(readings, self.windows.get(device, [])).items():
-                self.containment.judge(device, key, samples, self._judge)
-            newest = max(p.ts for p in readings)
-            self.containment.run(device, SILENCE, self.silence.heard, device, newest)
-            self.readings_evaluated += len(readings)
+        batch = {d: samples_of(rs, self.windows.get(d, [])) for d, rs in by_device.items()}
+        try:
+            # The engines this batch creates (all of them, after a restart) read their
+            # history together first: a few queries for the batch instead of a few per probe.
+            self.judges.prime(batch, self.containment.run)
+            for device, readings in by_device.items():
+                for key, samples in batch[device].items():
+                    self.containment.judge(device, key, samples, self._judge)
+                newest = max(p.ts for p in readings)
+                self.containment.run(device, SILENCE, self.silence.heard, device, newest)
+                self.readings_evaluated += len(readings)
+        finally:
+            self.judges.release()
 
     def stored(self, device: str, lo: int, hi: int) -> dict[str, list[Sample]]:
         """What InfluxDB holds of a device from ``lo`` to ``hi`` (device ms)."""

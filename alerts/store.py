@@ -9,7 +9,7 @@ Times are epoch milliseconds: ``start_ts``/``end_ts`` on the device clock (event
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -78,6 +78,7 @@ TRANSITIONS: Final = {
     BreachWithdrawn: "withdrawn",
 }
 NOTIFIED: Final = frozenset({"opened", "escalated", "closed", "withdrawn"})
+DEVICES_PER_QUERY = 500  # devices in one IN (...): well under SQLite's bound parameters
 
 
 @dataclass(frozen=True)
@@ -149,12 +150,21 @@ class BreachStore:
     def known(self, device: str) -> list[Breach]:
         """The device's breaches that may still change: open ones, and closed ones of the
         late-data horizon are the caller's to pick; withdrawn ones are not returned."""
+        return self.known_of([device])[device]
+
+    def known_of(self, devices: Collection[str]) -> dict[str, list[Breach]]:
+        """``known`` of each device, in one query per DEVICES_PER_QUERY devices (after a
+        restart the rules stage asks about a whole fleet at once)."""
+        out: dict[str, list[Breach]] = {d: [] for d in devices}
+        ordered = sorted(out)
         with Session(self.engine, expire_on_commit=False) as s:
-            return list(
-                s.scalars(
-                    select(Breach).where(Breach.device == device, Breach.state != "withdrawn")
-                )
-            )
+            for i in range(0, len(ordered), DEVICES_PER_QUERY):
+                chunk = ordered[i : i + DEVICES_PER_QUERY]
+                for b in s.scalars(
+                    select(Breach).where(Breach.device.in_(chunk), Breach.state != "withdrawn")
+                ):
+                    out[b.device].append(b)
+        return out
 
     def apply(
         self,

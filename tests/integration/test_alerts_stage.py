@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from alerts.stage import RulesStage
 from alerts.store import Notification
+from coldtrace import influx as influx_adapter
 from coldtrace.bootstrap import rules_stage
 from coldtrace.breaches import Breach
 from coldtrace.contract import Reading
@@ -859,3 +860,79 @@ def test_a_breach_closed_where_its_last_update_ran_is_not_open_in_grafana(
         (T0 + 20 * MINUTE, "closed", "closed", 40.0, 20.0),
         (T0 + 20 * MINUTE, "updated", None, 40.0, 20.0),
     ]
+
+
+def test_devices_rebuilt_together_after_a_restart_reach_the_state_each_reaches_alone(
+    settings, influx, prefix, database_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart a fleet's first batches come together, and the engines they create
+    read their history together (JudgeRegistry.prime: two InfluxDB queries per 100 devices
+    whose histories start within an hour). Three devices, twice: one set restarted by one
+    batch of all three, the other device by device through the stage's per-probe reads (as
+    for readings that overflowed its queue). Every breach must come out the same, field by
+    field: A's excursion open at the restart stays open, B's closed excursion stays closed
+    and its door left open stays open, C (a day and a half earlier: read apart) has none.
+    Two devices a query, so the chunking is crossed too."""
+    monkeypatch.setattr(influx_adapter, "DEVICES_PER_QUERY", 2)
+    late = 36 * 60  # minutes: A and B a day and a half after C
+    scenes: dict[str, tuple[int, Callable[[int], float], Callable[[int], bool | None]]] = {
+        "a": (late, lambda m: 6.0 if m >= late + 30 else 3.0, lambda m: False),
+        "b": (late, lambda m: 6.0 if late + 10 <= m < late + 40 else 3.0, lambda m: m >= late + 45),
+        "c": (0, lambda m: 3.0, lambda m: False),
+    }
+    together = {k: f"{prefix}-together-{k}" for k in scenes}
+    alone = {k: f"{prefix}-alone-{k}" for k in scenes}
+
+    def batch(device: str, key: str, minutes: range) -> list[PlacedReading]:
+        start, celsius, door = scenes[key]
+        shifted = range(start + minutes.start, start + minutes.stop)
+        return readings(device, shifted, celsius, ("product", "air"), door)
+
+    clock = Clock(T0 + (late + 60) * MINUTE)
+    first = make_stage(settings, database_url, clock)
+    for key in scenes:
+        for device in (together[key], alone[key]):
+            for m in range(0, 60, 10):  # live, ten minutes a batch
+                first.evaluate(store(influx, batch(device, key, range(m, m + 10))))
+    clock.ms = T0 + (late + 70) * MINUTE
+    second = make_stage(settings, database_url, clock)  # a new process
+    queries: list[str] = []
+    rows = second.influx.rows
+    monkeypatch.setattr(second.influx, "rows", lambda q: queries.append(q) or rows(q))
+    second.evaluate(
+        store(influx, [p for k in scenes for p in batch(together[k], k, range(60, 70))])
+    )
+    assert len(queries) == 4  # two groups of histories (C apart), each a query per measurement
+    for key in scenes:
+        placed = store(influx, batch(alone[key], key, range(60, 70)))
+        lo, hi = placed[0].ts, placed[-1].ts
+        second.judge_stored(alone[key], second.stored(alone[key], lo, hi), hi)
+
+    def content(device: str) -> list[tuple[object, ...]]:
+        return sorted(
+            (
+                *(b.probe, b.rule, b.profile, b.start_ts, b.end_ts, b.state, b.severity, b.peak),
+                *(b.degree_minutes, b.limit_c, b.through_ts, b.detected_late, b.suppressed),
+            )
+            for b in breaches(second, device)
+        )
+
+    assert {k: content(d) for k, d in together.items()} == {k: content(d) for k, d in alone.items()}
+    summary = {
+        k: sorted((b.probe, b.rule, b.start_ts, b.end_ts, b.state) for b in breaches(second, d))
+        for k, d in together.items()
+    }
+    at = lambda m: T0 + (late + m) * MINUTE  # noqa: E731
+    assert summary == {
+        "a": [
+            (probe, rule, at(start), None, "open")
+            for probe in ("air", "product")
+            for rule, start in (("cumulative", 61), ("excursion_high", 30))
+        ],
+        "b": [
+            ("", "door_open", at(45), None, "open"),
+            ("air", "excursion_high", at(10), at(40), "closed"),
+            ("product", "excursion_high", at(10), at(40), "closed"),
+        ],
+        "c": [],
+    }

@@ -52,7 +52,7 @@ class Harness:
             PROFILES,
             lambda device: settings_profile,
             self.piece_at,
-            lambda device: [],
+            lambda devices: {d: [] for d in devices},
             self.stored,
             self.emit,
             horizon_ms=60 * MINUTE,
