@@ -153,25 +153,30 @@ class JudgeRegistry:
             for key, samples in keys.items()
             if samples and (device, key) not in self.engines
         }
-        if not fresh:
-            return
-        breaches = self.known({device for device, _ in fresh})
-        since: dict[str, int] = {}
+        planned: dict[tuple[str, str], tuple[Piece, Profile, int]] = {}
 
         def plan(device: str, key: str, oldest: int) -> None:
             piece = self._piece_of(device, key, oldest)
             profile = None if piece is None else self._profile(device, piece)
-            if piece is None or profile is None or self._rules(key, profile) is None:
-                return  # judged by no engine here: nothing to rebuild
+            if piece is not None and profile is not None and self._rules(key, profile) is not None:
+                planned[(device, key)] = (piece, profile, oldest)
+
+        for (device, key), oldest in fresh.items():
+            run(device, key, plan, device, key, oldest)
+        if not planned:  # judged by no engine (no profile here): nothing to rebuild
+            return
+        breaches = self.known({device for device, _ in planned})
+        since: dict[str, int] = {}
+
+        def reach(device: str, key: str, piece: Piece, profile: Profile, oldest: int) -> None:
             self.primed_breaches[(device, key)] = breaches[device]
             *_, lo = self._rebuild_plan(device, key, piece, profile, oldest, breaches[device])
             since[device] = min(since.get(device, lo), lo)
 
-        for (device, key), oldest in fresh.items():
-            run(device, key, plan, device, key, oldest)
-        if since:
-            stored = self.history.samples_of_devices(since)
-            self.primed_samples = {d: (since[d], samples) for d, samples in stored.items()}
+        for (device, key), (piece, profile, oldest) in planned.items():
+            run(device, key, reach, device, key, piece, profile, oldest)
+        stored = self.history.samples_of_devices(since)
+        self.primed_samples = {d: (since[d], samples) for d, samples in stored.items()}
 
     def release(self) -> None:
         """Drop what ``prime`` read: the next batch's engines read what is stored by then."""

@@ -7,10 +7,12 @@ before the stage sees it."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping
 
 from alerts.judges import JudgeRegistry, Piece
 from alerts.readings import DOOR
 from alerts.rules import BreachChange, Event, Sample
+from coldtrace.breaches import Breach
 from coldtrace.profiles import Profile, load_profiles
 from coldtrace.records import FAR_FUTURE_MS
 
@@ -24,15 +26,24 @@ class Stored:
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+        self.reads: list[str] = []  # the devices whose samples were read, one entry a read
 
     def samples(
         self, device: str, since: int, until: int | None = None, probe: str | None = None
     ) -> dict[str, list[Sample]]:
+        self.reads.append(device)
         last = FAR_FUTURE_MS if until is None else until
         return {
             p: [s for s in rows if since <= s.ts <= last]
             for (d, p), rows in self.rows.items()
             if d == device and (probe is None or p == probe)
+        }
+
+    def samples_of_devices(self, since: Mapping[str, int]) -> dict[str, dict[str, list[Sample]]]:
+        self.reads.append(",".join(sorted(since)))
+        return {
+            d: {p: [s for s in rows if s.ts >= lo] for (e, p), rows in self.rows.items() if e == d}
+            for d, lo in since.items()
         }
 
     def heard_since(self, device: str, probe: str, since: int) -> bool:
@@ -47,17 +58,22 @@ class Harness:
         self.pieces = pieces
         self.stored = Stored()
         self.emitted: list[tuple[str, str, str, str, int, int | None]] = []
+        self.asked: list[list[str]] = []  # the devices whose stored breaches were asked for
         self.now_ms = T0 + 120 * MINUTE
         self.registry = JudgeRegistry(
             PROFILES,
             lambda device: settings_profile,
             self.piece_at,
-            lambda devices: {d: [] for d in devices},
+            self.known,
             self.stored,
             self.emit,
             horizon_ms=60 * MINUTE,
             clock=lambda: self.now_ms / 1000,
         )
+
+    def known(self, devices: Collection[str]) -> dict[str, list[Breach]]:
+        self.asked.append(sorted(devices))
+        return {d: [] for d in devices}
 
     def piece_at(self, device: str, probe: str, ts: int) -> Piece:
         (piece,) = [p for p in self.pieces if p[0] <= ts < p[1]]
@@ -73,6 +89,10 @@ class Harness:
         samples = [Sample(T0 + m * MINUTE, m, celsius) for m in minutes]
         self.stored.rows[("van", probe)].extend(samples)
         self.registry.judge("van", probe, samples)
+
+
+def contained(device: str, key: str, work: Callable[..., object], *args: object) -> None:
+    work(*args)  # as Containment.run does while nothing fails
 
 
 def opened_and_closed(h: Harness) -> list[tuple[str, str, str, str, int, int | None]]:
@@ -189,3 +209,49 @@ def test_a_door_is_judged_by_the_settings_profile_only() -> None:
     h = Harness([(0, FAR_FUTURE_MS, "chilled")])  # the probes' compartment says chilled
     h.registry.judge("van", DOOR, [Sample(T0 + m * MINUTE, m, None, True) for m in range(30)])
     assert (h.emitted, h.registry.engines) == ([], {})  # no settings profile: no door rules
+
+
+def test_engines_primed_together_conclude_as_when_each_reads_its_own() -> None:
+    """A van's engines forgotten mid-excursion on both probes (a restart): primed before
+    the batch (JudgeRegistry.prime), they read the store and the readings once for both
+    probes, not once each, and report exactly what they report unprimed."""
+    outcomes = []
+    for primed in (False, True):
+        h = Harness([(0, FAR_FUTURE_MS, "chilled")])
+        for probe in ("product", "air"):
+            h.judge(range(0, 10), 3.0, probe)
+            h.judge(range(10, 30), 6.0, probe)
+            h.registry.forget("van", probe)
+        h.emitted.clear()
+        h.stored.reads.clear()
+        h.asked.clear()
+        batch = {
+            p: [Sample(T0 + m * MINUTE, m, 3.0) for m in range(30, 50)] for p in ("product", "air")
+        }
+        for probe, samples in batch.items():
+            h.stored.rows[("van", probe)].extend(samples)
+        if primed:
+            h.registry.prime({"van": batch}, contained)
+        for probe, samples in batch.items():
+            h.registry.judge("van", probe, samples)
+        h.registry.release()
+        outcomes.append((opened_and_closed(h), h.stored.reads, h.asked))
+    (alone, alone_reads, alone_asked), (together, reads, asked) = outcomes
+    assert (
+        together
+        == alone
+        == [
+            (probe, "chilled", change, "excursion_high", T0 + 10 * MINUTE, end)
+            for probe in ("product", "air")
+            for change, end in (("BreachOpened", None), ("BreachClosed", T0 + 30 * MINUTE))
+        ]
+    )
+    assert (alone_reads, alone_asked) == (["van", "van"], [["van"], ["van"]])
+    assert (reads, asked) == (["van"], [["van"]])
+    assert (h.registry.primed_breaches, h.registry.primed_samples) == ({}, {})  # released
+
+
+def test_priming_reads_nothing_for_a_probe_no_profile_judges() -> None:
+    h = Harness([(0, FAR_FUTURE_MS, None)])  # on no compartment, no settings profile
+    h.registry.prime({"van": {"product": [Sample(T0, 0, 9.0)]}}, contained)
+    assert (h.stored.reads, h.asked, h.registry.primed_samples) == ([], [], {})
