@@ -379,7 +379,10 @@ class LocalServices:
         SIGHUP, asynchronously. A probe account gets a new password in the same file, after
         the accounts just written; once that password logs in, the whole file is loaded. (A
         device's own login cannot probe it: with use_username_as_clientid it would take over
-        that device's session.) ServiceError if it does not within ``timeout_s``."""
+        that device's session.) ServiceError if it does not within ``timeout_s``. Not
+        running here (not started yet, or a broker of its own): it reads them when it starts."""
+        if self.pid("mosquitto") is None:
+            return
         password = secrets.token_urlsafe(16)
         self.broker_accounts.set_passwords({RELOAD_PROBE: password})
         self.reload("mosquitto")
