@@ -417,7 +417,18 @@ class Settings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.run_dir.resolve() / 'coldtrace.db'}"
+        """The relational store: COLDTRACE_DATABASE_URL, else (development only) SQLite in the
+        run dir. ConfigError in production without it: ingest wrote its breaches, and `keys
+        create` its keys, to a new SQLite file that the API on PostgreSQL never read."""
+        if self.database_url is not None:
+            return self.database_url
+        if self.env == "production":
+            raise ConfigError(
+                f"{ENV_PREFIX}DATABASE_URL must be set in production: the relational store "
+                "every command and service shares (postgresql+psycopg://ROLE:PASSWORD@HOST:PORT/"
+                "DATABASE, or sqlite:///PATH; docs/deploy.md)"
+            )
+        return f"sqlite:///{self.run_dir.resolve() / 'coldtrace.db'}"
 
     @property
     def migration_url(self) -> str:

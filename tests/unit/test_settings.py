@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from coldtrace import signing
+from coldtrace.devtools.services import free_port
 from coldtrace.settings import ConfigError, load_settings
 from tests.conftest import run_coldtrace
 
@@ -146,6 +147,58 @@ def test_ingest_in_production_without_its_login_exits_2_naming_it(tmp_path: Path
     proc = run_coldtrace("ingest", COLDTRACE_ENV="production", COLDTRACE_RUN_DIR=str(tmp_path))
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == f"configuration error: {LOGIN_MISSING}\n"
+
+
+DATABASE_URL_MISSING = (
+    "COLDTRACE_DATABASE_URL must be set in production: the relational store every command and "
+    "service shares (postgresql+psycopg://ROLE:PASSWORD@HOST:PORT/DATABASE, or sqlite:///PATH; "
+    "docs/deploy.md)"
+)
+
+
+def test_production_has_no_default_relational_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLDTRACE_ENV", "production")
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path).sqlalchemy_url  # noqa: B018
+    assert str(info.value) == DATABASE_URL_MISSING
+
+    monkeypatch.setenv("COLDTRACE_DATABASE_URL", f"sqlite:///{tmp_path / 'chosen.db'}")
+    assert load_settings(run_dir=tmp_path).sqlalchemy_url == f"sqlite:///{tmp_path / 'chosen.db'}"
+
+
+def test_development_store_defaults_to_sqlite_in_the_run_dir(tmp_path: Path) -> None:
+    s = load_settings(run_dir=tmp_path)
+    assert s.sqlalchemy_url == f"sqlite:///{tmp_path.resolve() / 'coldtrace.db'}"
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("ingest",), {"COLDTRACE_MQTT_USERNAME": "ingest", "COLDTRACE_MQTT_PASSWORD": "s3cret"}),
+        (("api",), {"COLDTRACE_CERTIFICATE_SIGNING_KEY": signing.new_private_key()}),
+        (("keys", "create", "--role", "admin"), {}),
+    ],
+)
+def test_production_without_the_store_exits_2_naming_it(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    """Before: ingest and `keys create` used a new SQLite file in the run dir, which the API
+    on PostgreSQL never read (breaches and keys lost without a word)."""
+    proc = run_coldtrace(
+        *args,
+        COLDTRACE_ENV="production",
+        COLDTRACE_RUN_DIR=str(tmp_path),
+        COLDTRACE_API_PORT=str(free_port()),
+        COLDTRACE_INGEST_HEALTH_PORT=str(free_port()),
+        COLDTRACE_MQTT_PORT=str(free_port()),  # nothing listens: it must stop before connecting
+        **env,
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.splitlines()[-1] == f"configuration error: {DATABASE_URL_MISSING}"
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "coldtrace.db").exists()
 
 
 def test_production_with_its_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
