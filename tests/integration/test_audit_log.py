@@ -7,16 +7,19 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from coldtrace.db import make_engine, upgrade
 from coldtrace.deliveries.store import Store
-from coldtrace.devtools.services import PG_OWNER, PG_SUPERUSER
+from coldtrace.devtools.services import PG_OWNER, PG_SUPERUSER, postgres_bin
 from coldtrace.settings import ConfigError, Settings
 from tests.conftest import REPO, pg_url, run_coldtrace
 
@@ -142,59 +145,141 @@ def test_migrations_run_as_the_owner_not_as_the_application(postgres: Settings) 
             c.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-def test_deploy_roles_script_then_migrate_as_owner(postgres: Settings) -> None:
-    """docs/deploy.md's path (and docker-compose's): roles.sh as the superuser, the
-    migrations as the owner, the application as its role, which cannot turn triggers off."""
+@dataclass(frozen=True)
+class Deployed:
+    """A database made as docs/deploy.md says: its name, roles and URLs (``url(role)``)."""
+
+    port: int
+    db: str
+    owner: str
+    app: str
+
+    def url(self, role: str) -> str:
+        return f"postgresql+psycopg://{role}@127.0.0.1:{self.port}/{self.db}"
+
+    def upgrade(self, run_dir: Path) -> None:
+        """`coldtrace db upgrade` as the owner, granting the application's role its rights."""
+        done = run_coldtrace(
+            "db",
+            "upgrade",
+            COLDTRACE_DATABASE_URL=self.url(self.app),
+            COLDTRACE_MIGRATION_DATABASE_URL=self.url(self.owner),
+            COLDTRACE_RUN_DIR=str(run_dir),
+        )
+        assert done.returncode == 0, done.stderr
+
+    def superuser(self, program: str, *args: str, stdin: bytes | None = None) -> bytes:
+        """A PostgreSQL client program run as the superuser; its output."""
+        where = ("-h", "127.0.0.1", "-p", str(self.port), "-U", PG_SUPERUSER)
+        done = subprocess.run(
+            [postgres_bin(program), *where, *args],
+            input=stdin,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout
+
+
+@pytest.fixture
+def deployed(postgres: Settings) -> Iterator[Deployed]:
+    """docs/deploy.md's path (and docker-compose's): roles.sh as the superuser, then the
+    migrations as the owner."""
     tag = uuid.uuid4().hex[:8]
-    db, owner, app = f"d{tag}", f"o{tag}", f"a{tag}"
+    d = Deployed(postgres.postgres_port, f"d{tag}", f"o{tag}", f"a{tag}")
     made = subprocess.run(
         ["sh", str(REPO / "deploy" / "postgresql" / "roles.sh")],
         env={
             "PATH": os.environ["PATH"],
             "PGHOST": "127.0.0.1",
-            "PGPORT": str(postgres.postgres_port),
+            "PGPORT": str(d.port),
             "POSTGRES_USER": PG_SUPERUSER,
             "COLDTRACE_DB_OWNER_PASSWORD": "owner-pw",
             "COLDTRACE_DB_APP_PASSWORD": "app-pw",
-            "COLDTRACE_DB_NAME": db,
-            "COLDTRACE_DB_OWNER": owner,
-            "COLDTRACE_DB_APP": app,
+            "COLDTRACE_DB_NAME": d.db,
+            "COLDTRACE_DB_OWNER": d.owner,
+            "COLDTRACE_DB_APP": d.app,
         },
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert made.returncode == 0, made.stderr
-    base = f"postgresql+psycopg://{{}}@127.0.0.1:{postgres.postgres_port}/{db}"
     try:
-        done = run_coldtrace(
-            "db",
-            "upgrade",
-            COLDTRACE_DATABASE_URL=base.format(app),
-            COLDTRACE_MIGRATION_DATABASE_URL=base.format(owner),
-            COLDTRACE_RUN_DIR=str(postgres.run_dir),
-        )
-        assert done.returncode == 0, done.stderr
-        engine = make_engine(base.format(app))
-        with Session(engine) as session:
-            Store(session, "ops").create_customer("acme", "ACME")
-            session.commit()
-        with engine.connect() as conn:
-            for statement in (
-                "SET session_replication_role = replica",
-                "DELETE FROM audit_log",
-                "CREATE TABLE mine (id int)",
-            ):
-                with pytest.raises(DBAPIError, match=r"permission denied"):
-                    conn.execute(text(statement))
-                conn.rollback()
-        engine.dispose()
+        d.upgrade(postgres.run_dir)
+        yield d
     finally:
         with psycopg.connect(pg_url(postgres, "postgres", "libpq", PG_SUPERUSER)) as c:
             c.autocommit = True
-            c.execute(f"DROP DATABASE {db} WITH (FORCE)")
-            c.execute(f"DROP ROLE {app}")
-            c.execute(f"DROP ROLE {owner}")
+            c.execute(f"DROP DATABASE IF EXISTS {d.db} WITH (FORCE)")
+            c.execute(f"DROP ROLE {d.app}")
+            c.execute(f"DROP ROLE {d.owner}")
+
+
+def assert_kept_out(engine: Engine) -> None:
+    """The application's role cannot switch the triggers off, rewrite the log or add tables."""
+    with engine.connect() as conn:
+        for statement in (
+            "SET session_replication_role = replica",
+            "DELETE FROM audit_log",
+            "CREATE TABLE mine (id int)",
+        ):
+            with pytest.raises(DBAPIError, match=r"permission denied"):
+                conn.execute(text(statement))
+            conn.rollback()
+
+
+def test_deploy_roles_script_then_migrate_as_owner(deployed: Deployed) -> None:
+    """The application runs as its role, which cannot turn triggers off."""
+    engine = make_engine(deployed.url(deployed.app))
+    with Session(engine) as session:
+        Store(session, "ops").create_customer("acme", "ACME")
+        session.commit()
+    assert_kept_out(engine)
+    engine.dispose()
+
+
+def test_deploy_backup_and_restore_keep_the_log_and_the_roles(
+    deployed: Deployed, postgres: Settings
+) -> None:
+    """docs/deploy.md "Backing up and restoring": pg_dump as the superuser, the database made
+    again empty as its owner's, pg_restore --no-owner --role=OWNER, the migrations: the rows
+    and the audit log come back, owned by the owner role, its triggers hold for the owner,
+    and the application's role may write as before and is kept out as before."""
+    engine = make_engine(deployed.url(deployed.app))
+    with Session(engine) as session:
+        Store(session, "ops").create_customer("acme", "ACME")
+        session.commit()
+    with engine.connect() as conn:
+        before = entries(conn)
+    engine.dispose()
+    dump = deployed.superuser("pg_dump", "-Fc", deployed.db)
+    deployed.superuser("dropdb", deployed.db)
+    deployed.superuser("createdb", "-O", deployed.owner, deployed.db)
+    deployed.superuser(
+        "pg_restore", "-d", deployed.db, "--no-owner", f"--role={deployed.owner}", stdin=dump
+    )
+    deployed.upgrade(postgres.run_dir)
+
+    engine = make_engine(deployed.url(deployed.app))
+    with Session(engine) as session:
+        Store(session, "ops").create_customer("globex", "Globex")
+        session.commit()
+    with engine.connect() as conn:
+        after = entries(conn)
+        owners = conn.execute(
+            text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+        ).scalars()
+        assert list(owners) == [deployed.owner]
+    assert before == [(before[0][0], "ops", "customer.create")]
+    assert after == [*before, (before[0][0] + 1, "ops", "customer.create")]
+    assert_kept_out(engine)
+    engine.dispose()
+    owner = make_engine(deployed.url(deployed.owner))
+    with owner.connect() as conn, pytest.raises(DBAPIError, match="audit_log is append-only"):
+        conn.execute(text("DELETE FROM audit_log"))
+    owner.dispose()
 
 
 def test_the_triggers_refuse_rewrites_by_the_owner_role_too(pg_database_url: str) -> None:
