@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import (
     AwareDatetime,
     Field,
@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     # bytes); the API publishes its public key. No default: generated in development.
     certificate_signing_key: SecretStr | None = None
     _certificate_key: Ed25519PrivateKey | None = PrivateAttr(None)
+    # The public keys (PEM blocks one after another) of earlier signing keys whose
+    # certificates this installation still vouches for: they verify (API, public page) after
+    # a rotation. Never a compromised key's: its certificates must read invalid.
+    certificate_retired_public_keys: str = ""
+    _retired_keys: list[Ed25519PublicKey] = PrivateAttr(default_factory=list)
     # Where people reach the API: the verification address printed on a certificate and in
     # its QR code is <public_url>/v/<public_id> (docs/certificates.md).
     public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
@@ -363,6 +368,14 @@ class Settings(BaseSettings):
                     "(give PEM, e.g. from `openssl genpkey -algorithm ed25519`, or base64 of "
                     "its 32 raw bytes)"
                 ) from None
+        try:
+            self._retired_keys = signing.public_keys(self.certificate_retired_public_keys)
+        except ValueError as exc:
+            raise ValueError(
+                f"{ENV_PREFIX}CERTIFICATE_RETIRED_PUBLIC_KEYS: {exc} (give the retired keys' "
+                "public.pem files one after another, as GET /api/v1/certificates/public-key "
+                "gave them)"
+            ) from None
         return self
 
     @property
@@ -414,6 +427,13 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}CERTIFICATE_SIGNING_KEY is not set: certificates cannot be signed"
             )
         return self._certificate_key
+
+    @property
+    def certificate_public_keys(self) -> list[Ed25519PublicKey]:
+        """The keys a certificate may be signed with to verify here: the signing key's public
+        key, then the retired ones (COLDTRACE_CERTIFICATE_RETIRED_PUBLIC_KEYS); ConfigError
+        when the signing key is not configured."""
+        return [self.certificate_key.public_key(), *self._retired_keys]
 
     @property
     def sqlalchemy_url(self) -> str:

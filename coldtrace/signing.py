@@ -13,8 +13,9 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -78,6 +79,27 @@ def public_key(pem: str) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("a PEM public key, but not an Ed25519 one")
     return key
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", re.DOTALL)
+
+
+def public_keys(text: str) -> list[Ed25519PublicKey]:
+    """Every key of PEM public key blocks written one after another (``cat old1.pem
+    old2.pem``); ValueError naming the block (1-based) that is not an Ed25519 public key, or
+    saying what else the text holds."""
+    keys, end = [], 0
+    for n, block in enumerate(_PEM_BLOCK.finditer(text), 1):
+        if text[end : block.start()].strip():
+            raise ValueError(f"text before PEM block {n}: only PEM public key blocks are read")
+        try:
+            keys.append(public_key(block.group()))
+        except ValueError as exc:
+            raise ValueError(f"PEM block {n}: {exc}") from None
+        end = block.end()
+    if text[end:].strip():
+        raise ValueError("text that is not a PEM block: only PEM public key blocks are read")
+    return keys
 
 
 def key_id(key: Ed25519PublicKey) -> str:
@@ -175,11 +197,16 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def check(key: Ed25519PublicKey, certificate: Mapping[str, Any]) -> str:
-    """Why the certificate does not verify with `key`, or "" when it does: no duplicate key
-    at any depth, signed, algorithm Ed25519, a signature that is base64 of 64 bytes, valid
-    over the canonical body, a key_id naming `key`, and every envelope field outside
-    BOOKKEEPING present in the body with the same value. One reason, the first that fails."""
+def check(
+    keys: Sequence[Ed25519PublicKey], certificate: Mapping[str, Any], advice: str = ""
+) -> str:
+    """Why the certificate does not verify with any of the trusted `keys` (the signing key
+    and the retired ones still vouched for), or "" when it does: no duplicate key at any
+    depth, signed, algorithm Ed25519, a signature that is base64 of 64 bytes, a key_id naming
+    one of `keys`, valid over the canonical body with that key, and every envelope field
+    outside BOOKKEEPING present in the body with the same value. One reason, the first that
+    fails; `advice` ends the reason given when the signer is none of `keys` (the CLI's
+    ": pass its --public-key", which a web page must not tell its reader)."""
     duplicate = _duplicates(certificate, "")
     if duplicate:
         return f"duplicate key {duplicate}: the JSON can be read two ways"
@@ -195,15 +222,18 @@ def check(key: Ed25519PublicKey, certificate: Mapping[str, Any]) -> str:
     if len(raw) != SIGNATURE_BYTES:
         return f"the signature is not base64 of the {SIGNATURE_BYTES} bytes of an Ed25519 one"
     body = certificate["body"]
-    expected, named = key_id(key), certificate.get("key_id")
-    try:
-        key.verify(raw, canonical(body))
-    except InvalidSignature:
-        if named != expected:
-            return f"signed with key {named}, not {expected}: pass its --public-key"
+    trusted = {key_id(k): k for k in keys}
+    named = certificate.get("key_id")
+    key = trusted.get(named) if isinstance(named, str) else None
+    if key is None:
+        # The key_id names no trusted key: a trusted key's signature under a wrong key_id
+        # is told as such, anything else as a signer this check does not know.
+        signer = next((i for i, k in trusted.items() if _signed(k, raw, body)), None)
+        if signer is None:
+            return f"signed with key {named}, not {' or '.join(trusted)}{advice}"
+        return f"key_id {json.dumps(named)} does not name the key that signed it ({signer})"
+    if not _signed(key, raw, body):
         return "the signature does not match the body: changed after signing"
-    if named != expected:
-        return f"key_id {json.dumps(named)} does not name the key that signed it ({expected})"
     for field, value in certificate.items():
         if field in BOOKKEEPING:
             continue
@@ -217,10 +247,20 @@ def check(key: Ed25519PublicKey, certificate: Mapping[str, Any]) -> str:
     return ""
 
 
-def check_all(key: Ed25519PublicKey, certificates: list[dict[str, Any]]) -> list[str]:
+def _signed(key: Ed25519PublicKey, raw: bytes, body: Mapping[str, Any]) -> bool:
+    try:
+        key.verify(raw, canonical(body))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def check_all(
+    keys: Sequence[Ed25519PublicKey], certificates: list[dict[str, Any]], advice: str = ""
+) -> list[str]:
     """`check` for each, plus what only the list can tell: a version that says it is current
     (superseded null) while a later version of its delivery, valid, is in the same list."""
-    why = [check(key, c) for c in certificates]
+    why = [check(keys, c, advice) for c in certificates]
     latest: dict[Any, int] = {}
     for c, w in zip(certificates, why, strict=True):
         version = c["body"].get("version")

@@ -10,12 +10,14 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from coldtrace import signing
 from coldtrace.contract import telemetry_topic
 from coldtrace.devtools.ingest_process import IngestProcess, ingest_in
 from coldtrace.devtools.scratch import scratch_settings
@@ -313,6 +315,27 @@ def api(settings: Settings, database_url: str) -> Iterator[Api]:
     a = Api(settings.model_copy(update={"database_url": database_url}))
     yield a
     a.close()
+
+
+@contextmanager
+def rotated(api: Api, retired_public_keys: str) -> Iterator[Api]:
+    """The same installation (store, services) after its signing key was rotated as
+    docs/deploy.md says: a new COLDTRACE_CERTIFICATE_SIGNING_KEY, and
+    COLDTRACE_CERTIFICATE_RETIRED_PUBLIC_KEYS set to `retired_public_keys` (PEM, or "").
+    Validated afresh, as at start-up (model_copy would keep the old key)."""
+    a = Api(
+        Settings.model_validate(
+            api.settings.model_dump()
+            | {
+                "certificate_signing_key": signing.new_private_key(),
+                "certificate_retired_public_keys": retired_public_keys,
+            }
+        )
+    )
+    try:
+        yield a
+    finally:
+        a.close()
 
 
 def act_on_delivery(database_url: str, delivery_id: int, action: str, at_ms: int) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Final
 from sqlalchemy import select
 
 from alerts.evaluation import ProbeKey
+from coldtrace import signing
 from coldtrace.breaches import Breach
 from coldtrace.certificates.content import Calibration, Context, Place, certificate_body
 from coldtrace.certificates.judge import judge
@@ -36,9 +37,12 @@ def issue_certificate(
     store: Store, d: Delivery, source: ReadingSource, settings: Settings
 ) -> Certificate | None:
     """Judge the delivery from its stored readings (``judge``) and issue a version
-    signed with the settings' key if that says something else than the current one (or there
-    is none). A version on which the evaluation and the live rules stage disagree is logged
-    at ERROR when issued (once: an unchanged body issues nothing)."""
+    signed with the settings' key if that says something else than the current one, or
+    there is none, or the current one is signed with a key this installation no longer
+    trusts (a compromised key left out of COLDTRACE_CERTIFICATE_RETIRED_PUBLIC_KEYS: the
+    re-issue after a rotation, docs/deploy.md). A version on which the evaluation and the
+    live rules stage disagree is logged at ERROR when issued (once: an unchanged body issues
+    nothing)."""
     start, end = window(d, store.clock())
     evaluation, device_breaches = judge(store.session, d, source, settings, store.clock())
     ctx = context(store, d, settings, [(p.device, p.probe) for p in evaluation.probes])
@@ -46,7 +50,7 @@ def issue_certificate(
         trace_properties(d, start, end), evaluation, ctx, device_breaches
     )
     current = current_certificate(store, d)
-    if current is not None and judged(current.body) == judged(body):
+    if current is not None and judged(current.body) == judged(body) and _trusted(current, settings):
         return None
     issued = store.issue_certificate(
         d,
@@ -70,6 +74,12 @@ def issue_certificate(
             "; ".join(r for r in evaluation.reasons if r.endswith(" only")),
         )
     return issued
+
+
+def _trusted(c: Certificate, settings: Settings) -> bool:
+    """Whether the version's key is one this installation vouches for (a version from before
+    certificates were signed has none: re-judging it alone issues nothing new)."""
+    return c.key_id is None or c.key_id in map(signing.key_id, settings.certificate_public_keys)
 
 
 def judged(body: Mapping[str, Any]) -> dict[str, Any]:

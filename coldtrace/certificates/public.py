@@ -2,7 +2,8 @@
 address printed on it (``<COLDTRACE_PUBLIC_URL>/v/<public_id>``, its QR code).
 
 A stored version is ``valid`` (its signature and envelope pass the strict verification of
-``coldtrace.signing.check`` with the installation's key, and no newer version replaced it),
+``coldtrace.signing.check`` with the installation's keys (its signing key and the retired
+ones it still vouches for), and no newer version replaced it),
 ``superseded`` (valid, but a newer version of its delivery's certificate replaced it) or
 ``invalid`` (with the reason ``check`` gives). A file a visitor brings (the certificate JSON
 as the API returns it, or a list of them) is checked the same way (``check_all``), and a
@@ -13,6 +14,7 @@ ids lead here: they are 128 random bits, so certificates cannot be found by coun
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -76,10 +78,12 @@ def _replaced(session: Session, stored: Certificate) -> Status:
     return Status(State.superseded, newer=newer)
 
 
-def stored_status(session: Session, key: Ed25519PublicKey, stored: Certificate) -> Status:
+def stored_status(
+    session: Session, keys: Sequence[Ed25519PublicKey], stored: Certificate
+) -> Status:
     """The standing of a version this installation issued (checked afresh: a row changed in
     the database after signing is invalid like any other forgery)."""
-    why = signing.check(key, envelope(stored))
+    why = signing.check(keys, envelope(stored))
     return Status(State.invalid, why) if why else _replaced(session, stored)
 
 
@@ -100,7 +104,7 @@ def _int(value: object) -> int | None:
     return value if type(value) is int else None
 
 
-def check_file(session: Session, key: Ed25519PublicKey, data: bytes) -> list[Checked]:
+def check_file(session: Session, keys: Sequence[Ed25519PublicKey], data: bytes) -> list[Checked]:
     """Every certificate in a visitor's file: JSON as the API returns it (one or a list), or
     a PDF certificate (the signed JSON attached to it: document.extract_signed_json).
     signing.Unreadable when the file holds no certificate at all."""
@@ -119,7 +123,7 @@ def check_file(session: Session, key: Ed25519PublicKey, data: bytes) -> list[Che
             raise signing.Unreadable(f"neither a certificate JSON nor a PDF ({exc})") from None
     if not certificates:
         raise signing.Unreadable("an empty list: no certificate in it")
-    reasons = signing.check_all(key, certificates)
+    reasons = signing.check_all(keys, certificates)
     checked = []
     for c, why in zip(certificates, reasons, strict=True):
         body = c["body"]

@@ -114,10 +114,10 @@ def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
     from coldtrace import signing
 
     try:
-        public = (
-            signing.public_key(args.public_key.read_text())
+        keys = (
+            [signing.public_key(args.public_key.read_text())]
             if args.public_key
-            else settings.certificate_key.public_key()
+            else settings.certificate_public_keys
         )
     except (OSError, ValueError) as exc:
         print(f"error: --public-key {args.public_key}: {exc}", file=sys.stderr)
@@ -142,7 +142,11 @@ def cmd_certificates(settings: Settings, args: argparse.Namespace) -> int:
             "valid": not why,
             "why": why,
         }
-        for c, why in zip(certificates, signing.check_all(public, certificates), strict=True)
+        for c, why in zip(
+            certificates,
+            signing.check_all(keys, certificates, ": pass its --public-key"),
+            strict=True,
+        )
     ]
     emit(rows, args.json)
     return 0 if all(r["valid"] for r in rows) else 1

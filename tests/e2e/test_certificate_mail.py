@@ -148,7 +148,7 @@ def test_each_version_is_mailed_once_across_restarts(
         # The PDF alone verifies: the signed JSON is attached to it.
         [sent] = signing.read_certificates(extract_signed_json(attached.get_content()))
         assert sent["body"] == c["body"] and sent["signature"] == c["signature"]
-        assert signing.check(public, sent) == ""
+        assert signing.check([public], sent) == ""
     rows = outbox(database_url)
     assert [(r.attempts, r.attachment, r.recipients) for r in rows] == [
         (2, "pdf", CONTACTS),

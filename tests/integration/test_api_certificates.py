@@ -20,7 +20,7 @@ from coldtrace import signing
 from coldtrace.deliveries.automation import sweep
 from coldtrace.deliveries.store import wall_ms
 from coldtrace.influx import InfluxClient
-from tests.conftest import Api, run_coldtrace
+from tests.conftest import Api, rotated, run_coldtrace
 from tests.world import MIN, T0, add_breach, iso, plan, run
 
 
@@ -141,13 +141,50 @@ def test_cli_verifies_what_the_api_returns_and_refuses_a_tampered_file(
     assert result["why"] == "the signature does not match the body: changed after signing"
 
     stranger = tmp_path / "stranger.pem"
-    stranger.write_text(signing.public_key_pem(Ed25519PrivateKey.generate().public_key()))
+    strangers = Ed25519PrivateKey.generate().public_key()
+    stranger.write_text(signing.public_key_pem(strangers))
     done = coldtrace_verify(api, saved, "--public-key", str(stranger), "--json")
     assert done.returncode == 1
-    assert json.loads(done.stdout)[0]["why"].startswith(f"signed with key {certs[0]['key_id']}")
+    assert json.loads(done.stdout)[0]["why"] == (
+        f"signed with key {certs[0]['key_id']}, not {signing.key_id(strangers)}: "
+        "pass its --public-key"
+    )
 
     done = coldtrace_verify(api, public)
     assert done.returncode == 2 and "error:" in done.stderr
+
+
+def test_after_a_key_rotation_the_api_verifies_what_a_listed_retired_key_signed(
+    api: Api, closed_delivery: int, tmp_path: Path
+) -> None:
+    certs = api.ok("GET", f"/deliveries/{closed_delivery}/certificates")
+    old = public_key_of(api)
+    with rotated(api, old["pem"]) as listed:
+        answers = listed.ok("POST", "/certificates/verify", content=json.dumps(certs))
+        assert [(a["valid"], a["why"]) for a in answers] == [(True, "")]
+    with rotated(api, "") as unlisted:  # the old key compromised: not listed
+        answers = unlisted.ok("POST", "/certificates/verify", content=json.dumps(certs))
+        current = public_key_of(unlisted)["key_id"]
+        assert [(a["valid"], a["why"]) for a in answers] == [
+            (False, f"signed with key {old['key_id']}, not {current}")
+        ]
+
+    # The CLI reads the setting too, and a bad one stops it, naming the setting.
+    saved = tmp_path / "certificates.json"
+    saved.write_text(json.dumps(certs))
+    done = run_coldtrace(
+        "certificates",
+        "verify",
+        str(saved),
+        COLDTRACE_RUN_DIR=str(api.settings.run_dir),
+        COLDTRACE_CERTIFICATE_RETIRED_PUBLIC_KEYS="old.pem",
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "configuration error: COLDTRACE_CERTIFICATE_RETIRED_PUBLIC_KEYS: text that is not a "
+        "PEM block: only PEM public key blocks are read (give the retired keys' public.pem "
+        "files one after another, as GET /api/v1/certificates/public-key gave them)"
+    )
 
 
 # -- the certificate judges the delivery from its stored readings ----------------------------

@@ -163,7 +163,7 @@ def test_the_customer_fetches_its_pdf_in_french_and_english(
     assert attached == api.ok("GET", f"/certificates/{scripted['id']}", labo)
     published = api.ok("GET", "/certificates/public-key", labo)
     [read] = signing.read_certificates(extract_signed_json(r.content))
-    assert signing.check(signing.public_key(published["pem"]), read) == ""
+    assert signing.check([signing.public_key(published["pem"])], read) == ""
 
 
 def test_another_customer_gets_404(api: Api, scripted: dict[str, Any]) -> None:

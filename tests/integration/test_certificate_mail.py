@@ -122,7 +122,7 @@ def test_a_refused_message_is_retried_with_backoff_and_sent_once(
     assert attached.get_filename() == f"certificate-{closed_delivery}-v2.pdf"
     [certificate] = signing.read_certificates(extract_signed_json(attached.get_content()))
     assert certificate["body"]["version"] == 2
-    assert signing.check(api.settings.certificate_key.public_key(), certificate) == ""
+    assert signing.check(api.settings.certificate_public_keys, certificate) == ""
     with api.app.state.sessions() as session:
         assert outbox_counts(session).__dict__ == {
             "pending": 0,

@@ -20,7 +20,7 @@ from coldtrace.certificates.document import extract_signed_json
 from coldtrace.deliveries.models import CertificateMail, Delivery
 from coldtrace.deliveries.store import Store
 from coldtrace.settings import Settings
-from tests.conftest import Api, pdf_text
+from tests.conftest import Api, pdf_text, rotated
 from tests.world import MIN, T0, add_breach, iso, plan, run, write_run
 
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -344,6 +344,59 @@ def test_a_dropped_file_is_checked_strictly(
     )
     code, page = upload(api, "[]")
     assert (code, status_of(page)) == (422, "invalid: an empty list: no certificate in it")
+
+
+def test_after_a_key_rotation_older_certificates_stay_valid_while_their_key_is_listed(
+    api: Api,
+    fleet: tuple[str, str],
+    closed_delivery: int,
+) -> None:
+    [v1] = versions(api, closed_delivery)
+    old = api.ok("GET", "/certificates/public-key")
+    assert v1["key_id"] == old["key_id"]
+    page, status = (
+        f"/v/{v1['body']['public_id']}",
+        f"/api/v1/public/certificates/{v1['body']['public_id']}",
+    )
+
+    with rotated(api, old["pem"]) as listed:
+        assert status_of(listed.client.get(page).text) == "valid"
+        assert [listed.client.get(status).json()[k] for k in ("state", "why")] == ["valid", ""]
+        assert checked_rows(upload(listed, json.dumps(v1))[1]) == [
+            "valid (this installation's record)"
+        ]
+        # Its key trusted, the version is not re-issued.
+        assert len(listed.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")) == 1
+        # The next version is signed with the new key; the old one is superseded, not invalid.
+        _, device = fleet
+        add_breach(listed, device, T0 + 15 * MIN, T0 + 25 * MIN)
+        listed.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
+        _, v2 = versions(listed, closed_delivery)
+        new = listed.ok("GET", "/certificates/public-key")
+        assert (v2["key_id"], new["key_id"] != old["key_id"]) == (new["key_id"], True)
+        assert status_of(listed.client.get(page).text) == "superseded by version 2"
+        assert status_of(listed.client.get(f"/v/{v2['body']['public_id']}").text) == "valid"
+
+    # Not listed (a compromised key): invalid, with no command-line advice on the web.
+    with rotated(api, "") as unlisted:
+        current = unlisted.ok("GET", "/certificates/public-key")["key_id"]
+        why = f"signed with key {old['key_id']}, not {current}"
+        assert status_of(unlisted.client.get(page).text) == f"invalid: {why}"
+        answer = unlisted.client.get(status).json()
+        assert (answer["state"], answer["why"]) == ("invalid", why)
+        assert checked_rows(upload(unlisted, json.dumps(v1))[1]) == [f"invalid: {why}"]
+        r = unlisted.client.post(
+            "/api/v1/public/verify", files={"file": ("c.json", json.dumps(v1))}
+        )
+        assert [(c["state"], c["why"]) for c in r.json()] == [("invalid", why)]
+        # Re-issued (docs/deploy.md): re-evaluating signs the same judgement with the new key.
+        v3, v2_again, _ = unlisted.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")
+        assert (v3["version"], v3["key_id"], v3["body"]["verdict"]) == (
+            3,
+            current,
+            v2_again["body"]["verdict"],
+        )
+        assert status_of(unlisted.client.get(f"/v/{v3['body']['public_id']}").text) == "valid"
 
 
 @pytest.fixture

@@ -124,11 +124,11 @@ def test_the_attached_json_verifies_offline_and_a_tampered_one_does_not() -> Non
     pdf = render_pdf(scripted(certificate))
     [attached] = signing.read_certificates(extract_signed_json(pdf))
     assert attached == certificate
-    assert signing.check(KEY.public_key(), attached) == ""
+    assert signing.check([KEY.public_key()], attached) == ""
     forged = signed()
     forged["body"]["verdict"] = forged["verdict"] = "compliant"
     [read] = signing.read_certificates(extract_signed_json(render_pdf(scripted(forged))))
-    assert "changed after signing" in signing.check(KEY.public_key(), read)
+    assert "changed after signing" in signing.check([KEY.public_key()], read)
 
 
 def test_without_readings_or_url_it_still_renders(tmp_path: Path) -> None:

@@ -141,6 +141,61 @@ def test_a_bad_signing_key_is_named_without_echoing_it(tmp_path: Path) -> None:
     assert secret not in message
 
 
+def public_pem(key: Ed25519PrivateKey) -> str:
+    return signing.public_key_pem(key.public_key())
+
+
+ANY_KEY = Ed25519PrivateKey.generate()
+
+
+def test_retired_public_keys_are_read_after_the_signing_key(tmp_path: Path) -> None:
+    old, older = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    s = load_settings(
+        run_dir=tmp_path, certificate_retired_public_keys=public_pem(old) + public_pem(older)
+    )
+    assert [signing.key_id(k) for k in s.certificate_public_keys] == [
+        signing.key_id(s.certificate_key.public_key()),
+        signing.key_id(old.public_key()),
+        signing.key_id(older.public_key()),
+    ]
+    assert len(load_settings(run_dir=tmp_path).certificate_public_keys) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (
+            public_pem(ANY_KEY) + pem(ANY_KEY),
+            "PEM block 2: not a readable PEM public key",
+        ),
+        (
+            ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode(),
+            "PEM block 1: a PEM public key, but not an Ed25519 one",
+        ),
+        (
+            "old.pem\n" + public_pem(ANY_KEY),
+            "text before PEM block 1: only PEM public key blocks are read",
+        ),
+        (
+            public_pem(ANY_KEY) + "trailing",
+            "text that is not a PEM block: only PEM public key blocks are read",
+        ),
+    ],
+)
+def test_a_bad_retired_public_key_is_named_at_start_up(tmp_path: Path, text: str, why: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(run_dir=tmp_path, certificate_retired_public_keys=text)
+    assert str(info.value) == (
+        f"COLDTRACE_CERTIFICATE_RETIRED_PUBLIC_KEYS: {why} (give the retired keys' public.pem "
+        "files one after another, as GET /api/v1/certificates/public-key gave them)"
+    )
+
+
 def test_settings_without_a_key_cannot_sign() -> None:
     with pytest.raises(ConfigError, match="COLDTRACE_CERTIFICATE_SIGNING_KEY is not set"):
         Settings().certificate_key  # noqa: B018
@@ -186,7 +241,7 @@ def envelope(body: dict[str, Any] = SIGNED_BODY, **change: Any) -> dict[str, Any
 
 
 def reasons(text: str) -> list[str]:
-    return signing.check_all(SIGNER.public_key(), signing.read_certificates(text))
+    return signing.check_all([SIGNER.public_key()], signing.read_certificates(text))
 
 
 def test_a_genuine_certificate_verifies_also_with_its_keys_reordered() -> None:
@@ -252,14 +307,68 @@ def test_a_forged_certificate_is_refused_with_its_reason(forged: dict[str, Any],
     assert reasons(json.dumps(forged)) == [why]
 
 
-def test_another_keys_signature_is_named() -> None:
-    stranger = Ed25519PrivateKey.generate()
-    foreign = envelope(signature=signing.sign(stranger, SIGNED_BODY))
-    foreign["key_id"] = signing.key_id(stranger.public_key())
+def signed_by(key: Ed25519PrivateKey, **change: Any) -> dict[str, Any]:
+    """`envelope()` signed by `key` instead, its key_id naming it."""
+    return (
+        envelope(signature=signing.sign(key, SIGNED_BODY), key_id=signing.key_id(key.public_key()))
+        | change
+    )
+
+
+def test_another_keys_signature_is_named_with_the_callers_advice() -> None:
+    foreign = signed_by(Ed25519PrivateKey.generate())
     expected = signing.key_id(SIGNER.public_key())
-    assert reasons(json.dumps(foreign)) == [
+    assert reasons(json.dumps(foreign)) == [f"signed with key {foreign['key_id']}, not {expected}"]
+    assert signing.check([SIGNER.public_key()], foreign, ": pass its --public-key") == (
         f"signed with key {foreign['key_id']}, not {expected}: pass its --public-key"
-    ]
+    )
+
+
+RETIRED = Ed25519PrivateKey.generate()
+KEYRING = [SIGNER.public_key(), RETIRED.public_key()]
+
+
+def test_a_certificate_verifies_with_the_current_or_a_retired_key() -> None:
+    assert signing.check(KEYRING, envelope()) == ""
+    assert signing.check(KEYRING, signed_by(RETIRED)) == ""
+    # The retired key no longer trusted: its certificates are invalid again.
+    assert signing.check([SIGNER.public_key()], signed_by(RETIRED)) == (
+        f"signed with key {signing.key_id(RETIRED.public_key())}, "
+        f"not {signing.key_id(SIGNER.public_key())}"
+    )
+
+
+def test_a_key_outside_the_keyring_names_every_trusted_one() -> None:
+    stranger = signed_by(Ed25519PrivateKey.generate())
+    current, retired = (signing.key_id(k) for k in KEYRING)
+    assert signing.check(KEYRING, stranger) == (
+        f"signed with key {stranger['key_id']}, not {current} or {retired}"
+    )
+
+
+def test_a_retired_keys_id_over_a_bad_signature_is_refused() -> None:
+    # key_id names the retired key, the signature is the stranger's (or the body changed).
+    forged = signed_by(RETIRED, signature=signing.sign(Ed25519PrivateKey.generate(), SIGNED_BODY))
+    assert signing.check(KEYRING, forged) == (
+        "the signature does not match the body: changed after signing"
+    )
+    changed = signed_by(RETIRED, body=SIGNED_BODY | {"verdict": "compliant"}, verdict="compliant")
+    assert signing.check(KEYRING, changed) == (
+        "the signature does not match the body: changed after signing"
+    )
+    # A trusted key's signature under another trusted key's id is not taken either.
+    swapped = signed_by(RETIRED, key_id=signing.key_id(SIGNER.public_key()))
+    assert signing.check(KEYRING, swapped) == (
+        "the signature does not match the body: changed after signing"
+    )
+
+
+def test_a_trusted_signature_under_an_unknown_key_id_is_named() -> None:
+    renamed = signed_by(RETIRED, key_id="0123456789abcdef")
+    assert signing.check(KEYRING, renamed) == (
+        'key_id "0123456789abcdef" does not name the key that signed it '
+        f"({signing.key_id(RETIRED.public_key())})"
+    )
 
 
 def test_a_duplicate_key_is_refused_at_any_depth() -> None:

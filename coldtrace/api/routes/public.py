@@ -138,7 +138,7 @@ def certificate_page(
     if found is None:
         t = _plain_writer(language)
         return _page(settings, t, language, 404, title=t("page.not_found_title"), missing=True)
-    status = public.stored_status(session, settings.certificate_key.public_key(), found)
+    status = public.stored_status(session, settings.certificate_public_keys, found)
     t = page_writer(found.body, language)
     certificate = envelope(found)
     v = page_view(certificate, t)
@@ -261,7 +261,7 @@ async def check_upload(
     data = await _read(file)
     t = _plain_writer(language)
     try:
-        checked = public.check_file(session, settings.certificate_key.public_key(), data)
+        checked = public.check_file(session, settings.certificate_public_keys, data)
     except signing.Unreadable as exc:
         title = t("page.not_a_certificate")
         return _page(settings, t, language, 422, title=title, checked=[], unreadable=str(exc))
@@ -308,7 +308,7 @@ def certificate_status(
 ) -> PublicCertificate:
     """No key needed: the certificate at this public id and its standing (as the page)."""
     found = _stored(session, public_id)
-    status = public.stored_status(session, settings.certificate_key.public_key(), found)
+    status = public.stored_status(session, settings.certificate_public_keys, found)
     return PublicCertificate(**_status_out(settings, status), certificate=envelope(found))
 
 
@@ -322,7 +322,7 @@ async def verify_file(
     422 when the file holds none)."""
     data = await _read(file)
     try:
-        checked = public.check_file(session, settings.certificate_key.public_key(), data)
+        checked = public.check_file(session, settings.certificate_public_keys, data)
     except signing.Unreadable as exc:
         raise Problem(422, f"file: {exc}") from None
     return [_checked_out(settings, c) for c in checked]

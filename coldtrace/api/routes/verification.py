@@ -1,6 +1,7 @@
 """POST /api/v1/certificates/verify: the strict verification of `coldtrace certificates verify`
-(coldtrace.signing.check_all) with the installation's key, plus what only the store knows:
-whether a version that says it is current has been superseded."""
+(coldtrace.signing.check_all) with the installation's keys (the signing key and the retired
+ones it still vouches for), plus what only the store knows: whether a version that says it
+is current has been superseded."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ async def verify_certificates(
         raise Problem(422, f"body: {exc}") from None
     if not certificates:
         raise Problem(422, "body: no certificate in it: nothing verified")
-    reasons = signing.check_all(settings.certificate_key.public_key(), certificates)
+    reasons = signing.check_all(settings.certificate_public_keys, certificates)
     answers = []
     for c, why in zip(certificates, reasons, strict=True):
         why = why or _superseded(session, who, c)
