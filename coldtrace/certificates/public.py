@@ -14,8 +14,8 @@ ids lead here: they are 128 random bits, so certificates cannot be found by coun
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -50,11 +50,13 @@ class Newer:
 @dataclass(frozen=True)
 class Status:
     """A certificate's standing: ``why`` is the reason when invalid ("" otherwise);
-    ``newer`` the current version when superseded."""
+    ``newer`` the current version when superseded; ``retired_key`` the key id when a valid
+    or superseded version was signed with a retired key (not the signing key), else ""."""
 
     state: State
     why: str = ""
     newer: Newer | None = None
+    retired_key: str = ""
 
 
 def by_public_id(session: Session, public_id: str) -> Certificate | None:
@@ -81,10 +83,21 @@ def _replaced(session: Session, stored: Certificate) -> Status:
 def stored_status(
     session: Session, keys: Sequence[Ed25519PublicKey], stored: Certificate
 ) -> Status:
-    """The standing of a version this installation issued (checked afresh: a row changed in
+    """The standing, with ``keys`` (the signing key first, then the retired ones), of a
+    version this installation issued (checked afresh: a row changed in
     the database after signing is invalid like any other forgery)."""
-    why = signing.check(keys, envelope(stored))
-    return Status(State.invalid, why) if why else _replaced(session, stored)
+    certificate = envelope(stored)
+    why = signing.check(keys, certificate)
+    if why:
+        return Status(State.invalid, why)
+    return replace(_replaced(session, stored), retired_key=_retired(keys, certificate))
+
+
+def _retired(keys: Sequence[Ed25519PublicKey], certificate: Mapping[str, Any]) -> str:
+    """The key id of a verified certificate when it is not that of ``keys[0]``, the signing
+    key (the others are retired ones), else ""."""
+    named = str(certificate["key_id"])
+    return "" if named == signing.key_id(keys[0]) else named
 
 
 @dataclass(frozen=True)
@@ -105,8 +118,9 @@ def _int(value: object) -> int | None:
 
 
 def check_file(session: Session, keys: Sequence[Ed25519PublicKey], data: bytes) -> list[Checked]:
-    """Every certificate in a visitor's file: JSON as the API returns it (one or a list), or
-    a PDF certificate (the signed JSON attached to it: document.extract_signed_json).
+    """Every certificate in a visitor's file, checked with ``keys`` (the signing key first,
+    then the retired ones): JSON as the API returns it (one or a list), or a PDF certificate
+    (the signed JSON attached to it: document.extract_signed_json).
     signing.Unreadable when the file holds no certificate at all."""
     if data.startswith(b"%PDF-"):
         try:
@@ -131,6 +145,7 @@ def check_file(session: Session, keys: Sequence[Ed25519PublicKey], data: bytes) 
         if not why:
             stored = _issued_here(session, c)
             status = Status(State.valid) if stored is None else _replaced(session, stored)
+            status = replace(status, retired_key=_retired(keys, c))
             public_id = None if stored is None else stored.public_id
         verdict = body.get("verdict")
         checked.append(

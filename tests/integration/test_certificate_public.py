@@ -360,10 +360,12 @@ def test_after_a_key_rotation_older_certificates_stay_valid_while_their_key_is_l
     )
 
     with rotated(api, old["pem"]) as listed:
-        assert status_of(listed.client.get(page).text) == "valid"
+        # The reader is told which retired key signed it.
+        retired = f"(signed with retired key {old['key_id']})"
+        assert status_of(listed.client.get(page).text) == f"valid {retired}"
         assert [listed.client.get(status).json()[k] for k in ("state", "why")] == ["valid", ""]
         assert checked_rows(upload(listed, json.dumps(v1))[1]) == [
-            "valid (this installation's record)"
+            f"valid {retired} (this installation's record)"
         ]
         # Its key trusted, the version is not re-issued.
         assert len(listed.ok("POST", f"/deliveries/{closed_delivery}/reevaluate")) == 1
@@ -374,7 +376,7 @@ def test_after_a_key_rotation_older_certificates_stay_valid_while_their_key_is_l
         _, v2 = versions(listed, closed_delivery)
         new = listed.ok("GET", "/certificates/public-key")
         assert (v2["key_id"], new["key_id"] != old["key_id"]) == (new["key_id"], True)
-        assert status_of(listed.client.get(page).text) == "superseded by version 2"
+        assert status_of(listed.client.get(page).text) == f"superseded by version 2 {retired}"
         assert status_of(listed.client.get(f"/v/{v2['body']['public_id']}").text) == "valid"
 
     # Not listed (a compromised key): invalid, with no command-line advice on the web.
