@@ -5,7 +5,7 @@ measures (else that compartment's default), and by the settings' profile while i
 no compartment; a device's door by the settings' profile only. Where those stretches of
 device time begin and end, and their profile, come from ``piece_at`` (given by the entry
 point: coldtrace.deliveries.attach.profile_piece_at, asked at most every PIECE_REFRESH_MS per
-probe).
+probe), or ``pieces_at`` for the probes a batch builds engines for (profile_pieces_at).
 
 One engine (alerts/engine.py) per (device, probe, stretch): on its creation it is rebuilt
 from the stored breaches of its stretch and the stored readings (``history``), so a restart
@@ -49,6 +49,7 @@ from coldtrace.records import FAR_FUTURE_MS
 PIECE_REFRESH_MS = 10_000
 Piece = tuple[int, int, str | None]  # [start, end) of device time (ms), the profile there
 PieceAt = Callable[[str, str, int], Piece]  # (device, probe, device ms) -> its stretch
+PiecesAt = Callable[[list[tuple[str, str, int]]], list[Piece]]  # PieceAt of each, in order
 Emit = Callable[[str, str, str, list[Event]], None]  # (device, probe, profile id, changes)
 Contained = Callable[..., None]  # (device, probe, work, *args): Containment.run
 
@@ -98,6 +99,7 @@ class JudgeRegistry:
         profiles: dict[str, Profile],
         settings_profile: Callable[[str], Profile | None],
         piece_at: PieceAt,
+        pieces_at: PiecesAt,
         known: Callable[[Collection[str]], dict[str, list[Breach]]],
         history: History,
         emit: Emit,
@@ -107,6 +109,7 @@ class JudgeRegistry:
         self.profiles = profiles
         self.settings_profile = settings_profile
         self.piece_at = piece_at
+        self.pieces_at = pieces_at
         self.known = known
         self.history = history
         self.emit = emit
@@ -153,6 +156,12 @@ class JudgeRegistry:
             for key, samples in keys.items()
             if samples and (device, key) not in self.engines
         }
+        # their stretches in one lookup, not one per probe (the door's is the settings')
+        asks = [
+            (d, k, ts) for (d, k), ts in fresh.items() if k != DOOR and not self._known(d, k, ts)
+        ]
+        for (device, key, _), piece in zip(asks, self.pieces_at(asks) if asks else [], strict=True):
+            self._keep(device, key, piece)
         planned: dict[tuple[str, str], tuple[Piece, Profile, int]] = {}
 
         def plan(device: str, key: str, oldest: int) -> None:
@@ -213,16 +222,26 @@ class JudgeRegistry:
     def _piece(self, device: str, probe: str, ts: int) -> Piece:
         """The stretch around ``ts`` and its profile, asked at most every PIECE_REFRESH_MS
         per probe."""
+        known = self._known(device, probe, ts)
+        if known is not None:
+            return known
+        piece = self.piece_at(device, probe, ts)
+        self._keep(device, probe, piece)
+        return piece
+
+    def _asked(self, device: str, probe: str) -> tuple[int, list[Piece]]:
+        """When the probe's stretches were last asked about (clock ms) and those known then,
+        ([] when that was PIECE_REFRESH_MS ago or more: to be asked again)."""
         now_ms = int(self.clock() * 1000)
         asked, known = self.pieces.get((device, probe), (now_ms, []))
-        if not 0 <= now_ms - asked < PIECE_REFRESH_MS:
-            asked, known = now_ms, []
-        for piece in known:
-            if piece[0] <= ts < piece[1]:
-                return piece
-        piece = self.piece_at(device, probe, ts)
+        return (asked, known) if 0 <= now_ms - asked < PIECE_REFRESH_MS else (now_ms, [])
+
+    def _known(self, device: str, probe: str, ts: int) -> Piece | None:
+        return next((p for p in self._asked(device, probe)[1] if p[0] <= ts < p[1]), None)
+
+    def _keep(self, device: str, probe: str, piece: Piece) -> None:
+        asked, known = self._asked(device, probe)
         self.pieces[(device, probe)] = (asked, [*known, piece])
-        return piece
 
     def _piece_of(self, device: str, key: str, ts: int) -> Piece | None:
         """The stretch around ``ts`` of a probe, or of the door (None: no door rules)."""

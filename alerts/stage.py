@@ -51,6 +51,8 @@ class DeliveryLookups:
     # (session, device, probe, device ms) -> the stretch [start, end) around it over which
     # the probe is judged by one profile, and that profile (None: it measures no compartment)
     piece_at: Callable[[Session, str, str, int], Piece]
+    # (session, [(device, probe, device ms)]) -> piece_at of each, in order, asked together
+    pieces_at: Callable[[Session, list[tuple[str, str, int]]], list[Piece]]
     on_delivery: OnDelivery  # (session, now ms) -> device -> since when on a delivery in transit
 
 
@@ -94,6 +96,7 @@ class RulesStage:
             lambda device, probe, ts: self.store.ask(
                 lambda session: deliveries.piece_at(session, device, probe, ts)
             ),
+            lambda asks: self.store.ask(lambda session: deliveries.pieces_at(session, asks)),
             self.store.known_of,
             self.readings,
             self.emitter.emit,

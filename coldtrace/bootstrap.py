@@ -26,7 +26,12 @@ from sqlalchemy.orm import Session
 from alerts.stage import DeliveryLookups, RulesObserver, RulesStage
 from coldtrace import signing
 from coldtrace.db import make_engine, upgrade
-from coldtrace.deliveries.attach import any_assignment, devices_on_active_delivery, profile_piece_at
+from coldtrace.deliveries.attach import (
+    any_assignment,
+    devices_on_active_delivery,
+    profile_piece_at,
+    profile_pieces_at,
+)
 from coldtrace.profiles import Profile, ProfileError, load_profiles
 from coldtrace.settings import ENV_PREFIX, ConfigError, Settings
 from ingest.service import IngestService
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # What the rules stage asks of deliveries (alerts sits below deliveries).
-DELIVERIES = DeliveryLookups(profile_piece_at, devices_on_active_delivery)
+DELIVERIES = DeliveryLookups(profile_piece_at, profile_pieces_at, devices_on_active_delivery)
 
 
 def checked_profiles(settings: Settings) -> dict[str, Profile]:

@@ -3,7 +3,10 @@ and the breaches of those probes then."""
 
 from __future__ import annotations
 
-from sqlalchemy import case, func, or_, select
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from coldtrace.breaches import Breach
@@ -13,6 +16,14 @@ from coldtrace.deliveries.store import breach_links, window_end, window_start
 from coldtrace.deliveries.trace import BreachMark
 from coldtrace.deliveries.window import Segment, Span, segments
 from coldtrace.records import FAR_FUTURE_MS
+
+# Per SELECT of the batched lookups: devices in one IN (...), compartments OR-ed (each with
+# its own span of time; SQLite parses an OR chain as a tree no deeper than 1,000).
+DEVICES_PER_QUERY = 500
+COMPARTMENTS_PER_QUERY = 200
+Ask = tuple[str, str, int]  # (device, probe, device ms)
+Piece = tuple[int, int, str | None]  # [start, end) of device time (ms), the profile there
+Window = tuple[int, int, int, str]  # a delivery's window: start, end (included), its id, profile
 
 
 def window(d: Delivery, now_ms: int) -> tuple[int, int]:
@@ -157,6 +168,103 @@ def profile_piece_at(
     start = max(t for t in (lo, before, since) if t is not None)
     end = min(t for t in (hi, upto, ends) if t is not None)
     return start, end, profile_at(session, device, probe, ts)
+
+
+def profile_pieces_at(session: Session, asks: Sequence[Ask]) -> list[Piece]:
+    """``profile_piece_at`` of each ask, in order, from one SELECT per DEVICES_PER_QUERY
+    devices and one per COMPARTMENTS_PER_QUERY compartments instead of up to four per ask
+    (after a restart the rules stage asks about a fleet's probes at once): the asked
+    devices' assignments, then the windows of the deliveries of the compartments the asked
+    times fall in that overlap those assignments. The same answers as asking one by one: the
+    bounds and the profile are picked from the same rows by the same rules, in Python."""
+    assignments: dict[tuple[str, str], list[Assignment]] = defaultdict(list)
+    devices = sorted({device for device, _, _ in asks})
+    for i in range(0, len(devices), DEVICES_PER_QUERY):
+        found = session.scalars(
+            select(Assignment)
+            .where(Assignment.device_id.in_(devices[i : i + DEVICES_PER_QUERY]))
+            .order_by(Assignment.id)
+        )
+        for assignment in found:
+            assignments[(assignment.device_id, assignment.probe)].append(assignment)
+    here = [_assignment_at(assignments[(device, probe)], ts) for device, probe, ts in asks]
+    # Per compartment, the span of device time its asked assignments cover: its deliveries
+    # whose windows overlap none of them cannot bound or answer any ask.
+    reach: dict[int, tuple[int, int]] = {}
+    for at in here:
+        if at is not None:
+            lo, hi = reach.get(at.compartment_id, (at.valid_from_ms, _until(at)))
+            reach[at.compartment_id] = (min(lo, at.valid_from_ms), max(hi, _until(at)))
+    windows: dict[int, list[Window]] = defaultdict(list)
+    compartments = sorted(reach)
+    for i in range(0, len(compartments), COMPARTMENTS_PER_QUERY):
+        rows = session.execute(
+            select(
+                Delivery.compartment_id,
+                window_start(),
+                window_end(),
+                Delivery.id,
+                Delivery.profile,
+            ).where(
+                or_(
+                    *(
+                        and_(
+                            Delivery.compartment_id == c,
+                            window_start() < reach[c][1],
+                            window_end() >= reach[c][0],
+                        )
+                        for c in compartments[i : i + COMPARTMENTS_PER_QUERY]
+                    )
+                ),
+                # a delivery cancelled before it left carried nothing
+                or_(Delivery.state != State.cancelled.value, Delivery.started_ms.is_not(None)),
+            )
+        )
+        for row in rows:
+            windows[row.compartment_id].append((row[1], row[2], row.id, row.profile))
+    return [
+        _piece(assignments[(device, probe)], a, windows[a.compartment_id] if a else [], ts)
+        for (device, probe, ts), a in zip(asks, here, strict=True)
+    ]
+
+
+def _until(a: Assignment) -> int:
+    return a.valid_to_ms if a.valid_to_ms is not None else FAR_FUTURE_MS
+
+
+def _assignment_at(assignments: list[Assignment], ts: int) -> Assignment | None:
+    return next((a for a in assignments if a.valid_from_ms <= ts < _until(a)), None)
+
+
+def _piece(
+    assignments: list[Assignment],
+    a: Assignment | None,
+    windows: list[Window],
+    ts: int,
+) -> Piece:
+    """``profile_piece_at`` of one probe at ``ts`` from its ``assignments``, the one ``a``
+    at ``ts`` (None: none) and the windows (start, end included, delivery id, profile) of
+    the deliveries of a's compartment (any superset of those overlapping ``a``)."""
+    if a is None:
+        return (
+            max(
+                (t for x in assignments if (t := x.valid_to_ms) is not None and t <= ts), default=0
+            ),
+            min(
+                (x.valid_from_ms for x in assignments if x.valid_from_ms > ts),
+                default=FAR_FUTURE_MS,
+            ),
+            None,
+        )
+    lo, hi = a.valid_from_ms, _until(a)
+    mine = [w for w in windows if w[0] < hi and w[1] >= lo]
+    # where the answer may change: a window's start, the millisecond after its end
+    changes = [t for start, end, _, _ in mine for t in (start, end + 1)]
+    start = max([lo, *(t for t in changes if t <= ts)])
+    end = min([hi, *(t for t in changes if t > ts)])
+    under_way = [(delivery, profile) for s, e, delivery, profile in mine if s <= ts <= e]
+    profile = max(under_way)[1] if under_way else None
+    return start, end, profile or a.compartment.profile
 
 
 def any_assignment(session: Session) -> bool:

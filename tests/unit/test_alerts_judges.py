@@ -59,11 +59,13 @@ class Harness:
         self.stored = Stored()
         self.emitted: list[tuple[str, str, str, str, int, int | None]] = []
         self.asked: list[list[str]] = []  # the devices whose stored breaches were asked for
+        self.lookups: list[list[tuple[str, str, int]]] = []  # the stretches asked for, a call each
         self.now_ms = T0 + 120 * MINUTE
         self.registry = JudgeRegistry(
             PROFILES,
             lambda device: settings_profile,
-            self.piece_at,
+            lambda device, probe, ts: self.pieces_at([(device, probe, ts)])[0],
+            self.pieces_at,
             self.known,
             self.stored,
             self.emit,
@@ -75,9 +77,9 @@ class Harness:
         self.asked.append(sorted(devices))
         return {d: [] for d in devices}
 
-    def piece_at(self, device: str, probe: str, ts: int) -> Piece:
-        (piece,) = [p for p in self.pieces if p[0] <= ts < p[1]]
-        return piece
+    def pieces_at(self, asks: list[tuple[str, str, int]]) -> list[Piece]:
+        self.lookups.append(asks)
+        return [next(p for p in self.pieces if p[0] <= ts < p[1]) for _, _, ts in asks]
 
     def emit(self, device: str, probe: str, profile: str, events: list[Event]) -> None:
         for e in events:
@@ -214,7 +216,8 @@ def test_a_door_is_judged_by_the_settings_profile_only() -> None:
 def test_engines_primed_together_conclude_as_when_each_reads_its_own() -> None:
     """A van's engines forgotten mid-excursion on both probes (a restart): primed before
     the batch (JudgeRegistry.prime), they read the store and the readings once for both
-    probes, not once each, and report exactly what they report unprimed."""
+    probes, not once each, and ask about the probes' stretches in one lookup, and report
+    exactly what they report unprimed."""
     outcomes = []
     for primed in (False, True):
         h = Harness([(0, FAR_FUTURE_MS, "chilled")])
@@ -225,6 +228,7 @@ def test_engines_primed_together_conclude_as_when_each_reads_its_own() -> None:
         h.emitted.clear()
         h.stored.reads.clear()
         h.asked.clear()
+        h.lookups.clear()
         batch = {
             p: [Sample(T0 + m * MINUTE, m, 3.0) for m in range(30, 50)] for p in ("product", "air")
         }
@@ -235,8 +239,8 @@ def test_engines_primed_together_conclude_as_when_each_reads_its_own() -> None:
         for probe, samples in batch.items():
             h.registry.judge("van", probe, samples)
         h.registry.release()
-        outcomes.append((opened_and_closed(h), h.stored.reads, h.asked))
-    (alone, alone_reads, alone_asked), (together, reads, asked) = outcomes
+        outcomes.append((opened_and_closed(h), h.stored.reads, h.asked, h.lookups))
+    (alone, alone_reads, alone_asked, alone_lookups), (together, reads, asked, lookups) = outcomes
     assert (
         together
         == alone
@@ -248,6 +252,9 @@ def test_engines_primed_together_conclude_as_when_each_reads_its_own() -> None:
     )
     assert (alone_reads, alone_asked) == (["van", "van"], [["van"], ["van"]])
     assert (reads, asked) == (["van"], [["van"]])
+    first = T0 + 30 * MINUTE
+    assert alone_lookups == [[("van", "product", first)], [("van", "air", first)]]
+    assert lookups == [[("van", "product", first), ("van", "air", first)]]
     assert (h.registry.primed_breaches, h.registry.primed_samples) == ({}, {})  # released
 
 
