@@ -14,7 +14,7 @@ from typing import Any
 from alerts.rules import Sample, Window, in_windows
 from coldtrace.contract import probe_fault
 from coldtrace.influx import InfluxClient, quote_string, since_groups
-from coldtrace.records import PlacedReading
+from coldtrace.records import FAR_FUTURE_MS, PlacedReading
 
 DOOR = ""  # the engine key (and breach probe) of a device's door rules
 
@@ -56,11 +56,15 @@ class StoredReadings:
             self.influx.rows(f"SELECT celsius, seq FROM temperature WHERE {probes} GROUP BY probe"),
         )
 
-    def samples_of_devices(self, since: Mapping[str, int]) -> dict[str, dict[str, list[Sample]]]:
-        """Several devices' stored readings, each from its ``since`` (device ms) on, as
-        ``samples`` gives them (every probe): two queries per 100 devices whose ``since``s
-        lie within an hour, instead of two per device and probe (an engine rebuilt after a
-        restart reads its device's history: a fleet's first batches come together)."""
+    def samples_of_devices(
+        self, since: Mapping[str, int], until: Mapping[str, int] | None = None
+    ) -> dict[str, dict[str, list[Sample]]]:
+        """Several devices' stored readings, each from its ``since`` (device ms) on, up to
+        its ``until`` if given (included), as ``samples`` gives them (every probe): two
+        queries per 100 devices whose ``since``s lie within an hour, instead of two per
+        device and probe (an engine rebuilt after a restart reads its device's history: a
+        fleet's first batches come together; the spans that overflowed the queue too)."""
+        last = {d: FAR_FUTURE_MS for d in since} if until is None else until
         health: dict[str, list[dict[str, Any]]] = {d: [] for d in since}
         temperature: dict[str, list[dict[str, Any]]] = {d: [] for d in since}
         for lo, where in since_groups(since):
@@ -77,7 +81,7 @@ class StoredReadings:
                 ),
             ):
                 for row in self.influx.rows(query):
-                    if int(row["time"]) >= since[row["device"]]:
+                    if since[row["device"]] <= int(row["time"]) <= last[row["device"]]:
                         rows[row["device"]].append(row)
         return {d: self._samples(d, health[d], temperature[d]) for d in since}
 

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from alerts.containment import Containment
@@ -35,7 +36,7 @@ class Work(Protocol):
 
     def evaluate(self, placed: list[PlacedReading]) -> None: ...
 
-    def stored(self, device: str, lo: int, hi: int) -> dict[str, list[Sample]]: ...
+    def stored(self, spans: Mapping[str, Span]) -> dict[str, dict[str, list[Sample]]]: ...
 
     def judge_stored(self, device: str, samples: dict[str, list[Sample]], newest: int) -> None: ...
 
@@ -125,16 +126,16 @@ class Runner:
     def _reread_overflow(self) -> None:
         with self.lock:
             spans, self.overflow = self.overflow, {}
-        for device, (lo, hi) in spans.items():
-            try:
-                samples = self.work.stored(device, lo, hi)
-            except InfluxUnavailable:
-                self._remember(device, lo, hi)  # and the rest of spans: kept for the retry
-                for d, (a, b) in spans.items():
-                    if d != device:
-                        self._remember(d, a, b)
-                raise
-            self.work.judge_stored(device, samples, hi)
+        if not spans:
+            return
+        try:
+            stored = self.work.stored(spans)  # every device's span together: a few queries
+        except InfluxUnavailable:
+            for device, (lo, hi) in spans.items():  # kept for the retry
+                self._remember(device, lo, hi)
+            raise
+        for device, (_, hi) in spans.items():
+            self.work.judge_stored(device, stored[device], hi)
 
     def _remember(self, device: str, lo: int, hi: int) -> None:
         with self.lock:

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,7 +32,7 @@ from alerts.judges import JudgeRegistry, Piece
 from alerts.notify import Notifier, channels_from
 from alerts.readings import StoredReadings, samples_of
 from alerts.rules import HOUR_MS, Sample, Window
-from alerts.runner import Runner
+from alerts.runner import Runner, Span
 from alerts.silence_watch import OnDelivery, SilenceWatch
 from alerts.store import BreachStore
 from coldtrace.influx import InfluxClient
@@ -208,9 +208,11 @@ class RulesStage:
         finally:
             self.judges.release()
 
-    def stored(self, device: str, lo: int, hi: int) -> dict[str, list[Sample]]:
-        """What InfluxDB holds of a device from ``lo`` to ``hi`` (device ms)."""
-        return self.readings.samples(device, lo, hi)
+    def stored(self, spans: Mapping[str, Span]) -> dict[str, dict[str, list[Sample]]]:
+        """What InfluxDB holds of each device over its span (device ms, both included)."""
+        return self.readings.samples_of_devices(
+            {d: lo for d, (lo, _) in spans.items()}, {d: hi for d, (_, hi) in spans.items()}
+        )
 
     def judge_stored(self, device: str, samples: dict[str, list[Sample]], newest: int) -> None:
         for key, probe_samples in samples.items():

@@ -172,6 +172,38 @@ def test_readings_that_overflow_the_queue_are_reread(
     assert (b.start_ts, b.end_ts) == (T0 + 10 * MINUTE, T0 + 40 * MINUTE)
 
 
+def test_a_fleet_s_overflow_is_reread_together(
+    settings, influx, prefix, database_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two vans' second batches overflow the queue: their spans are reread from InfluxDB in
+    one query per measurement, not one per device, and each van's excursion is found whole
+    (6 C from minute 10 to 39 on the first, 20 to 44 on the second)."""
+    vans = {f"{prefix}-van1": (10, 40), f"{prefix}-van2": (20, 45)}
+    stage = make_stage(settings, database_url, Clock(T0 + 60 * MINUTE), alerts_queue_batches=1)
+
+    def batch(minutes: range) -> list[PlacedReading]:
+        return [
+            p
+            for van, (a, b) in vans.items()
+            for p in readings(van, minutes, lambda m, a=a, b=b: 6.0 if a <= m < b else 3.0)
+        ]
+
+    stage.observe(store(influx, batch(range(0, 20))))
+    stage.observe(store(influx, batch(range(20, 50))))  # queue full: a span per van
+    assert stage.runner.overflow == dict.fromkeys(vans, (T0 + 20 * MINUTE, T0 + 49 * MINUTE))
+    stage.evaluate(stage.runner.queue.get_nowait())  # the engines exist: only spans to read
+    queries: list[str] = []
+    rows = stage.influx.rows
+    monkeypatch.setattr(stage.influx, "rows", lambda q: queries.append(q) or rows(q))
+    stage.runner._reread_overflow()
+    assert [q.split(" FROM ")[1].split()[0] for q in queries] == ["device_health", "temperature"]
+    assert stage.runner.overflow == {}
+    found = {van: [(b.rule, b.start_ts, b.end_ts) for b in breaches(stage, van)] for van in vans}
+    assert found == {
+        van: [("excursion_high", T0 + a * MINUTE, T0 + b * MINUTE)] for van, (a, b) in vans.items()
+    }
+
+
 def test_configured_suppression_window_from_settings(
     settings, influx, prefix, database_url
 ) -> None:
@@ -906,7 +938,7 @@ def test_devices_rebuilt_together_after_a_restart_reach_the_state_each_reaches_a
     for key in scenes:
         placed = store(influx, batch(alone[key], key, range(60, 70)))
         lo, hi = placed[0].ts, placed[-1].ts
-        second.judge_stored(alone[key], second.stored(alone[key], lo, hi), hi)
+        second.judge_stored(alone[key], second.stored({alone[key]: (lo, hi)})[alone[key]], hi)
 
     def content(device: str) -> list[tuple[object, ...]]:
         return sorted(
