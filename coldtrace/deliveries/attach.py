@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from coldtrace.breaches import Breach
@@ -128,46 +128,8 @@ def profile_piece_at(
     (an assignment's or a delivery window's start, or the millisecond after a window's end),
     so every call for any time in it returns the same start: the rules key their state by it.
     Outside any assignment: the stretch between the neighbouring assignments, profile None.
-    (For the rules: alerts/.)"""
-    assignments = session.scalars(
-        select(Assignment).where(Assignment.device_id == device, Assignment.probe == probe)
-    ).all()
-    here = [
-        a
-        for a in assignments
-        if a.valid_from_ms <= ts < (a.valid_to_ms if a.valid_to_ms is not None else FAR_FUTURE_MS)
-    ]
-    if not here:
-        ends = [a.valid_to_ms for a in assignments if a.valid_to_ms is not None]
-        return (
-            max((t for t in ends if t <= ts), default=0),
-            min(
-                (a.valid_from_ms for a in assignments if a.valid_from_ms > ts),
-                default=FAR_FUTURE_MS,
-            ),
-            None,
-        )
-    a = here[0]
-    lo = a.valid_from_ms
-    hi = a.valid_to_ms if a.valid_to_ms is not None else FAR_FUTURE_MS
-    after_end = window_end() + 1  # windows include their end (as in profile_at)
-    before, since, upto, ends = session.execute(
-        select(
-            func.max(case((window_start() <= ts, window_start()))),
-            func.max(case((after_end <= ts, after_end))),
-            func.min(case((window_start() > ts, window_start()))),
-            func.min(case((after_end > ts, after_end))),
-        ).where(
-            Delivery.compartment_id == a.compartment_id,
-            # a delivery cancelled before it left carried nothing
-            or_(Delivery.state != State.cancelled.value, Delivery.started_ms.is_not(None)),
-            window_start() < hi,
-            window_end() >= lo,
-        )
-    ).one()
-    start = max(t for t in (lo, before, since) if t is not None)
-    end = min(t for t in (hi, upto, ends) if t is not None)
-    return start, end, profile_at(session, device, probe, ts)
+    One ask of ``profile_pieces_at``. (For the rules: alerts/.)"""
+    return profile_pieces_at(session, [(device, probe, ts)])[0]
 
 
 def profile_pieces_at(session: Session, asks: Sequence[Ask]) -> list[Piece]:

@@ -1,8 +1,9 @@
 """The stretches of device time the rules judge each probe by, asked for a batch of probes
-together (coldtrace.deliveries.attach.profile_pieces_at) against asked one probe at a time
-(profile_piece_at): the same answers, from two SELECTs instead of up to four per probe. On a
-migrated store, SQLite and PostgreSQL, with assignments that start, end and overlap delivery
-windows in every state."""
+together (coldtrace.deliveries.attach.profile_pieces_at: bounds and profile picked in Python
+from two SELECTs) against a reference computed independently, one probe at a time, by SQL
+aggregates (`piece_by_sql`, the implementation the batched one replaced). On a migrated
+store, SQLite and PostgreSQL, with assignments that start, end and overlap delivery windows
+in every state."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from sqlalchemy import event
+from sqlalchemy import case, event, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from coldtrace.db import make_engine
-from coldtrace.deliveries.attach import profile_piece_at, profile_pieces_at
+from coldtrace.deliveries.attach import profile_at, profile_pieces_at
 from coldtrace.deliveries.lifecycle import State
 from coldtrace.deliveries.models import Assignment, Compartment, Customer, Delivery, Device, Vehicle
+from coldtrace.deliveries.store import window_end, window_start
 from coldtrace.records import FAR_FUTURE_MS
 
 MINUTE = 60_000
@@ -46,6 +48,43 @@ def engine(database_url: str) -> Iterator[Engine]:
         session.commit()
     yield engine
     engine.dispose()
+
+
+def piece_by_sql(session: Session, device: str, probe: str, ts: int) -> tuple[int, int, str | None]:
+    """The reference: profile_piece_at's answer for one probe, its bounds from SQL aggregates
+    over the deliveries of the compartment the probe measured at ``ts`` and its profile from
+    profile_at (kept here, apart from the product's code, so the two are checked against
+    each other, not against themselves)."""
+    found = session.scalars(
+        select(Assignment).where(Assignment.device_id == device, Assignment.probe == probe)
+    ).all()
+    until = {a.id: a.valid_to_ms if a.valid_to_ms is not None else FAR_FUTURE_MS for a in found}
+    here = [a for a in found if a.valid_from_ms <= ts < until[a.id]]
+    if not here:
+        return (
+            max((t for a in found if (t := a.valid_to_ms) is not None and t <= ts), default=0),
+            min((a.valid_from_ms for a in found if a.valid_from_ms > ts), default=FAR_FUTURE_MS),
+            None,
+        )
+    a = here[0]
+    lo, hi = a.valid_from_ms, until[a.id]
+    after_end = window_end() + 1  # windows include their end (as in profile_at)
+    before, since, upto, ends = session.execute(
+        select(
+            func.max(case((window_start() <= ts, window_start()))),
+            func.max(case((after_end <= ts, after_end))),
+            func.min(case((window_start() > ts, window_start()))),
+            func.min(case((after_end > ts, after_end))),
+        ).where(
+            Delivery.compartment_id == a.compartment_id,
+            or_(Delivery.state != State.cancelled.value, Delivery.started_ms.is_not(None)),
+            window_start() < hi,
+            window_end() >= lo,
+        )
+    ).one()
+    start = max(t for t in (lo, before, since) if t is not None)
+    end = min(t for t in (hi, upto, ends) if t is not None)
+    return start, end, profile_at(session, device, probe, ts)
 
 
 # One probe's assignments: cut points (minutes), each stretch between two on a compartment
@@ -155,7 +194,7 @@ def test_asked_together_the_stretches_are_those_asked_one_by_one(
         session.add_all(delivery(session, spec, n) for n, spec in enumerate(deliveries))
         session.flush()
         together = profile_pieces_at(session, ASKS)
-        alone = [profile_piece_at(session, *ask) for ask in ASKS]
+        alone = [piece_by_sql(session, *ask) for ask in ASKS]
         session.rollback()
     assert together == alone
     # the rules key their state by the start: any time in a stretch gives that stretch
