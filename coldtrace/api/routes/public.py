@@ -22,7 +22,7 @@ from coldtrace.api.problems import Problem
 from coldtrace.api.ratelimit import RateLimiter
 from coldtrace.api.schemas import Language
 from coldtrace.certificates import public
-from coldtrace.certificates.document import has_document
+from coldtrace.certificates.document import DocumentRequest, has_document
 from coldtrace.certificates.html import certificate_html
 from coldtrace.certificates.i18n import LANGUAGE_NAMES, Writer
 from coldtrace.certificates.pdf import render_pdf
@@ -155,13 +155,22 @@ def certificate_page(
     )
 
 
-def _with_document(session: DbSession, public_id: str) -> Certificate:
+def _document(
+    session: DbSession,
+    public_id: str,
+    source: Source,
+    settings: AppSettings,
+    language: PageLanguage,
+) -> tuple[Certificate, DocumentRequest]:
+    """The version and what either renderer needs of it (in its customer's language, else
+    ``language``)."""
     found = _stored(session, public_id)
     # Versions issued before certificates carried what the document shows (the customer's
     # time zone, the issuer, ...) have only the page's table.
     if not has_document(found.body):
         raise Problem(404, "this version has no document: it was issued before they existed")
-    return found
+    logo = settings.certificate_issuer_logo
+    return found, version_document(session, found, source, settings.public_url, logo, language)
 
 
 def _well_formed(public_id: str) -> bool:
@@ -180,17 +189,8 @@ def certificate_document(
     customer's language, else ``language``, and time zone), framed by the page. 404 for
     versions issued before certificates carried that content (the page's table shows their
     facts)."""
-    found = _with_document(session, public_id)
-    html = certificate_html(
-        version_document(
-            session,
-            found,
-            source,
-            settings.public_url,
-            settings.certificate_issuer_logo,
-            language,
-        )
-    )
+    _, request = _document(session, public_id, source, settings, language)
+    html = certificate_html(request)
     csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
     return HTMLResponse(html, headers=HEADERS | {"Content-Security-Policy": csp})
 
@@ -226,18 +226,8 @@ def certificate_pdf(
 ) -> Response:
     """The certificate as a PDF/A-3 in its customer's language (else ``language``), the
     signed JSON attached (as GET /api/v1/certificates/{id}/pdf)."""
-    found = _with_document(session, public_id)
-    pdf = render_pdf(
-        version_document(
-            session,
-            found,
-            source,
-            settings.public_url,
-            settings.certificate_issuer_logo,
-            language,
-        )
-    )
-    return _download(found, pdf, "application/pdf", "pdf")
+    found, request = _document(session, public_id, source, settings, language)
+    return _download(found, render_pdf(request), "application/pdf", "pdf")
 
 
 async def _read(file: UploadFile) -> bytes:
