@@ -24,7 +24,8 @@ SERVICES: dict[str, Any] = COMPOSE["services"]
 OPERATOR_MADE = {"deploy/mosquitto/accounts"}
 PINNED = re.compile(r"^[\w./-]+:\d+\.\d+(\.\d+)?(-[\w.]+)?$")
 VARIABLE = re.compile(r"\$\{(\w+)(:[?-])?([^}]*)\}")
-SECRET = re.compile(r"PASSWORD|KEY|SECRET|TOKEN")
+# A public key is no secret (the retired signing keys' public halves are optional).
+SECRET = re.compile(r"PASSWORD|(?<!PUBLIC_)KEY|SECRET|TOKEN")
 # Where each service keeps its state.
 STATE = {
     "mosquitto": "/mosquitto/data",
