@@ -55,6 +55,22 @@ def books(influx: InfluxClient, device: str) -> tuple[int, int, int, int]:
     return b.sent, b.stored, b.rejected, b.missing
 
 
+def simulate_in_background(
+    settings: Settings, prefix: str, **popen: Any
+) -> tuple[subprocess.Popen[Any], dict[str, str], list[str]]:
+    """`coldtrace simulate` of two vans, 600 readings each at 20 a second (30 s), as a process
+    of its own: the process, its environment and its vans' arguments (for the next run)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")},
+        "COLDTRACE_RUN_DIR": str(settings.run_dir),
+        "COLDTRACE_MQTT_PORT": str(settings.mqtt_port),
+    }
+    vans = ["--prefix", prefix, "--vehicles", "2"]
+    long_run = ["--readings", "600", "--interval", "1", "--speedup", "20"]
+    argv = [sys.executable, "-m", "coldtrace.cli", "simulate", *vans, *long_run]
+    return subprocess.Popen(argv, env=env, cwd=REPO, **popen), env, vans
+
+
 def test_a_broker_killed_mid_run_loses_nothing(
     settings: Settings,
     services: LocalServices,
@@ -160,20 +176,8 @@ def test_an_interrupted_run_keeps_what_it_sent_and_the_next_run_delivers_it(
     line says how many readings it keeps; the state file holds every one sent, each van's seq
     is its last sent; the next run, with ingest, delivers them and carries on from there."""
     discard_ingest_session(settings)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")},
-        "COLDTRACE_RUN_DIR": str(settings.run_dir),
-        "COLDTRACE_MQTT_PORT": str(settings.mqtt_port),
-    }
-    vans = ["--prefix", prefix, "--vehicles", "2"]
-    long_run = ["--readings", "600", "--interval", "1", "--speedup", "20"]  # 20 a second: 30 s
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coldtrace.cli", "simulate", *vans, *long_run],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, env, vans = simulate_in_background(
+        settings, prefix, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert proc.stderr is not None
     first = proc.stderr.readline()  # the progress line of its first step
@@ -247,19 +251,8 @@ def test_a_run_killed_with_sigkill_loses_nothing_and_the_next_run_reuses_no_seq(
     letter (a reused seq would be a conflicting duplicate)."""
     ingest = start_ingest()
     sent = Sent(settings, prefix)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("COLDTRACE_")},
-        "COLDTRACE_RUN_DIR": str(settings.run_dir),
-        "COLDTRACE_MQTT_PORT": str(settings.mqtt_port),
-    }
-    vans = ["--prefix", prefix, "--vehicles", "2"]
-    long_run = ["--readings", "600", "--interval", "1", "--speedup", "20"]  # 20 a second: 30 s
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coldtrace.cli", "simulate", *vans, *long_run],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc, env, vans = simulate_in_background(
+        settings, prefix, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     names = [f"{prefix}-01", f"{prefix}-02"]
     try:
